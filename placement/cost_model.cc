@@ -1,0 +1,168 @@
+#include "placement/cost_model.h"
+
+#include <algorithm>
+
+namespace hecate::placement {
+
+void TrafficMatrix::Add(const Cluster& c, DeviceId from, DeviceId to, double bytes) {
+  if (from == to || bytes <= 0) return;
+  if (c.same_node(from, to)) {
+    out_intra[from] += bytes;
+    in_intra[to] += bytes;
+  } else {
+    out_inter[from] += bytes;
+    in_inter[to] += bytes;
+    node_out[c.node_of(from)] += bytes;
+    node_in[c.node_of(to)] += bytes;
+  }
+}
+
+double TrafficMatrix::Seconds(const Cluster& c) const {
+  double worst = 0;
+  bool any = false;
+  for (size_t d = 0; d < in_intra.size(); ++d) {
+    const double intra = std::max(in_intra[d], out_intra[d]);
+    const double inter = std::max(in_inter[d], out_inter[d]);
+    if (intra > 0 || inter > 0) any = true;
+    worst = std::max(worst, std::max(intra / c.intra_bw(), inter / c.device_nic_bw()));
+  }
+  for (size_t n = 0; n < node_in.size(); ++n) {
+    worst = std::max(worst, std::max(node_in[n], node_out[n]) / c.inter_bw());
+  }
+  return any ? worst + c.latency() : 0.0;
+}
+
+double TrafficMatrix::TotalBytes() const {
+  double total = 0;
+  for (size_t d = 0; d < in_intra.size(); ++d) total += in_intra[d] + in_inter[d];
+  return total;
+}
+
+CostModel::CostModel(const Cluster& cluster, const ModelSpec& model,
+                     double attention_forward_seconds)
+    : cluster_(cluster),
+      model_(model),
+      attention_s_(attention_forward_seconds >= 0 ? attention_forward_seconds
+                                                  : model.attention_forward_seconds) {}
+
+double CostModel::SparseCollectiveSeconds(LayerId l, const LayerPlan& layer,
+                                          int64_t* bytes) const {
+  const int64_t pb = model_.layers[l].expert_param_bytes;
+  TrafficMatrix traffic(cluster_);
+  int64_t moved = 0;
+  for (ExpertId e = 0; e < layer.num_experts(); ++e) {
+    for (DeviceId d : layer.replicas[e]) {
+      if (d == layer.owner[e]) continue;
+      traffic.Add(cluster_, layer.owner[e], d, static_cast<double>(pb));
+      moved += pb;
+    }
+  }
+  if (bytes != nullptr) *bytes = moved;
+  return traffic.Seconds(cluster_);
+}
+
+LayerPrediction CostModel::EvaluateLayer(LayerId l, const LayerPlan& layer, const LoadMatrix& load,
+                                         DispatchRule rule, ReplicaSemantics semantics,
+                                         Dispatcher* dispatcher) const {
+  const int devices = cluster_.num_devices();
+  const LayerSpec& spec = model_.layers[l];
+  LayerPrediction p;
+  DispatchSummary summary;
+  dispatcher->Summarize(layer, load, rule, &summary);
+
+  p.device_tokens.resize(devices);
+  double worst_compute = 0;
+  double sum = 0;
+  for (DeviceId d = 0; d < devices; ++d) {
+    const double t = static_cast<double>(summary.device_tokens[d]);
+    p.device_tokens[d] = t;
+    sum += t;
+    p.max_tokens = std::max(p.max_tokens, t);
+    worst_compute = std::max(worst_compute, t * spec.expert_flops_per_token / cluster_.flops(d));
+  }
+  p.mean_tokens = sum / devices;
+  p.balancedness = p.max_tokens > 0 ? p.mean_tokens / p.max_tokens : 1.0;
+  p.compute_seconds = 3.0 * worst_compute;
+
+  const double tb = static_cast<double>(model_.token_bytes);
+  double worst_a2a = 0;
+  bool any_a2a = false;
+  std::vector<double> node_in(cluster_.num_nodes(), 0), node_out(cluster_.num_nodes(), 0);
+  for (DeviceId d = 0; d < devices; ++d) {
+    const double intra = tb * std::max(summary.out_intra[d], summary.in_intra[d]);
+    const double inter = tb * std::max(summary.out_inter[d], summary.in_inter[d]);
+    if (intra > 0 || inter > 0) any_a2a = true;
+    worst_a2a = std::max(worst_a2a,
+                         std::max(intra / cluster_.intra_bw(), inter / cluster_.device_nic_bw()));
+    node_in[cluster_.node_of(d)] += tb * summary.in_inter[d];
+    node_out[cluster_.node_of(d)] += tb * summary.out_inter[d];
+  }
+  for (NodeId n = 0; n < cluster_.num_nodes(); ++n) {
+    worst_a2a = std::max(worst_a2a, std::max(node_in[n], node_out[n]) / cluster_.inter_bw());
+  }
+  p.all_to_all_seconds = 4.0 * (any_a2a ? worst_a2a + cluster_.latency() : 0.0);
+
+  const double attn_f = attention_s_;
+  const double attn_b = 2.0 * attention_s_;
+  if (semantics == ReplicaSemantics::kPersistent) {
+    // Ring AllReduce per replica group: every member moves 2(n-1)/n parameter bytes in and out.
+    TrafficMatrix traffic(cluster_);
+    int64_t moved = 0;
+    for (ExpertId e = 0; e < layer.num_experts(); ++e) {
+      const std::vector<DeviceId>& r = layer.replicas[e];
+      const int n = static_cast<int>(r.size());
+      if (n < 2) continue;
+      const double per_member = 2.0 * (n - 1) / n * static_cast<double>(spec.expert_param_bytes);
+      for (int i = 0; i < n; ++i) traffic.Add(cluster_, r[i], r[(i + 1) % n], per_member);
+      moved += static_cast<int64_t>(per_member * n);
+    }
+    const double allreduce = traffic.Seconds(cluster_);
+    p.spag_seconds = 0;
+    p.sprs_seconds = allreduce;
+    p.sprs_bytes = moved;
+    p.exposed_comm_seconds = std::max(0.0, allreduce - attn_b);
+  } else {
+    int64_t bytes = 0;
+    const double t = SparseCollectiveSeconds(l, layer, &bytes);
+    p.spag_seconds = t;
+    p.sprs_seconds = t;
+    p.spag_bytes = bytes;
+    p.sprs_bytes = bytes;
+    if (semantics == ReplicaSemantics::kShadow) {
+      p.exposed_comm_seconds = t + std::max(0.0, t - attn_b);
+    } else {
+      const double regather = layer.remat == RematMode::kRegather ? t : 0.0;
+      p.exposed_comm_seconds = std::max(0.0, t - attn_f) + std::max(0.0, t + regather - attn_b);
+    }
+  }
+  p.total_seconds = p.compute_seconds + p.all_to_all_seconds + p.exposed_comm_seconds;
+  return p;
+}
+
+double CostModel::MigrationSeconds(const std::vector<Migration>& migrations) const {
+  TrafficMatrix traffic(cluster_);
+  for (const Migration& m : migrations) {
+    traffic.Add(cluster_, m.from, m.to, static_cast<double>(m.bytes));
+  }
+  return traffic.Seconds(cluster_);
+}
+
+void CostModel::Evaluate(Plan* plan, const ModelLoad& load) const {
+  Dispatcher dispatcher(cluster_);
+  Prediction& pred = plan->prediction;
+  pred = Prediction();
+  double balance_sum = 0;
+  for (LayerId l = 0; l < static_cast<int>(plan->layers.size()); ++l) {
+    pred.layers.push_back(EvaluateLayer(l, plan->layers[l], load[l], plan->dispatch_rule,
+                                        plan->semantics, &dispatcher));
+    const LayerPrediction& lp = pred.layers.back();
+    pred.moe_seconds += lp.total_seconds;
+    pred.sparse_bytes += lp.spag_bytes + lp.sprs_bytes;
+    balance_sum += lp.balancedness;
+  }
+  pred.balancedness = plan->layers.empty() ? 1.0 : balance_sum / plan->layers.size();
+  pred.migration_seconds = MigrationSeconds(plan->migrations);
+  pred.device_memory_bytes = MemoryPerDevice(*plan, cluster_, model_);
+}
+
+}  // namespace hecate::placement

@@ -1,0 +1,145 @@
+#include "placement/cost_model.h"
+
+#include <gtest/gtest.h>
+
+namespace hecate::placement {
+namespace {
+
+// 2 nodes x 2 devices, 1 TFLOP/s, 100 GB/s inside a node, 10 GB/s across, 1 us latency.
+Cluster Small() { return Cluster::Uniform(2, 2, int64_t{1} << 30, 1e12, 100e9, 10e9, 1e-6); }
+
+ModelSpec OneLayer(double attention_s) {
+  ModelSpec m;
+  m.top_k = 1;
+  m.token_bytes = 1000;
+  m.tokens_per_device = 100;
+  m.attention_forward_seconds = attention_s;
+  m.layers.push_back(LayerSpec{2, 1'000'000, 6'000'000, 1e6});  // 1 MB params, 1 MFLOP/token
+  return m;
+}
+
+LayerPlan Layer(std::vector<DeviceId> owner, std::vector<std::vector<DeviceId>> replicas,
+                RematMode remat = RematMode::kKeep) {
+  LayerPlan l;
+  l.owner = std::move(owner);
+  l.replicas = std::move(replicas);
+  l.remat = remat;
+  return l;
+}
+
+TEST(CostModelTest, ComputeAndAllToAllByHand) {
+  Cluster c = Small();
+  ModelSpec m = OneLayer(0);
+  CostModel cost(c, m);
+  // Expert 0 on device 0, expert 1 on device 3; every device sends 100 tokens to expert 0.
+  LayerPlan layer = Layer({0, 3}, {{0}, {3}});
+  LoadMatrix load(4, 2);
+  for (DeviceId d = 0; d < 4; ++d) load.at(d, 0) = 100;
+  Dispatcher dispatcher(c);
+  LayerPrediction p =
+      cost.EvaluateLayer(0, layer, load, DispatchRule::kEven, ReplicaSemantics::kEphemeral,
+                         &dispatcher);
+  // Device 0 computes 400 tokens: 400 * 1e6 / 1e12 = 4e-4 s forward, x3 = 1.2e-3.
+  EXPECT_DOUBLE_EQ(p.compute_seconds, 1.2e-3);
+  EXPECT_DOUBLE_EQ(p.max_tokens, 400);
+  EXPECT_DOUBLE_EQ(p.mean_tokens, 100);
+  EXPECT_DOUBLE_EQ(p.balancedness, 0.25);
+  // Device 0 receives 100 tokens intra (1e5 B / 1e11 = 1e-6 s) and 200 inter (2e5 B / 1e10 =
+  // 2e-5 s): one A2A = 2e-5 + 1e-6 latency; four of them.
+  EXPECT_NEAR(p.all_to_all_seconds, 4 * (2e-5 + 1e-6), 1e-15);
+  EXPECT_EQ(p.spag_bytes, 0);
+  EXPECT_DOUBLE_EQ(p.exposed_comm_seconds, 0);
+  EXPECT_NEAR(p.total_seconds, 1.2e-3 + 4 * 2.1e-5, 1e-15);
+}
+
+TEST(CostModelTest, SparseCollectivesAndOverlap) {
+  Cluster c = Small();
+  // Expert 0 owned by 0, copies on 1 (intra) and 2 (inter): owner sends 1 MB intra (1e-5 s) and
+  // 1 MB inter (1e-4 s) -> spAG = 1e-4 + 1e-6.
+  LayerPlan layer = Layer({0, 3}, {{0, 1, 2}, {3}});
+  LoadMatrix load(4, 2);
+  const double spag = 1e-4 + 1e-6;
+  {
+    ModelSpec m = OneLayer(/*attention_s=*/5e-5);
+    CostModel cost(c, m);
+    int64_t bytes = 0;
+    EXPECT_DOUBLE_EQ(cost.SparseCollectiveSeconds(0, layer, &bytes), spag);
+    EXPECT_EQ(bytes, 2'000'000);
+    Dispatcher dispatcher(c);
+    LayerPrediction p = cost.EvaluateLayer(0, layer, load, DispatchRule::kEven,
+                                           ReplicaSemantics::kEphemeral, &dispatcher);
+    // Forward: 1.01e-4 - 5e-5 exposed; backward window 1e-4: spRS 1.01e-4 -> 1e-6 exposed.
+    EXPECT_NEAR(p.exposed_comm_seconds, (spag - 5e-5) + (spag - 1e-4), 1e-15);
+    EXPECT_EQ(p.spag_bytes, 2'000'000);
+    EXPECT_EQ(p.sprs_bytes, 2'000'000);
+
+    // Re-gather: backward carries spRS + spAG = 2.02e-4 against 1e-4.
+    layer.remat = RematMode::kRegather;
+    p = cost.EvaluateLayer(0, layer, load, DispatchRule::kEven, ReplicaSemantics::kEphemeral,
+                           &dispatcher);
+    EXPECT_NEAR(p.exposed_comm_seconds, (spag - 5e-5) + (2 * spag - 1e-4), 1e-15);
+    layer.remat = RematMode::kKeep;
+
+    // Shadowing cannot hide the broadcast behind attention.
+    p = cost.EvaluateLayer(0, layer, load, DispatchRule::kEven, ReplicaSemantics::kShadow,
+                           &dispatcher);
+    EXPECT_NEAR(p.exposed_comm_seconds, spag + (spag - 1e-4), 1e-15);
+  }
+  {
+    ModelSpec m = OneLayer(/*attention_s=*/1e-3);  // everything hidden
+    CostModel cost(c, m);
+    Dispatcher dispatcher(c);
+    LayerPrediction p = cost.EvaluateLayer(0, layer, load, DispatchRule::kEven,
+                                           ReplicaSemantics::kEphemeral, &dispatcher);
+    EXPECT_DOUBLE_EQ(p.exposed_comm_seconds, 0);
+  }
+}
+
+TEST(CostModelTest, PersistentReplicasAllReduce) {
+  Cluster c = Small();
+  ModelSpec m = OneLayer(0);
+  CostModel cost(c, m);
+  // Ring over {0, 1}: each member moves 2 * 1/2 * 1 MB = 1 MB intra -> 1e-5 + 1e-6 latency.
+  LayerPlan layer = Layer({0, 3}, {{0, 1}, {3}});
+  LoadMatrix load(4, 2);
+  Dispatcher dispatcher(c);
+  LayerPrediction p = cost.EvaluateLayer(0, layer, load, DispatchRule::kEven,
+                                         ReplicaSemantics::kPersistent, &dispatcher);
+  EXPECT_NEAR(p.sprs_seconds, 1e-5 + 1e-6, 1e-15);
+  EXPECT_NEAR(p.exposed_comm_seconds, 1e-5 + 1e-6, 1e-15);
+  EXPECT_EQ(p.spag_bytes, 0);
+}
+
+TEST(CostModelTest, MigrationSeconds) {
+  Cluster c = Small();
+  ModelSpec m = OneLayer(0);
+  CostModel cost(c, m);
+  // Two experts of 7 MB leave device 0 for device 2 (inter): 14e6 / 1e10 + latency.
+  std::vector<Migration> migrations = {{0, 0, 0, 2, 7'000'000}, {0, 1, 0, 2, 7'000'000}};
+  EXPECT_NEAR(cost.MigrationSeconds(migrations), 1.4e-3 + 1e-6, 1e-15);
+  EXPECT_DOUBLE_EQ(cost.MigrationSeconds({}), 0);
+}
+
+TEST(CostModelTest, MemoryPerDeviceByHand) {
+  Cluster c = Small();
+  ModelSpec m = OneLayer(0);
+  m.layers.push_back(m.layers[0]);  // two identical layers
+  Plan plan;
+  plan.semantics = ReplicaSemantics::kEphemeral;
+  plan.layers = {Layer({0, 3}, {{0, 1}, {3}}), Layer({0, 3}, {{0, 1}, {3}})};
+  // Owned per expert: 2 * 1 MB + 6 MB = 8 MB. Device 0 owns 2 -> 16 MB; device 1 keeps two 1 MB
+  // copies resident + one layer's 1 MB of gradients = 3 MB.
+  std::vector<int64_t> mem = MemoryPerDevice(plan, c, m);
+  EXPECT_EQ(mem[0], 16'000'000);
+  EXPECT_EQ(mem[1], 3'000'000);
+  EXPECT_EQ(mem[2], 0);
+  // Re-gathered: at most two layers' parameters + one layer's gradients: still 3 MB here.
+  plan.layers[0].remat = plan.layers[1].remat = RematMode::kRegather;
+  EXPECT_EQ(MemoryPerDevice(plan, c, m)[1], 3'000'000);
+  // Persistent copies carry gradients and optimizer state: 2 x 8 MB.
+  plan.semantics = ReplicaSemantics::kPersistent;
+  EXPECT_EQ(MemoryPerDevice(plan, c, m)[1], 16'000'000);
+}
+
+}  // namespace
+}  // namespace hecate::placement

@@ -1,0 +1,246 @@
+#include "placement/dispatch.h"
+
+#include <algorithm>
+#include <numeric>
+
+namespace hecate::placement {
+
+void SplitEven(int64_t tokens, int num_candidates, int rotation, std::vector<int64_t>* shares) {
+  shares->assign(num_candidates, 0);
+  if (num_candidates == 0) return;
+  const int64_t base = tokens / num_candidates;
+  const int64_t rest = tokens % num_candidates;
+  const int rot = rotation % num_candidates;
+  for (int i = 0; i < num_candidates; ++i) {
+    const int slot = (i - rot + num_candidates) % num_candidates;
+    (*shares)[i] = base + (slot < rest ? 1 : 0);
+  }
+}
+
+void SplitWaterFill(int64_t tokens, const std::vector<DeviceId>& candidates,
+                    const std::vector<int64_t>& device_load, std::vector<int>* order,
+                    std::vector<int64_t>* shares) {
+  const int k = static_cast<int>(candidates.size());
+  shares->assign(k, 0);
+  if (k == 0) return;
+  order->resize(k);
+  std::iota(order->begin(), order->end(), 0);
+  std::sort(order->begin(), order->end(), [&](int a, int b) {
+    const int64_t la = device_load[candidates[a]], lb = device_load[candidates[b]];
+    return la != lb ? la < lb : candidates[a] < candidates[b];
+  });
+  // Fill the j least-loaded candidates up to a common level; j is the first count for which the
+  // level would not exceed the next candidate's load.
+  int64_t sum = 0;
+  int j = 0;
+  while (j < k) {
+    sum += device_load[candidates[(*order)[j]]];
+    ++j;
+    if (j == k || tokens + sum <= static_cast<int64_t>(j) * device_load[candidates[(*order)[j]]]) {
+      break;
+    }
+  }
+  const int64_t level = (tokens + sum) / j;
+  const int64_t rest = (tokens + sum) % j;
+  for (int i = 0; i < j; ++i) {
+    const int c = (*order)[i];
+    (*shares)[c] = level - device_load[candidates[c]] + (i < rest ? 1 : 0);
+  }
+}
+
+Dispatcher::Dispatcher(const Cluster& cluster) : cluster_(cluster) {
+  stamp_.assign(cluster.num_devices(), -1);
+  pool_tokens_.assign(cluster.num_nodes(), 0);
+}
+
+template <typename Sink>
+void Dispatcher::Run(const LayerPlan& layer, const LoadMatrix& load, DispatchRule rule,
+                     Sink& sink) {
+  const int devices = cluster_.num_devices();
+  const int nodes = cluster_.num_nodes();
+  const int experts = layer.num_experts();
+  const bool even = rule == DispatchRule::kEven;
+  load_.assign(devices, 0);
+  pools_.clear();
+  std::fill(stamp_.begin(), stamp_.end(), -1);
+
+  // Pass 1: single-holder experts, and (even rule) tokens that stay on a holding source.
+  for (ExpertId e = 0; e < experts; ++e) {
+    const std::vector<DeviceId>& holders = layer.replicas[e];
+    if (holders.size() == 1) {
+      const DeviceId h = holders[0];
+      for (DeviceId s = 0; s < devices; ++s) {
+        const int64_t k = load.at(s, e);
+        if (k == 0) continue;
+        load_[h] += k;
+        if (s == h) {
+          sink.Local(s, e, k);
+        } else {
+          sink.Send(s, e, h, k);
+        }
+      }
+      continue;
+    }
+    for (DeviceId h : holders) stamp_[h] = e;
+    std::fill(pool_tokens_.begin(), pool_tokens_.end(), 0);
+    for (DeviceId s = 0; s < devices; ++s) {
+      const int64_t k = load.at(s, e);
+      if (k == 0) continue;
+      if (even && stamp_[s] == e) {
+        load_[s] += k;
+        sink.Local(s, e, k);
+      } else {
+        pool_tokens_[cluster_.node_of(s)] += k;
+      }
+    }
+    for (NodeId n = 0; n < nodes; ++n) {
+      if (pool_tokens_[n] > 0) pools_.push_back(Pool{e, n, pool_tokens_[n]});
+    }
+  }
+
+  // Pass 2: pooled tokens, the largest pools first so they see the fullest picture of the loads.
+  std::sort(pools_.begin(), pools_.end(), [](const Pool& a, const Pool& b) {
+    if (a.tokens != b.tokens) return a.tokens > b.tokens;
+    if (a.expert != b.expert) return a.expert < b.expert;
+    return a.node < b.node;
+  });
+  for (const Pool& pool : pools_) {
+    const std::vector<DeviceId>& holders = layer.replicas[pool.expert];
+    candidates_.clear();
+    for (DeviceId h : holders) {
+      if (cluster_.node_of(h) == pool.node) candidates_.push_back(h);
+    }
+    if (candidates_.empty()) candidates_ = holders;
+    if (even) {
+      SplitEven(pool.tokens, static_cast<int>(candidates_.size()), pool.node + pool.expert,
+                &shares_);
+    } else {
+      SplitWaterFill(pool.tokens, candidates_, load_, &order_, &shares_);
+    }
+    for (size_t i = 0; i < candidates_.size(); ++i) load_[candidates_[i]] += shares_[i];
+    sink.Pool(pool.node, pool.expert, candidates_, shares_, /*include_holders=*/!even);
+  }
+}
+
+namespace {
+
+// Apportions one pool to its holders: holders that are pooled sources keep their own tokens up to
+// their share, then pooled sources in ascending order fill the holders' remaining shares in
+// ascending order (north-west corner). Calls emit(src, dst, tokens) for every piece.
+template <typename Emit>
+void Apportion(const Cluster& cluster, const LayerPlan& layer, const LoadMatrix& load, NodeId n,
+               ExpertId e, const std::vector<DeviceId>& cands, const std::vector<int64_t>& shares,
+               bool include_holders, std::vector<int64_t>* left, std::vector<int64_t>* room,
+               Emit emit) {
+  const std::vector<DeviceId>& sources = cluster.devices_of(n);
+  left->assign(sources.size(), 0);
+  for (size_t i = 0; i < sources.size(); ++i) {
+    const DeviceId s = sources[i];
+    if (include_holders || !layer.Holds(e, s)) (*left)[i] = load.at(s, e);
+  }
+  *room = shares;
+  if (include_holders) {
+    for (size_t j = 0; j < cands.size(); ++j) {
+      if (cluster.node_of(cands[j]) != n) continue;
+      const size_t i = static_cast<size_t>(cands[j] - sources.front());
+      const int64_t keep = std::min((*left)[i], (*room)[j]);
+      if (keep > 0) {
+        emit(cands[j], cands[j], keep);
+        (*left)[i] -= keep;
+        (*room)[j] -= keep;
+      }
+    }
+  }
+  size_t j = 0;
+  for (size_t i = 0; i < sources.size(); ++i) {
+    int64_t k = (*left)[i];
+    while (k > 0) {
+      while ((*room)[j] == 0) ++j;
+      const int64_t moved = std::min(k, (*room)[j]);
+      emit(sources[i], cands[j], moved);
+      k -= moved;
+      (*room)[j] -= moved;
+    }
+  }
+}
+
+struct SummarySink {
+  const Cluster& cluster;
+  const LayerPlan& layer;
+  const LoadMatrix& load;
+  DispatchSummary* out;
+  std::vector<int64_t> left, room;
+  void Local(DeviceId s, ExpertId, int64_t k) { out->device_tokens[s] += k; }
+  void Send(DeviceId s, ExpertId, DeviceId h, int64_t k) {
+    out->device_tokens[h] += k;
+    if (cluster.same_node(s, h)) {
+      out->out_intra[s] += k;
+      out->in_intra[h] += k;
+    } else {
+      out->out_inter[s] += k;
+      out->in_inter[h] += k;
+    }
+  }
+  void Pool(NodeId n, ExpertId e, const std::vector<DeviceId>& cands,
+            const std::vector<int64_t>& shares, bool include_holders) {
+    Apportion(cluster, layer, load, n, e, cands, shares, include_holders, &left, &room,
+              [this](DeviceId s, DeviceId d, int64_t k) {
+                if (s == d) {
+                  Local(s, 0, k);
+                } else {
+                  Send(s, 0, d, k);
+                }
+              });
+  }
+};
+
+struct FlowSink {
+  const Cluster& cluster;
+  const LayerPlan& layer;
+  const LoadMatrix& load;
+  LayerDispatch* out;
+  std::vector<int64_t> left, room;
+  void Local(DeviceId s, ExpertId e, int64_t k) {
+    out->by_expert[e].push_back(Flow{s, s, k});
+    out->device_tokens[s] += k;
+  }
+  void Send(DeviceId s, ExpertId e, DeviceId h, int64_t k) {
+    out->by_expert[e].push_back(Flow{s, h, k});
+    out->device_tokens[h] += k;
+  }
+  void Pool(NodeId n, ExpertId e, const std::vector<DeviceId>& cands,
+            const std::vector<int64_t>& shares, bool include_holders) {
+    Apportion(cluster, layer, load, n, e, cands, shares, include_holders, &left, &room,
+              [this, e](DeviceId s, DeviceId d, int64_t k) { Send(s, e, d, k); });
+  }
+};
+
+}  // namespace
+
+void Dispatcher::Summarize(const LayerPlan& layer, const LoadMatrix& load, DispatchRule rule,
+                           DispatchSummary* out) {
+  const int devices = cluster_.num_devices();
+  for (std::vector<int64_t>* v : {&out->device_tokens, &out->out_intra, &out->out_inter,
+                                  &out->in_intra, &out->in_inter}) {
+    v->assign(devices, 0);
+  }
+  SummarySink sink{cluster_, layer, load, out, {}, {}};
+  Run(layer, load, rule, sink);
+}
+
+LayerDispatch Dispatcher::Compute(const LayerPlan& layer, const LoadMatrix& load,
+                                  DispatchRule rule) {
+  LayerDispatch out;
+  out.by_expert.resize(layer.num_experts());
+  out.device_tokens.assign(cluster_.num_devices(), 0);
+  FlowSink sink{cluster_, layer, load, &out, {}, {}};
+  Run(layer, load, rule, sink);
+  for (std::vector<Flow>& flows : out.by_expert) {
+    std::sort(flows.begin(), flows.end(), [](const Flow& a, const Flow& b) {
+      return a.src != b.src ? a.src < b.src : a.dst < b.dst;
+    });
+  }
+  return out;
+}
+
+}  // namespace hecate::placement

@@ -1,0 +1,99 @@
+// Topology-aware token dispatch (paper §4.4, DESIGN.md §5 "Dispatch").
+//
+// Every expert with one holder gets all its tokens there. Otherwise, for each (source device s,
+// expert e) with k tokens:
+//   kEven (the paper):      s holds e -> all k stay on s; else the node's holders of e share the
+//                           node's pooled tokens evenly; else all holders share them evenly.
+//   kLoadAware (default):   locality by node: if s's node holds e, all of the node's tokens for
+//                           e (those of holders included) are pooled and water-filled over the
+//                           node's holders, least loaded first; else the node's pool is
+//                           water-filled over all holders. Pools are processed largest first,
+//                           after every single-holder expert's tokens are placed. Each holder keeps
+//                           its own tokens up to its share before anything moves.
+// Each holder's share is then apportioned back to the pooled sources in ascending order
+// (north-west corner), so every token is dispatched exactly once and both the per-source totals and
+// the per-holder totals are exact integers.
+//
+// Every rank computes the same dispatch from the same global count matrix: a pure function with a
+// fixed processing order (pools by descending tokens, then expert id, then node). A Dispatcher
+// holds scratch buffers only; use one per thread.
+#ifndef HECATE_PLACEMENT_DISPATCH_H_
+#define HECATE_PLACEMENT_DISPATCH_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "placement/cluster.h"
+#include "placement/load.h"
+#include "placement/plan.h"
+
+namespace hecate::placement {
+
+// Aggregate effect of a layer's dispatch, in tokens, per device.
+struct DispatchSummary {
+  std::vector<int64_t> device_tokens;  // tokens each device computes
+  std::vector<int64_t> out_intra;      // tokens a device sends to its own node
+  std::vector<int64_t> out_inter;      // tokens a device sends to other nodes
+  std::vector<int64_t> in_intra;       // tokens a device receives from its own node
+  std::vector<int64_t> in_inter;       // tokens a device receives from other nodes
+};
+
+struct Flow {
+  DeviceId src = 0;
+  DeviceId dst = 0;
+  int64_t tokens = 0;
+  friend bool operator==(const Flow& a, const Flow& b) {
+    return a.src == b.src && a.dst == b.dst && a.tokens == b.tokens;
+  }
+};
+
+// The full dispatch of one layer: per expert, the (src, dst, tokens) flows with tokens > 0,
+// sorted by (src, dst). Local tokens appear as flows with src == dst.
+struct LayerDispatch {
+  std::vector<std::vector<Flow>> by_expert;
+  std::vector<int64_t> device_tokens;
+};
+
+class Dispatcher {
+ public:
+  explicit Dispatcher(const Cluster& cluster);
+
+  // Fast path for the cost model: totals only. Precondition: plan and load shapes match.
+  void Summarize(const LayerPlan& layer, const LoadMatrix& load, DispatchRule rule,
+                 DispatchSummary* out);
+  // Full per-flow dispatch (workers). Consistent with Summarize on the same input.
+  LayerDispatch Compute(const LayerPlan& layer, const LoadMatrix& load, DispatchRule rule);
+
+ private:
+  struct Pool {
+    ExpertId expert;
+    NodeId node;
+    int64_t tokens;
+  };
+  // Runs the algorithm; calls sink.Local(s, e, k) for tokens that stay on s, sink.Send(s, e, dst,
+  // k) for a single holder's tokens, and sink.Pool(node, e, candidates, shares, include_holders)
+  // for each pooled split.
+  template <typename Sink>
+  void Run(const LayerPlan& layer, const LoadMatrix& load, DispatchRule rule, Sink& sink);
+
+  const Cluster& cluster_;
+  std::vector<int64_t> load_;           // running device loads
+  std::vector<int> stamp_;              // stamp_[d] == e + 1 <=> d holds the current expert
+  std::vector<Pool> pools_;
+  std::vector<int64_t> pool_tokens_;    // per node, scratch
+  std::vector<DeviceId> candidates_;
+  std::vector<int64_t> shares_;
+  std::vector<int> order_;
+};
+
+// Splits `tokens` over `candidates` (ascending device ids): evenly, rotating the remainder by
+// `rotation`, or water-filling `device_load` (lowest load first, ties by id). Writes one share per
+// candidate to `shares`. Exposed for tests.
+void SplitEven(int64_t tokens, int num_candidates, int rotation, std::vector<int64_t>* shares);
+void SplitWaterFill(int64_t tokens, const std::vector<DeviceId>& candidates,
+                    const std::vector<int64_t>& device_load, std::vector<int>* order_scratch,
+                    std::vector<int64_t>* shares);
+
+}  // namespace hecate::placement
+
+#endif  // HECATE_PLACEMENT_DISPATCH_H_

@@ -1,0 +1,172 @@
+#include "placement/dispatch.h"
+
+#include <numeric>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "placement/synthetic.h"
+
+namespace hecate::placement {
+namespace {
+
+using ::testing::ElementsAre;
+
+// 2 nodes x 2 devices: devices 0,1 on node 0; 2,3 on node 1.
+Cluster TwoByTwo() { return Cluster::Uniform(2, 2, int64_t{1} << 30, 1e12, 100e9, 10e9); }
+
+LayerPlan Layer(std::vector<DeviceId> owner, std::vector<std::vector<DeviceId>> replicas) {
+  LayerPlan l;
+  l.owner = std::move(owner);
+  l.replicas = std::move(replicas);
+  return l;
+}
+
+TEST(SplitTest, EvenRotatesRemainder) {
+  std::vector<int64_t> shares;
+  SplitEven(7, 3, 0, &shares);
+  EXPECT_THAT(shares, ElementsAre(3, 2, 2));
+  SplitEven(7, 3, 1, &shares);
+  EXPECT_THAT(shares, ElementsAre(2, 3, 2));
+  SplitEven(0, 2, 5, &shares);
+  EXPECT_THAT(shares, ElementsAre(0, 0));
+}
+
+TEST(SplitTest, WaterFillLevelsTheLeastLoaded) {
+  std::vector<int64_t> load = {10, 0, 4, 100};
+  std::vector<int> order;
+  std::vector<int64_t> shares;
+  // Candidates 0,1,2 with loads 10,0,4; 12 tokens: fill 1 to 4 (4), then 1,2 to 10 (6+6=12 > 8
+  // left) -> level (12 + 0 + 4) / 2 = 8: shares 0, 8, 4.
+  SplitWaterFill(12, {0, 1, 2}, load, &order, &shares);
+  EXPECT_THAT(shares, ElementsAre(0, 8, 4));
+  // 30 tokens reach every candidate: level (30+14)/3 = 14 r 2 -> lowest loads get the +1.
+  SplitWaterFill(30, {0, 1, 2}, load, &order, &shares);
+  EXPECT_EQ(std::accumulate(shares.begin(), shares.end(), int64_t{0}), 30);
+  EXPECT_THAT(shares, ElementsAre(4, 15, 11));
+}
+
+TEST(DispatchTest, LocalThenSameNodeThenRemote) {
+  Cluster c = TwoByTwo();
+  // Expert 0: held by 0 and 1 (node 0). Expert 1: only by 3.
+  LayerPlan layer = Layer({0, 3}, {{0, 1}, {3}});
+  LoadMatrix load(4, 2);
+  for (DeviceId d = 0; d < 4; ++d) {
+    load.at(d, 0) = 10;
+    load.at(d, 1) = 6;
+  }
+  Dispatcher dispatcher(c);
+  LayerDispatch dispatch = dispatcher.Compute(layer, load, DispatchRule::kEven);
+  // Expert 0: 0 and 1 keep theirs; node 1 (devices 2, 3) has no holder -> 20 tokens split over
+  // {0, 1} evenly -> 10 each, apportioned north-west: device 2 -> 0, device 3 -> 1.
+  EXPECT_THAT(dispatch.by_expert[0],
+              ElementsAre(Flow{0, 0, 10}, Flow{1, 1, 10}, Flow{2, 0, 10}, Flow{3, 1, 10}));
+  EXPECT_THAT(dispatch.by_expert[1],
+              ElementsAre(Flow{0, 3, 6}, Flow{1, 3, 6}, Flow{2, 3, 6}, Flow{3, 3, 6}));
+  EXPECT_THAT(dispatch.device_tokens, ElementsAre(20, 20, 0, 24));
+
+  DispatchSummary s;
+  dispatcher.Summarize(layer, load, DispatchRule::kEven, &s);
+  EXPECT_EQ(s.device_tokens, dispatch.device_tokens);
+  EXPECT_THAT(s.out_inter, ElementsAre(6, 6, 10, 10));
+  EXPECT_THAT(s.out_intra, ElementsAre(0, 0, 6, 0));
+  EXPECT_THAT(s.in_inter, ElementsAre(10, 10, 0, 12));
+  EXPECT_THAT(s.in_intra, ElementsAre(0, 0, 0, 6));
+}
+
+TEST(DispatchTest, SameNodeHolderPreferredOverRemote) {
+  Cluster c = TwoByTwo();
+  // Expert 0 held by 1 (node 0) and 2 (node 1): device 0's tokens go to 1, device 3's to 2.
+  LayerPlan layer = Layer({1}, {{1, 2}});
+  LoadMatrix load(4, 1);
+  load.at(0, 0) = 5;
+  load.at(3, 0) = 7;
+  Dispatcher dispatcher(c);
+  LayerDispatch d = dispatcher.Compute(layer, load, DispatchRule::kLoadAware);
+  EXPECT_THAT(d.by_expert[0], ElementsAre(Flow{0, 1, 5}, Flow{3, 2, 7}));
+}
+
+TEST(DispatchTest, LoadAwareFillsLeastLoadedHolder) {
+  Cluster c = Cluster::Uniform(1, 3, int64_t{1} << 30, 1e12, 100e9, 100e9);
+  // Device 0 owns a busy expert 1 (local tokens 30). Expert 0 is held by 0 and 1; device 2 sends
+  // it 20 tokens. Even: 10/10. Load-aware: device 1 (load 0) takes all 20.
+  LayerPlan layer = Layer({0, 0}, {{0, 1}, {0}});
+  LoadMatrix load(3, 2);
+  load.at(0, 1) = 30;
+  load.at(2, 0) = 20;
+  Dispatcher dispatcher(c);
+  EXPECT_THAT(dispatcher.Compute(layer, load, DispatchRule::kEven).device_tokens,
+              ElementsAre(40, 10, 0));
+  EXPECT_THAT(dispatcher.Compute(layer, load, DispatchRule::kLoadAware).device_tokens,
+              ElementsAre(30, 20, 0));
+}
+
+// Property: over random plans and loads, every token is dispatched exactly once, only to holders,
+// local tokens stay local, and the fast summary equals the full dispatch.
+TEST(DispatchTest, ConservesTokensOnRandomInputs) {
+  Rng rng(7);
+  for (int trial = 0; trial < 300; ++trial) {
+    const int nodes = 1 + static_cast<int>(rng.Below(4));
+    ClusterSpec spec;
+    for (int n = 0; n < nodes; ++n) {
+      spec.nodes.push_back({"n", 1 + static_cast<int>(rng.Below(4)), 1 << 30, 1e12});
+    }
+    spec.intra_node_bandwidth_bytes_per_second = 1e11;
+    spec.inter_node_bandwidth_bytes_per_second = 1e10;
+    Cluster c = *Cluster::Create(spec);
+    const int devices = c.num_devices();
+    const int experts = 1 + static_cast<int>(rng.Below(9));
+    LayerPlan layer;
+    for (ExpertId e = 0; e < experts; ++e) {
+      const DeviceId o = static_cast<DeviceId>(rng.Below(devices));
+      layer.owner.push_back(o);
+      std::vector<DeviceId> r;
+      for (DeviceId d = 0; d < devices; ++d) {
+        if (d == o || rng.Below(3) == 0) r.push_back(d);
+      }
+      layer.replicas.push_back(r);
+    }
+    LoadMatrix load(devices, experts);
+    for (DeviceId d = 0; d < devices; ++d) {
+      for (ExpertId e = 0; e < experts; ++e) {
+        load.at(d, e) = rng.Below(4) == 0 ? 0 : static_cast<int64_t>(rng.Below(1000));
+      }
+    }
+    for (DispatchRule rule : {DispatchRule::kEven, DispatchRule::kLoadAware}) {
+      Dispatcher dispatcher(c);
+      LayerDispatch full = dispatcher.Compute(layer, load, rule);
+      DispatchSummary summary;
+      dispatcher.Summarize(layer, load, rule, &summary);
+      ASSERT_EQ(summary.device_tokens, full.device_tokens);
+      std::vector<int64_t> device_total(devices, 0);
+      for (ExpertId e = 0; e < experts; ++e) {
+        std::vector<int64_t> sent(devices, 0);
+        for (const Flow& f : full.by_expert[e]) {
+          ASSERT_GT(f.tokens, 0);
+          ASSERT_TRUE(layer.Holds(e, f.dst)) << "token sent to a non-holder";
+          if (rule == DispatchRule::kEven && layer.Holds(e, f.src)) {
+            ASSERT_EQ(f.src, f.dst) << "local copy not used";
+          }
+          bool node_holds = false;
+          for (DeviceId h : layer.replicas[e]) node_holds = node_holds || c.same_node(h, f.src);
+          if (node_holds) {
+            ASSERT_TRUE(c.same_node(f.src, f.dst)) << "left a node holding e";
+          }
+          sent[f.src] += f.tokens;
+          device_total[f.dst] += f.tokens;
+        }
+        for (DeviceId s = 0; s < devices; ++s) ASSERT_EQ(sent[s], load.at(s, e));
+      }
+      ASSERT_EQ(device_total, full.device_tokens);
+      int64_t out = 0, in = 0;
+      for (DeviceId d = 0; d < devices; ++d) {
+        out += summary.out_intra[d] + summary.out_inter[d];
+        in += summary.in_intra[d] + summary.in_inter[d];
+      }
+      ASSERT_EQ(out, in);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace hecate::placement

@@ -1,0 +1,126 @@
+#include "placement/load.h"
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+
+namespace hecate::placement {
+
+std::vector<int64_t> LoadMatrix::ExpertTotals() const {
+  std::vector<int64_t> totals(experts_, 0);
+  for (int d = 0; d < devices_; ++d) {
+    const int64_t* r = row(d);
+    for (int e = 0; e < experts_; ++e) totals[e] += r[e];
+  }
+  return totals;
+}
+
+int64_t LoadMatrix::Total() const {
+  int64_t total = 0;
+  for (int64_t t : tokens_) total += t;
+  return total;
+}
+
+LoadMatrix SpreadOverSources(const std::vector<int64_t>& expert_totals, int num_devices) {
+  const int experts = static_cast<int>(expert_totals.size());
+  LoadMatrix m(num_devices, experts);
+  for (int e = 0; e < experts; ++e) {
+    const int64_t base = expert_totals[e] / num_devices;
+    const int64_t rest = expert_totals[e] % num_devices;
+    for (int d = 0; d < num_devices; ++d) {
+      // Rotate the remainder by expert so no device always gets the extra tokens.
+      const int slot = (d - e % num_devices + num_devices) % num_devices;
+      m.at(d, e) = base + (slot < rest ? 1 : 0);
+    }
+  }
+  return m;
+}
+
+absl::Status CheckShape(const ModelLoad& load, const Cluster& cluster, const ModelSpec& model) {
+  if (static_cast<int>(load.size()) != model.num_layers()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("load has ", load.size(), " layers, model has ", model.num_layers()));
+  }
+  for (int l = 0; l < model.num_layers(); ++l) {
+    const LoadMatrix& m = load[l];
+    if (m.num_devices() != cluster.num_devices() ||
+        m.num_experts() != model.layers[l].num_experts) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "layer ", l, ": load is ", m.num_devices(), "x", m.num_experts(), ", expected ",
+          cluster.num_devices(), "x", model.layers[l].num_experts));
+    }
+    for (int d = 0; d < m.num_devices(); ++d) {
+      for (int e = 0; e < m.num_experts(); ++e) {
+        if (m.at(d, e) < 0) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("layer ", l, ": negative count at device ", d, " expert ", e));
+        }
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LoadWindow::Push(const ModelLoad& load) {
+  if (!sum_.empty()) {
+    if (load.size() != sum_.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("load has ", load.size(), " layers, window has ", sum_.size()));
+    }
+    for (size_t l = 0; l < load.size(); ++l) {
+      if (load[l].num_devices() != sum_[l].num_devices() ||
+          load[l].num_experts() != sum_[l].num_experts()) {
+        return absl::InvalidArgumentError(absl::StrCat("layer ", l, ": shape changed"));
+      }
+    }
+  } else {
+    for (const LoadMatrix& m : load) sum_.emplace_back(m.num_devices(), m.num_experts());
+  }
+  auto add = [this](const ModelLoad& x, int sign) {
+    for (size_t l = 0; l < x.size(); ++l) {
+      for (int d = 0; d < x[l].num_devices(); ++d) {
+        const int64_t* src = x[l].row(d);
+        int64_t* dst = sum_[l].row(d);
+        for (int e = 0; e < x[l].num_experts(); ++e) dst[e] += sign * src[e];
+      }
+    }
+  };
+  add(load, +1);
+  history_.push_back(load);
+  if (static_cast<int>(history_.size()) > window_) {
+    add(history_.front(), -1);
+    history_.pop_front();
+  }
+  return absl::OkStatus();
+}
+
+ModelLoad LoadWindow::Estimate() const {
+  ModelLoad out;
+  if (history_.empty()) return out;
+  const int64_t n = static_cast<int64_t>(history_.size());
+  for (const LoadMatrix& s : sum_) {
+    LoadMatrix m(s.num_devices(), s.num_experts());
+    for (int d = 0; d < s.num_devices(); ++d) {
+      for (int e = 0; e < s.num_experts(); ++e) m.at(d, e) = (s.at(d, e) + n / 2) / n;
+    }
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
+std::vector<double> LoadWindow::ExpertMeans(LayerId layer) const {
+  if (history_.empty() || layer < 0 || layer >= static_cast<int>(sum_.size())) return {};
+  std::vector<int64_t> totals = sum_[layer].ExpertTotals();
+  std::vector<double> means(totals.size());
+  for (size_t e = 0; e < totals.size(); ++e) {
+    means[e] = static_cast<double>(totals[e]) / static_cast<double>(history_.size());
+  }
+  return means;
+}
+
+void LoadWindow::Clear() {
+  history_.clear();
+  sum_.clear();
+}
+
+}  // namespace hecate::placement

@@ -1,0 +1,83 @@
+// Expert load: per layer, the [source device x expert] matrix of routed tokens (after top-k), and
+// the sliding-window estimator the planner predicts the next iterations from (paper: w = 5).
+//
+// Value types; not thread-safe for concurrent mutation.
+#ifndef HECATE_PLACEMENT_LOAD_H_
+#define HECATE_PLACEMENT_LOAD_H_
+
+#include <cstdint>
+#include <deque>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "placement/cluster.h"
+
+namespace hecate::placement {
+
+// Tokens routed from each source device to each expert of one layer, row-major [device][expert].
+class LoadMatrix {
+ public:
+  LoadMatrix() = default;
+  LoadMatrix(int num_devices, int num_experts)
+      : devices_(num_devices), experts_(num_experts),
+        tokens_(static_cast<size_t>(num_devices) * num_experts, 0) {}
+
+  int num_devices() const { return devices_; }
+  int num_experts() const { return experts_; }
+  int64_t at(DeviceId d, ExpertId e) const { return tokens_[static_cast<size_t>(d) * experts_ + e]; }
+  int64_t& at(DeviceId d, ExpertId e) { return tokens_[static_cast<size_t>(d) * experts_ + e]; }
+  const int64_t* row(DeviceId d) const { return tokens_.data() + static_cast<size_t>(d) * experts_; }
+  int64_t* row(DeviceId d) { return tokens_.data() + static_cast<size_t>(d) * experts_; }
+
+  // Global tokens per expert (column sums).
+  std::vector<int64_t> ExpertTotals() const;
+  int64_t Total() const;
+
+  bool operator==(const LoadMatrix& o) const {
+    return devices_ == o.devices_ && experts_ == o.experts_ && tokens_ == o.tokens_;
+  }
+
+ private:
+  int devices_ = 0;
+  int experts_ = 0;
+  std::vector<int64_t> tokens_;
+};
+
+// One matrix per MoE layer.
+using ModelLoad = std::vector<LoadMatrix>;
+
+// A matrix of `num_devices` x experts where every device routes its tokens with the same global
+// shares (uniform sources); used when only global per-expert counts are known.
+LoadMatrix SpreadOverSources(const std::vector<int64_t>& expert_totals, int num_devices);
+
+// Checks a ModelLoad's shape against the cluster and model: INVALID_ARGUMENT on mismatch or a
+// negative count.
+absl::Status CheckShape(const ModelLoad& load, const Cluster& cluster, const ModelSpec& model);
+
+// Sliding-window mean of the last `window` iterations' matrices, per layer. Push is O(size of
+// one ModelLoad); Estimate rounds the mean to whole tokens.
+class LoadWindow {
+ public:
+  explicit LoadWindow(int window) : window_(window < 1 ? 1 : window) {}
+
+  // Adds one iteration's loads (oldest dropped beyond the window). All pushes must share a shape;
+  // INVALID_ARGUMENT (and no change) otherwise.
+  absl::Status Push(const ModelLoad& load);
+  // Rounded window mean per layer; empty when nothing was pushed.
+  ModelLoad Estimate() const;
+  // Window mean of global tokens per expert for one layer (fractional).
+  std::vector<double> ExpertMeans(LayerId layer) const;
+  int size() const { return static_cast<int>(history_.size()); }
+  int window() const { return window_; }
+  void Clear();
+
+ private:
+  int window_;
+  std::deque<ModelLoad> history_;
+  // Running per-layer sums over history_, same shape as one ModelLoad.
+  ModelLoad sum_;
+};
+
+}  // namespace hecate::placement
+
+#endif  // HECATE_PLACEMENT_LOAD_H_

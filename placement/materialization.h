@@ -1,0 +1,77 @@
+// Sparse materialization (paper Alg. 1) and its cost-model-driven variant, per layer; calibration.
+//
+// Input: a layer's owners (and, for calibration, its current holders), the predicted global load
+// per expert, and per-device budgets. Output: the holders of every expert. Never two copies of an
+// expert on one device; budgets are never exceeded. Pure functions.
+#ifndef HECATE_PLACEMENT_MATERIALIZATION_H_
+#define HECATE_PLACEMENT_MATERIALIZATION_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "placement/cluster.h"
+#include "placement/cost_model.h"
+#include "placement/load.h"
+#include "placement/plan.h"
+
+namespace hecate::placement {
+
+// Alg. 1 as the paper writes it, with DESIGN.md's definitions of what it leaves open:
+//   t <- min(t, E), m <- min(m, t);
+//   t <= m: replicate the top-t experts on every device;
+//   else:   |D| * m slots, apportioned to the top-t experts by water-filling (next slot to the
+//           highest load / copies, at most |D| copies); each copy placed on a node without a copy
+//           first, then the device with the lowest predicted load, then the most free slots,
+//           then the lower id.
+// `base` supplies the owners (its replicas are ignored). `m` is the per-device slot count (the
+// minimum over devices of what fits), `t` the overlap degree.
+LayerPlan MaterializePaper(const Cluster& cluster, const LayerPlan& base,
+                           const std::vector<double>& expert_loads, int t, int m);
+
+// Budgets for the greedy variant.
+struct GreedyBudget {
+  // Extra (non-owned) copies each device may hold in this layer (memory).
+  std::vector<int> max_copies;
+  // Stop once the estimated slowest device is within this factor of the mean.
+  double balance_tolerance = 0.02;
+  // Attention forward time the sparse collectives hide behind, seconds; < 0: the cost model's.
+  double attention_forward_seconds = -1;
+};
+
+// The default policy's materialization, cost-model driven. Repeatedly relieve the slowest device:
+// among the experts it holds (largest share first), add one copy on the most promising receiver
+// (the least-loaded feasible device overall, on the owner's node, or on a node without a copy)
+// when that lowers the predicted layer time
+//     3 * max_d(tokens_d * flops_per_token / flops_d) + exposed spAG/spRS time.
+// Device tokens are estimated the way the load-aware dispatcher routes them: a node holding the
+// expert splits its own tokens over its holders; nodes without a copy split theirs over all
+// holders. spAG uses the cost model's links; it hides behind attention up to its length
+// (re-gathered layers pay it twice in backward). Moves that keep the maximum but unload a maximal
+// device without exposing more traffic are taken too (plateaus). Never exceeds `max_copies`,
+// never two copies on one device. Starts from `base`'s holders (so calibration can extend a
+// materialized layer); `base.remat` selects the exposure rule. `added` (optional) receives the
+// number of copies added.
+LayerPlan MaterializeGreedy(const CostModel& cost, LayerId l, const LayerPlan& base,
+                            const LoadMatrix& load, const GreedyBudget& budget,
+                            int* added = nullptr);
+
+struct CalibrationResult {
+  bool accepted = false;
+  LayerPlan layer;             // the calibrated layer when accepted, else the input layer
+  double before_seconds = 0;   // predicted layer time on the actual counts, current holders
+  double after_seconds = 0;    // predicted layer time with the extra copies, their spAG included
+  double extra_spag_seconds = 0;  // the extra, unhidden spAG on the critical path
+  int copies_added = 0;
+};
+
+// Calibration (paper §4.2): after the gate, re-run materialization on this iteration's actual
+// counts with the memory that remains (`remaining_copies[d]` extra copies per device); accept
+// only when predicted layer time + the extra, unhidden spAG time is lower than without it.
+// Deterministic: every rank computes the same answer from the same all-gathered counts.
+CalibrationResult Calibrate(const CostModel& cost, LayerId l, const LayerPlan& current,
+                            const LoadMatrix& actual, const std::vector<int>& remaining_copies,
+                            DispatchRule rule);
+
+}  // namespace hecate::placement
+
+#endif  // HECATE_PLACEMENT_MATERIALIZATION_H_

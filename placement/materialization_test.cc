@@ -1,0 +1,155 @@
+#include "placement/materialization.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+namespace hecate::placement {
+namespace {
+
+using ::testing::ElementsAre;
+
+LayerPlan OwnersOnly(std::vector<DeviceId> owners) {
+  LayerPlan l;
+  l.owner = owners;
+  for (DeviceId o : owners) l.replicas.push_back({o});
+  return l;
+}
+
+TEST(MaterializePaperTest, CaseOneReplicatesTopTEverywhere) {
+  Cluster c = Cluster::Uniform(2, 2, 1 << 30, 1e12, 100e9, 10e9);
+  LayerPlan p = MaterializePaper(c, OwnersOnly({0, 1, 2, 3}), {100, 20, 20, 20}, /*t=*/1, /*m=*/2);
+  EXPECT_THAT(p.replicas[0], ElementsAre(0, 1, 2, 3));
+  EXPECT_THAT(p.replicas[1], ElementsAre(1));
+  EXPECT_THAT(p.replicas[3], ElementsAre(3));
+}
+
+TEST(MaterializePaperTest, CaseTwoWaterFillsSlotsAndSpreadsOverNodes) {
+  Cluster c = Cluster::Uniform(2, 2, 1 << 30, 1e12, 100e9, 10e9);
+  // t = 2 > m = 1: 4 slots. Water-filling: e0 gets 3 (capped at |D| = 4 copies), e1 gets 1.
+  // e0's first copy goes to the node without one (node 1: devices 2, 3 tie -> 2), then the
+  // least-loaded device (1), then 3. e1's copy: only device 0 still has a free slot.
+  LayerPlan p = MaterializePaper(c, OwnersOnly({0, 1, 2, 3}), {100, 20, 20, 20}, 2, 1);
+  EXPECT_THAT(p.replicas[0], ElementsAre(0, 1, 2, 3));
+  EXPECT_THAT(p.replicas[1], ElementsAre(0, 1));
+  EXPECT_THAT(p.replicas[2], ElementsAre(2));
+}
+
+TEST(MaterializePaperTest, NoBudgetNoCopies) {
+  Cluster c = Cluster::Uniform(1, 2, 1 << 30, 1e12, 100e9, 10e9);
+  LayerPlan p = MaterializePaper(c, OwnersOnly({0, 1}), {100, 0}, 0, 5);
+  EXPECT_THAT(p.replicas[0], ElementsAre(0));
+  p = MaterializePaper(c, OwnersOnly({0, 1}), {100, 0}, 2, 0);
+  EXPECT_THAT(p.replicas[0], ElementsAre(0));
+}
+
+// One layer of 4 experts, 1 MB each; `flops_per_token` per expert; `attention_s` to hide behind.
+ModelSpec GreedyModel(double flops_per_token, double attention_s) {
+  ModelSpec m;
+  m.top_k = 1;
+  m.attention_forward_seconds = attention_s;
+  m.layers.push_back(LayerSpec{4, 1'000'000, 6'000'000, flops_per_token});
+  return m;
+}
+
+// Global counts spread evenly over 4 source devices.
+LoadMatrix Spread(std::vector<int64_t> totals) { return SpreadOverSources(totals, 4); }
+
+TEST(MaterializeGreedyTest, ReplicatesUntilBalanced) {
+  Cluster c = Cluster::Uniform(1, 4, 1 << 30, 1e12, 100e9, 100e9);
+  ModelSpec m = GreedyModel(1e6, 1e-3);
+  CostModel cost(c, m);
+  GreedyBudget budget;
+  budget.max_copies = {1, 1, 1, 1};
+  int added = 0;
+  LayerPlan p = MaterializeGreedy(cost, 0, OwnersOnly({0, 1, 2, 3}), Spread({400, 0, 0, 0}), budget, &added);
+  EXPECT_THAT(p.replicas[0], ElementsAre(0, 1, 2, 3));
+  EXPECT_EQ(added, 3);
+  // Already balanced: nothing to do.
+  p = MaterializeGreedy(cost, 0, OwnersOnly({0, 1, 2, 3}), Spread({100, 100, 100, 100}), budget, &added);
+  EXPECT_EQ(added, 0);
+}
+
+TEST(MaterializeGreedyTest, RespectsMemory) {
+  Cluster c = Cluster::Uniform(1, 4, 1 << 30, 1e12, 100e9, 100e9);
+  ModelSpec m = GreedyModel(1e6, 1e-3);
+  CostModel cost(c, m);
+  GreedyBudget budget;
+  budget.max_copies = {0, 1, 0, 0};
+  LayerPlan p = MaterializeGreedy(cost, 0, OwnersOnly({0, 1, 2, 3}), Spread({400, 0, 0, 0}), budget);
+  EXPECT_THAT(p.replicas[0], ElementsAre(0, 1));  // only device 1 has memory
+}
+
+TEST(MaterializeGreedyTest, PaysForExposedTrafficOnlyWhenComputeSavesMore) {
+  // 2 nodes x 2 devices; 1 MB copies take 10 us inside a node and 1 ms across; 0.5 ms of
+  // attention hides the intra-node copy but not the cross-node ones.
+  Cluster c = Cluster::Uniform(2, 2, 1 << 30, 1e12, 100e9, 1e9);
+  GreedyBudget budget;
+  budget.max_copies = {1, 1, 1, 1};
+  {
+    // 400 tokens x 1 MFLOP = 0.4 ms forward on one device: a cross-node copy (>= 0.5 ms exposed)
+    // costs more than it saves.
+    ModelSpec m = GreedyModel(1e6, 5e-4);
+    CostModel cost(c, m);
+    LayerPlan p = MaterializeGreedy(cost, 0, OwnersOnly({0, 1, 2, 3}), Spread({400, 0, 0, 0}), budget);
+    EXPECT_THAT(p.replicas[0], ElementsAre(0, 1));
+  }
+  {
+    // 100x the FLOPs: spreading over the other node pays for the exposed transfer.
+    ModelSpec m = GreedyModel(1e8, 5e-4);
+    CostModel cost(c, m);
+    LayerPlan p = MaterializeGreedy(cost, 0, OwnersOnly({0, 1, 2, 3}), Spread({400, 0, 0, 0}), budget);
+    EXPECT_THAT(p.replicas[0], ElementsAre(0, 1, 2, 3));
+  }
+}
+
+ModelSpec CalibModel(double flops_per_token) {
+  ModelSpec m;
+  m.top_k = 1;
+  m.token_bytes = 0;  // isolate compute vs gather
+  m.attention_forward_seconds = 0;
+  m.layers.push_back(LayerSpec{2, 1'000'000, 6'000'000, flops_per_token});
+  return m;
+}
+
+TEST(CalibrationTest, AcceptsWhenComputeSavingsBeatTheExtraGather) {
+  Cluster c = Cluster::Uniform(1, 2, 1 << 30, 1e9, 1e11, 1e11);
+  ModelSpec m = CalibModel(1e6);  // 1 ms per token per device: compute dominates
+  CostModel cost(c, m);
+  LayerPlan current = OwnersOnly({0, 1});
+  LoadMatrix actual(2, 2);
+  actual.at(0, 0) = 100;
+  actual.at(1, 0) = 100;
+  CalibrationResult r = Calibrate(cost, 0, current, actual, {1, 1}, DispatchRule::kLoadAware);
+  EXPECT_TRUE(r.accepted);
+  EXPECT_THAT(r.layer.replicas[0], ElementsAre(0, 1));
+  EXPECT_LT(r.after_seconds, r.before_seconds);
+  EXPECT_GT(r.extra_spag_seconds, 0);
+}
+
+TEST(CalibrationTest, RejectsWhenTheExtraGatherCostsMore) {
+  Cluster c = Cluster::Uniform(1, 2, 1 << 30, 1e12, 1e6, 1e6);  // 1 MB/s links: 1 s per copy
+  ModelSpec m = CalibModel(1e3);
+  CostModel cost(c, m);
+  LayerPlan current = OwnersOnly({0, 1});
+  LoadMatrix actual(2, 2);
+  actual.at(0, 0) = 100;
+  actual.at(1, 0) = 100;
+  CalibrationResult r = Calibrate(cost, 0, current, actual, {1, 1}, DispatchRule::kLoadAware);
+  EXPECT_FALSE(r.accepted);
+  EXPECT_THAT(r.layer.replicas[0], ElementsAre(0));
+}
+
+TEST(CalibrationTest, NoMemoryLeftNoChange) {
+  Cluster c = Cluster::Uniform(1, 2, 1 << 30, 1e9, 1e11, 1e11);
+  ModelSpec m = CalibModel(1e6);
+  CostModel cost(c, m);
+  LoadMatrix actual(2, 2);
+  actual.at(0, 0) = 100;
+  CalibrationResult r = Calibrate(cost, 0, OwnersOnly({0, 1}), actual, {0, 0},
+                                  DispatchRule::kLoadAware);
+  EXPECT_FALSE(r.accepted);
+  EXPECT_EQ(r.copies_added, 0);
+}
+
+}  // namespace
+}  // namespace hecate::placement

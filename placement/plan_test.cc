@@ -1,0 +1,141 @@
+#include "placement/plan.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "placement/load.h"
+
+namespace hecate::placement {
+namespace {
+
+using ::testing::HasSubstr;
+
+Cluster Four() { return Cluster::Uniform(2, 2, 1 << 30, 1e12, 1e11, 1e10); }
+
+ModelSpec TwoExperts() {
+  ModelSpec m;
+  m.top_k = 1;
+  m.layers.push_back(LayerSpec{2, 100, 600, 1});
+  return m;
+}
+
+Plan Good() {
+  Plan p;
+  LayerPlan l;
+  l.owner = {0, 3};
+  l.replicas = {{0, 2}, {3}};
+  p.layers.push_back(l);
+  return p;
+}
+
+TEST(ValidateTest, AcceptsAGoodPlan) { EXPECT_TRUE(Validate(Good(), Four(), TwoExperts()).ok()); }
+
+TEST(ValidateTest, NamesEachViolation) {
+  struct Case {
+    std::string what;
+    std::function<void(Plan&)> mutate;
+    std::string message;
+  };
+  std::vector<Case> cases = {
+      {"layer count", [](Plan& p) { p.layers.push_back(p.layers[0]); }, "layers"},
+      {"owner count", [](Plan& p) { p.layers[0].owner.push_back(1); }, "owners"},
+      {"owner range", [](Plan& p) { p.layers[0].owner[1] = 4; }, "not a device"},
+      {"holder range", [](Plan& p) { p.layers[0].replicas[0] = {0, 7}; }, "not a device"},
+      {"two copies", [](Plan& p) { p.layers[0].replicas[0] = {0, 0}; }, "two copies"},
+      {"unsorted", [](Plan& p) { p.layers[0].replicas[0] = {2, 0}; }, "ascending"},
+      {"owner missing", [](Plan& p) { p.layers[0].replicas[1] = {2}; }, "holds no copy"},
+      {"bad migration",
+       [](Plan& p) { p.migrations.push_back(Migration{0, 1, 0, 1, 700}); }, "holder"},
+  };
+  for (const Case& c : cases) {
+    Plan p = Good();
+    c.mutate(p);
+    absl::Status s = Validate(p, Four(), TwoExperts());
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << c.what;
+    EXPECT_THAT(std::string(s.message()), HasSubstr(c.message)) << c.what;
+  }
+}
+
+TEST(DiffTest, ListsOwnerMovesAndReplicaChanges) {
+  Plan a = Good();
+  Plan b = Good();
+  b.layers[0].owner = {1, 3};
+  b.layers[0].replicas = {{1}, {0, 3}};
+  PlanDiff d;
+  ASSERT_TRUE(Diff(a, b, TwoExperts(), &d).ok());
+  ASSERT_EQ(d.owner_changes.size(), 1u);
+  EXPECT_EQ(d.owner_changes[0], (Migration{0, 0, 0, 1, 700}));
+  EXPECT_EQ(d.migration_bytes, 700);
+  // Expert 0: +1 -0 -2; expert 1: +0.
+  EXPECT_EQ(d.replica_changes.size(), 4u);
+  EXPECT_EQ(d.added_replica_bytes, 100);  // only expert 1's new copy on device 0 is a gather
+  EXPECT_EQ(d.layers_changed, 1);
+
+  Plan c = Good();
+  c.layers.push_back(c.layers[0]);
+  EXPECT_EQ(Diff(a, c, TwoExperts(), &d).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(PlanIdTest, OrdersByEpochThenVersion) {
+  EXPECT_LT((PlanId{1, 9}), (PlanId{2, 1}));
+  EXPECT_LT((PlanId{2, 1}), (PlanId{2, 2}));
+  EXPECT_EQ((PlanId{2, 2}), (PlanId{2, 2}));
+  EXPECT_TRUE((PlanId{}).is_zero());
+}
+
+TEST(LoadWindowTest, SlidingMeanAndShapeChecks) {
+  LoadWindow w(2);
+  ModelLoad a = {LoadMatrix(2, 2)};
+  a[0].at(0, 0) = 10;
+  ModelLoad b = a;
+  b[0].at(0, 0) = 20;
+  ModelLoad c = a;
+  c[0].at(0, 0) = 40;
+  ASSERT_TRUE(w.Push(a).ok());
+  ASSERT_TRUE(w.Push(b).ok());
+  EXPECT_EQ(w.Estimate()[0].at(0, 0), 15);
+  ASSERT_TRUE(w.Push(c).ok());  // a falls out
+  EXPECT_EQ(w.Estimate()[0].at(0, 0), 30);
+  EXPECT_EQ(w.ExpertMeans(0)[0], 30.0);
+  ModelLoad wrong = {LoadMatrix(3, 2)};
+  EXPECT_EQ(w.Push(wrong).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(w.size(), 2);
+  EXPECT_EQ(w.Estimate()[0].at(0, 0), 30);  // unchanged by the rejected push
+}
+
+TEST(LoadTest, SpreadOverSourcesKeepsTotals) {
+  LoadMatrix m = SpreadOverSources({10, 3, 0}, 4);
+  EXPECT_EQ(m.ExpertTotals(), (std::vector<int64_t>{10, 3, 0}));
+  for (DeviceId d = 0; d < 4; ++d) EXPECT_LE(m.at(d, 0), 3);
+}
+
+TEST(ClusterTest, CreateValidates) {
+  ClusterSpec spec;
+  EXPECT_EQ(Cluster::Create(spec).status().code(), absl::StatusCode::kInvalidArgument);
+  spec.nodes = {{"a", 2, 1 << 20, 1e12}, {"b", 3, 1 << 20, 1e12}};
+  spec.intra_node_bandwidth_bytes_per_second = 1e11;
+  spec.inter_node_bandwidth_bytes_per_second = 0;
+  EXPECT_EQ(Cluster::Create(spec).status().code(), absl::StatusCode::kInvalidArgument);
+  spec.inter_node_bandwidth_bytes_per_second = 1e10;
+  auto c = Cluster::Create(spec);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->num_devices(), 5);
+  EXPECT_EQ(c->node_of(2), 1);
+  EXPECT_EQ(c->devices_of(1), (std::vector<DeviceId>{2, 3, 4}));
+  EXPECT_EQ(c->overlap_bw(), 1e10);
+  spec.nodes[1].num_devices = 0;
+  EXPECT_EQ(Cluster::Create(spec).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ModelTest, ValidateAndUniformModel) {
+  ModelSpec m = UniformModel("s", 12, 64, 2, 768, 1536, 2, 4096, 1e-3);
+  EXPECT_TRUE(m.Validate().ok());
+  EXPECT_EQ(m.total_experts(), 768);
+  EXPECT_EQ(m.layers[0].expert_param_bytes, 2 * 768 * 1536 * 2);
+  EXPECT_EQ(m.layers[0].expert_optimizer_bytes, 2 * 768 * 1536 * 12);
+  m.top_k = 65;
+  EXPECT_EQ(m.Validate().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace hecate::placement

@@ -1,0 +1,107 @@
+// Placement policies behind one interface, selectable by name:
+//
+//   hecate        default: FSSDP, cost-model-driven greedy materialization within overlap and
+//                 memory budgets, load-aware dispatch, re-materialization chosen per layer when
+//                 memory binds (DESIGN.md §5)
+//   hecate-paper  FSSDP, the paper's Alg. 1 with t and m, even dispatch, replicas kept
+//   hecate-rm     FSSDP like `hecate`, every layer re-gathered before backward (Hecate-RM)
+//   ep            static expert parallelism: even sharding, no copies
+//   fastermoe     shadowing: hot experts broadcast to every device by its greedy cost rule
+//   flexmoe       persistent replicas with optimizer state, expanded/shrunk when imbalance passes
+//                 a threshold
+//   smartmoe      periodic placement swap (no replication) every N iterations
+//   eplb          DeepSeek EPLB: replicate by load per replica, balanced packing; stateless,
+//                 every N iterations
+//
+// A policy is a pure function of its PlanRequest: stateful baselines read their state from the
+// previous plan. Policies are immutable and thread-safe.
+#ifndef HECATE_PLACEMENT_POLICY_H_
+#define HECATE_PLACEMENT_POLICY_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "placement/cluster.h"
+#include "placement/cost_model.h"
+#include "placement/load.h"
+#include "placement/plan.h"
+#include "placement/sharding.h"
+
+namespace hecate::placement {
+
+struct PlannerConfig {
+  // Split rule for FSSDP policies other than hecate-paper (which always splits evenly).
+  DispatchRule dispatch_rule = DispatchRule::kLoadAware;
+  // Cap on extra copies per device per layer (equal-memory comparisons); -1: memory decides.
+  int extra_slots = -1;
+  // Greedy materialization stops once max device load <= (1 + tolerance) * mean.
+  double balance_tolerance = 0.02;
+  // Attention forward time per block, seconds; < 0: the model spec's.
+  double attention_forward_seconds = -1;
+  // Whether `hecate` may re-gather layers to fit more copies.
+  bool allow_remat = true;
+  // SmartMoE re-places every this many iterations (its paper's best: 25).
+  int smartmoe_period = 25;
+  // EPLB re-balances every this many iterations.
+  int eplb_period = 50;
+  // FlexMoE re-arranges when max/mean device load exceeds this.
+  double flexmoe_threshold = 1.1;
+  // FlexMoE's expand/shrink operations per trigger; <= 0: one per device.
+  int flexmoe_max_changes = 0;
+};
+
+struct PlanRequest {
+  const Cluster* cluster = nullptr;
+  const ModelSpec* model = nullptr;
+  // Predicted [source device x expert] tokens per layer (window estimate, or actual counts).
+  const ModelLoad* load = nullptr;
+  // The plan in force (its owners and, for stateful baselines, its copies); may be null.
+  const Plan* previous = nullptr;
+  // Sharding to use for FSSDP policies; null: the previous plan's owners, else even sharding.
+  const Owners* owners = nullptr;
+  uint64_t iteration = 0;
+  PlannerConfig config;
+};
+
+class Policy {
+ public:
+  virtual ~Policy() = default;
+  virtual std::string_view name() const = 0;
+  virtual ReplicaSemantics semantics() const = 0;
+  // Builds the plan's layers, dispatch rule, migrations and prediction. Fields the controller
+  // owns (job, id, iterations, sharding version) are left for it to set.
+  // Precondition: CheckRequest(request).ok().
+  virtual Plan Compute(const PlanRequest& request) const = 0;
+};
+
+// INVALID_ARGUMENT when the request's pointers are null or shapes disagree.
+absl::Status CheckRequest(const PlanRequest& request);
+
+// NOT_FOUND (listing the known names) for an unknown policy.
+absl::StatusOr<std::unique_ptr<Policy>> MakePolicy(std::string_view name);
+std::vector<std::string> PolicyNames();
+
+// Extra copies each device may hold per layer under `owners` ([device]), given its memory budget:
+//   ephemeral keep:     free / (sum_l param_bytes_l + max_l param_bytes_l)
+//   ephemeral regather: free / (3 * max_l param_bytes_l)
+//   persistent:         free / sum_l (2 * param_bytes_l + optimizer_bytes_l)
+// where free = memory - owned bytes; capped at `cap` when cap >= 0.
+std::vector<int> CopyBudget(const Cluster& cluster, const ModelSpec& model, const Owners& owners,
+                            ReplicaSemantics semantics, RematMode mode, int cap);
+
+// Re-materialization planning: given layers whose copies were sized for re-gathering, choose per
+// layer whether copies stay resident (kKeep) or are re-gathered (kRegather) so that every
+// device's peak memory fits, keeping as many layers resident as possible, those whose re-gather
+// would expose the most time first. Mutates the layers' remat fields.
+void PlanRemat(const CostModel& cost, std::vector<LayerPlan>* layers);
+
+// Global per-expert loads (column sums) of every layer, as doubles.
+std::vector<std::vector<double>> ExpertLoads(const ModelLoad& load);
+
+}  // namespace hecate::placement
+
+#endif  // HECATE_PLACEMENT_POLICY_H_
