@@ -1,6 +1,106 @@
-// hecate-controller (not implemented yet).
+// hecate-controller: the placement controller service.
+//
+//   hecate-controller --listen=127.0.0.1:7450 --state-dir=/var/lib/hecate --metrics-listen=:7451
+//
+// Prints "listening on HOST:PORT" (and "metrics on HOST:PORT") on stdout once serving; logs go to
+// stderr. SIGTERM/SIGINT shut down gracefully.
+#include <pthread.h>
+#include <signal.h>
+
+#include <csignal>
 #include <cstdio>
-int main(int argc, char**) {
-  std::fprintf(stderr, "hecate-controller: not implemented yet\n");
-  return argc > 1 ? 0 : 1;
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "common/flags.h"
+#include "common/log.h"
+#include "controller/server.h"
+#include "placement/policy.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:7450", "gRPC address (host:port; port 0 = any free)");
+ABSL_FLAG(std::string, metrics_listen, "127.0.0.1:7451",
+          "Prometheus /metrics address (host:port; empty disables)");
+ABSL_FLAG(std::string, state_dir, "hecate-state",
+          "Directory for durable state (epoch, jobs, plan history, settings)");
+ABSL_FLAG(std::string, policy, "hecate",
+          "Default placement policy: hecate, hecate-paper, hecate-rm, ep, fastermoe, flexmoe, "
+          "smartmoe, eplb");
+ABSL_FLAG(int, window, 5, "Load window length, iterations (paper: 5)");
+ABSL_FLAG(int, lead, 2, "A plan from iteration i takes effect at i + lead (>= 2)");
+ABSL_FLAG(int, reshard_period, 100, "Re-shard every this many iterations when worth it (0 = never)");
+ABSL_FLAG(double, damping, 0.02, "Minimum predicted relative gain to publish a new plan");
+ABSL_FLAG(int, report_deadline_ms, 5000,
+          "Finalize an iteration this long after its first report even if ranks are missing");
+ABSL_FLAG(int, stale_after_s, 10, "A rank silent this long is stale");
+ABSL_FLAG(int, lost_after_s, 60, "A rank silent this long is lost (planning stops waiting)");
+ABSL_FLAG(int, max_message_bytes, 16 << 20, "Largest accepted gRPC message (load report), bytes");
+ABSL_FLAG(bool, metrics_expert_detail, false,
+          "Export per-expert token counters (hecate_expert_tokens_total{layer,expert})");
+ABSL_FLAG(bool, grpc_reflection, true, "Serve gRPC server reflection (for grpcurl)");
+
+int main(int argc, char** argv) {
+  const std::vector<std::string> args = hecate::ParseFlags(
+      argc, argv,
+      "The Hecate placement controller: gathers expert loads from workers, computes placement "
+      "plans and pushes them over gRPC.\nUsage: hecate-controller [flags]");
+  if (!args.empty()) {
+    std::fprintf(stderr, "hecate-controller: unexpected argument '%s' (see --help)\n",
+                 args[0].c_str());
+    return 2;
+  }
+  hecate::SetLogComponent("controller");
+
+  const std::string policy = absl::GetFlag(FLAGS_policy);
+  if (!hecate::placement::MakePolicy(policy).ok()) {
+    std::fprintf(stderr, "hecate-controller: unknown --policy '%s'\n", policy.c_str());
+    return 2;
+  }
+  if (absl::GetFlag(FLAGS_window) < 1 || absl::GetFlag(FLAGS_lead) < 2 ||
+      absl::GetFlag(FLAGS_max_message_bytes) < 1024) {
+    std::fprintf(stderr, "hecate-controller: need --window >= 1, --lead >= 2, "
+                         "--max_message_bytes >= 1024\n");
+    return 2;
+  }
+  hecate::controller::ServerConfig config;
+  config.listen = absl::GetFlag(FLAGS_listen);
+  config.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  config.state_dir = absl::GetFlag(FLAGS_state_dir);
+  config.reflection = absl::GetFlag(FLAGS_grpc_reflection);
+  config.expert_detail_metrics = absl::GetFlag(FLAGS_metrics_expert_detail);
+  hecate::controller::CoreConfig& core = config.service.core;
+  core.default_policy = policy;
+  core.window = absl::GetFlag(FLAGS_window);
+  core.lead = absl::GetFlag(FLAGS_lead);
+  core.reshard_period = absl::GetFlag(FLAGS_reshard_period);
+  core.damping = absl::GetFlag(FLAGS_damping);
+  core.report_deadline = absl::Milliseconds(absl::GetFlag(FLAGS_report_deadline_ms));
+  core.stale_after = absl::Seconds(absl::GetFlag(FLAGS_stale_after_s));
+  core.lost_after = absl::Seconds(absl::GetFlag(FLAGS_lost_after_s));
+  config.service.max_report_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  config.service.version = hecate::kVersion;
+
+  // Block SIGTERM/SIGINT in every thread (gRPC's inherit this mask) and take them in main.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  hecate::controller::ControllerServer server(config);
+  if (absl::Status s = server.Start(); !s.ok()) {
+    std::fprintf(stderr, "hecate-controller: %s\n", s.ToString().c_str());
+    return s.code() == absl::StatusCode::kFailedPrecondition ? 3 : 1;
+  }
+  std::printf("listening on %s\n", server.address().c_str());
+  if (!server.metrics_address().empty()) {
+    std::printf("metrics on %s\n", server.metrics_address().c_str());
+  }
+  std::fflush(stdout);
+  int signal = 0;
+  sigwait(&stop_signals, &signal);
+  hecate::LogInfo("shutting down", hecate::LogFields()("signal", signal));
+  server.Shutdown();
+  return 0;
 }

@@ -259,10 +259,19 @@ class GreedyState {
     return std::max(0.0, t - attention_) +
            std::max(0.0, (regather_ ? 2 * t : t) - 2 * attention_);
   }
+  // The All-to-All term the greedy minimises: the busiest NIC (what the cost model charges) plus a
+  // quarter of the mean NIC traffic, so that a move relieving one side of two equally busy nodes
+  // still counts (the plain maximum would not move until both sides are relieved).
+  static double A2aSurrogate(double worst, double total, int nodes) {
+    return worst + 0.25 * total / (2.0 * nodes);
+  }
   double A2a() const {
-    double worst = 0;
-    for (NodeId n = 0; n < nodes_; ++n) worst = std::max(worst, std::max(node_in_[n], node_out_[n]));
-    return worst * a2a_sec_per_token_;
+    double worst = 0, total = 0;
+    for (NodeId n = 0; n < nodes_; ++n) {
+      worst = std::max(worst, std::max(node_in_[n], node_out_[n]));
+      total += node_in_[n] + node_out_[n];
+    }
+    return A2aSurrogate(worst, total, nodes_) * a2a_sec_per_token_;
   }
   // Orders the slowest devices first in by_time_ (the top kTop exactly; the rest unordered, and
   // Evaluate falls back to a full scan when every top device is affected).
@@ -357,15 +366,16 @@ class GreedyState {
       }
     }
     // Cross-node All-to-All.
-    double a2a_after = 0;
+    double worst = 0, total = 0;
     for (NodeId n = 0; n < nodes_; ++n) {
       const int h_before = node_holders_[e][n];
       const int h_after = h_before + (n == m ? r : 0);
       const double in = node_in_[n] - remote_[e] * h_before / k + remote_after * h_after / (k + r);
       const double out = node_out_[n] - (n == m && on_m == 0 ? mass_[e][m] : 0.0);
-      a2a_after = std::max(a2a_after, std::max(in, out));
+      worst = std::max(worst, std::max(in, out));
+      total += in + out;
     }
-    a2a_after *= a2a_sec_per_token_;
+    const double a2a_after = A2aSurrogate(worst, total, nodes_) * a2a_sec_per_token_;
     const double exposed_now = Exposed(links_.worst());
     const double exposed_after = Exposed(links_.WithTransfers(plan_.owner[e], set, pb_));
     const double a2a_now = A2a();

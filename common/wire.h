@@ -1,0 +1,37 @@
+// Conversions between the hecate.v1 wire messages and placement's domain types, plus proto3 JSON
+// file helpers. The only place that knows both shapes; used by controller/service, the worker
+// agent, clients and sim. Pure functions; thread-safe.
+#ifndef HECATE_COMMON_WIRE_H_
+#define HECATE_COMMON_WIRE_H_
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "google/protobuf/message.h"
+#include "hecate/v1/types.pb.h"
+#include "placement/cluster.h"
+#include "placement/plan.h"
+
+namespace hecate::wire {
+
+placement::ClusterSpec FromProto(const v1::ClusterSpec& p);
+v1::ClusterSpec ToProto(const placement::ClusterSpec& c);
+placement::ModelSpec FromProto(const v1::ModelSpec& p);
+v1::ModelSpec ToProto(const placement::ModelSpec& m);
+
+placement::PlanId FromProto(const v1::PlanId& p);
+v1::PlanId ToProto(const placement::PlanId& id);
+
+// Structural conversion only; validate the result with placement::Validate.
+placement::Plan FromProto(const v1::Plan& p);
+v1::Plan ToProto(const placement::Plan& plan);
+
+// proto3 canonical JSON (what hecatectl -o json prints and what grpcurl speaks).
+std::string ToJson(const google::protobuf::Message& m, bool pretty = true);
+absl::Status FromJson(const std::string& json, google::protobuf::Message* m);
+// Reads a proto3 JSON file into `m`: NOT_FOUND if missing, INVALID_ARGUMENT if it does not parse.
+absl::Status ReadJsonFile(const std::string& path, google::protobuf::Message* m);
+
+}  // namespace hecate::wire
+
+#endif  // HECATE_COMMON_WIRE_H_

@@ -1,0 +1,49 @@
+#include "common/wire.h"
+
+#include <gtest/gtest.h>
+
+#include "placement/policy.h"
+#include "placement/synthetic.h"
+
+namespace hecate::wire {
+namespace {
+
+TEST(WireTest, PlanRoundTripIsExact) {
+  placement::Cluster c = placement::Cluster::Uniform(2, 2, int64_t{1} << 30, 1e12, 1e11, 1e10);
+  placement::ModelSpec m = placement::UniformModel("m", 2, 8, 2, 64, 128, 4, 256, 1e-3);
+  placement::ModelLoad load = placement::SkewedLoad(c, m, placement::SkewOptions{}, 0);
+  placement::Plan plan = (*placement::MakePolicy("hecate"))->Compute({&c, &m, &load});
+  plan.job_id = "j";
+  plan.id = {3, 9};
+  plan.effective_iteration = 12;
+  plan.migrations.push_back({0, 1, 3, plan.layers[0].owner[1], 77});
+  placement::Plan back = FromProto(ToProto(plan));
+  back.migrations = plan.migrations;  // migrations round-trip checked below
+  EXPECT_EQ(back.layers.size(), plan.layers.size());
+  for (size_t l = 0; l < plan.layers.size(); ++l) {
+    EXPECT_EQ(back.layers[l].owner, plan.layers[l].owner);
+    EXPECT_EQ(back.layers[l].replicas, plan.layers[l].replicas);
+    EXPECT_EQ(back.layers[l].remat, plan.layers[l].remat);
+    EXPECT_EQ(back.prediction.layers[l].device_tokens, plan.prediction.layers[l].device_tokens);
+  }
+  EXPECT_EQ(back.id, plan.id);
+  EXPECT_EQ(back.dispatch_rule, plan.dispatch_rule);
+  EXPECT_EQ(FromProto(ToProto(plan)).migrations, plan.migrations);
+  EXPECT_TRUE(placement::Validate(back, c, m).ok());
+}
+
+TEST(WireTest, SpecsRoundTripAndJson) {
+  placement::ModelSpec m = placement::UniformModel("gpt", 3, 16, 2, 64, 128, 4, 256, 2e-3);
+  placement::ModelSpec back = FromProto(ToProto(m));
+  EXPECT_EQ(back.layers.size(), 3u);
+  EXPECT_EQ(back.layers[1].expert_param_bytes, m.layers[1].expert_param_bytes);
+  EXPECT_EQ(back.attention_forward_seconds, 2e-3);
+  v1::ModelSpec parsed;
+  ASSERT_TRUE(FromJson(ToJson(ToProto(m)), &parsed).ok());
+  EXPECT_EQ(parsed.layers_size(), 3);
+  EXPECT_EQ(FromJson("{nope", &parsed).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ReadJsonFile("/nonexistent/x.json", &parsed).code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace hecate::wire

@@ -1,0 +1,751 @@
+#include "controller/core/controller_core.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "placement/cost_model.h"
+#include "placement/dispatch.h"
+#include "placement/sharding.h"
+
+namespace hecate::controller {
+
+namespace pl = placement;
+
+const char* WorkerStateName(WorkerState s) {
+  switch (s) {
+    case WorkerState::kLive:
+      return "live";
+    case WorkerState::kStale:
+      return "stale";
+    case WorkerState::kLost:
+      return "lost";
+  }
+  return "?";
+}
+
+const char* ReportResultName(ReportResult r) {
+  switch (r) {
+    case ReportResult::kAccepted:
+      return "accepted";
+    case ReportResult::kDuplicate:
+      return "duplicate";
+    case ReportResult::kLate:
+      return "late";
+    case ReportResult::kUnknownJob:
+      return "unknown_job";
+    case ReportResult::kUnknownWorker:
+      return "unknown_worker";
+    case ReportResult::kStaleIncarnation:
+      return "stale_incarnation";
+    case ReportResult::kBadShape:
+      return "bad_shape";
+    case ReportResult::kIterationBackwards:
+      return "iteration_backwards";
+    case ReportResult::kConflict:
+      return "conflict";
+    case ReportResult::kFuturePlan:
+      return "future_plan";
+    case ReportResult::kAbsurdCounts:
+      return "absurd_counts";
+    case ReportResult::kOversized:
+      return "oversized";
+  }
+  return "?";
+}
+
+std::vector<ReportResult> AllReportResults() {
+  return {ReportResult::kAccepted,        ReportResult::kDuplicate,
+          ReportResult::kLate,            ReportResult::kUnknownJob,
+          ReportResult::kUnknownWorker,   ReportResult::kStaleIncarnation,
+          ReportResult::kBadShape,        ReportResult::kIterationBackwards,
+          ReportResult::kConflict,        ReportResult::kFuturePlan,
+          ReportResult::kAbsurdCounts,    ReportResult::kOversized};
+}
+
+namespace {
+
+bool SameModel(const pl::ModelSpec& a, const pl::ModelSpec& b) {
+  if (a.top_k != b.top_k || a.layers.size() != b.layers.size()) return false;
+  for (size_t l = 0; l < a.layers.size(); ++l) {
+    const pl::LayerSpec &x = a.layers[l], &y = b.layers[l];
+    if (x.num_experts != y.num_experts || x.expert_param_bytes != y.expert_param_bytes ||
+        x.expert_optimizer_bytes != y.expert_optimizer_bytes) {
+      return false;
+    }
+  }
+  return true;
+}
+
+uint64_t HashReport(const LoadReport& r) {
+  uint64_t h = 1469598103934665603ULL;
+  auto mix = [&h](uint64_t v) {
+    for (int i = 0; i < 8; ++i) {
+      h ^= (v >> (8 * i)) & 0xff;
+      h *= 1099511628211ULL;
+    }
+  };
+  mix(r.iteration);
+  mix(r.plan.epoch);
+  mix(r.plan.version);
+  for (const auto& row : r.layers) {
+    mix(row.size());
+    for (int64_t v : row) mix(static_cast<uint64_t>(v));
+  }
+  return h;
+}
+
+IngestOutcome Reject(ReportResult result, absl::Status status) {
+  return IngestOutcome{result, std::move(status)};
+}
+
+pl::Owners OwnersOf(const pl::Plan& plan) {
+  pl::Owners owners;
+  for (const pl::LayerPlan& l : plan.layers) owners.push_back(l.owner);
+  return owners;
+}
+
+}  // namespace
+
+ControllerCore::ControllerCore(CoreConfig config, uint64_t epoch)
+    : config_(std::move(config)), epoch_(epoch) {
+  if (config_.lead < 2) config_.lead = 2;
+}
+
+ControllerCore::Job* ControllerCore::FindJob(const std::string& job) {
+  auto it = jobs_.find(job);
+  return it == jobs_.end() ? nullptr : it->second.get();
+}
+
+const ControllerCore::Job* ControllerCore::FindJob(const std::string& job) const {
+  auto it = jobs_.find(job);
+  return it == jobs_.end() ? nullptr : it->second.get();
+}
+
+std::optional<JobRecord> ControllerCore::GetJobRecord(const std::string& job) const {
+  const Job* j = FindJob(job);
+  if (j == nullptr) return std::nullopt;
+  return j->record;
+}
+
+void ControllerCore::RestoreJob(const JobRecord& record) {
+  auto job = std::make_unique<Job>(config_.window);
+  job->record = record;
+  job->workers.resize(record.world_size);
+  jobs_[record.job_id] = std::move(job);
+}
+
+void ControllerCore::RestoreWorker(const WorkerRegistration& reg, absl::Time now) {
+  Job* job = FindJob(reg.job_id);
+  if (job == nullptr || reg.rank < 0 || reg.rank >= static_cast<int>(job->workers.size())) return;
+  WorkerInfo info;
+  info.reg = reg;
+  info.last_seen = now;  // restarted: give every rank a fresh liveness deadline
+  job->workers[reg.rank] = info;
+}
+
+void ControllerCore::RestorePlan(const pl::Plan& plan) {
+  Job* job = FindJob(plan.job_id);
+  if (job == nullptr) return;
+  auto p = std::make_shared<const pl::Plan>(plan);
+  job->history.push_back(p);
+  if (static_cast<int>(job->history.size()) > config_.max_history) {
+    job->history.erase(job->history.begin());
+  }
+  job->current = p;
+  job->next_version = std::max(job->next_version, plan.id.version + 1);
+  ++job->plans_published;
+}
+
+absl::Status ControllerCore::Register(const WorkerRegistration& reg, absl::Time now) {
+  if (reg.job_id.empty()) return absl::InvalidArgumentError("job_id is empty");
+  if (reg.world_size < 1) return absl::InvalidArgumentError("world_size must be >= 1");
+  if (reg.rank < 0 || reg.rank >= reg.world_size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rank ", reg.rank, " out of range for world size ", reg.world_size));
+  }
+  if (reg.device_memory_bytes <= 0) {
+    return absl::InvalidArgumentError("device_memory_bytes must be > 0");
+  }
+  if (absl::Status s = reg.model.Validate(); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("model: ", s.message()));
+  }
+  Job* job = FindJob(reg.job_id);
+  if (job != nullptr) {
+    if (job->record.world_size != reg.world_size) {
+      return absl::FailedPreconditionError(absl::StrCat("job ", reg.job_id, " has world size ",
+                                                        job->record.world_size, ", not ",
+                                                        reg.world_size));
+    }
+    if (!SameModel(job->record.model, reg.model)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("job ", reg.job_id, " was registered with a different model"));
+    }
+    const std::optional<WorkerInfo>& existing = job->workers[reg.rank];
+    if (existing.has_value() && reg.incarnation < existing->reg.incarnation) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("rank ", reg.rank, " incarnation ", reg.incarnation,
+                       " is older than the registered ", existing->reg.incarnation));
+    }
+  }
+  // Validated: change state.
+  if (job == nullptr) {
+    JobRecord record;
+    record.job_id = reg.job_id;
+    record.world_size = reg.world_size;
+    record.policy = config_.default_policy;
+    record.model = reg.model;
+    RestoreJob(record);
+    job = FindJob(reg.job_id);
+  }
+  std::optional<WorkerInfo>& slot = job->workers[reg.rank];
+  if (slot.has_value() && slot->reg.incarnation == reg.incarnation) {
+    slot->last_seen = now;
+    slot->state = WorkerState::kLive;
+    return absl::OkStatus();
+  }
+  WorkerInfo info;
+  info.reg = reg;
+  info.last_seen = now;
+  slot = info;
+  return absl::OkStatus();
+}
+
+IngestOutcome ControllerCore::Ingest(const LoadReport& r, absl::Time now) {
+  Job* job = FindJob(r.job_id);
+  if (job == nullptr) {
+    return Reject(ReportResult::kUnknownJob,
+                  absl::NotFoundError(absl::StrCat("unknown job '", r.job_id, "'")));
+  }
+  if (r.rank < 0 || r.rank >= static_cast<int>(job->workers.size()) ||
+      !job->workers[r.rank].has_value()) {
+    return Reject(ReportResult::kUnknownWorker,
+                  absl::NotFoundError(absl::StrCat("rank ", r.rank, " of job '", r.job_id,
+                                                   "' is not registered")));
+  }
+  WorkerInfo& worker = *job->workers[r.rank];
+  if (r.incarnation != worker.reg.incarnation) {
+    return Reject(ReportResult::kStaleIncarnation,
+                  absl::FailedPreconditionError(absl::StrCat(
+                      "rank ", r.rank, " incarnation ", r.incarnation, " is not the registered ",
+                      worker.reg.incarnation)));
+  }
+  const pl::ModelSpec& model = job->record.model;
+  if (static_cast<int>(r.layers.size()) != model.num_layers()) {
+    return Reject(ReportResult::kBadShape,
+                  absl::InvalidArgumentError(absl::StrCat("report has ", r.layers.size(),
+                                                          " layers, model has ",
+                                                          model.num_layers())));
+  }
+  const int64_t per_device = model.tokens_per_device > 0 ? model.tokens_per_device : r.tokens;
+  const int64_t bound = per_device > 0 ? per_device * model.top_k : -1;
+  for (int l = 0; l < model.num_layers(); ++l) {
+    if (static_cast<int>(r.layers[l].size()) != model.layers[l].num_experts) {
+      return Reject(ReportResult::kBadShape,
+                    absl::InvalidArgumentError(absl::StrCat(
+                        "layer ", l, " has ", r.layers[l].size(), " experts, model has ",
+                        model.layers[l].num_experts)));
+    }
+    int64_t sum = 0;
+    for (int64_t v : r.layers[l]) {
+      if (v < 0 || (bound >= 0 && v > bound)) {
+        sum = -1;
+        break;
+      }
+      sum += v;
+    }
+    if (sum < 0 || (bound >= 0 && sum > bound)) {
+      return Reject(ReportResult::kAbsurdCounts,
+                    absl::InvalidArgumentError(absl::StrCat(
+                        "layer ", l, ": counts exceed tokens per step x top-k (", bound, ")")));
+    }
+  }
+  const pl::PlanId current = job->current ? job->current->id : pl::PlanId{};
+  if (current < r.plan) {
+    return Reject(ReportResult::kFuturePlan,
+                  absl::InvalidArgumentError(absl::StrCat(
+                      "report ran under plan ", r.plan.epoch, ".", r.plan.version,
+                      ", newer than the current ", current.epoch, ".", current.version)));
+  }
+  const uint64_t hash = HashReport(r);
+  if (worker.reported) {
+    if (r.iteration < worker.last_iteration) {
+      return Reject(ReportResult::kIterationBackwards,
+                    absl::OutOfRangeError(absl::StrCat("iteration ", r.iteration,
+                                                       " is before the last reported ",
+                                                       worker.last_iteration)));
+    }
+    if (r.iteration == worker.last_iteration) {
+      if (hash == worker.last_report_hash) {
+        worker.last_seen = now;
+        return IngestOutcome{ReportResult::kDuplicate, absl::OkStatus()};
+      }
+      return Reject(ReportResult::kConflict,
+                    absl::AlreadyExistsError(absl::StrCat(
+                        "iteration ", r.iteration, " was already reported with other counts")));
+    }
+  }
+
+  // Accepted: change state.
+  worker.reported = true;
+  worker.last_iteration = r.iteration;
+  worker.last_report_hash = hash;
+  worker.last_plan = r.plan;
+  worker.last_seen = now;
+  worker.state = WorkerState::kLive;
+  if (job->has_finalized && r.iteration <= job->last_finalized) {
+    return IngestOutcome{ReportResult::kLate, absl::OkStatus()};
+  }
+  const int devices = job->record.world_size;
+  auto [it, inserted] = job->pending.try_emplace(r.iteration);
+  Pending& p = it->second;
+  if (inserted) {
+    p.reported.assign(devices, 0);
+    for (const pl::LayerSpec& spec : model.layers) p.load.emplace_back(devices, spec.num_experts);
+    p.first_seen = now;
+  }
+  if (!p.reported[r.rank]) {
+    p.reported[r.rank] = 1;
+    ++p.count;
+    p.attention_sum += r.timings.attention_seconds;
+    for (int l = 0; l < model.num_layers(); ++l) {
+      std::copy(r.layers[l].begin(), r.layers[l].end(), p.load[l].row(r.rank));
+    }
+  }
+  int waiting_for = 0;
+  for (const auto& w : job->workers) {
+    if (w.has_value() && w->state != WorkerState::kLost) ++waiting_for;
+  }
+  if (p.count >= waiting_for) FinalizeUpTo(*job, r.iteration);
+  while (static_cast<int>(job->pending.size()) > config_.max_pending_iterations) {
+    FinalizeUpTo(*job, job->pending.begin()->first);
+  }
+  return IngestOutcome{ReportResult::kAccepted, absl::OkStatus()};
+}
+
+void ControllerCore::Finalize(Job& job, uint64_t iteration) {
+  auto it = job.pending.find(iteration);
+  if (it == job.pending.end()) return;
+  Pending& p = it->second;
+  (void)job.window.Push(p.load);  // shape fixed by the job's model
+  if (p.count > 0 && p.attention_sum > 0) {
+    const double mean = p.attention_sum / p.count;
+    job.attention_ema = job.attention_ema > 0 ? 0.8 * job.attention_ema + 0.2 * mean : mean;
+  }
+  job.last_observed = std::move(p.load);
+  job.pending.erase(it);
+  job.has_finalized = true;
+  job.last_finalized = iteration;
+  job.planning_due = true;
+}
+
+void ControllerCore::FinalizeUpTo(Job& job, uint64_t iteration) {
+  while (!job.pending.empty() && job.pending.begin()->first <= iteration) {
+    Finalize(job, job.pending.begin()->first);
+  }
+}
+
+void ControllerCore::UpdateLiveness(Job& job, absl::Time now) {
+  for (auto& w : job.workers) {
+    if (!w.has_value()) continue;
+    const absl::Duration quiet = now - w->last_seen;
+    w->state = quiet >= config_.lost_after    ? WorkerState::kLost
+               : quiet >= config_.stale_after ? WorkerState::kStale
+                                              : WorkerState::kLive;
+  }
+}
+
+void ControllerCore::Tick(absl::Time now) {
+  for (auto& [id, job] : jobs_) {
+    UpdateLiveness(*job, now);
+    // Deadline: finalize the newest iteration whose first report is old enough (and all before).
+    uint64_t due = 0;
+    bool any = false;
+    for (const auto& [iteration, p] : job->pending) {
+      if (now - p.first_seen >= config_.report_deadline) {
+        due = iteration;
+        any = true;
+      }
+    }
+    if (any) FinalizeUpTo(*job, due);
+    // A lost rank no longer holds up an iteration everyone else has reported.
+    int waiting_for = 0;
+    for (const auto& w : job->workers) {
+      if (w.has_value() && w->state != WorkerState::kLost) ++waiting_for;
+    }
+    if (waiting_for > 0) {
+      uint64_t complete = 0;
+      bool found = false;
+      for (const auto& [iteration, p] : job->pending) {
+        if (p.count >= waiting_for) {
+          complete = iteration;
+          found = true;
+        }
+      }
+      if (found) FinalizeUpTo(*job, complete);
+    }
+  }
+}
+
+std::optional<pl::ClusterSpec> ControllerCore::DeriveCluster(const Job& job) const {
+  pl::ClusterSpec spec;
+  for (const auto& w : job.workers) {
+    if (!w.has_value()) return std::nullopt;
+  }
+  const WorkerRegistration& first = job.workers[0]->reg;
+  spec.name = job.record.job_id;
+  spec.intra_node_bandwidth_bytes_per_second = first.links.intra_node_bandwidth_bytes_per_second;
+  spec.inter_node_bandwidth_bytes_per_second = first.links.inter_node_bandwidth_bytes_per_second;
+  spec.device_nic_bandwidth_bytes_per_second = first.links.device_nic_bandwidth_bytes_per_second;
+  spec.link_latency_seconds = first.links.link_latency_seconds;
+  const double flops = first.links.nodes.empty() ? 1e12 : first.links.nodes[0].device_flops_per_second;
+  // Consecutive ranks on the same host form a node (launchers number ranks node by node).
+  for (const auto& w : job.workers) {
+    const WorkerRegistration& reg = w->reg;
+    if (spec.nodes.empty() || spec.nodes.back().name != reg.node) {
+      spec.nodes.push_back(pl::NodeSpec{reg.node, 0, reg.device_memory_bytes, flops});
+    }
+    pl::NodeSpec& node = spec.nodes.back();
+    ++node.num_devices;
+    node.device_memory_bytes = std::min(node.device_memory_bytes, reg.device_memory_bytes);
+  }
+  return spec;
+}
+
+std::vector<PlanningTask> ControllerCore::TakePlanningTasks() {
+  std::vector<PlanningTask> tasks;
+  for (auto& [id, job] : jobs_) {
+    if (!job->planning_due) continue;
+    std::optional<pl::ClusterSpec> cluster = DeriveCluster(*job);
+    if (!cluster.has_value()) continue;  // wait until every rank registered
+    job->planning_due = false;
+    PlanningTask t;
+    t.job_id = id;
+    t.iteration = job->last_finalized;
+    t.cluster = *cluster;
+    t.model = job->record.model;
+    t.estimate = job->window.Estimate();
+    if (job->last_observed.has_value()) t.observed = *job->last_observed;
+    t.current = job->current;
+    t.policy = job->record.policy;
+    t.planner = config_.planner;
+    if (job->attention_ema > 0) t.planner.attention_forward_seconds = job->attention_ema;
+    t.reshard_period = config_.reshard_period;
+    t.reshard_due = config_.reshard_period > 0 && job->current != nullptr &&
+                    t.iteration >= job->last_reshard_iteration + config_.reshard_period;
+    if (t.reshard_due) job->last_reshard_iteration = t.iteration;
+    t.damping = config_.damping;
+    t.frozen = job->record.frozen;
+    tasks.push_back(std::move(t));
+  }
+  return tasks;
+}
+
+PlanningResult ComputePlan(const PlanningTask& task) {
+  PlanningResult result;
+  result.job_id = task.job_id;
+  result.iteration = task.iteration;
+  absl::StatusOr<pl::Cluster> cluster = pl::Cluster::Create(task.cluster);
+  if (!cluster.ok()) {
+    result.decision = "error";
+    result.error = std::string(cluster.status().message());
+    return result;
+  }
+  const pl::CostModel cost(*cluster, task.model, task.planner.attention_forward_seconds);
+
+  // What happened under the plan in force.
+  if (!task.observed.empty()) {
+    pl::Dispatcher dispatcher(*cluster);
+    for (int l = 0; l < task.model.num_layers(); ++l) {
+      LayerObservation o;
+      std::vector<int64_t> totals = task.observed[l].ExpertTotals();
+      std::vector<double> ratio(totals.size());
+      double sum = 0;
+      for (int64_t t : totals) sum += static_cast<double>(t);
+      const double mean = totals.empty() ? 0 : sum / totals.size();
+      for (size_t e = 0; e < totals.size(); ++e) ratio[e] = mean > 0 ? totals[e] / mean : 0;
+      std::sort(ratio.begin(), ratio.end());
+      if (!ratio.empty()) {
+        o.expert_min = ratio.front();
+        o.expert_max = ratio.back();
+        o.expert_p50 = ratio[ratio.size() / 2];
+      }
+      if (task.current != nullptr && l < static_cast<int>(task.current->layers.size())) {
+        pl::LayerPrediction lp =
+            cost.EvaluateLayer(l, task.current->layers[l], task.observed[l],
+                               task.current->dispatch_rule, task.current->semantics, &dispatcher);
+        o.balancedness = lp.balancedness;
+        if (l < static_cast<int>(task.current->prediction.layers.size())) {
+          o.predicted_balancedness = task.current->prediction.layers[l].balancedness;
+        }
+      }
+      result.layers.push_back(o);
+    }
+  }
+  if (task.frozen) {
+    result.decision = "frozen";
+    return result;
+  }
+  absl::StatusOr<std::unique_ptr<pl::Policy>> policy = pl::MakePolicy(task.policy);
+  if (!policy.ok()) {
+    result.decision = "error";
+    result.error = std::string(policy.status().message());
+    return result;
+  }
+  const pl::Owners owners = task.current != nullptr ? OwnersOf(*task.current)
+                                                    : pl::EvenSharding(*cluster, task.model);
+  pl::PlanRequest request{&*cluster, &task.model, &task.estimate, task.current.get(), &owners,
+                          task.iteration, task.planner};
+  if (absl::Status s = pl::CheckRequest(request); !s.ok()) {
+    result.decision = "error";
+    result.error = std::string(s.message());
+    return result;
+  }
+  pl::Plan candidate = (*policy)->Compute(request);
+  if (task.current == nullptr) {
+    result.decision = "first";
+    result.plan = std::move(candidate);
+    return result;
+  }
+  if (task.current->policy != task.policy) {
+    result.decision = "policy";
+    result.plan = std::move(candidate);
+    return result;
+  }
+  pl::Plan in_force = *task.current;
+  in_force.migrations.clear();  // already paid
+  cost.Evaluate(&in_force, task.estimate);
+  const double now_s = in_force.prediction.moe_seconds;
+  auto gain_of = [&](const pl::Plan& p) {
+    return now_s > 0 ? (now_s - p.prediction.moe_seconds - p.prediction.migration_seconds) / now_s
+                     : 0.0;
+  };
+  result.predicted_gain = gain_of(candidate);
+
+  if (task.reshard_due && (*policy)->semantics() == pl::ReplicaSemantics::kEphemeral) {
+    std::vector<int> t;
+    for (int l = 0; l < task.model.num_layers(); ++l) {
+      t.push_back(pl::OverlapDegree(*cluster, task.model, l, cost.attention_forward_seconds()));
+    }
+    pl::ShardingResult sharding =
+        pl::HeterogeneousSharding(*cluster, task.model, pl::ExpertLoads(task.estimate), t, &owners);
+    if (!sharding.migrations.empty()) {
+      pl::PlanRequest reshard = request;
+      reshard.owners = &sharding.owners;
+      pl::Plan resharded = (*policy)->Compute(reshard);
+      // Worth it when the time saved over one re-shard period covers the migration.
+      const double saved_per_iteration =
+          candidate.prediction.moe_seconds - resharded.prediction.moe_seconds;
+      if (saved_per_iteration * task.reshard_period > resharded.prediction.migration_seconds) {
+        result.decision = "reshard";
+        result.reshard = true;
+        result.predicted_gain = gain_of(resharded);
+        result.plan = std::move(resharded);
+        return result;
+      }
+    }
+  }
+  if (result.predicted_gain >= task.damping) {
+    result.decision = "gain";
+    result.plan = std::move(candidate);
+  } else {
+    result.decision = "damped";
+  }
+  return result;
+}
+
+std::shared_ptr<const pl::Plan> ControllerCore::Publish(Job& job, pl::Plan plan, absl::Time now) {
+  plan.job_id = job.record.job_id;
+  plan.id = pl::PlanId{epoch_, job.next_version++};
+  plan.computed_from_iteration = job.last_finalized;
+  plan.effective_iteration = job.last_finalized + static_cast<uint64_t>(config_.lead);
+  if (job.current == nullptr) {
+    plan.sharding_version = 1;
+  } else {
+    bool owners_changed = false;
+    for (size_t l = 0; l < plan.layers.size() && l < job.current->layers.size(); ++l) {
+      owners_changed = owners_changed || plan.layers[l].owner != job.current->layers[l].owner;
+    }
+    plan.sharding_version = job.current->sharding_version + (owners_changed ? 1 : 0);
+  }
+  (void)now;
+  auto published = std::make_shared<const pl::Plan>(std::move(plan));
+  job.history.push_back(published);
+  if (static_cast<int>(job.history.size()) > config_.max_history) {
+    job.history.erase(job.history.begin());
+  }
+  job.current = published;
+  ++job.plans_published;
+  return published;
+}
+
+absl::StatusOr<std::shared_ptr<const pl::Plan>> ControllerCore::CommitPlan(
+    const PlanningResult& result, absl::Time now) {
+  Job* job = FindJob(result.job_id);
+  if (job == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat("job '", result.job_id, "' is gone"));
+  }
+  job->observations = result.layers;
+  if (!result.plan.has_value() || job->record.frozen) return nullptr;
+  job->last_planned_iteration = result.iteration;
+  return Publish(*job, *result.plan, now);
+}
+
+void ControllerCore::RecordObservations(const std::string& job_id,
+                                        std::vector<LayerObservation> layers) {
+  if (Job* job = FindJob(job_id)) job->observations = std::move(layers);
+}
+
+absl::StatusOr<std::shared_ptr<const pl::Plan>> ControllerCore::GetPlan(const std::string& job_id,
+                                                                        uint64_t version) const {
+  const Job* job = FindJob(job_id);
+  if (job == nullptr) return absl::NotFoundError(absl::StrCat("unknown job '", job_id, "'"));
+  if (version == 0) {
+    if (job->current == nullptr) {
+      return absl::NotFoundError(absl::StrCat("job '", job_id, "' has no plan yet"));
+    }
+    return job->current;
+  }
+  for (const auto& p : job->history) {
+    if (p->id.version == version) return p;
+  }
+  return absl::NotFoundError(absl::StrCat("job '", job_id, "' has no plan version ", version));
+}
+
+std::shared_ptr<const pl::Plan> ControllerCore::CurrentPlan(const std::string& job_id) const {
+  const Job* job = FindJob(job_id);
+  return job == nullptr ? nullptr : job->current;
+}
+
+std::vector<WorkerInfo> ControllerCore::ListWorkers(const std::string& job_id) const {
+  std::vector<WorkerInfo> out;
+  for (const auto& [id, job] : jobs_) {
+    if (!job_id.empty() && id != job_id) continue;
+    for (const auto& w : job->workers) {
+      if (w.has_value()) out.push_back(*w);
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<LayerLoadView>> ControllerCore::GetLoad(const std::string& job_id) const {
+  const Job* job = FindJob(job_id);
+  if (job == nullptr) return absl::NotFoundError(absl::StrCat("unknown job '", job_id, "'"));
+  std::vector<LayerLoadView> out;
+  for (int l = 0; l < job->record.model.num_layers(); ++l) {
+    LayerLoadView v;
+    v.layer = l;
+    v.expert_tokens = job->window.ExpertMeans(l);
+    if (v.expert_tokens.empty()) v.expert_tokens.assign(job->record.model.layers[l].num_experts, 0);
+    v.window_iterations = job->window.size();
+    double sum = 0, max = 0;
+    for (double t : v.expert_tokens) {
+      sum += t;
+      max = std::max(max, t);
+    }
+    const double mean = v.expert_tokens.empty() ? 0 : sum / v.expert_tokens.size();
+    v.max_over_mean = mean > 0 ? max / mean : 0;
+    if (l < static_cast<int>(job->observations.size())) {
+      v.observed_balancedness = job->observations[l].balancedness;
+    }
+    out.push_back(std::move(v));
+  }
+  return out;
+}
+
+std::vector<JobStatusView> ControllerCore::Jobs() const {
+  std::vector<JobStatusView> out;
+  for (const auto& [id, job] : jobs_) {
+    JobStatusView v;
+    v.job_id = id;
+    v.world_size = job->record.world_size;
+    for (const auto& w : job->workers) {
+      if (!w.has_value()) continue;
+      switch (w->state) {
+        case WorkerState::kLive:
+          ++v.live;
+          break;
+        case WorkerState::kStale:
+          ++v.stale;
+          break;
+        case WorkerState::kLost:
+          ++v.lost;
+          break;
+      }
+    }
+    if (job->current) v.current_plan = job->current->id;
+    v.last_planned_iteration = job->last_planned_iteration;
+    v.policy = job->record.policy;
+    v.frozen = job->record.frozen;
+    v.plans_published = job->plans_published;
+    out.push_back(v);
+  }
+  return out;
+}
+
+std::vector<LayerObservation> ControllerCore::Observations(const std::string& job_id) const {
+  const Job* job = FindJob(job_id);
+  return job == nullptr ? std::vector<LayerObservation>() : job->observations;
+}
+
+absl::StatusOr<std::vector<std::string>> ControllerCore::Freeze(const std::string& job_id) {
+  if (!job_id.empty() && FindJob(job_id) == nullptr) {
+    return absl::NotFoundError(absl::StrCat("unknown job '", job_id, "'"));
+  }
+  std::vector<std::string> frozen;
+  for (auto& [id, job] : jobs_) {
+    if (job_id.empty() || id == job_id) job->record.frozen = true;
+    if (job->record.frozen) frozen.push_back(id);
+  }
+  return frozen;
+}
+
+absl::StatusOr<std::vector<std::string>> ControllerCore::Unfreeze(const std::string& job_id) {
+  if (!job_id.empty() && FindJob(job_id) == nullptr) {
+    return absl::NotFoundError(absl::StrCat("unknown job '", job_id, "'"));
+  }
+  std::vector<std::string> frozen;
+  for (auto& [id, job] : jobs_) {
+    if (job_id.empty() || id == job_id) job->record.frozen = false;
+    if (job->record.frozen) frozen.push_back(id);
+  }
+  return frozen;
+}
+
+absl::StatusOr<std::string> ControllerCore::SetPolicy(const std::string& job_id,
+                                                      const std::string& policy) {
+  if (absl::StatusOr<std::unique_ptr<pl::Policy>> p = pl::MakePolicy(policy); !p.ok()) {
+    return p.status();
+  }
+  if (!job_id.empty()) {
+    Job* job = FindJob(job_id);
+    if (job == nullptr) return absl::NotFoundError(absl::StrCat("unknown job '", job_id, "'"));
+    std::string previous = job->record.policy;
+    job->record.policy = policy;
+    job->planning_due = job->has_finalized;
+    return previous;
+  }
+  std::string previous = config_.default_policy;
+  config_.default_policy = policy;
+  for (auto& [id, job] : jobs_) {
+    job->record.policy = policy;
+    job->planning_due = job->has_finalized;
+  }
+  return previous;
+}
+
+absl::StatusOr<std::shared_ptr<const pl::Plan>> ControllerCore::Rollback(const std::string& job_id,
+                                                                         uint64_t to_version,
+                                                                         absl::Time now) {
+  absl::StatusOr<std::shared_ptr<const pl::Plan>> target = GetPlan(job_id, to_version);
+  if (!target.ok()) return target.status();
+  Job* job = FindJob(job_id);
+  pl::Plan plan = **target;
+  plan.migrations.clear();
+  if (job->current != nullptr) {
+    plan.migrations = pl::Migrations(OwnersOf(*job->current), OwnersOf(plan), job->record.model);
+  }
+  return Publish(*job, std::move(plan), now);
+}
+
+}  // namespace hecate::controller

@@ -1,0 +1,286 @@
+// The controller's state machine: job registry, worker liveness, validated load ingest, the
+// per-iteration load window, planning triggers, damping, re-shard cadence, freeze, policy and plan
+// history. Plain C++ over plain data: time is passed in, nothing blocks, no I/O, no gRPC.
+//
+// Planning itself (running the placement policies) is a pure function, ComputePlan(), that the
+// service runs on its own thread between TakePlanningTasks() and CommitPlan(), so a slow plan never
+// delays report ingest.
+//
+// Not thread-safe: the owner (controller/service) serializes every call under one mutex.
+#ifndef HECATE_CONTROLLER_CORE_CONTROLLER_CORE_H_
+#define HECATE_CONTROLLER_CORE_CONTROLLER_CORE_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "placement/cluster.h"
+#include "placement/load.h"
+#include "placement/plan.h"
+#include "placement/policy.h"
+
+namespace hecate::controller {
+
+struct CoreConfig {
+  std::string default_policy = "hecate";
+  // Sliding-window length for load estimates (paper: w = 5).
+  int window = 5;
+  // A plan computed from iteration i takes effect at i + lead (>= 2).
+  int lead = 2;
+  // Re-shard (Alg. 2) every this many iterations when the gain covers the migration (paper: 100).
+  int reshard_period = 100;
+  // Publish a new plan only if it is predicted this much faster (relative) than the plan in force.
+  double damping = 0.02;
+  // Finalize an iteration this long after its first report even if some live ranks are missing.
+  absl::Duration report_deadline = absl::Seconds(5);
+  // A rank not heard from for this long is stale (still waited for), then lost (not waited for).
+  absl::Duration stale_after = absl::Seconds(10);
+  absl::Duration lost_after = absl::Seconds(60);
+  // Incomplete iterations kept per job; older ones are finalized as they are.
+  int max_pending_iterations = 16;
+  // Plans kept in memory per job (the store keeps its own bound).
+  int max_history = 256;
+  placement::PlannerConfig planner;
+};
+
+enum class WorkerState { kLive, kStale, kLost };
+const char* WorkerStateName(WorkerState s);
+
+struct WorkerRegistration {
+  std::string job_id;
+  int rank = 0;
+  int world_size = 0;
+  std::string node;
+  int local_rank = 0;
+  std::string device_kind;
+  int64_t device_memory_bytes = 0;
+  uint64_t incarnation = 0;
+  placement::ModelSpec model;
+  // Link bandwidths, latency and device FLOP rate (nodes are derived from `node`).
+  placement::ClusterSpec links;
+};
+
+struct WorkerInfo {
+  WorkerRegistration reg;
+  WorkerState state = WorkerState::kLive;
+  absl::Time last_seen;
+  bool reported = false;
+  uint64_t last_iteration = 0;
+  uint64_t last_report_hash = 0;
+  placement::PlanId last_plan;
+};
+
+struct PhaseTimes {
+  double attention_seconds = 0;
+  double step_seconds = 0;
+};
+
+struct LoadReport {
+  std::string job_id;
+  int rank = 0;
+  uint64_t incarnation = 0;
+  uint64_t iteration = 0;
+  placement::PlanId plan;
+  // One row per layer: tokens this rank routed to each expert.
+  std::vector<std::vector<int64_t>> layers;
+  PhaseTimes timings;
+  int64_t free_memory_bytes = 0;
+  int64_t tokens = 0;
+};
+
+// Why a report was rejected (metric label `result`), or accepted.
+enum class ReportResult {
+  kAccepted,
+  kDuplicate,
+  kLate,  // accepted, but its iteration was already finalized
+  kUnknownJob,
+  kUnknownWorker,
+  kStaleIncarnation,
+  kBadShape,
+  kIterationBackwards,
+  kConflict,
+  kFuturePlan,
+  kAbsurdCounts,
+  kOversized,
+};
+const char* ReportResultName(ReportResult r);
+std::vector<ReportResult> AllReportResults();
+
+struct IngestOutcome {
+  ReportResult result = ReportResult::kAccepted;
+  absl::Status status;  // OK for accepted / duplicate / late
+};
+
+// Everything ComputePlan needs, copied out of the core.
+struct PlanningTask {
+  std::string job_id;
+  uint64_t iteration = 0;  // last finalized iteration
+  placement::ClusterSpec cluster;
+  placement::ModelSpec model;
+  placement::ModelLoad estimate;  // window mean
+  placement::ModelLoad observed;  // the finalized iteration's actual counts
+  std::shared_ptr<const placement::Plan> current;
+  std::string policy;
+  placement::PlannerConfig planner;
+  bool reshard_due = false;
+  int reshard_period = 100;
+  double damping = 0.02;
+  bool frozen = false;
+};
+
+struct LayerObservation {
+  double balancedness = 1;        // observed mean/max device tokens under the plan in force
+  double predicted_balancedness = 1;
+  double expert_max = 0, expert_p50 = 0, expert_min = 0;  // expert load / mean
+};
+
+struct PlanningResult {
+  std::string job_id;
+  uint64_t iteration = 0;
+  // The plan to publish (id unset), or nullopt when damping or a freeze held it back.
+  std::optional<placement::Plan> plan;
+  std::string decision;  // "first", "gain", "reshard", "policy", "damped", "frozen", "error"
+  double predicted_gain = 0;  // relative, vs the plan in force on the same estimate
+  bool reshard = false;
+  std::vector<LayerObservation> layers;
+  std::string error;
+};
+
+// Runs the job's policy (and, when due, heterogeneous sharding) and applies damping. Pure.
+PlanningResult ComputePlan(const PlanningTask& task);
+
+struct JobStatusView {
+  std::string job_id;
+  int world_size = 0;
+  int live = 0, stale = 0, lost = 0;
+  placement::PlanId current_plan;
+  uint64_t last_planned_iteration = 0;
+  std::string policy;
+  bool frozen = false;
+  uint64_t plans_published = 0;
+};
+
+struct LayerLoadView {
+  int layer = 0;
+  std::vector<double> expert_tokens;
+  int window_iterations = 0;
+  double max_over_mean = 0;
+  double observed_balancedness = 0;
+};
+
+// What survives a restart (the store's snapshot).
+struct JobRecord {
+  std::string job_id;
+  int world_size = 0;
+  std::string policy;
+  bool frozen = false;
+  placement::ModelSpec model;
+};
+
+class ControllerCore {
+ public:
+  ControllerCore(CoreConfig config, uint64_t epoch);
+
+  uint64_t epoch() const { return epoch_; }
+  const CoreConfig& config() const { return config_; }
+
+  // --- recovery (before serving) ---
+  void RestoreJob(const JobRecord& job);
+  void RestoreWorker(const WorkerRegistration& reg, absl::Time now);
+  // Plans must be restored in ascending version order.
+  void RestorePlan(const placement::Plan& plan);
+
+  // --- workers ---
+  // INVALID_ARGUMENT: malformed (rank >= world size, invalid model); FAILED_PRECONDITION: the job
+  // exists with a different world size or model, or the incarnation is older than the registered
+  // one. The same incarnation re-registering is a no-op; a newer one supersedes the old.
+  absl::Status Register(const WorkerRegistration& reg, absl::Time now);
+  // Validates before any state change; a rejected report changes nothing.
+  IngestOutcome Ingest(const LoadReport& report, absl::Time now);
+  // Liveness (stale/lost) and deadline-based finalization.
+  void Tick(absl::Time now);
+  // Iterations finalized since the last call, as planning work (one task per job, newest).
+  std::vector<PlanningTask> TakePlanningTasks();
+  // Publishes `result.plan` (if any) as the job's next version. Returns the published plan, or
+  // null when the result carries no plan or the job is frozen. FAILED_PRECONDITION when the job
+  // no longer exists.
+  absl::StatusOr<std::shared_ptr<const placement::Plan>> CommitPlan(const PlanningResult& result,
+                                                                    absl::Time now);
+
+  // --- queries ---
+  // NOT_FOUND for an unknown job or plan version, INVALID_ARGUMENT for a layer out of range.
+  absl::StatusOr<std::shared_ptr<const placement::Plan>> GetPlan(const std::string& job,
+                                                                 uint64_t version) const;
+  std::shared_ptr<const placement::Plan> CurrentPlan(const std::string& job) const;
+  std::vector<WorkerInfo> ListWorkers(const std::string& job) const;  // empty job: all
+  absl::StatusOr<std::vector<LayerLoadView>> GetLoad(const std::string& job) const;
+  std::vector<JobStatusView> Jobs() const;
+  std::vector<LayerObservation> Observations(const std::string& job) const;
+  bool HasJob(const std::string& job) const { return jobs_.count(job) > 0; }
+  std::optional<JobRecord> GetJobRecord(const std::string& job) const;
+
+  // --- admin --- (empty job: every job)
+  absl::StatusOr<std::vector<std::string>> Freeze(const std::string& job);
+  absl::StatusOr<std::vector<std::string>> Unfreeze(const std::string& job);
+  // NOT_FOUND for an unknown policy or job. Returns the previous policy.
+  absl::StatusOr<std::string> SetPolicy(const std::string& job, const std::string& policy);
+  const std::string& default_policy() const { return config_.default_policy; }
+  // Publishes a new version whose placement equals `to_version`'s.
+  absl::StatusOr<std::shared_ptr<const placement::Plan>> Rollback(const std::string& job,
+                                                                  uint64_t to_version,
+                                                                  absl::Time now);
+  // Records planning observations (from ComputePlan) for queries and metrics.
+  void RecordObservations(const std::string& job, std::vector<LayerObservation> layers);
+
+ private:
+  struct Pending {
+    std::vector<char> reported;
+    placement::ModelLoad load;
+    absl::Time first_seen;
+    int count = 0;
+    double attention_sum = 0;
+  };
+  struct Job {
+    JobRecord record;
+    std::vector<std::optional<WorkerInfo>> workers;  // by rank
+    placement::LoadWindow window;
+    std::map<uint64_t, Pending> pending;
+    bool has_finalized = false;
+    uint64_t last_finalized = 0;
+    std::optional<placement::ModelLoad> last_observed;
+    bool planning_due = false;
+    uint64_t last_planned_iteration = 0;
+    uint64_t last_reshard_iteration = 0;
+    double attention_ema = 0;  // measured attention forward seconds
+    std::shared_ptr<const placement::Plan> current;
+    std::vector<std::shared_ptr<const placement::Plan>> history;
+    uint64_t next_version = 1;
+    uint64_t plans_published = 0;
+    std::vector<LayerObservation> observations;
+    explicit Job(int window) : window(window) {}
+  };
+
+  Job* FindJob(const std::string& job);
+  const Job* FindJob(const std::string& job) const;
+  // The cluster as derived from registrations (ranks grouped by node, in rank order); nullopt
+  // until every rank registered.
+  std::optional<placement::ClusterSpec> DeriveCluster(const Job& job) const;
+  void Finalize(Job& job, uint64_t iteration);
+  void FinalizeUpTo(Job& job, uint64_t iteration);
+  std::shared_ptr<const placement::Plan> Publish(Job& job, placement::Plan plan, absl::Time now);
+  void UpdateLiveness(Job& job, absl::Time now);
+
+  CoreConfig config_;
+  uint64_t epoch_;
+  std::map<std::string, std::unique_ptr<Job>> jobs_;
+};
+
+}  // namespace hecate::controller
+
+#endif  // HECATE_CONTROLLER_CORE_CONTROLLER_CORE_H_

@@ -1,0 +1,336 @@
+#include "controller/core/controller_core.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "common/clock.h"
+
+namespace hecate::controller {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+constexpr int kWorld = 4;
+
+placement::ModelSpec Model() {
+  // 2 layers x 4 experts, top-1, 100 tokens per device.
+  placement::ModelSpec m = placement::UniformModel("tiny", 2, 4, 1, 16, 32, 4, 100, 1e-3);
+  return m;
+}
+
+WorkerRegistration Reg(int rank, uint64_t incarnation = 1, const std::string& job = "job") {
+  WorkerRegistration r;
+  r.job_id = job;
+  r.rank = rank;
+  r.world_size = kWorld;
+  r.node = rank < 2 ? "a" : "b";
+  r.local_rank = rank % 2;
+  r.device_kind = "cpu";
+  r.device_memory_bytes = int64_t{1} << 30;
+  r.incarnation = incarnation;
+  r.model = Model();
+  r.links.intra_node_bandwidth_bytes_per_second = 1e10;
+  r.links.inter_node_bandwidth_bytes_per_second = 1e9;
+  r.links.nodes.push_back({"", 1, 0, 1e11});
+  return r;
+}
+
+// Rank r routes `hot` tokens to expert 0 and the rest evenly.
+LoadReport Report(int rank, uint64_t iteration, int64_t hot = 70, placement::PlanId plan = {},
+                  int hot_expert = 0) {
+  LoadReport r;
+  r.job_id = "job";
+  r.rank = rank;
+  r.incarnation = 1;
+  r.iteration = iteration;
+  r.plan = plan;
+  for (int l = 0; l < 2; ++l) r.layers.push_back({hot, (100 - hot) / 3, (100 - hot) / 3, 100 - hot - 2 * ((100 - hot) / 3)});
+  for (auto& row : r.layers) std::swap(row[0], row[hot_expert]);
+  r.timings.attention_seconds = 1e-3;
+  r.tokens = 100;
+  return r;
+}
+
+class CoreTest : public ::testing::Test {
+ protected:
+  CoreTest() : core_(Config(), /*epoch=*/3) {}
+  static CoreConfig Config() {
+    CoreConfig c;
+    c.window = 2;
+    c.reshard_period = 4;
+    c.report_deadline = absl::Seconds(5);
+    c.stale_after = absl::Seconds(10);
+    c.lost_after = absl::Seconds(30);
+    return c;
+  }
+  void RegisterAll() {
+    for (int r = 0; r < kWorld; ++r) ASSERT_TRUE(core_.Register(Reg(r), clock_.Now()).ok());
+  }
+  // Every rank reports `iteration`; returns the planning tasks that became due.
+  std::vector<PlanningTask> ReportAll(uint64_t iteration, int64_t hot = 70, int hot_expert = 0) {
+    placement::PlanId plan = core_.CurrentPlan("job") ? core_.CurrentPlan("job")->id
+                                                      : placement::PlanId{};
+    for (int r = 0; r < kWorld; ++r) {
+      IngestOutcome o = core_.Ingest(Report(r, iteration, hot, plan, hot_expert), clock_.Now());
+      EXPECT_TRUE(o.status.ok()) << o.status;
+    }
+    return core_.TakePlanningTasks();
+  }
+  // Runs planning the way the service does and commits.
+  std::shared_ptr<const placement::Plan> PlanAndCommit(const std::vector<PlanningTask>& tasks,
+                                                       std::string* decision = nullptr) {
+    std::shared_ptr<const placement::Plan> last;
+    for (const PlanningTask& t : tasks) {
+      PlanningResult r = ComputePlan(t);
+      if (decision) *decision = r.decision;
+      auto committed = core_.CommitPlan(r, clock_.Now());
+      EXPECT_TRUE(committed.ok());
+      if (*committed) last = *committed;
+    }
+    return last;
+  }
+
+  FakeClock clock_;
+  ControllerCore core_;
+};
+
+TEST_F(CoreTest, RegistrationAndIncarnations) {
+  ASSERT_TRUE(core_.Register(Reg(0, 5), clock_.Now()).ok());
+  // Same incarnation: idempotent.
+  EXPECT_TRUE(core_.Register(Reg(0, 5), clock_.Now()).ok());
+  // Older: refused, registry unchanged.
+  absl::Status older = core_.Register(Reg(0, 4), clock_.Now());
+  EXPECT_EQ(older.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(core_.ListWorkers("job")[0].reg.incarnation, 5u);
+  // Newer supersedes; the old incarnation's reports are refused.
+  ASSERT_TRUE(core_.Register(Reg(0, 6), clock_.Now()).ok());
+  EXPECT_EQ(core_.ListWorkers("job")[0].reg.incarnation, 6u);
+  LoadReport old = Report(0, 1);
+  old.incarnation = 5;
+  EXPECT_EQ(core_.Ingest(old, clock_.Now()).result, ReportResult::kStaleIncarnation);
+
+  WorkerRegistration bad = Reg(1);
+  bad.world_size = 8;
+  EXPECT_EQ(core_.Register(bad, clock_.Now()).code(), absl::StatusCode::kFailedPrecondition);
+  bad = Reg(1);
+  bad.model.layers.pop_back();
+  EXPECT_EQ(core_.Register(bad, clock_.Now()).code(), absl::StatusCode::kFailedPrecondition);
+  bad = Reg(1);
+  bad.rank = 4;
+  EXPECT_EQ(core_.Register(bad, clock_.Now()).code(), absl::StatusCode::kInvalidArgument);
+  bad = Reg(1);
+  bad.job_id = "";
+  EXPECT_EQ(core_.Register(bad, clock_.Now()).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(core_.ListWorkers("job").size(), 1u);
+}
+
+TEST_F(CoreTest, StaleThenLost) {
+  RegisterAll();
+  clock_.Advance(absl::Seconds(11));
+  core_.Tick(clock_.Now());
+  EXPECT_EQ(core_.Jobs()[0].stale, 4);
+  ASSERT_TRUE(core_.Ingest(Report(0, 0), clock_.Now()).status.ok());
+  core_.Tick(clock_.Now());
+  EXPECT_EQ(core_.Jobs()[0].live, 1);
+  clock_.Advance(absl::Seconds(20));
+  core_.Tick(clock_.Now());
+  EXPECT_EQ(core_.Jobs()[0].lost, 3);
+  EXPECT_EQ(core_.Jobs()[0].stale, 1);
+}
+
+TEST_F(CoreTest, PlansWhenAllRanksReported) {
+  RegisterAll();
+  for (int r = 0; r < kWorld - 1; ++r) {
+    ASSERT_TRUE(core_.Ingest(Report(r, 0), clock_.Now()).status.ok());
+  }
+  EXPECT_TRUE(core_.TakePlanningTasks().empty());  // rank 3 still missing
+  ASSERT_TRUE(core_.Ingest(Report(3, 0), clock_.Now()).status.ok());
+  std::vector<PlanningTask> tasks = core_.TakePlanningTasks();
+  ASSERT_EQ(tasks.size(), 1u);
+  EXPECT_EQ(tasks[0].iteration, 0u);
+  EXPECT_EQ(tasks[0].cluster.nodes.size(), 2u);  // "a" and "b"
+  std::string decision;
+  auto plan = PlanAndCommit(tasks, &decision);
+  ASSERT_NE(plan, nullptr);
+  EXPECT_EQ(decision, "first");
+  EXPECT_EQ(plan->id, (placement::PlanId{3, 1}));
+  EXPECT_EQ(plan->effective_iteration, 2u);  // lead 2
+  EXPECT_EQ(plan->sharding_version, 1u);
+  EXPECT_GT(plan->layers[0].replicas[0].size(), 1u);  // the hot expert got copies
+}
+
+TEST_F(CoreTest, DeadlineFinalizesWithoutALaggard) {
+  RegisterAll();
+  for (int r = 0; r < kWorld - 1; ++r) {
+    ASSERT_TRUE(core_.Ingest(Report(r, 0), clock_.Now()).status.ok());
+  }
+  core_.Tick(clock_.Now());
+  EXPECT_TRUE(core_.TakePlanningTasks().empty());
+  clock_.Advance(absl::Seconds(5));
+  core_.Tick(clock_.Now());
+  EXPECT_EQ(core_.TakePlanningTasks().size(), 1u);
+  // The laggard's report for the finalized iteration is accepted as late and changes nothing.
+  EXPECT_EQ(core_.Ingest(Report(3, 0), clock_.Now()).result, ReportResult::kLate);
+  EXPECT_TRUE(core_.TakePlanningTasks().empty());
+}
+
+TEST_F(CoreTest, DampingHoldsBackUselessPlans) {
+  RegisterAll();
+  ASSERT_NE(PlanAndCommit(ReportAll(0)), nullptr);
+  std::string decision;
+  EXPECT_EQ(PlanAndCommit(ReportAll(1), &decision), nullptr);  // same loads: no gain
+  EXPECT_EQ(decision, "damped");
+  EXPECT_EQ(core_.CurrentPlan("job")->id.version, 1u);
+  // The hot expert moves: a new plan pays off.
+  PlanAndCommit(ReportAll(2, 70, 3));
+  PlanAndCommit(ReportAll(3, 70, 3));
+  EXPECT_GT(core_.CurrentPlan("job")->id.version, 1u);
+}
+
+TEST_F(CoreTest, ReshardCadence) {
+  RegisterAll();
+  PlanAndCommit(ReportAll(0));
+  int due = 0;
+  for (uint64_t i = 1; i <= 9; ++i) {
+    std::vector<PlanningTask> tasks = ReportAll(i);
+    ASSERT_EQ(tasks.size(), 1u);
+    due += tasks[0].reshard_due;
+    PlanAndCommit(tasks);
+  }
+  EXPECT_EQ(due, 2);  // iterations 4 and 8 (period 4)
+}
+
+TEST_F(CoreTest, FreezeStopsPublishing) {
+  RegisterAll();
+  ASSERT_TRUE(core_.Freeze("job").ok());
+  std::string decision;
+  EXPECT_EQ(PlanAndCommit(ReportAll(0), &decision), nullptr);
+  EXPECT_EQ(decision, "frozen");
+  EXPECT_EQ(core_.CurrentPlan("job"), nullptr);
+  ASSERT_THAT(*core_.Unfreeze(""), ElementsAre());
+  EXPECT_NE(PlanAndCommit(ReportAll(1)), nullptr);
+  EXPECT_EQ(core_.Freeze("nope").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(CoreTest, SetPolicyReplans) {
+  RegisterAll();
+  PlanAndCommit(ReportAll(0));
+  EXPECT_EQ(core_.SetPolicy("job", "bogus").status().code(), absl::StatusCode::kNotFound);
+  absl::StatusOr<std::string> prev = core_.SetPolicy("job", "ep");
+  ASSERT_TRUE(prev.ok());
+  EXPECT_EQ(*prev, "hecate");
+  std::string decision;
+  auto plan = PlanAndCommit(core_.TakePlanningTasks(), &decision);
+  ASSERT_NE(plan, nullptr);
+  EXPECT_EQ(decision, "policy");
+  EXPECT_EQ(plan->policy, "ep");
+}
+
+TEST_F(CoreTest, RollbackPublishesANewVersion) {
+  RegisterAll();
+  auto v1 = PlanAndCommit(ReportAll(0));
+  ASSERT_TRUE(core_.SetPolicy("job", "ep").ok());
+  PlanAndCommit(core_.TakePlanningTasks());
+  auto rolled = core_.Rollback("job", 1, clock_.Now());
+  ASSERT_TRUE(rolled.ok());
+  EXPECT_EQ((*rolled)->id.version, 3u);
+  EXPECT_EQ((*rolled)->layers[0].replicas, v1->layers[0].replicas);
+  EXPECT_EQ(core_.Rollback("job", 99, clock_.Now()).status().code(), absl::StatusCode::kNotFound);
+}
+
+// Every bad report gets its code and reason, and leaves the state exactly as it was.
+TEST_F(CoreTest, BadReportsAreRejectedWithoutChangingState) {
+  RegisterAll();
+  PlanAndCommit(ReportAll(0));
+  ASSERT_TRUE(core_.Ingest(Report(0, 1, 70, {3, 1}), clock_.Now()).status.ok());
+  struct Case {
+    std::string name;
+    LoadReport report;
+    ReportResult result;
+    absl::StatusCode code;
+  };
+  auto with = [](std::function<void(LoadReport&)> f) {
+    LoadReport r = Report(1, 1, 70, {3, 1});
+    f(r);
+    return r;
+  };
+  std::vector<Case> cases = {
+      {"unknown job", with([](LoadReport& r) { r.job_id = "other"; }), ReportResult::kUnknownJob,
+       absl::StatusCode::kNotFound},
+      {"unknown rank", with([](LoadReport& r) { r.rank = 9; }), ReportResult::kUnknownWorker,
+       absl::StatusCode::kNotFound},
+      {"stale incarnation", with([](LoadReport& r) { r.incarnation = 0; }),
+       ReportResult::kStaleIncarnation, absl::StatusCode::kFailedPrecondition},
+      {"layer count", with([](LoadReport& r) { r.layers.pop_back(); }), ReportResult::kBadShape,
+       absl::StatusCode::kInvalidArgument},
+      {"expert count", with([](LoadReport& r) { r.layers[1].push_back(0); }),
+       ReportResult::kBadShape, absl::StatusCode::kInvalidArgument},
+      {"absurd counts", with([](LoadReport& r) { r.layers[0][2] = 1'000'000; }),
+       ReportResult::kAbsurdCounts, absl::StatusCode::kInvalidArgument},
+      {"future plan", with([](LoadReport& r) { r.plan = {3, 7}; }), ReportResult::kFuturePlan,
+       absl::StatusCode::kInvalidArgument},
+      {"future epoch", with([](LoadReport& r) { r.plan = {4, 1}; }), ReportResult::kFuturePlan,
+       absl::StatusCode::kInvalidArgument},
+      {"backwards", with([](LoadReport& r) { r.rank = 0; r.iteration = 0; }),
+       ReportResult::kIterationBackwards, absl::StatusCode::kOutOfRange},
+      {"conflicting duplicate", with([](LoadReport& r) { r.rank = 0; r.layers[0][0] = 69; r.layers[0][1] += 1; }),
+       ReportResult::kConflict, absl::StatusCode::kAlreadyExists},
+  };
+  const std::vector<WorkerInfo> workers_before = core_.ListWorkers("job");
+  const std::vector<LayerLoadView> load_before = *core_.GetLoad("job");
+  for (const Case& c : cases) {
+    IngestOutcome o = core_.Ingest(c.report, clock_.Now());
+    EXPECT_EQ(o.result, c.result) << c.name;
+    EXPECT_EQ(o.status.code(), c.code) << c.name << ": " << o.status;
+    std::vector<WorkerInfo> after = core_.ListWorkers("job");
+    for (size_t i = 0; i < after.size(); ++i) {
+      EXPECT_EQ(after[i].last_iteration, workers_before[i].last_iteration) << c.name;
+      EXPECT_EQ(after[i].last_report_hash, workers_before[i].last_report_hash) << c.name;
+    }
+    EXPECT_EQ(core_.GetLoad("job")->at(0).expert_tokens, load_before[0].expert_tokens) << c.name;
+    EXPECT_TRUE(core_.TakePlanningTasks().empty()) << c.name;
+  }
+  // An exact duplicate is idempotent.
+  EXPECT_EQ(core_.Ingest(Report(0, 1, 70, {3, 1}), clock_.Now()).result, ReportResult::kDuplicate);
+  // After all that, the iteration completes normally.
+  for (int r = 1; r < kWorld; ++r) {
+    ASSERT_TRUE(core_.Ingest(Report(r, 1, 70, {3, 1}), clock_.Now()).status.ok());
+  }
+  EXPECT_EQ(core_.TakePlanningTasks().size(), 1u);
+}
+
+TEST_F(CoreTest, QueriesReportNotFound) {
+  EXPECT_EQ(core_.GetPlan("job", 0).status().code(), absl::StatusCode::kNotFound);
+  RegisterAll();
+  EXPECT_EQ(core_.GetPlan("job", 0).status().code(), absl::StatusCode::kNotFound);
+  PlanAndCommit(ReportAll(0));
+  EXPECT_TRUE(core_.GetPlan("job", 1).ok());
+  EXPECT_THAT(std::string(core_.GetPlan("job", 2).status().message()), HasSubstr("version 2"));
+  EXPECT_EQ(core_.GetLoad("nope").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(core_.GetLoad("job")->size(), 2u);
+}
+
+TEST_F(CoreTest, RestoreRecoversVersionsUnderANewEpoch) {
+  RegisterAll();
+  auto v1 = PlanAndCommit(ReportAll(0));
+  ControllerCore restarted(Config(), 4);
+  restarted.RestoreJob(*core_.GetJobRecord("job"));
+  for (const WorkerInfo& w : core_.ListWorkers("job")) restarted.RestoreWorker(w.reg, clock_.Now());
+  restarted.RestorePlan(*v1);
+  EXPECT_EQ(restarted.CurrentPlan("job")->id, (placement::PlanId{3, 1}));
+  // Reports that ran under the old epoch's plan are fine; new plans carry epoch 4, version 2.
+  for (int r = 0; r < kWorld; ++r) {
+    ASSERT_TRUE(restarted.Ingest(Report(r, 5, 20, {3, 1}), clock_.Now()).status.ok());
+  }
+  std::vector<PlanningTask> tasks = restarted.TakePlanningTasks();
+  ASSERT_EQ(tasks.size(), 1u);
+  PlanningResult result = ComputePlan(tasks[0]);
+  result.plan = result.plan.value_or(*v1);  // force a publish
+  auto p = restarted.CommitPlan(result, clock_.Now());
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ((*p)->id, (placement::PlanId{4, 2}));
+}
+
+}  // namespace
+}  // namespace hecate::controller

@@ -1,0 +1,619 @@
+#include "controller/service/controller_service.h"
+
+#include <deque>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "common/wire.h"
+
+namespace hecate::controller {
+
+namespace pl = placement;
+
+namespace {
+
+grpc::Status ToGrpc(const absl::Status& s) {
+  if (s.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+}
+
+grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Status& s) {
+  grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+  r->Finish(ToGrpc(s));
+  return r;
+}
+
+const absl::Status kNotReady = absl::UnavailableError("controller is recovering its state");
+
+WorkerRegistration FromProto(const v1::RegisterWorkerRequest& p) {
+  WorkerRegistration w;
+  w.job_id = p.job_id();
+  w.rank = static_cast<int>(p.rank());
+  w.world_size = static_cast<int>(p.world_size());
+  w.node = p.node();
+  w.local_rank = static_cast<int>(p.local_rank());
+  w.device_kind = p.device_kind();
+  w.device_memory_bytes = static_cast<int64_t>(p.device_memory_bytes());
+  w.incarnation = p.incarnation();
+  w.model = wire::FromProto(p.model());
+  w.links = wire::FromProto(p.links());
+  return w;
+}
+
+v1::WorkerState ToProto(WorkerState s) {
+  switch (s) {
+    case WorkerState::kLive:
+      return v1::WORKER_STATE_LIVE;
+    case WorkerState::kStale:
+      return v1::WORKER_STATE_STALE;
+    case WorkerState::kLost:
+      return v1::WORKER_STATE_LOST;
+  }
+  return v1::WORKER_STATE_UNSPECIFIED;
+}
+
+double UnixSeconds(absl::Time t) { return absl::ToDoubleSeconds(t - absl::UnixEpoch()); }
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------
+// Streams
+
+// One WatchPlans stream: a queue of plans written one at a time. Push is called with the
+// service mutex held; the reactor's own mutex guards its queue.
+class ControllerService::Watcher : public grpc::ServerWriteReactor<v1::Plan> {
+ public:
+  Watcher(ControllerService* service, std::string job, pl::PlanId after)
+      : service_(service), job_(std::move(job)), last_(after) {}
+
+  const std::string& job() const { return job_; }
+
+  void Push(std::shared_ptr<const v1::Plan> plan) {
+    absl::MutexLock lock(&mu_);
+    if (finishing_) return;
+    const pl::PlanId id = wire::FromProto(plan->id());
+    if (!(last_ < id)) return;  // re-delivery of an older or the same plan: no-op
+    last_ = id;
+    queue_.push_back(std::move(plan));
+    if (!writing_) {
+      writing_ = true;
+      StartWrite(queue_.front().get());
+    }
+  }
+
+  // Ends the stream with `status` once any write in flight completes.
+  void Close(grpc::Status status) {
+    absl::MutexLock lock(&mu_);
+    if (finishing_) return;
+    finishing_ = true;
+    final_status_ = std::move(status);
+    queue_.erase(queue_.begin() + (writing_ ? 1 : 0), queue_.end());
+    if (!writing_) Finish(final_status_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    queue_.pop_front();
+    if (!ok && !finishing_) {
+      finishing_ = true;
+      final_status_ = grpc::Status(grpc::StatusCode::CANCELLED, "watcher went away");
+      queue_.clear();
+    }
+    if (!queue_.empty()) {
+      StartWrite(queue_.front().get());
+      return;
+    }
+    writing_ = false;
+    if (finishing_) Finish(final_status_);
+  }
+
+  void OnCancel() override { Close(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled")); }
+
+  void OnDone() override {
+    service_->RemoveWatcher(this);
+    delete this;
+  }
+
+ private:
+  ControllerService* const service_;
+  const std::string job_;
+  absl::Mutex mu_;
+  pl::PlanId last_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::shared_ptr<const v1::Plan>> queue_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finishing_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status final_status_ ABSL_GUARDED_BY(mu_);
+};
+
+// One ReportLoad stream: each report is ingested as it arrives; the first rejected report ends
+// the stream with its code.
+class ControllerService::ReportReader : public grpc::ServerReadReactor<v1::LoadReport> {
+ public:
+  ReportReader(ControllerService* service, v1::ReportLoadResponse* response)
+      : service_(service), response_(response) {
+    StartRead(&report_);
+  }
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status::OK);
+      return;
+    }
+    absl::Status s = service_->IngestReport(report_);
+    if (!s.ok()) {
+      Finish(ToGrpc(s));
+      return;
+    }
+    response_->set_accepted(response_->accepted() + 1);
+    StartRead(&report_);
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  ControllerService* const service_;
+  v1::ReportLoadResponse* const response_;
+  v1::LoadReport report_;
+};
+
+// ------------------------------------------------------------------------------------------
+
+ControllerService::ControllerService(ServiceConfig config, StateStore* store,
+                                     ControllerMetrics* metrics, const Clock* clock)
+    : config_(std::move(config)),
+      store_(store),
+      metrics_(metrics),
+      clock_(clock),
+      started_(clock->Now()) {}
+
+ControllerService::~ControllerService() { Shutdown(); }
+
+uint64_t ControllerService::epoch() const {
+  absl::MutexLock lock(&mu_);
+  return core_ ? core_->epoch() : 0;
+}
+
+int ControllerService::watcher_count() const {
+  absl::MutexLock lock(&mu_);
+  int n = 0;
+  for (const auto& [job, set] : watchers_) n += static_cast<int>(set.size());
+  return n;
+}
+
+absl::Status ControllerService::Recover() {
+  const absl::Time t0 = clock_->Now();
+  absl::StatusOr<StoreSnapshot> snap = store_->Load();
+  if (!snap.ok()) return snap.status();
+  const uint64_t epoch = snap->epoch + 1;
+  if (absl::Status s = store_->SetEpoch(epoch); !s.ok()) return s;
+  CoreConfig core_config = config_.core;
+  if (auto it = snap->settings.find("default_policy"); it != snap->settings.end()) {
+    core_config.default_policy = it->second;
+  }
+  auto core = std::make_unique<ControllerCore>(core_config, epoch);
+  const absl::Time now = clock_->Now();
+  for (const JobRecord& job : snap->jobs) core->RestoreJob(job);
+  for (const WorkerRegistration& w : snap->workers) core->RestoreWorker(w, now);
+  for (const v1::Plan& p : snap->plans) core->RestorePlan(wire::FromProto(p));
+  {
+    absl::MutexLock lock(&mu_);
+    core_ = std::move(core);
+  }
+  const double seconds = absl::ToDoubleSeconds(clock_->Now() - t0);
+  if (metrics_ != nullptr) {
+    metrics_->SetEpoch(epoch);
+    metrics_->SetRecoverySeconds(seconds);
+  }
+  LogInfo("recovered state", LogFields()("epoch", epoch)("jobs", snap->jobs.size())(
+                                 "workers", snap->workers.size())("plans", snap->plans.size())(
+                                 "seconds", seconds));
+  ready_ = true;
+  return absl::OkStatus();
+}
+
+void ControllerService::Start() {
+  if (config_.manual_planning || planner_.joinable()) return;
+  planner_ = std::thread([this] { PlannerLoop(); });
+}
+
+void ControllerService::Shutdown() {
+  std::vector<Watcher*> all;
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutting_down_) return;
+    shutting_down_ = true;
+    for (auto& [job, set] : watchers_) all.insert(all.end(), set.begin(), set.end());
+    for (Watcher* w : all) w->Close(grpc::Status(grpc::StatusCode::UNAVAILABLE, "controller is shutting down"));
+  }
+  if (planner_.joinable()) planner_.join();
+}
+
+void ControllerService::RemoveWatcher(Watcher* w) {
+  absl::MutexLock lock(&mu_);
+  auto it = watchers_.find(w->job());
+  if (it != watchers_.end()) {
+    it->second.erase(w);
+    if (it->second.empty()) watchers_.erase(it);
+  }
+}
+
+void ControllerService::PlannerLoop() {
+  for (;;) {
+    {
+      absl::MutexLock lock(&mu_);
+      auto cond = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return wake_ || shutting_down_; };
+      mu_.AwaitWithTimeout(absl::Condition(&cond), config_.tick);
+      if (shutting_down_) return;
+      wake_ = false;
+    }
+    RunPlannerOnce();
+  }
+}
+
+void ControllerService::RunPlannerOnce() {
+  if (!ready_) return;
+  absl::MutexLock publish(&publish_mu_);
+  std::vector<PlanningTask> tasks;
+  {
+    absl::MutexLock lock(&mu_);
+    core_->Tick(clock_->Now());
+    tasks = core_->TakePlanningTasks();
+    if (metrics_ != nullptr) {
+      int live = 0, stale = 0, lost = 0;
+      for (const JobStatusView& j : core_->Jobs()) {
+        live += j.live;
+        stale += j.stale;
+        lost += j.lost;
+      }
+      metrics_->Workers(live, stale, lost);
+    }
+  }
+  for (const PlanningTask& task : tasks) {
+    const absl::Time t0 = absl::Now();
+    PlanningResult result = ComputePlan(task);
+    const double compute_s = absl::ToDoubleSeconds(absl::Now() - t0);
+    absl::StatusOr<std::shared_ptr<const pl::Plan>> committed;
+    {
+      absl::MutexLock lock(&mu_);
+      committed = core_->CommitPlan(result, clock_->Now());
+    }
+    if (metrics_ != nullptr) {
+      metrics_->PlanComputed(compute_s);
+      metrics_->Observed(task.job_id, result.layers);
+      if (!task.observed.empty()) metrics_->ExpertTokens(task.job_id, task.observed);
+    }
+    if (result.decision == "error") {
+      LogWarn("planning failed", LogFields()("job", task.job_id)("error", result.error));
+    }
+    if (!committed.ok() || *committed == nullptr) continue;
+    const std::shared_ptr<const pl::Plan>& plan = *committed;
+    LogInfo("plan published",
+            LogFields()("job", plan->job_id)("epoch", plan->id.epoch)("version", plan->id.version)(
+                "effective_iteration", plan->effective_iteration)("decision", result.decision)(
+                "gain", result.predicted_gain)("predicted_moe_seconds",
+                                               plan->prediction.moe_seconds)(
+                "balancedness", plan->prediction.balancedness)("compute_seconds", compute_s));
+    if (metrics_ != nullptr) {
+      metrics_->PlanPublished(plan->job_id, *plan, UnixSeconds(clock_->Now()), result.reshard);
+    }
+    Deliver(plan);
+  }
+}
+
+void ControllerService::Deliver(const std::shared_ptr<const pl::Plan>& plan) {
+  const absl::Time t0 = absl::Now();
+  auto proto = std::make_shared<v1::Plan>(wire::ToProto(*plan));
+  proto->set_published_unix_seconds(UnixSeconds(clock_->Now()));
+  // Durable before visible: a watcher never sees a plan a restart could forget.
+  if (absl::Status s = store_->PutPlan(*proto, config_.store_keep_plans); !s.ok()) {
+    LogError("could not persist plan", LogFields()("job", plan->job_id)(
+                                           "version", plan->id.version)("error", s.ToString()));
+  }
+  absl::MutexLock lock(&mu_);
+  auto it = watchers_.find(plan->job_id);
+  if (it != watchers_.end()) {
+    for (Watcher* w : it->second) w->Push(proto);
+  }
+  if (metrics_ != nullptr) metrics_->PlanPushed(absl::ToDoubleSeconds(absl::Now() - t0));
+}
+
+absl::Status ControllerService::PersistJob(const std::string& job) {
+  std::optional<JobRecord> record;
+  {
+    absl::MutexLock lock(&mu_);
+    record = core_->GetJobRecord(job);
+  }
+  if (!record.has_value()) return absl::OkStatus();
+  return store_->PutJob(*record);
+}
+
+absl::Status ControllerService::IngestReport(const v1::LoadReport& p) {
+  if (!ready_) return kNotReady;
+  if (static_cast<int64_t>(p.ByteSizeLong()) > config_.max_report_bytes) {
+    if (metrics_ != nullptr) metrics_->Report(ReportResult::kOversized);
+    return absl::ResourceExhaustedError(absl::StrCat("report of ", p.ByteSizeLong(),
+                                                     " bytes exceeds ", config_.max_report_bytes));
+  }
+  LoadReport r;
+  r.job_id = p.job_id();
+  r.rank = static_cast<int>(p.rank());
+  r.incarnation = p.incarnation();
+  r.iteration = p.iteration();
+  r.plan = wire::FromProto(p.plan());
+  bool ordered = true;
+  for (int l = 0; l < p.layers_size(); ++l) {
+    ordered = ordered && p.layers(l).layer() == static_cast<uint32_t>(l);
+    std::vector<int64_t> row;
+    row.reserve(p.layers(l).expert_tokens_size());
+    for (uint64_t t : p.layers(l).expert_tokens()) {
+      row.push_back(t > static_cast<uint64_t>(INT64_MAX) ? -1 : static_cast<int64_t>(t));
+    }
+    r.layers.push_back(std::move(row));
+  }
+  if (!ordered) {
+    if (metrics_ != nullptr) metrics_->Report(ReportResult::kBadShape);
+    return absl::InvalidArgumentError("report layers must be listed in layer order 0, 1, ...");
+  }
+  r.timings.attention_seconds = p.timings().attention_seconds();
+  r.timings.step_seconds = p.timings().step_seconds();
+  r.free_memory_bytes = static_cast<int64_t>(p.free_memory_bytes());
+  r.tokens = static_cast<int64_t>(p.tokens());
+  IngestOutcome outcome;
+  {
+    absl::MutexLock lock(&mu_);
+    outcome = core_->Ingest(r, clock_->Now());
+    if (outcome.status.ok()) wake_ = true;
+  }
+  if (metrics_ != nullptr) metrics_->Report(outcome.result);
+  return outcome.status;
+}
+
+// ------------------------------------------------------------------------------------------
+// Handlers
+
+grpc::ServerUnaryReactor* ControllerService::RegisterWorker(grpc::CallbackServerContext* ctx,
+                                                            const v1::RegisterWorkerRequest* req,
+                                                            v1::RegisterWorkerResponse* resp) {
+  if (!ready_) return Done(ctx, kNotReady);
+  WorkerRegistration reg = FromProto(*req);
+  absl::Status s;
+  {
+    absl::MutexLock lock(&mu_);
+    s = core_->Register(reg, clock_->Now());
+    if (s.ok()) {
+      resp->set_epoch(core_->epoch());
+      if (auto plan = core_->CurrentPlan(reg.job_id)) *resp->mutable_current_plan() = wire::ToProto(plan->id);
+      resp->set_max_report_bytes(config_.max_report_bytes);
+    }
+  }
+  if (s.ok()) {
+    s = PersistJob(reg.job_id);
+    if (s.ok()) s = store_->PutWorker(reg);
+    LogInfo("worker registered", LogFields()("job", reg.job_id)("rank", reg.rank)(
+                                     "node", reg.node)("incarnation", reg.incarnation));
+  }
+  return Done(ctx, s);
+}
+
+grpc::ServerReadReactor<v1::LoadReport>* ControllerService::ReportLoad(
+    grpc::CallbackServerContext* /*ctx*/, v1::ReportLoadResponse* resp) {
+  return new ReportReader(this, resp);
+}
+
+grpc::ServerWriteReactor<v1::Plan>* ControllerService::WatchPlans(
+    grpc::CallbackServerContext* /*ctx*/, const v1::WatchPlansRequest* req) {
+  auto* w = new Watcher(this, req->job_id(), wire::FromProto(req->after()));
+  absl::MutexLock lock(&mu_);
+  if (!ready_ || shutting_down_) {
+    w->Close(grpc::Status(grpc::StatusCode::UNAVAILABLE, "controller is not serving"));
+    return w;
+  }
+  if (!core_->HasJob(req->job_id())) {
+    w->Close(grpc::Status(grpc::StatusCode::NOT_FOUND,
+                          absl::StrCat("unknown job '", req->job_id(), "'")));
+    return w;
+  }
+  watchers_[req->job_id()].insert(w);
+  // A late watcher gets the current plan first.
+  if (auto plan = core_->CurrentPlan(req->job_id())) {
+    auto proto = std::make_shared<v1::Plan>(wire::ToProto(*plan));
+    w->Push(proto);
+  }
+  return w;
+}
+
+grpc::ServerUnaryReactor* ControllerService::GetPlan(grpc::CallbackServerContext* ctx,
+                                                     const v1::GetPlanRequest* req,
+                                                     v1::Plan* resp) {
+  if (!ready_) return Done(ctx, kNotReady);
+  absl::StatusOr<std::shared_ptr<const pl::Plan>> plan;
+  {
+    absl::MutexLock lock(&mu_);
+    plan = core_->GetPlan(req->job_id(), req->version());
+  }
+  if (!plan.ok()) return Done(ctx, plan.status());
+  *resp = wire::ToProto(**plan);
+  if (req->has_layer()) {
+    if (req->layer() >= static_cast<uint32_t>(resp->layers_size())) {
+      return Done(ctx, absl::InvalidArgumentError(absl::StrCat(
+                           "layer ", req->layer(), " out of range (", resp->layers_size(),
+                           " layers)")));
+    }
+    v1::LayerPlan keep = resp->layers(static_cast<int>(req->layer()));
+    resp->clear_layers();
+    *resp->add_layers() = std::move(keep);
+  }
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* ControllerService::ListWorkers(grpc::CallbackServerContext* ctx,
+                                                         const v1::ListWorkersRequest* req,
+                                                         v1::ListWorkersResponse* resp) {
+  if (!ready_) return Done(ctx, kNotReady);
+  absl::MutexLock lock(&mu_);
+  core_->Tick(clock_->Now());
+  if (!req->job_id().empty() && !core_->HasJob(req->job_id())) {
+    return Done(ctx, absl::NotFoundError(absl::StrCat("unknown job '", req->job_id(), "'")));
+  }
+  const absl::Time now = clock_->Now();
+  for (const WorkerInfo& w : core_->ListWorkers(req->job_id())) {
+    v1::WorkerInfo* p = resp->add_workers();
+    p->set_job_id(w.reg.job_id);
+    p->set_rank(w.reg.rank);
+    p->set_world_size(w.reg.world_size);
+    p->set_node(w.reg.node);
+    p->set_local_rank(w.reg.local_rank);
+    p->set_device_kind(w.reg.device_kind);
+    p->set_device_memory_bytes(w.reg.device_memory_bytes);
+    p->set_incarnation(w.reg.incarnation);
+    p->set_state(ToProto(w.state));
+    p->set_last_iteration(w.last_iteration);
+    p->set_seconds_since_seen(absl::ToDoubleSeconds(now - w.last_seen));
+    *p->mutable_last_plan() = wire::ToProto(w.last_plan);
+  }
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* ControllerService::GetLoad(grpc::CallbackServerContext* ctx,
+                                                     const v1::GetLoadRequest* req,
+                                                     v1::GetLoadResponse* resp) {
+  if (!ready_) return Done(ctx, kNotReady);
+  absl::StatusOr<std::vector<LayerLoadView>> load;
+  {
+    absl::MutexLock lock(&mu_);
+    load = core_->GetLoad(req->job_id());
+  }
+  if (!load.ok()) return Done(ctx, load.status());
+  if (req->has_layer() && req->layer() >= load->size()) {
+    return Done(ctx, absl::InvalidArgumentError(absl::StrCat("layer ", req->layer(),
+                                                             " out of range (", load->size(),
+                                                             " layers)")));
+  }
+  resp->set_job_id(req->job_id());
+  for (const LayerLoadView& v : *load) {
+    if (req->has_layer() && static_cast<uint32_t>(v.layer) != req->layer()) continue;
+    v1::LayerLoadWindow* w = resp->add_layers();
+    w->set_layer(v.layer);
+    for (double t : v.expert_tokens) w->add_expert_tokens(t);
+    w->set_window_iterations(v.window_iterations);
+    w->set_max_over_mean(v.max_over_mean);
+    w->set_observed_balancedness(v.observed_balancedness);
+  }
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* ControllerService::GetStatus(grpc::CallbackServerContext* ctx,
+                                                       const v1::GetStatusRequest* /*req*/,
+                                                       v1::GetStatusResponse* resp) {
+  resp->set_serving(ready_);
+  resp->set_version(config_.version);
+  resp->set_uptime_seconds(absl::ToDoubleSeconds(clock_->Now() - started_));
+  if (!ready_) return Done(ctx, absl::OkStatus());
+  absl::MutexLock lock(&mu_);
+  core_->Tick(clock_->Now());
+  resp->set_epoch(core_->epoch());
+  resp->set_default_policy(core_->default_policy());
+  for (const JobStatusView& j : core_->Jobs()) {
+    v1::JobStatus* p = resp->add_jobs();
+    p->set_job_id(j.job_id);
+    p->set_world_size(j.world_size);
+    p->set_live_workers(j.live);
+    p->set_stale_workers(j.stale);
+    p->set_lost_workers(j.lost);
+    *p->mutable_current_plan() = wire::ToProto(j.current_plan);
+    p->set_last_planned_iteration(j.last_planned_iteration);
+    p->set_policy(j.policy);
+    p->set_frozen(j.frozen);
+    p->set_plans_published(j.plans_published);
+  }
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* ControllerService::Freeze(grpc::CallbackServerContext* ctx,
+                                                    const v1::FreezeRequest* req,
+                                                    v1::FreezeResponse* resp) {
+  if (!ready_) return Done(ctx, kNotReady);
+  absl::StatusOr<std::vector<std::string>> frozen;
+  {
+    absl::MutexLock lock(&mu_);
+    frozen = core_->Freeze(req->job_id());
+  }
+  if (!frozen.ok()) return Done(ctx, frozen.status());
+  for (const std::string& job : *frozen) {
+    if (absl::Status s = PersistJob(job); !s.ok()) return Done(ctx, s);
+    *resp->add_frozen_jobs() = job;
+  }
+  LogInfo("planning frozen", LogFields()("job", req->job_id().empty() ? "*" : req->job_id()));
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* ControllerService::Unfreeze(grpc::CallbackServerContext* ctx,
+                                                      const v1::UnfreezeRequest* req,
+                                                      v1::UnfreezeResponse* resp) {
+  if (!ready_) return Done(ctx, kNotReady);
+  absl::StatusOr<std::vector<std::string>> frozen;
+  std::vector<std::string> all;
+  {
+    absl::MutexLock lock(&mu_);
+    frozen = core_->Unfreeze(req->job_id());
+    for (const JobStatusView& j : core_->Jobs()) all.push_back(j.job_id);
+  }
+  if (!frozen.ok()) return Done(ctx, frozen.status());
+  for (const std::string& job : all) {
+    if (absl::Status s = PersistJob(job); !s.ok()) return Done(ctx, s);
+  }
+  for (const std::string& job : *frozen) *resp->add_frozen_jobs() = job;
+  LogInfo("planning unfrozen", LogFields()("job", req->job_id().empty() ? "*" : req->job_id()));
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* ControllerService::SetPolicy(grpc::CallbackServerContext* ctx,
+                                                       const v1::SetPolicyRequest* req,
+                                                       v1::SetPolicyResponse* resp) {
+  if (!ready_) return Done(ctx, kNotReady);
+  absl::StatusOr<std::string> previous;
+  std::vector<std::string> jobs;
+  {
+    absl::MutexLock lock(&mu_);
+    previous = core_->SetPolicy(req->job_id(), req->policy());
+    for (const JobStatusView& j : core_->Jobs()) jobs.push_back(j.job_id);
+    wake_ = true;
+  }
+  if (!previous.ok()) return Done(ctx, previous.status());
+  if (req->job_id().empty()) {
+    if (absl::Status s = store_->PutSetting("default_policy", req->policy()); !s.ok()) {
+      return Done(ctx, s);
+    }
+  }
+  for (const std::string& job : jobs) {
+    if (!req->job_id().empty() && job != req->job_id()) continue;
+    if (absl::Status s = PersistJob(job); !s.ok()) return Done(ctx, s);
+  }
+  resp->set_previous_policy(*previous);
+  resp->set_policy(req->policy());
+  LogInfo("policy set", LogFields()("job", req->job_id().empty() ? "*" : req->job_id())(
+                            "policy", req->policy())("previous", *previous));
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* ControllerService::RollbackPlan(grpc::CallbackServerContext* ctx,
+                                                          const v1::RollbackPlanRequest* req,
+                                                          v1::Plan* resp) {
+  if (!ready_) return Done(ctx, kNotReady);
+  absl::MutexLock publish(&publish_mu_);
+  absl::StatusOr<std::shared_ptr<const pl::Plan>> plan;
+  {
+    absl::MutexLock lock(&mu_);
+    plan = core_->Rollback(req->job_id(), req->to_version(), clock_->Now());
+  }
+  if (!plan.ok()) return Done(ctx, plan.status());
+  LogInfo("plan rolled back", LogFields()("job", req->job_id())("to", req->to_version())(
+                                  "version", (*plan)->id.version));
+  if (metrics_ != nullptr) {
+    metrics_->PlanPublished((*plan)->job_id, **plan, UnixSeconds(clock_->Now()), false);
+  }
+  Deliver(*plan);
+  *resp = wire::ToProto(**plan);
+  return Done(ctx, absl::OkStatus());
+}
+
+}  // namespace hecate::controller

@@ -1,0 +1,273 @@
+// The gRPC service in process on port 0: concurrent simulated workers stream reports and watch
+// plans; every watcher sees strictly increasing (epoch, version); queries and admin RPCs answer
+// with canonical codes; health goes SERVING after recovery.
+#include "controller/service/controller_service.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <thread>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "common/wire.h"
+#include "controller/server.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+
+namespace hecate::controller {
+namespace {
+
+constexpr int kWorld = 8;
+
+v1::RegisterWorkerRequest Registration(int rank) {
+  v1::RegisterWorkerRequest r;
+  r.set_job_id("job");
+  r.set_rank(rank);
+  r.set_world_size(kWorld);
+  r.set_node(rank < kWorld / 2 ? "n0" : "n1");
+  r.set_local_rank(rank % (kWorld / 2));
+  r.set_device_kind("cpu");
+  r.set_device_memory_bytes(int64_t{1} << 30);
+  r.set_incarnation(1);
+  *r.mutable_model() =
+      wire::ToProto(placement::UniformModel("m", 2, 8, 2, 32, 64, 4, 128, 1e-3));
+  r.mutable_links()->set_intra_node_bandwidth_bytes_per_second(1e10);
+  r.mutable_links()->set_inter_node_bandwidth_bytes_per_second(1e9);
+  r.mutable_links()->add_nodes()->set_device_flops_per_second(1e10);
+  return r;
+}
+
+v1::LoadReport Report(int rank, uint64_t iteration, v1::PlanId plan) {
+  v1::LoadReport r;
+  r.set_job_id("job");
+  r.set_rank(rank);
+  r.set_incarnation(1);
+  r.set_iteration(iteration);
+  *r.mutable_plan() = plan;
+  const int hot = static_cast<int>(iteration / 3) % 8;  // the hot expert moves every 3 iterations
+  for (int l = 0; l < 2; ++l) {
+    v1::LayerLoad* layer = r.add_layers();
+    layer->set_layer(l);
+    for (int e = 0; e < 8; ++e) layer->add_expert_tokens(e == hot ? 144 : 16);
+  }
+  r.mutable_timings()->set_attention_seconds(1e-3);
+  r.set_tokens(128);
+  return r;
+}
+
+class ServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ServerConfig config;
+    config.listen = "127.0.0.1:0";
+    config.metrics_listen = "";
+    const char* tmp = std::getenv("TEST_TMPDIR");
+    config.state_dir = std::string(tmp ? tmp : "/tmp") + "/service_test_" +
+                       ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    config.service.manual_planning = true;
+    config.service.core.window = 2;
+    config.service.core.damping = 0.0;
+    server_ = std::make_unique<ControllerServer>(config);
+    ASSERT_TRUE(server_->Start().ok());
+    channel_ = grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials());
+    stub_ = v1::Controller::NewStub(channel_);
+  }
+  void TearDown() override { server_->Shutdown(); }
+
+  grpc::Status Register(int rank) {
+    grpc::ClientContext ctx;
+    v1::RegisterWorkerResponse resp;
+    return stub_->RegisterWorker(&ctx, Registration(rank), &resp);
+  }
+  grpc::Status Send(const v1::LoadReport& report) {
+    grpc::ClientContext ctx;
+    v1::ReportLoadResponse resp;
+    auto writer = stub_->ReportLoad(&ctx, &resp);
+    writer->Write(report);
+    writer->WritesDone();
+    return writer->Finish();
+  }
+  v1::PlanId Current() {
+    grpc::ClientContext ctx;
+    v1::GetPlanRequest req;
+    req.set_job_id("job");
+    v1::Plan plan;
+    return stub_->GetPlan(&ctx, req, &plan).ok() ? plan.id() : v1::PlanId();
+  }
+
+  std::unique_ptr<ControllerServer> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Controller::Stub> stub_;
+};
+
+TEST_F(ServiceTest, HealthIsServingAfterRecovery) {
+  auto health = grpc::health::v1::Health::NewStub(channel_);
+  for (const char* service : {"", "hecate.v1.Controller"}) {
+    grpc::ClientContext ctx;
+    grpc::health::v1::HealthCheckRequest req;
+    req.set_service(service);
+    grpc::health::v1::HealthCheckResponse resp;
+    ASSERT_TRUE(health->Check(&ctx, req, &resp).ok());
+    EXPECT_EQ(resp.status(), grpc::health::v1::HealthCheckResponse::SERVING) << service;
+  }
+}
+
+TEST_F(ServiceTest, ConcurrentWorkersSeeStrictlyIncreasingPlans) {
+  for (int r = 0; r < kWorld; ++r) ASSERT_TRUE(Register(r).ok());
+  // One watcher per worker, each on its own thread, collecting every plan it sees.
+  std::vector<std::vector<std::pair<uint64_t, uint64_t>>> seen(kWorld);
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<std::thread> watchers;
+  for (int r = 0; r < kWorld; ++r) {
+    contexts.push_back(std::make_unique<grpc::ClientContext>());
+    watchers.emplace_back([this, r, ctx = contexts.back().get(), &seen] {
+      v1::WatchPlansRequest req;
+      req.set_job_id("job");
+      req.set_rank(r);
+      auto reader = stub_->WatchPlans(ctx, req);
+      v1::Plan plan;
+      while (reader->Read(&plan)) seen[r].push_back({plan.id().epoch(), plan.id().version()});
+      reader->Finish();
+    });
+  }
+  constexpr int kIterations = 12;
+  for (uint64_t it = 0; it < kIterations; ++it) {
+    const v1::PlanId plan = Current();
+    std::vector<std::thread> senders;
+    std::atomic<int> failures{0};
+    for (int r = 0; r < kWorld; ++r) {
+      senders.emplace_back([&, r] {
+        if (!Send(Report(r, it, plan)).ok()) ++failures;
+      });
+    }
+    for (auto& t : senders) t.join();
+    ASSERT_EQ(failures.load(), 0);
+    server_->service()->RunPlannerOnce();
+  }
+  const v1::PlanId last = Current();
+  ASSERT_GT(last.version(), 2u) << "the moving hot expert should produce several plans";
+  // Wait until every watcher has the last plan, then stop them.
+  {
+    grpc::ClientContext ctx;
+    v1::WatchPlansRequest req;
+    req.set_job_id("job");
+    auto reader = stub_->WatchPlans(&ctx, req);
+    v1::Plan first;
+    ASSERT_TRUE(reader->Read(&first));  // a late watcher gets the current plan first
+    EXPECT_EQ(first.id().version(), last.version());
+    ctx.TryCancel();
+    reader->Finish();
+  }
+  server_->Shutdown();  // finishes every watcher stream after its queued plans
+  for (auto& t : watchers) t.join();
+  for (int r = 0; r < kWorld; ++r) {
+    ASSERT_FALSE(seen[r].empty());
+    for (size_t i = 1; i < seen[r].size(); ++i) {
+      EXPECT_LT(seen[r][i - 1], seen[r][i]) << "watcher " << r;
+    }
+    EXPECT_EQ(seen[r].back().second, last.version()) << "watcher " << r;
+  }
+}
+
+TEST_F(ServiceTest, RejectedReportEndsTheStreamWithItsCode) {
+  for (int r = 0; r < kWorld; ++r) ASSERT_TRUE(Register(r).ok());
+  v1::LoadReport bad = Report(0, 0, {});
+  bad.mutable_layers(1)->add_expert_tokens(1);
+  grpc::Status s = Send(bad);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  v1::LoadReport unknown = Report(0, 0, {});
+  unknown.set_job_id("nope");
+  EXPECT_EQ(Send(unknown).error_code(), grpc::StatusCode::NOT_FOUND);
+  v1::LoadReport shuffled = Report(0, 0, {});
+  shuffled.mutable_layers(0)->set_layer(1);
+  EXPECT_EQ(Send(shuffled).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(Send(Report(0, 0, {})).ok());
+  EXPECT_TRUE(Send(Report(0, 0, {})).ok());  // duplicate: idempotent
+}
+
+TEST_F(ServiceTest, QueriesAndAdmin) {
+  for (int r = 0; r < kWorld; ++r) ASSERT_TRUE(Register(r).ok());
+  {
+    grpc::ClientContext ctx;
+    v1::GetPlanRequest req;
+    req.set_job_id("job");
+    v1::Plan plan;
+    EXPECT_EQ(stub_->GetPlan(&ctx, req, &plan).error_code(), grpc::StatusCode::NOT_FOUND);
+  }
+  for (int r = 0; r < kWorld; ++r) ASSERT_TRUE(Send(Report(r, 0, {})).ok());
+  server_->service()->RunPlannerOnce();
+  {
+    grpc::ClientContext ctx;
+    v1::GetPlanRequest req;
+    req.set_job_id("job");
+    req.set_layer(1);
+    v1::Plan plan;
+    ASSERT_TRUE(stub_->GetPlan(&ctx, req, &plan).ok());
+    ASSERT_EQ(plan.layers_size(), 1);
+    EXPECT_EQ(plan.layers(0).layer(), 1u);
+    EXPECT_EQ(plan.id().epoch(), server_->service()->epoch());
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::GetPlanRequest req;
+    req.set_job_id("job");
+    req.set_layer(7);
+    v1::Plan plan;
+    EXPECT_EQ(stub_->GetPlan(&ctx, req, &plan).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::ListWorkersRequest req;
+    v1::ListWorkersResponse resp;
+    ASSERT_TRUE(stub_->ListWorkers(&ctx, req, &resp).ok());
+    EXPECT_EQ(resp.workers_size(), kWorld);
+    EXPECT_EQ(resp.workers(3).state(), v1::WORKER_STATE_LIVE);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::GetLoadRequest req;
+    req.set_job_id("job");
+    v1::GetLoadResponse resp;
+    ASSERT_TRUE(stub_->GetLoad(&ctx, req, &resp).ok());
+    ASSERT_EQ(resp.layers_size(), 2);
+    EXPECT_EQ(resp.layers(0).expert_tokens(0), 144.0 * kWorld);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::SetPolicyRequest req;
+    req.set_policy("magic");
+    v1::SetPolicyResponse resp;
+    EXPECT_EQ(stub_->SetPolicy(&ctx, req, &resp).error_code(), grpc::StatusCode::NOT_FOUND);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::FreezeRequest req;
+    req.set_job_id("job");
+    v1::FreezeResponse resp;
+    ASSERT_TRUE(stub_->Freeze(&ctx, req, &resp).ok());
+    EXPECT_THAT(resp.frozen_jobs(), ::testing::ElementsAre("job"));
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::GetStatusRequest req;
+    v1::GetStatusResponse resp;
+    ASSERT_TRUE(stub_->GetStatus(&ctx, req, &resp).ok());
+    EXPECT_TRUE(resp.serving());
+    ASSERT_EQ(resp.jobs_size(), 1);
+    EXPECT_TRUE(resp.jobs(0).frozen());
+    EXPECT_EQ(resp.jobs(0).live_workers(), kWorld);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::RollbackPlanRequest req;
+    req.set_job_id("job");
+    req.set_to_version(1);
+    v1::Plan plan;
+    ASSERT_TRUE(stub_->RollbackPlan(&ctx, req, &plan).ok());
+    EXPECT_EQ(plan.id().version(), 2u);
+  }
+}
+
+}  // namespace
+}  // namespace hecate::controller

@@ -1,0 +1,52 @@
+// Test helper: runs a binary as a child process, reads its stdout line by line (blocking, with a
+// deadline), and kills it. Synchronization is by what the child prints, never by sleeping.
+#ifndef HECATE_TESTS_SUBPROCESS_H_
+#define HECATE_TESTS_SUBPROCESS_H_
+
+#include <signal.h>
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+
+namespace hecate::testing {
+
+class Subprocess {
+ public:
+  Subprocess() = default;
+  ~Subprocess();
+  Subprocess(const Subprocess&) = delete;
+  Subprocess& operator=(const Subprocess&) = delete;
+
+  // Starts `argv[0]` with `argv`; extra environment entries "K=V" are added. stdout is piped to
+  // us; stderr goes to `stderr_path` (appended) when given, else inherited.
+  bool Start(const std::vector<std::string>& argv, const std::vector<std::string>& env = {},
+             const std::string& stderr_path = "");
+  // Reads stdout until a line starting with `prefix` arrives (returns the rest of that line),
+  // EOF, or the deadline passes (returns false).
+  bool WaitForLine(const std::string& prefix, absl::Duration timeout, std::string* rest);
+  // Reads every remaining stdout line until EOF or the deadline.
+  std::vector<std::string> ReadLines(absl::Duration timeout);
+  void Signal(int sig);
+  // Waits for exit; returns the exit code, 128 + signal, or -1 on timeout.
+  int Wait(absl::Duration timeout);
+  pid_t pid() const { return pid_; }
+  bool running() const { return pid_ > 0; }
+
+ private:
+  bool ReadLine(absl::Time deadline, std::string* line);
+  pid_t pid_ = -1;
+  int out_fd_ = -1;
+  std::string buffer_;
+};
+
+// Path of a data dependency in the test's runfiles ("controller/hecate-controller").
+std::string Runfile(const std::string& path);
+// A fresh directory under TEST_TMPDIR.
+std::string TempDir(const std::string& name);
+
+}  // namespace hecate::testing
+
+#endif  // HECATE_TESTS_SUBPROCESS_H_
