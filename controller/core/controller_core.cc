@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "placement/cost_model.h"
 #include "placement/dispatch.h"
+#include "placement/planner.h"
 #include "placement/sharding.h"
 
 namespace hecate::controller {
@@ -492,65 +493,15 @@ PlanningResult ComputePlan(const PlanningTask& task) {
     result.error = std::string(policy.status().message());
     return result;
   }
-  const pl::Owners owners = task.current != nullptr ? OwnersOf(*task.current)
-                                                    : pl::EvenSharding(*cluster, task.model);
-  pl::PlanRequest request{&*cluster, &task.model, &task.estimate, task.current.get(), &owners,
+  pl::PlanRequest request{&*cluster, &task.model, &task.estimate, task.current.get(), nullptr,
                           task.iteration, task.planner};
-  if (absl::Status s = pl::CheckRequest(request); !s.ok()) {
-    result.decision = "error";
-    result.error = std::string(s.message());
-    return result;
-  }
-  pl::Plan candidate = (*policy)->Compute(request);
-  if (task.current == nullptr) {
-    result.decision = "first";
-    result.plan = std::move(candidate);
-    return result;
-  }
-  if (task.current->policy != task.policy) {
-    result.decision = "policy";
-    result.plan = std::move(candidate);
-    return result;
-  }
-  pl::Plan in_force = *task.current;
-  in_force.migrations.clear();  // already paid
-  cost.Evaluate(&in_force, task.estimate);
-  const double now_s = in_force.prediction.moe_seconds;
-  auto gain_of = [&](const pl::Plan& p) {
-    return now_s > 0 ? (now_s - p.prediction.moe_seconds - p.prediction.migration_seconds) / now_s
-                     : 0.0;
-  };
-  result.predicted_gain = gain_of(candidate);
-
-  if (task.reshard_due && (*policy)->semantics() == pl::ReplicaSemantics::kEphemeral) {
-    std::vector<int> t;
-    for (int l = 0; l < task.model.num_layers(); ++l) {
-      t.push_back(pl::OverlapDegree(*cluster, task.model, l, cost.attention_forward_seconds()));
-    }
-    pl::ShardingResult sharding =
-        pl::HeterogeneousSharding(*cluster, task.model, pl::ExpertLoads(task.estimate), t, &owners);
-    if (!sharding.migrations.empty()) {
-      pl::PlanRequest reshard = request;
-      reshard.owners = &sharding.owners;
-      pl::Plan resharded = (*policy)->Compute(reshard);
-      // Worth it when the time saved over one re-shard period covers the migration.
-      const double saved_per_iteration =
-          candidate.prediction.moe_seconds - resharded.prediction.moe_seconds;
-      if (saved_per_iteration * task.reshard_period > resharded.prediction.migration_seconds) {
-        result.decision = "reshard";
-        result.reshard = true;
-        result.predicted_gain = gain_of(resharded);
-        result.plan = std::move(resharded);
-        return result;
-      }
-    }
-  }
-  if (result.predicted_gain >= task.damping) {
-    result.decision = "gain";
-    result.plan = std::move(candidate);
-  } else {
-    result.decision = "damped";
-  }
+  pl::PlanDecision d =
+      pl::DecidePlan(**policy, request, task.reshard_due, task.reshard_period, task.damping);
+  result.plan = std::move(d.plan);
+  result.decision = d.decision;
+  result.predicted_gain = d.predicted_gain;
+  result.reshard = d.reshard;
+  result.error = d.error;
   return result;
 }
 

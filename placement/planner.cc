@@ -1,0 +1,80 @@
+#include "placement/planner.h"
+
+#include "placement/sharding.h"
+
+namespace hecate::placement {
+
+namespace {
+Owners OwnersOf(const Plan& plan) {
+  Owners owners;
+  for (const LayerPlan& l : plan.layers) owners.push_back(l.owner);
+  return owners;
+}
+}  // namespace
+
+PlanDecision DecidePlan(const Policy& policy, const PlanRequest& request, bool reshard_due,
+                        int reshard_period, double damping) {
+  PlanDecision out;
+  if (absl::Status s = CheckRequest(request); !s.ok()) {
+    out.decision = "error";
+    out.error = std::string(s.message());
+    return out;
+  }
+  const Cluster& cluster = *request.cluster;
+  const ModelSpec& model = *request.model;
+  const Plan* current = request.previous;
+  const Owners owners = current != nullptr ? OwnersOf(*current) : EvenSharding(cluster, model);
+  PlanRequest r = request;
+  r.owners = &owners;
+  Plan candidate = policy.Compute(r);
+  if (current == nullptr) {
+    out.decision = "first";
+    out.plan = std::move(candidate);
+    return out;
+  }
+  if (current->policy != policy.name()) {
+    out.decision = "policy";
+    out.plan = std::move(candidate);
+    return out;
+  }
+  const CostModel cost(cluster, model, request.config.attention_forward_seconds);
+  Plan in_force = *current;
+  in_force.migrations.clear();  // already paid
+  cost.Evaluate(&in_force, *request.load);
+  const double now_s = in_force.prediction.moe_seconds;
+  auto gain_of = [&](const Plan& p) {
+    return now_s > 0 ? (now_s - p.prediction.moe_seconds - p.prediction.migration_seconds) / now_s
+                     : 0.0;
+  };
+  out.predicted_gain = gain_of(candidate);
+  if (reshard_due && policy.semantics() == ReplicaSemantics::kEphemeral) {
+    std::vector<int> t;
+    for (int l = 0; l < model.num_layers(); ++l) {
+      t.push_back(OverlapDegree(cluster, model, l, cost.attention_forward_seconds()));
+    }
+    ShardingResult sharding =
+        HeterogeneousSharding(cluster, model, ExpertLoads(*request.load), t, &owners);
+    if (!sharding.migrations.empty()) {
+      PlanRequest reshard = r;
+      reshard.owners = &sharding.owners;
+      Plan resharded = policy.Compute(reshard);
+      const double saved = candidate.prediction.moe_seconds - resharded.prediction.moe_seconds;
+      if (saved * reshard_period > resharded.prediction.migration_seconds) {
+        out.decision = "reshard";
+        out.reshard = true;
+        out.predicted_gain = gain_of(resharded);
+        out.plan = std::move(resharded);
+        return out;
+      }
+    }
+  }
+  if (out.predicted_gain >= damping) {
+    out.decision = "gain";
+    out.plan = std::move(candidate);
+  } else {
+    out.decision = "damped";
+  }
+  return out;
+}
+
+}  // namespace hecate::placement

@@ -1,0 +1,439 @@
+#include "worker/fssdp/moe_layer.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <stdexcept>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "placement/materialization.h"
+
+namespace hecate::worker {
+
+namespace pl = placement;
+
+namespace {
+
+double Since(absl::Time t0) { return absl::ToDoubleSeconds(absl::Now() - t0); }
+
+int ElementBytes(torch::Dtype t) { return t == torch::kFloat64 ? 8 : 4; }
+
+void ThrowIfError(const absl::Status& s, absl::Status* sink) {
+  if (s.ok()) return;
+  *sink = s;
+  throw std::runtime_error(s.ToString());
+}
+
+// Tags of migrations and sparse collectives never collide with each other or across layers.
+uint32_t TagBase(int layer, int kind) { return (static_cast<uint32_t>(layer) << 20) | (kind << 17); }
+
+}  // namespace
+
+struct MoELayer::Routing {
+  int64_t tokens = 0, k = 0;
+  std::vector<int64_t> send_counts, recv_counts;  // elements (rows x d_model) per rank
+  torch::Tensor send_index;                       // assignment (t * k + j) of each sent row
+  torch::Tensor recv;                             // rows received for our experts
+  std::vector<std::pair<pl::ExpertId, torch::Tensor>> expert_rows;  // rows of `recv` per expert
+  std::vector<torch::Tensor> pre_activation;      // per expert_rows entry
+};
+
+namespace {
+
+// One custom autograd function per layer call: dispatch -> experts -> combine, and the reverse.
+class MoEFunction : public torch::autograd::Function<MoEFunction> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x,
+                               torch::Tensor topk_idx, int64_t layer_ptr) {
+    auto* layer = reinterpret_cast<MoELayer*>(layer_ptr);
+    auto routing = std::make_shared<MoELayer::Routing>();
+    torch::Tensor out = layer->ForwardImpl(x, topk_idx, routing.get());
+    // The routing lives until backward; the pointer is kept as an integer in saved_data.
+    auto* holder = new std::shared_ptr<MoELayer::Routing>(routing);
+    ctx->saved_data["layer"] = layer_ptr;
+    ctx->saved_data["routing"] = reinterpret_cast<int64_t>(holder);
+    return out;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_out) {
+    auto* layer = reinterpret_cast<MoELayer*>(ctx->saved_data["layer"].toInt());
+    auto* holder =
+        reinterpret_cast<std::shared_ptr<MoELayer::Routing>*>(ctx->saved_data["routing"].toInt());
+    std::shared_ptr<MoELayer::Routing> routing = *holder;
+    delete holder;
+    auto [grad_x, unused] = layer->BackwardImpl(grad_out[0], torch::Tensor(), routing.get());
+    return {grad_x, torch::Tensor(), torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+MoELayer::MoELayer(int layer, const MoEConfig& config, Communicator* comm,
+                   const pl::Cluster* cluster, const pl::CostModel* cost, uint64_t seed)
+    : layer_(layer),
+      config_(config),
+      comm_(comm),
+      cluster_(cluster),
+      cost_(cost),
+      seed_(seed),
+      chunk_(2 * int64_t{config.d_model} * config.d_ffn),
+      dispatcher_(*cluster) {}
+
+torch::Tensor MoELayer::InitExpert(pl::ExpertId e) const {
+  const uint64_t s = seed_ * 1000003ULL + static_cast<uint64_t>(layer_) * 4099ULL +
+                     static_cast<uint64_t>(e) + 17;
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(s);
+  const int64_t d = config_.d_model, f = config_.d_ffn;
+  auto opts = torch::TensorOptions().dtype(config_.dtype);
+  torch::Tensor w1 = torch::randn({d * f}, gen, opts) / std::sqrt(static_cast<double>(d));
+  torch::Tensor w2 = torch::randn({f * d}, gen, opts) / std::sqrt(static_cast<double>(f));
+  return torch::cat({w1, w2});
+}
+
+absl::Status MoELayer::ApplyPlan(const pl::LayerPlan& plan, pl::DispatchRule rule) {
+  const int me = comm_->rank();
+  rule_ = rule;
+  if (!has_plan_) {
+    for (pl::ExpertId e = 0; e < plan.num_experts(); ++e) {
+      if (plan.owner[e] != me) continue;
+      torch::Tensor p = InitExpert(e);
+      owned_[e] = Owned{p, torch::zeros_like(p), torch::zeros_like(p)};
+    }
+    plan_ = plan;
+    has_plan_ = true;
+    return absl::OkStatus();
+  }
+  // Migrate parameters and Adam state of re-owned experts.
+  std::vector<P2POp> sends, recvs;
+  std::map<pl::ExpertId, Owned> incoming;
+  const int64_t bytes = chunk_ * ElementBytes(config_.dtype);
+  for (pl::ExpertId e = 0; e < plan.num_experts(); ++e) {
+    const int from = plan_.owner[e], to = plan.owner[e];
+    if (from == to) continue;
+    const uint32_t tag = TagBase(layer_, 0) + static_cast<uint32_t>(e) * 4;
+    if (from == me) {
+      Owned& o = owned_[e];
+      sends.push_back({to, tag, o.param.data_ptr(), bytes});
+      sends.push_back({to, tag + 1, o.m.data_ptr(), bytes});
+      sends.push_back({to, tag + 2, o.v.data_ptr(), bytes});
+    }
+    if (to == me) {
+      auto opts = torch::TensorOptions().dtype(config_.dtype);
+      Owned o{torch::empty({chunk_}, opts), torch::empty({chunk_}, opts),
+              torch::empty({chunk_}, opts)};
+      recvs.push_back({from, tag, o.param.data_ptr(), bytes});
+      recvs.push_back({from, tag + 1, o.m.data_ptr(), bytes});
+      recvs.push_back({from, tag + 2, o.v.data_ptr(), bytes});
+      incoming[e] = o;
+    }
+  }
+  if (absl::Status s = comm_->SendRecv(sends, recvs, CommKind::kMigration); !s.ok()) return s;
+  for (pl::ExpertId e = 0; e < plan.num_experts(); ++e) {
+    if (plan_.owner[e] == me && plan.owner[e] != me) owned_.erase(e);
+  }
+  for (auto& [e, o] : incoming) owned_[e] = o;
+  plan_ = plan;
+  return absl::OkStatus();
+}
+
+torch::Tensor MoELayer::HeldParam(pl::ExpertId e) const {
+  auto it = owned_.find(e);
+  if (it != owned_.end()) return it->second.param;
+  auto r = replicas_.find(e);
+  return r == replicas_.end() ? torch::Tensor() : r->second;
+}
+
+absl::Status MoELayer::Gather() {
+  const int me = comm_->rank();
+  auto opts = torch::TensorOptions().dtype(config_.dtype);
+  for (pl::ExpertId e = 0; e < effective_.num_experts(); ++e) {
+    if (effective_.owner[e] != me && effective_.Holds(e, me) && !replicas_.count(e)) {
+      replicas_[e] = torch::empty({chunk_}, opts);
+    }
+  }
+  const SparseSchedule sched = BuildSparseSchedule(effective_, me);
+  ChunkAccess access{[this](pl::ExpertId e) { return HeldParam(e).data_ptr(); },
+                     chunk_ * ElementBytes(config_.dtype)};
+  const absl::Time t0 = absl::Now();
+  absl::Status s = SparseAllGather(*comm_, sched, access, TagBase(layer_, 1));
+  times_.spag += Since(t0);
+  return s;
+}
+
+absl::Status MoELayer::BeginIteration() {
+  if (!has_plan_) return absl::FailedPreconditionError("no plan applied");
+  const int me = comm_->rank();
+  effective_ = plan_;
+  calibration_added_ = 0;
+  replicas_.clear();
+  grads_.clear();
+  auto opts = torch::TensorOptions().dtype(config_.dtype);
+  for (pl::ExpertId e = 0; e < plan_.num_experts(); ++e) {
+    if (plan_.Holds(e, me)) grads_[e] = torch::zeros({chunk_}, opts);
+  }
+  comm_status_ = absl::OkStatus();
+  return Gather();
+}
+
+torch::Tensor MoELayer::Forward(const torch::Tensor& x, const torch::Tensor& topk_idx,
+                                const torch::Tensor& topk_w) {
+  const int64_t tokens = x.size(0), k = topk_idx.size(1), d = x.size(1);
+  torch::Tensor out = MoEFunction::apply(x, topk_idx, reinterpret_cast<int64_t>(this));
+  // Combine: y_t = sum_j w_tj * expert_j(x_t), with ordinary autograd for the gate weights.
+  return (out.view({tokens, k, d}) * topk_w.unsqueeze(-1)).sum(1);
+}
+
+torch::Tensor MoELayer::ForwardImpl(const torch::Tensor& x_in, const torch::Tensor& topk_idx,
+                                    Routing* r) {
+  const int me = comm_->rank();
+  const int world = comm_->world_size();
+  const int experts = config_.num_experts;
+  const int64_t d = config_.d_model, f = config_.d_ffn;
+  const int eb = ElementBytes(config_.dtype);
+  torch::Tensor x = x_in.contiguous();
+  r->tokens = x.size(0);
+  r->k = topk_idx.size(1);
+  const int64_t assignments = r->tokens * r->k;
+
+  // Gate outcome -> counts -> the global matrix.
+  absl::Time t0 = absl::Now();
+  torch::Tensor idx = topk_idx.to(torch::kInt64).contiguous().view({-1});
+  const int64_t* ip = idx.data_ptr<int64_t>();
+  local_counts_.assign(experts, 0);
+  std::vector<std::vector<int64_t>> by_expert(experts);
+  for (int64_t a = 0; a < assignments; ++a) {
+    ++local_counts_[ip[a]];
+    by_expert[ip[a]].push_back(a);
+  }
+  std::vector<int64_t> all(static_cast<size_t>(world) * experts);
+  ThrowIfError(comm_->AllGatherInt64(local_counts_.data(), experts, all.data()), &comm_status_);
+  global_counts_ = pl::LoadMatrix(world, experts);
+  for (int s = 0; s < world; ++s) {
+    for (int e = 0; e < experts; ++e) global_counts_.at(s, e) = all[s * experts + e];
+  }
+  // Calibration: more copies on this iteration's actual counts, if the model says it pays.
+  if (config_.calibration && cost_ != nullptr) {
+    std::vector<int> remaining(world, config_.calibration_copies);
+    pl::CalibrationResult cal =
+        pl::Calibrate(*cost_, layer_, effective_, global_counts_, remaining, rule_);
+    times_.gate += Since(t0);
+    if (cal.accepted) {
+      calibration_added_ = cal.copies_added;
+      effective_ = cal.layer;
+      auto opts = torch::TensorOptions().dtype(config_.dtype);
+      for (pl::ExpertId e = 0; e < experts; ++e) {
+        if (effective_.Holds(e, me) && !grads_.count(e)) grads_[e] = torch::zeros({chunk_}, opts);
+      }
+      // Only the new copies travel; the schedule of the extended plan re-sends nothing held.
+      pl::LayerPlan extra;
+      extra.owner = effective_.owner;
+      extra.replicas.resize(experts);
+      for (pl::ExpertId e = 0; e < experts; ++e) {
+        extra.replicas[e] = {effective_.owner[e]};
+        for (int h : effective_.replicas[e]) {
+          if (!plan_.Holds(e, h) && h != effective_.owner[e]) extra.replicas[e].push_back(h);
+        }
+        std::sort(extra.replicas[e].begin(), extra.replicas[e].end());
+      }
+      for (pl::ExpertId e = 0; e < experts; ++e) {
+        if (extra.Holds(e, me) && extra.owner[e] != me) replicas_[e] = torch::empty({chunk_}, opts);
+      }
+      ChunkAccess access{[this](pl::ExpertId e) { return HeldParam(e).data_ptr(); },
+                         chunk_ * eb};
+      const absl::Time ts = absl::Now();
+      ThrowIfError(SparseAllGather(*comm_, BuildSparseSchedule(extra, me), access,
+                                   TagBase(layer_, 2)),
+                   &comm_status_);
+      times_.spag += Since(ts);
+    }
+    t0 = absl::Now();
+  }
+
+  // The dispatch every rank computes identically; our row decides where each assignment goes.
+  pl::LayerDispatch dispatch = dispatcher_.Compute(effective_, global_counts_, rule_);
+  std::vector<std::vector<std::vector<int64_t>>> to(world, std::vector<std::vector<int64_t>>(experts));
+  std::vector<std::vector<int64_t>> from(world, std::vector<int64_t>(experts, 0));
+  for (int e = 0; e < experts; ++e) {
+    size_t pos = 0;
+    for (const pl::Flow& flow : dispatch.by_expert[e]) {
+      if (flow.src == me) {
+        for (int64_t i = 0; i < flow.tokens; ++i) to[flow.dst][e].push_back(by_expert[e][pos++]);
+      }
+      if (flow.dst == me) from[flow.src][e] += flow.tokens;
+    }
+  }
+  std::vector<int64_t> send_index;
+  send_index.reserve(assignments);
+  r->send_counts.assign(world, 0);
+  r->recv_counts.assign(world, 0);
+  for (int dst = 0; dst < world; ++dst) {
+    for (int e = 0; e < experts; ++e) {
+      send_index.insert(send_index.end(), to[dst][e].begin(), to[dst][e].end());
+      r->send_counts[dst] += static_cast<int64_t>(to[dst][e].size()) * d;
+    }
+  }
+  std::vector<std::vector<int64_t>> rows(experts);
+  int64_t row = 0;
+  for (int src = 0; src < world; ++src) {
+    for (int e = 0; e < experts; ++e) {
+      for (int64_t i = 0; i < from[src][e]; ++i) rows[e].push_back(row++);
+      r->recv_counts[src] += from[src][e] * d;
+    }
+  }
+  r->send_index = torch::tensor(send_index, torch::kInt64);
+  times_.gate += Since(t0);
+
+  // Dispatch.
+  t0 = absl::Now();
+  torch::Tensor send = x.index_select(0, r->send_index.div(r->k, "floor")).contiguous();
+  r->recv = torch::empty({row, d}, x.options());
+  ThrowIfError(comm_->AllToAllV(send.data_ptr(), r->send_counts, r->recv.data_ptr(),
+                                r->recv_counts, eb),
+               &comm_status_);
+  times_.dispatch += Since(t0);
+
+  // Experts.
+  t0 = absl::Now();
+  torch::Tensor out_recv = torch::zeros({row, d}, x.options());
+  for (int e = 0; e < experts; ++e) {
+    if (rows[e].empty()) continue;
+    torch::Tensor w = HeldParam(e);
+    if (!w.defined()) ThrowIfError(absl::InternalError(absl::StrCat("expert ", e, " not held")), &comm_status_);
+    torch::Tensor rix = torch::tensor(rows[e], torch::kInt64);
+    torch::Tensor xe = r->recv.index_select(0, rix);
+    torch::Tensor w1 = w.narrow(0, 0, d * f).view({d, f});
+    torch::Tensor w2 = w.narrow(0, d * f, f * d).view({f, d});
+    torch::Tensor h = xe.mm(w1);
+    out_recv.index_copy_(0, rix, torch::gelu(h).mm(w2));
+    r->expert_rows.emplace_back(e, rix);
+    r->pre_activation.push_back(h);
+  }
+  times_.expert += Since(t0);
+
+  // Combine: outputs go back to the tokens' ranks.
+  t0 = absl::Now();
+  torch::Tensor back = torch::empty({static_cast<int64_t>(send_index.size()), d}, x.options());
+  ThrowIfError(comm_->AllToAllV(out_recv.data_ptr(), r->recv_counts, back.data_ptr(),
+                                r->send_counts, eb),
+               &comm_status_);
+  torch::Tensor out = torch::zeros({assignments, d}, x.options());
+  out.index_copy_(0, r->send_index, back);
+  times_.combine += Since(t0);
+
+  if (config_.rematerialize) {
+    for (auto& [e, t] : replicas_) t = torch::Tensor();  // freed until backward
+  }
+  return out;
+}
+
+std::pair<torch::Tensor, torch::Tensor> MoELayer::BackwardImpl(const torch::Tensor& grad_out,
+                                                               const torch::Tensor& /*topk_w*/,
+                                                               Routing* r) {
+  const int64_t d = config_.d_model, f = config_.d_ffn;
+  const int eb = ElementBytes(config_.dtype);
+  torch::Tensor g = grad_out.contiguous();
+
+  if (config_.rematerialize) {
+    // Re-gather the replicas freed after forward.
+    auto opts = torch::TensorOptions().dtype(config_.dtype);
+    for (auto& [e, t] : replicas_) t = torch::empty({chunk_}, opts);
+    const SparseSchedule sched = BuildSparseSchedule(effective_, comm_->rank());
+    ChunkAccess access{[this](pl::ExpertId e) { return HeldParam(e).data_ptr(); },
+                       chunk_ * eb};
+    const absl::Time ts = absl::Now();
+    ThrowIfError(SparseAllGather(*comm_, sched, access, TagBase(layer_, 3)), &comm_status_);
+    times_.spag += Since(ts);
+  }
+
+  // Gradient of the combine goes to the experts (the dispatch direction).
+  absl::Time t0 = absl::Now();
+  torch::Tensor g_send = g.index_select(0, r->send_index).contiguous();
+  torch::Tensor g_recv = torch::empty_like(r->recv);
+  ThrowIfError(comm_->AllToAllV(g_send.data_ptr(), r->send_counts, g_recv.data_ptr(),
+                                r->recv_counts, eb),
+               &comm_status_);
+  times_.combine += Since(t0);
+
+  t0 = absl::Now();
+  torch::Tensor dx_recv = torch::zeros_like(r->recv);
+  for (size_t i = 0; i < r->expert_rows.size(); ++i) {
+    const auto& [e, rix] = r->expert_rows[i];
+    torch::Tensor w = HeldParam(e);
+    torch::Tensor w1 = w.narrow(0, 0, d * f).view({d, f});
+    torch::Tensor w2 = w.narrow(0, d * f, f * d).view({f, d});
+    torch::Tensor h = r->pre_activation[i];
+    torch::Tensor xe = r->recv.index_select(0, rix);
+    torch::Tensor ge = g_recv.index_select(0, rix);
+    torch::Tensor a = torch::gelu(h);
+    torch::Tensor dw2 = a.t().mm(ge);
+    torch::Tensor dh = at::gelu_backward(ge.mm(w2.t()), h);
+    torch::Tensor dw1 = xe.t().mm(dh);
+    torch::Tensor grad = grads_.at(e);
+    grad.narrow(0, 0, d * f).view({d, f}).add_(dw1);
+    grad.narrow(0, d * f, f * d).view({f, d}).add_(dw2);
+    dx_recv.index_copy_(0, rix, dh.mm(w1.t()));
+  }
+  times_.expert += Since(t0);
+
+  // Input gradients go back to the tokens' ranks.
+  t0 = absl::Now();
+  torch::Tensor dx_send = torch::empty_like(g_send);
+  ThrowIfError(comm_->AllToAllV(dx_recv.data_ptr(), r->recv_counts, dx_send.data_ptr(),
+                                r->send_counts, eb),
+               &comm_status_);
+  torch::Tensor dx_assign = torch::zeros({r->tokens * r->k, d}, g.options());
+  dx_assign.index_copy_(0, r->send_index, dx_send);
+  times_.dispatch += Since(t0);
+  if (config_.rematerialize) {
+    for (auto& [e, t] : replicas_) t = torch::Tensor();
+  }
+  return {dx_assign.view({r->tokens, r->k, d}).sum(1), torch::Tensor()};
+}
+
+absl::Status MoELayer::ReduceGradients() {
+  if (!comm_status_.ok()) return comm_status_;
+  const SparseSchedule sched = BuildSparseSchedule(effective_, comm_->rank());
+  ChunkAccess access{[this](pl::ExpertId e) { return grads_.at(e).data_ptr(); },
+                     chunk_ * ElementBytes(config_.dtype)};
+  const absl::Time t0 = absl::Now();
+  absl::Status s = SparseReduceScatter(*comm_, sched, access, ElementBytes(config_.dtype),
+                                       TagBase(layer_, 4));
+  times_.sprs += Since(t0);
+  if (config_.rematerialize) replicas_.clear();
+  return s;
+}
+
+void MoELayer::Step(double lr, double beta1, double beta2, double eps, int64_t step) {
+  const absl::Time t0 = absl::Now();
+  const double c1 = 1.0 - std::pow(beta1, static_cast<double>(step));
+  const double c2 = 1.0 - std::pow(beta2, static_cast<double>(step));
+  torch::NoGradGuard no_grad;
+  for (auto& [e, o] : owned_) {
+    torch::Tensor g = grads_.at(e);
+    o.m.mul_(beta1).add_(g, 1.0 - beta1);
+    o.v.mul_(beta2).addcmul_(g, g, 1.0 - beta2);
+    o.param.addcdiv_(o.m / c1, (o.v / c2).sqrt_().add_(eps), -lr);
+  }
+  times_.optimizer += Since(t0);
+}
+
+std::vector<pl::ExpertId> MoELayer::OwnedExperts() const {
+  std::vector<pl::ExpertId> out;
+  for (const auto& [e, o] : owned_) out.push_back(e);
+  return out;
+}
+torch::Tensor MoELayer::OwnedParam(pl::ExpertId e) const { return owned_.at(e).param; }
+torch::Tensor MoELayer::OwnedAdamM(pl::ExpertId e) const { return owned_.at(e).m; }
+torch::Tensor MoELayer::OwnedAdamV(pl::ExpertId e) const { return owned_.at(e).v; }
+torch::Tensor MoELayer::OwnedGrad(pl::ExpertId e) const { return grads_.at(e); }
+
+void MoELayer::SetOwned(pl::ExpertId e, const torch::Tensor& param, const torch::Tensor& m,
+                        const torch::Tensor& v) {
+  Owned& o = owned_.at(e);
+  o.param.copy_(param);
+  o.m.copy_(m);
+  o.v.copy_(v);
+}
+
+}  // namespace hecate::worker

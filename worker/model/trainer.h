@@ -1,0 +1,121 @@
+// The GPT-MoE trainer used by `hecate run` and `hecate-worker`: token + position embedding, N
+// pre-LN blocks of causal self-attention and an FSSDP MoE FFN (top-k softmax gate, optional
+// auxiliary balance loss), final LayerNorm and LM head; byte-level language modelling over a text
+// file. Dense parameters are data-parallel (gradients AllReduced); experts are FSSDP-sharded.
+//
+// Gradient semantics (DESIGN.md §7): each rank's loss is its token NLL sum divided by the GLOBAL
+// token count, so dense gradients are summed (not averaged) across ranks and expert gradients are
+// summed over replicas: both equal the single-process gradient on the global batch. A world of one
+// rank with batch B x W is therefore the exact reference for W ranks of batch B.
+//
+// This header includes <torch/torch.h>: include it only from worker/model and worker main files.
+#ifndef HECATE_WORKER_MODEL_TRAINER_H_
+#define HECATE_WORKER_MODEL_TRAINER_H_
+
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "placement/cost_model.h"
+#include "placement/plan.h"
+#include "worker/comm/communicator.h"
+#include "worker/fssdp/moe_layer.h"
+
+namespace hecate::worker {
+
+struct TrainerConfig {
+  int layers = 2;
+  int d_model = 64;
+  int heads = 4;
+  int experts = 8;
+  int top_k = 2;
+  int d_ffn = 128;
+  int seq_len = 32;
+  int batch = 8;  // sequences per rank per iteration
+  double lr = 3e-3;
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  double aux_loss = 0.0;  // auxiliary balance-loss coefficient (0: off)
+  // Adds this to the gate logit of expert (layer + j) % experts for j < skew_experts: a steady
+  // imbalance for benchmarks (0: off).
+  double gate_bias = 0.0;
+  int skew_experts = 1;
+  uint64_t seed = 1;
+  bool float64 = false;
+  bool rematerialize = false;
+  bool calibration = false;
+  std::string data_path = "/usr/share/games/fortunes/fortunes";
+};
+
+// Byte-level text: sample g of the run reads a window at a position derived from (seed, g), so a
+// rank's batch depends only on (iteration, rank, world, batch).
+class TextData {
+ public:
+  // NOT_FOUND if the file is missing, FAILED_PRECONDITION if it is shorter than seq_len + 2.
+  static absl::StatusOr<TextData> Load(const std::string& path, int seq_len);
+  // Input and target token ids [batch, seq_len] for this rank.
+  std::pair<torch::Tensor, torch::Tensor> Batch(uint64_t iteration, int rank, int world,
+                                                int batch, uint64_t seed) const;
+  int64_t size() const { return static_cast<int64_t>(bytes_.size()); }
+
+ private:
+  std::vector<uint8_t> bytes_;
+  int seq_len_ = 0;
+};
+
+struct PhaseTimes {
+  double attention = 0, gate = 0, dispatch = 0, expert = 0, combine = 0, spag = 0, sprs = 0,
+         optimizer = 0, dense_allreduce = 0, step = 0;
+};
+
+struct StepResult {
+  double loss = 0;          // global mean token NLL (+ aux loss)
+  int64_t tokens = 0;       // global tokens this iteration
+  PhaseTimes times;
+  // This rank's tokens per expert, per layer; and the global matrices (identical on all ranks).
+  std::vector<std::vector<int64_t>> local_counts;
+  placement::ModelLoad global_counts;
+  int calibration_copies = 0;
+};
+
+class Trainer {
+ public:
+  // `cluster` describes the ranks; `cost` (may be null) enables calibration. Both outlive this.
+  Trainer(const TrainerConfig& config, Communicator* comm, const placement::Cluster* cluster,
+          const placement::CostModel* cost, TextData data);
+  ~Trainer();
+
+  // The placement model of this network (expert sizes, FLOPs, token bytes) for planners.
+  placement::ModelSpec PlacementModel() const;
+
+  // Adopts a plan (migrating re-owned experts' parameters and Adam state). Collective.
+  absl::Status ApplyPlan(const placement::Plan& plan);
+  // One training iteration. Collective; a communication failure returns its status.
+  absl::StatusOr<StepResult> Step(uint64_t iteration);
+
+  std::vector<std::unique_ptr<MoELayer>>& moe_layers() { return moe_; }
+  // Dense parameters in a fixed order (for checkpoints and tests).
+  std::vector<torch::Tensor> DenseParameters();
+  std::vector<torch::Tensor>& dense_adam_m() { return m_; }
+  std::vector<torch::Tensor>& dense_adam_v() { return v_; }
+  int64_t adam_step() const { return step_; }
+  void set_adam_step(int64_t s) { step_ = s; }
+  const TrainerConfig& config() const { return config_; }
+
+ private:
+  struct Net;
+  TrainerConfig config_;
+  Communicator* comm_;
+  const placement::Cluster* cluster_;
+  TextData data_;
+  std::unique_ptr<Net> net_;
+  std::vector<std::unique_ptr<MoELayer>> moe_;
+  std::vector<torch::Tensor> m_, v_;
+  int64_t step_ = 0;
+};
+
+}  // namespace hecate::worker
+
+#endif  // HECATE_WORKER_MODEL_TRAINER_H_
