@@ -28,7 +28,7 @@
 #include "common/wire.h"
 #include "hecate/v1/controller.grpc.pb.h"
 #include "placement/synthetic.h"
-#include "tests/subprocess.h"
+#include "common/subprocess.h"
 
 ABSL_FLAG(int, workers, 1024, "Simulated workers (ranks)");
 ABSL_FLAG(int, layers, 58, "MoE layers");
@@ -145,12 +145,12 @@ int Main(int argc, char** argv) {
 
   std::string binary = absl::GetFlag(FLAGS_controller_binary);
   if (binary[0] != '/') {
-    const std::string runfile = testing::Runfile(binary);
+    const std::string runfile = proc::Runfile(binary);
     binary = access(runfile.c_str(), X_OK) == 0 ? runfile : binary;
   }
   char tmpl[] = "/tmp/hecate-bench-XXXXXX";
   const std::string state = mkdtemp(tmpl);
-  testing::Subprocess controller;
+  proc::Subprocess controller;
   if (!controller.Start({binary, "--listen=127.0.0.1:0", "--metrics-listen=",
                          "--state-dir=" + state, "--policy=" + absl::GetFlag(FLAGS_policy),
                          "--report-deadline-ms=2000", "--max-message-bytes=67108864"},

@@ -8,7 +8,7 @@
 
 #include "common/wire.h"
 #include "hecate/v1/controller.grpc.pb.h"
-#include "tests/subprocess.h"
+#include "common/subprocess.h"
 
 namespace hecate {
 namespace {
@@ -19,7 +19,7 @@ class Controller {
  public:
   explicit Controller(const std::string& state_dir) : state_dir_(state_dir) {}
   void Start() {
-    ASSERT_TRUE(proc_.Start({testing::Runfile("controller/hecate-controller"), "--listen=127.0.0.1:0",
+    ASSERT_TRUE(proc_.Start({proc::Runfile("controller/hecate-controller"), "--listen=127.0.0.1:0",
                              "--metrics-listen=", "--state-dir=" + state_dir_,
                              "--report-deadline-ms=60000", "--damping=0"},
                             {}, state_dir_ + "/controller.log"));
@@ -39,7 +39,7 @@ class Controller {
 
  private:
   std::string state_dir_;
-  testing::Subprocess proc_;
+  proc::Subprocess proc_;
   std::unique_ptr<v1::Controller::Stub> stub_;
 };
 
@@ -104,7 +104,7 @@ bool FirstPlan(v1::Controller::Stub* stub, v1::PlanId after, v1::Plan* plan) {
 }
 
 TEST(ControllerRestartTest, KillNineRecoversEverything) {
-  const std::string dir = testing::TempDir("restart_state");
+  const std::string dir = proc::TempDir("restart_state");
   v1::PlanId current;
   uint64_t iteration = 0;
   uint64_t epoch = 0;

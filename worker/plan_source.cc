@@ -41,6 +41,10 @@ LocalPlanner::LocalPlanner(const pl::Cluster& cluster, const pl::ModelSpec& mode
 
 void LocalPlanner::Seed(std::shared_ptr<const pl::Plan> plan) { current_ = std::move(plan); }
 
+void LocalPlanner::Observe(const pl::ModelLoad& last_global) {
+  if (!last_global.empty()) (void)window_.Push(last_global);
+}
+
 std::shared_ptr<const pl::Plan> LocalPlanner::Next(uint64_t iteration,
                                                    const pl::ModelLoad& last_global) {
   if (current_ == nullptr) {

@@ -63,6 +63,8 @@ class LocalPlanner : public PlanSource {
   // Continues from `plan` (e.g. the last controller plan); its id is kept and later local plans
   // get ids (epoch, version + k) above it.
   void Seed(std::shared_ptr<const placement::Plan> plan);
+  // Feeds the window without planning (while another source provides the plans).
+  void Observe(const placement::ModelLoad& last_global);
   const std::string& last_decision() const { return last_decision_; }
 
  private:

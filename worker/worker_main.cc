@@ -1,6 +1,513 @@
-// hecate-worker (not implemented yet).
+// hecate-worker: one training rank (one device) of a GPT-MoE job.
+//
+//   RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29511 hecate-worker --controller=HOST:PORT
+//
+// Identity comes from flags, else torchrun's RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR /
+// MASTER_PORT, else Slurm's SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID (docs/launching.md).
+// Rank 0 prints one "progress ..." line per logged iteration and a final "summary ..." line on
+// stdout (hecate run parses them); logs go to stderr. Exit codes: 0 done, 2 usage, 3 a collective
+// failed (a peer died or timed out), 4 bad input (data, checkpoint), 1 other.
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
 #include <cstdio>
-int main(int argc, char**) {
-  std::fprintf(stderr, "hecate-worker: not implemented yet\n");
-  return argc > 1 ? 0 : 1;
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "common/flags.h"
+#include "common/log.h"
+#include "common/metrics_http.h"
+#include "common/wire.h"
+#include "placement/dispatch.h"
+#include "worker/agent/agent.h"
+#include "worker/comm/fake_communicator.h"
+#include "worker/comm/gloo/gloo_communicator.h"
+#include "worker/model/checkpoint.h"
+#include "worker/model/trainer.h"
+#include "worker/plan_source.h"
+#include "common/trace.h"
+#include "worker/worker_metrics.h"
+
+ABSL_FLAG(int, rank, -1, "Rank (default: $RANK, then $SLURM_PROCID)");
+ABSL_FLAG(int, world_size, -1, "World size (default: $WORLD_SIZE, then $SLURM_NTASKS)");
+ABSL_FLAG(int, local_rank, -1, "Rank within the node (default: $LOCAL_RANK, then $SLURM_LOCALID)");
+ABSL_FLAG(std::string, master_addr, "", "Rendezvous host (default: $MASTER_ADDR, else 127.0.0.1)");
+ABSL_FLAG(int, master_port, -1, "Rendezvous port (default: $MASTER_PORT, else 29511)");
+ABSL_FLAG(std::string, node, "", "Node name for topology (default: the host name)");
+ABSL_FLAG(int, ranks_per_node, 0,
+          "Treat every this many consecutive ranks as one node (0: group by --node)");
+ABSL_FLAG(std::string, job, "hecate", "Job id at the controller");
+ABSL_FLAG(std::string, controller, "",
+          "Controller address host:port (default: $HECATE_CONTROLLER; empty: no controller)");
+ABSL_FLAG(std::string, mode, "fssdp", "fssdp (sharded + sparse materialization) or ep (static)");
+ABSL_FLAG(bool, local_planning, true,
+          "Plan locally from all-gathered counts when there is no controller or it is unreachable");
+ABSL_FLAG(std::string, policy, "hecate", "Policy of the local planner");
+ABSL_FLAG(int, iterations, 50, "Iterations to train");
+ABSL_FLAG(int, layers, 2, "Transformer-MoE blocks");
+ABSL_FLAG(int, d_model, 64, "Model width");
+ABSL_FLAG(int, heads, 4, "Attention heads");
+ABSL_FLAG(int, experts, 8, "Experts per MoE layer");
+ABSL_FLAG(int, top_k, 2, "Experts per token");
+ABSL_FLAG(int, d_ffn, 128, "Expert hidden size");
+ABSL_FLAG(int, seq_len, 32, "Sequence length");
+ABSL_FLAG(int, batch, 8, "Sequences per rank per iteration");
+ABSL_FLAG(double, lr, 3e-3, "Adam learning rate");
+ABSL_FLAG(double, aux_loss, 0.0, "Auxiliary balance-loss coefficient");
+ABSL_FLAG(double, gate_bias, 0.0, "Bias added to one gate logit per layer (skewed routing)");
+ABSL_FLAG(int, skew_experts, 1, "Experts per layer that receive --gate_bias");
+ABSL_FLAG(uint64_t, seed, 1, "Seed of initialization and data order");
+ABSL_FLAG(bool, float64, false, "Compute in float64");
+ABSL_FLAG(bool, rematerialize, false, "Free replicas after forward, re-gather before backward");
+ABSL_FLAG(bool, calibration, false, "Extend materialization on actual counts when it pays");
+ABSL_FLAG(std::string, data, "/usr/share/games/fortunes/fortunes", "Training text (bytes)");
+ABSL_FLAG(int, threads, 1, "Intra-op threads");
+ABSL_FLAG(int, collective_timeout_s, 60, "Collective and rendezvous timeout");
+ABSL_FLAG(std::string, checkpoint_dir, "", "Write checkpoints here");
+ABSL_FLAG(int, checkpoint_every, 0, "Checkpoint every N iterations (0: never)");
+ABSL_FLAG(bool, resume, false, "Resume from --checkpoint_dir/latest");
+ABSL_FLAG(std::string, metrics_listen, "", "Prometheus /metrics address (empty: off)");
+ABSL_FLAG(int, log_every, 1, "Progress line every N iterations (rank 0)");
+ABSL_FLAG(std::string, plan_log, "", "Append 'iteration epoch version' per iteration here");
+ABSL_FLAG(std::string, trace_out, "", "Record the load trace (global matrices) to this file");
+ABSL_FLAG(double, attention_ms, 0.5,
+          "Attention forward time the local planner assumes per block, ms");
+ABSL_FLAG(double, device_gflops, 20, "Expert FLOP rate the planner assumes, GFLOP/s");
+ABSL_FLAG(double, link_gbytes, 2, "Link bandwidth the planner assumes, GB/s");
+ABSL_FLAG(int, debug_plan_delay_ms, 0, "Test hook: delay each received plan by this long");
+ABSL_FLAG(int, debug_exit_at, -1, "Test hook: exit(1) at the start of this iteration");
+ABSL_FLAG(bool, report_loads, true, "Stream load reports to the controller");
+
+namespace hecate::worker {
+namespace {
+
+namespace pl = placement;
+
+enum Exit { kDone = 0, kError = 1, kUsage = 2, kCollective = 3, kBadInput = 4 };
+
+int EnvInt(const char* a, const char* b, int fallback) {
+  for (const char* name : {a, b}) {
+    if (name == nullptr) continue;
+    const char* v = std::getenv(name);
+    int out;
+    if (v != nullptr && absl::SimpleAtoi(v, &out)) return out;
+  }
+  return fallback;
 }
+
+std::string EnvStr(const char* name, const std::string& fallback) {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v ? v : fallback;
+}
+
+// Node structure: consecutive ranks with the same node name (or --ranks_per_node blocks).
+absl::StatusOr<pl::Cluster> DeriveCluster(Communicator& comm, const std::string& node,
+                                          int ranks_per_node) {
+  const int world = comm.world_size();
+  std::vector<int64_t> ids(world);
+  const int64_t mine = static_cast<int64_t>(std::hash<std::string>()(node) & 0x7fffffffffff);
+  if (absl::Status s = comm.AllGatherInt64(&mine, 1, ids.data(), CommKind::kControl); !s.ok()) {
+    return s;
+  }
+  pl::ClusterSpec spec;
+  spec.name = "workers";
+  const double flops = absl::GetFlag(FLAGS_device_gflops) * 1e9;
+  for (int r = 0; r < world; ++r) {
+    const bool new_node = ranks_per_node > 0 ? r % ranks_per_node == 0
+                                             : (r == 0 || ids[r] != ids[r - 1]);
+    if (new_node) spec.nodes.push_back({absl::StrCat("node", spec.nodes.size()), 0, int64_t{4} << 30, flops});
+    ++spec.nodes.back().num_devices;
+  }
+  const double bw = absl::GetFlag(FLAGS_link_gbytes) * 1e9;
+  spec.intra_node_bandwidth_bytes_per_second = bw;
+  spec.inter_node_bandwidth_bytes_per_second = bw / 2;
+  spec.link_latency_seconds = 50e-6;
+  return pl::Cluster::Create(spec);
+}
+
+double Balancedness(const pl::Cluster& cluster, const pl::Plan& plan, const pl::ModelLoad& load) {
+  pl::Dispatcher dispatcher(cluster);
+  double sum = 0;
+  for (size_t l = 0; l < load.size() && l < plan.layers.size(); ++l) {
+    pl::DispatchSummary s;
+    dispatcher.Summarize(plan.layers[l], load[l], plan.dispatch_rule, &s);
+    double total = 0, max = 0;
+    for (int64_t t : s.device_tokens) {
+      total += static_cast<double>(t);
+      max = std::max(max, static_cast<double>(t));
+    }
+    sum += max > 0 ? total / s.device_tokens.size() / max : 1.0;
+  }
+  return load.empty() ? 1.0 : sum / load.size();
+}
+
+int Main(int argc, char** argv) {
+  const std::vector<std::string> args =
+      ParseFlags(argc, argv,
+                 "One Hecate training rank (GPT-MoE over FSSDP). See docs/launching.md.\n"
+                 "Usage: hecate-worker [flags]   (identity from flags, torchrun or Slurm env)");
+  if (!args.empty()) {
+    std::fprintf(stderr, "hecate-worker: unexpected argument '%s' (see --help)\n", args[0].c_str());
+    return kUsage;
+  }
+  int rank = absl::GetFlag(FLAGS_rank);
+  if (rank < 0) rank = EnvInt("RANK", "SLURM_PROCID", 0);
+  int world = absl::GetFlag(FLAGS_world_size);
+  if (world < 0) world = EnvInt("WORLD_SIZE", "SLURM_NTASKS", 1);
+  int local_rank = absl::GetFlag(FLAGS_local_rank);
+  if (local_rank < 0) local_rank = EnvInt("LOCAL_RANK", "SLURM_LOCALID", rank);
+  std::string master_addr = absl::GetFlag(FLAGS_master_addr);
+  if (master_addr.empty()) master_addr = EnvStr("MASTER_ADDR", "127.0.0.1");
+  int master_port = absl::GetFlag(FLAGS_master_port);
+  if (master_port < 0) master_port = EnvInt("MASTER_PORT", nullptr, 29511);
+  std::string controller = absl::GetFlag(FLAGS_controller);
+  if (controller.empty()) controller = EnvStr("HECATE_CONTROLLER", "");
+  std::string node = absl::GetFlag(FLAGS_node);
+  if (node.empty()) {
+    char host[256] = {0};
+    gethostname(host, sizeof(host) - 1);
+    node = host;
+  }
+  const std::string mode = absl::GetFlag(FLAGS_mode);
+  if (world < 1 || rank < 0 || rank >= world) {
+    std::fprintf(stderr, "hecate-worker: rank %d is not in a world of %d\n", rank, world);
+    return kUsage;
+  }
+  if (mode != "fssdp" && mode != "ep") {
+    std::fprintf(stderr, "hecate-worker: --mode must be fssdp or ep, not '%s'\n", mode.c_str());
+    return kUsage;
+  }
+  SetLogComponent(absl::StrCat("worker", rank));
+  // Metrics.
+  auto registry = std::make_shared<prometheus::Registry>();
+  WorkerMetrics metrics(registry);
+  std::unique_ptr<MetricsHttpServer> metrics_server;
+  if (!absl::GetFlag(FLAGS_metrics_listen).empty()) {
+    absl::StatusOr<std::unique_ptr<MetricsHttpServer>> m =
+        MetricsHttpServer::Start(absl::GetFlag(FLAGS_metrics_listen), registry);
+    if (!m.ok()) {
+      std::fprintf(stderr, "hecate-worker: %s\n", m.status().ToString().c_str());
+      return kUsage;
+    }
+    metrics_server = std::move(*m);
+    std::printf("metrics on %s\n", metrics_server->address().c_str());
+    std::fflush(stdout);
+  }
+
+
+  torch::set_num_threads(absl::GetFlag(FLAGS_threads));
+  const uint64_t incarnation =
+      EnvInt("TORCHELASTIC_RESTART_COUNT", nullptr, -1) >= 0
+          ? static_cast<uint64_t>(EnvInt("TORCHELASTIC_RESTART_COUNT", nullptr, 0)) + 1
+          : static_cast<uint64_t>(absl::ToUnixMicros(absl::Now()));
+
+  TrainerConfig tc;
+  tc.layers = absl::GetFlag(FLAGS_layers);
+  tc.d_model = absl::GetFlag(FLAGS_d_model);
+  tc.heads = absl::GetFlag(FLAGS_heads);
+  tc.experts = absl::GetFlag(FLAGS_experts);
+  tc.top_k = absl::GetFlag(FLAGS_top_k);
+  tc.d_ffn = absl::GetFlag(FLAGS_d_ffn);
+  tc.seq_len = absl::GetFlag(FLAGS_seq_len);
+  tc.batch = absl::GetFlag(FLAGS_batch);
+  tc.lr = absl::GetFlag(FLAGS_lr);
+  tc.aux_loss = absl::GetFlag(FLAGS_aux_loss);
+  tc.gate_bias = absl::GetFlag(FLAGS_gate_bias);
+  tc.skew_experts = absl::GetFlag(FLAGS_skew_experts);
+  tc.seed = absl::GetFlag(FLAGS_seed);
+  tc.float64 = absl::GetFlag(FLAGS_float64);
+  tc.rematerialize = absl::GetFlag(FLAGS_rematerialize);
+  tc.calibration = absl::GetFlag(FLAGS_calibration);
+  tc.data_path = absl::GetFlag(FLAGS_data);
+  if (tc.layers < 1 || tc.experts < 1 || tc.top_k < 1 || tc.top_k > tc.experts ||
+      tc.d_model % tc.heads != 0 || tc.batch < 1 || tc.seq_len < 1) {
+    std::fprintf(stderr, "hecate-worker: invalid model shape (need layers, experts >= 1, "
+                         "1 <= top_k <= experts, d_model divisible by heads)\n");
+    return kUsage;
+  }
+  absl::StatusOr<TextData> data = TextData::Load(tc.data_path, tc.seq_len);
+  if (!data.ok()) {
+    std::fprintf(stderr, "hecate-worker: %s\n", data.status().ToString().c_str());
+    return kBadInput;
+  }
+
+  // Communicator.
+  std::unique_ptr<InProcessGroup> single;
+  std::unique_ptr<Communicator> gloo;
+  Communicator* comm = nullptr;
+  if (world == 1) {
+    single = std::make_unique<InProcessGroup>(1);
+    comm = single->rank(0);
+  } else {
+    GlooOptions o;
+    o.rank = rank;
+    o.world_size = world;
+    o.master_addr = master_addr;
+    o.master_port = master_port;
+    o.prefix = absl::StrCat(absl::GetFlag(FLAGS_job), "/", master_port, "/",
+                            EnvInt("TORCHELASTIC_RESTART_COUNT", nullptr, 0));
+    o.timeout = absl::Seconds(absl::GetFlag(FLAGS_collective_timeout_s));
+    absl::StatusOr<std::unique_ptr<Communicator>> c = CreateGlooCommunicator(o);
+    if (!c.ok()) {
+      std::fprintf(stderr, "hecate-worker: %s\n", c.status().ToString().c_str());
+      return kCollective;
+    }
+    gloo = std::move(*c);
+    comm = gloo.get();
+  }
+  absl::StatusOr<pl::Cluster> cluster = DeriveCluster(*comm, node, absl::GetFlag(FLAGS_ranks_per_node));
+  if (!cluster.ok()) {
+    std::fprintf(stderr, "hecate-worker: %s\n", cluster.status().ToString().c_str());
+    return kCollective;
+  }
+  pl::ModelSpec model = PlacementModelFor(tc);
+  model.attention_forward_seconds = absl::GetFlag(FLAGS_attention_ms) * 1e-3;
+  pl::CostModel cost(*cluster, model);
+  Trainer trainer(tc, comm, &*cluster, tc.calibration ? &cost : nullptr, *data);
+  Trainer* t = &trainer;
+
+  // Plan sources.
+  std::unique_ptr<ControllerAgent> agent;
+  if (mode == "fssdp" && !controller.empty()) {
+    AgentConfig ac;
+    ac.controller = controller;
+    v1::RegisterWorkerRequest& reg = ac.registration;
+    reg.set_job_id(absl::GetFlag(FLAGS_job));
+    reg.set_rank(rank);
+    reg.set_world_size(world);
+    reg.set_node(absl::GetFlag(FLAGS_ranks_per_node) > 0
+                     ? absl::StrCat(node, "/", rank / absl::GetFlag(FLAGS_ranks_per_node))
+                     : node);
+    reg.set_local_rank(local_rank);
+    reg.set_device_kind("cpu");
+    reg.set_device_memory_bytes(int64_t{4} << 30);
+    reg.set_incarnation(incarnation);
+    *reg.mutable_model() = wire::ToProto(model);
+    *reg.mutable_links() = wire::ToProto(cluster->spec());
+    ac.plan_delay = absl::Milliseconds(absl::GetFlag(FLAGS_debug_plan_delay_ms));
+    agent = std::make_unique<ControllerAgent>(ac);
+    agent->Start();
+  }
+  std::unique_ptr<LocalPlanner> local;
+  if (mode == "fssdp" && absl::GetFlag(FLAGS_local_planning)) {
+    LocalPlannerConfig lc;
+    lc.policy = absl::GetFlag(FLAGS_policy);
+    auto lp = LocalPlanner::Create(*cluster, model, lc);
+    if (!lp.ok()) {
+      std::fprintf(stderr, "hecate-worker: %s\n", lp.status().ToString().c_str());
+      return kUsage;
+    }
+    local = std::move(*lp);
+  }
+
+  // Start: a checkpoint's plan, else static even sharding.
+  uint64_t start = 0;
+  auto applied = std::make_shared<const pl::Plan>(ExpertParallelPlan(*cluster, model));
+  const std::string ckpt_dir = absl::GetFlag(FLAGS_checkpoint_dir);
+  if (absl::GetFlag(FLAGS_resume)) {
+    absl::StatusOr<CheckpointInfo> info = ReadCheckpointInfo(ckpt_dir, world);
+    if (!info.ok()) {
+      std::fprintf(stderr, "hecate-worker: --resume: %s\n", info.status().ToString().c_str());
+      return kBadInput;
+    }
+    applied = std::make_shared<const pl::Plan>(info->plan);
+    if (absl::Status s = t->ApplyPlan(*applied); !s.ok()) {
+      std::fprintf(stderr, "hecate-worker: %s\n", s.ToString().c_str());
+      return kBadInput;
+    }
+    if (absl::Status s = RestoreCheckpoint(ckpt_dir, *info, rank, *t); !s.ok()) {
+      std::fprintf(stderr, "hecate-worker: --resume: %s\n", s.ToString().c_str());
+      return kBadInput;
+    }
+    start = info->next_iteration;
+    LogInfo("resumed", LogFields()("iteration", start)("plan", applied->id.version));
+  } else if (absl::Status s = t->ApplyPlan(*applied); !s.ok()) {
+    std::fprintf(stderr, "hecate-worker: %s\n", s.ToString().c_str());
+    return kError;
+  }
+  if (local) local->Seed(applied);
+  pl::PlanId controller_applied = applied->policy == "ep" ? pl::PlanId{} : applied->id;
+
+  std::unique_ptr<TraceWriter> trace;
+  if (!absl::GetFlag(FLAGS_trace_out).empty() && rank == 0) {
+    absl::StatusOr<std::unique_ptr<TraceWriter>> tw =
+        TraceWriter::Open(absl::GetFlag(FLAGS_trace_out), cluster->spec(), model);
+    if (!tw.ok()) {
+      std::fprintf(stderr, "hecate-worker: %s\n", tw.status().ToString().c_str());
+      return kBadInput;
+    }
+    trace = std::move(*tw);
+  }
+  std::ofstream plan_log;
+  if (!absl::GetFlag(FLAGS_plan_log).empty()) {
+    plan_log.open(absl::GetFlag(FLAGS_plan_log), std::ios::app);
+  }
+
+  const int iterations = absl::GetFlag(FLAGS_iterations);
+  const int log_every = std::max(1, absl::GetFlag(FLAGS_log_every));
+  pl::ModelLoad last_global;
+  double first_loss = 0, last_loss = 0, step_sum = 0;
+  int64_t tokens_sum = 0;
+  int steps = 0, plans_applied = 0;
+  bool local_mode = false;
+  for (uint64_t it = start; it < static_cast<uint64_t>(iterations); ++it) {
+    if (static_cast<int64_t>(it) == absl::GetFlag(FLAGS_debug_exit_at)) {
+      LogError("exiting on --debug_exit_at", LogFields()("iteration", it));
+      std::fflush(stdout);
+      _exit(kError);
+    }
+    // Agree on the plan for this iteration.
+    std::shared_ptr<const pl::Plan> next;
+    if (mode == "fssdp") {
+      absl::StatusOr<PlanAgreement::Outcome> o =
+          PlanAgreement::Agree(*comm, agent.get(), it, controller_applied);
+      if (!o.ok()) {
+        std::fprintf(stderr, "hecate-worker: rank %d: plan agreement failed: %s\n", rank,
+                     o.status().ToString().c_str());
+        return kCollective;
+      }
+      if (o->plan != nullptr) {
+        next = o->plan;
+        controller_applied = next->id;
+        if (local) local->Seed(next);
+        local_mode = false;
+      } else if (local && (agent == nullptr || !o->all_connected)) {
+        if (!local_mode && agent != nullptr) {
+          LogWarn("controller unreachable from some rank; planning locally (fail-static)",
+                  LogFields()("iteration", it));
+        }
+        local_mode = agent != nullptr;
+        next = local->Next(it, last_global);
+      } else if (local) {
+        local->Observe(last_global);
+      }
+    }
+    if (next != nullptr && next != applied) {
+      if (absl::Status s = t->ApplyPlan(*next); !s.ok()) {
+        std::fprintf(stderr, "hecate-worker: rank %d: applying plan %llu: %s\n", rank,
+                     static_cast<unsigned long long>(next->id.version), s.ToString().c_str());
+        return kCollective;
+      }
+      applied = next;
+      ++plans_applied;
+    }
+    if (plan_log.is_open()) {
+      plan_log << it << " " << applied->id.epoch << " " << applied->id.version << "\n";
+      plan_log.flush();
+    }
+    absl::StatusOr<StepResult> r = t->Step(it);
+    if (!r.ok()) {
+      std::fprintf(stderr, "hecate-worker: rank %d: iteration %llu failed: %s\n", rank,
+                   static_cast<unsigned long long>(it), r.status().ToString().c_str());
+      return r.status().code() == absl::StatusCode::kInternal ? kError : kCollective;
+    }
+    last_global = r->global_counts;
+    if (trace) (void)trace->Append(it, r->global_counts);
+    if (agent && absl::GetFlag(FLAGS_report_loads)) {
+      v1::LoadReport rep;
+      rep.set_job_id(absl::GetFlag(FLAGS_job));
+      rep.set_rank(rank);
+      rep.set_incarnation(incarnation);
+      rep.set_iteration(it);
+      *rep.mutable_plan() = wire::ToProto(controller_applied);
+      for (size_t l = 0; l < r->local_counts.size(); ++l) {
+        v1::LayerLoad* ll = rep.add_layers();
+        ll->set_layer(static_cast<uint32_t>(l));
+        for (int64_t c : r->local_counts[l]) ll->add_expert_tokens(static_cast<uint64_t>(c));
+      }
+      v1::PhaseTimings* tm = rep.mutable_timings();
+      tm->set_attention_seconds(r->times.attention / tc.layers);
+      tm->set_gate_seconds(r->times.gate);
+      tm->set_dispatch_seconds(r->times.dispatch);
+      tm->set_expert_seconds(r->times.expert);
+      tm->set_combine_seconds(r->times.combine);
+      tm->set_spag_seconds(r->times.spag);
+      tm->set_sprs_seconds(r->times.sprs);
+      tm->set_optimizer_seconds(r->times.optimizer);
+      tm->set_step_seconds(r->times.step);
+      rep.set_tokens(static_cast<uint64_t>(tc.batch) * tc.seq_len);
+      rep.set_free_memory_bytes(int64_t{4} << 30);
+      agent->Enqueue(std::move(rep));
+    }
+    // Metrics and progress.
+    metrics.Step(r->times.step, r->loss, r->tokens);
+    metrics.Phase("attention", r->times.attention);
+    metrics.Phase("gate", r->times.gate);
+    metrics.Phase("dispatch", r->times.dispatch);
+    metrics.Phase("expert", r->times.expert);
+    metrics.Phase("combine", r->times.combine);
+    metrics.Phase("spag", r->times.spag);
+    metrics.Phase("sprs", r->times.sprs);
+    metrics.Phase("optimizer", r->times.optimizer);
+    metrics.Phase("dense_allreduce", r->times.dense_allreduce);
+    metrics.SyncBytes(comm->counters());
+    metrics.SetPlan(applied->id.epoch, applied->id.version);
+    metrics.SetLocalPlanning(local_mode);
+    if (agent) {
+      metrics.SetConnected(agent->connected());
+      metrics.SetReportCounters(agent->reports_sent(), agent->reports_dropped(),
+                                agent->reports_rejected());
+    }
+    if (steps == 0) first_loss = r->loss;
+    last_loss = r->loss;
+    step_sum += r->times.step;
+    tokens_sum += r->tokens;
+    ++steps;
+    if (rank == 0 && (it % log_every == 0 || it + 1 == static_cast<uint64_t>(iterations))) {
+      const auto& tm = r->times;
+      std::printf(
+          "progress iter=%llu loss=%.4f tokens_per_s=%.0f balancedness=%.3f plan=%llu.%llu "
+          "step_ms=%.1f attention_ms=%.1f gate_ms=%.1f dispatch_ms=%.1f expert_ms=%.1f "
+          "combine_ms=%.1f spag_ms=%.1f sprs_ms=%.1f optimizer_ms=%.1f controller=%s\n",
+          static_cast<unsigned long long>(it), r->loss, r->tokens / std::max(1e-9, tm.step),
+          Balancedness(*cluster, *applied, r->global_counts),
+          static_cast<unsigned long long>(applied->id.epoch),
+          static_cast<unsigned long long>(applied->id.version), tm.step * 1e3,
+          tm.attention * 1e3, tm.gate * 1e3, tm.dispatch * 1e3, tm.expert * 1e3,
+          tm.combine * 1e3, tm.spag * 1e3, tm.sprs * 1e3, tm.optimizer * 1e3,
+          agent == nullptr ? "none" : local_mode ? "unreachable" : agent->connected() ? "connected" : "connecting");
+      std::fflush(stdout);
+    }
+    const int every = absl::GetFlag(FLAGS_checkpoint_every);
+    if (!ckpt_dir.empty() && every > 0 && (it + 1) % every == 0) {
+      if (absl::Status s = SaveCheckpoint(ckpt_dir, it + 1, *t, *applied, *comm); !s.ok()) {
+        std::fprintf(stderr, "hecate-worker: rank %d: checkpoint failed: %s\n", rank,
+                     s.ToString().c_str());
+        return s.code() == absl::StatusCode::kUnavailable ||
+                       s.code() == absl::StatusCode::kDeadlineExceeded
+                   ? kCollective
+                   : kError;
+      }
+    }
+  }
+  if (agent) agent->Stop();
+  if (rank == 0) {
+    std::printf(
+        "summary iterations=%d first_loss=%.4f last_loss=%.4f mean_step_ms=%.1f "
+        "tokens_per_s=%.0f plans_applied=%d final_plan=%llu.%llu spag_bytes=%lld "
+        "sprs_bytes=%lld a2a_bytes=%lld reports_dropped=%lld\n",
+        steps, first_loss, last_loss, steps ? step_sum / steps * 1e3 : 0.0,
+        step_sum > 0 ? tokens_sum / step_sum : 0.0, plans_applied,
+        static_cast<unsigned long long>(applied->id.epoch),
+        static_cast<unsigned long long>(applied->id.version),
+        static_cast<long long>(comm->counters().sent(CommKind::kSparseAllGather)),
+        static_cast<long long>(comm->counters().sent(CommKind::kSparseReduceScatter)),
+        static_cast<long long>(comm->counters().sent(CommKind::kAllToAll)),
+        static_cast<long long>(agent ? agent->reports_dropped() : 0));
+    std::fflush(stdout);
+  }
+  return kDone;
+}
+
+}  // namespace
+}  // namespace hecate::worker
+
+int main(int argc, char** argv) { return hecate::worker::Main(argc, argv); }

@@ -426,7 +426,10 @@ std::vector<PlanningTask> ControllerCore::TakePlanningTasks() {
     t.cluster = *cluster;
     t.model = job->record.model;
     t.estimate = job->window.Estimate();
-    if (job->last_observed.has_value()) t.observed = *job->last_observed;
+    if (job->last_observed.has_value()) {
+      t.observed = std::move(*job->last_observed);  // no copy under the service's lock
+      job->last_observed.reset();
+    }
     t.current = job->current;
     t.policy = job->record.policy;
     t.planner = config_.planner;

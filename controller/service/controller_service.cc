@@ -55,6 +55,12 @@ v1::WorkerState ToProto(WorkerState s) {
 
 double UnixSeconds(absl::Time t) { return absl::ToDoubleSeconds(t - absl::UnixEpoch()); }
 
+// One serialization, shared by every watcher (slices are reference counted).
+std::shared_ptr<const grpc::ByteBuffer> Serialize(const v1::Plan& plan) {
+  grpc::Slice slice(plan.SerializeAsString());
+  return std::make_shared<const grpc::ByteBuffer>(&slice, 1);
+}
+
 }  // namespace
 
 // ------------------------------------------------------------------------------------------
@@ -62,17 +68,16 @@ double UnixSeconds(absl::Time t) { return absl::ToDoubleSeconds(t - absl::UnixEp
 
 // One WatchPlans stream: a queue of plans written one at a time. Push is called with the
 // service mutex held; the reactor's own mutex guards its queue.
-class ControllerService::Watcher : public grpc::ServerWriteReactor<v1::Plan> {
+class ControllerService::Watcher : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
   Watcher(ControllerService* service, std::string job, pl::PlanId after)
       : service_(service), job_(std::move(job)), last_(after) {}
 
   const std::string& job() const { return job_; }
 
-  void Push(std::shared_ptr<const v1::Plan> plan) {
+  void Push(const pl::PlanId& id, std::shared_ptr<const grpc::ByteBuffer> plan) {
     absl::MutexLock lock(&mu_);
     if (finishing_) return;
-    const pl::PlanId id = wire::FromProto(plan->id());
     if (!(last_ < id)) return;  // re-delivery of an older or the same plan: no-op
     last_ = id;
     queue_.push_back(std::move(plan));
@@ -120,7 +125,7 @@ class ControllerService::Watcher : public grpc::ServerWriteReactor<v1::Plan> {
   const std::string job_;
   absl::Mutex mu_;
   pl::PlanId last_ ABSL_GUARDED_BY(mu_);
-  std::deque<std::shared_ptr<const v1::Plan>> queue_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::shared_ptr<const grpc::ByteBuffer>> queue_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finishing_ ABSL_GUARDED_BY(mu_) = false;
   grpc::Status final_status_ ABSL_GUARDED_BY(mu_);
@@ -301,17 +306,18 @@ void ControllerService::RunPlannerOnce() {
 
 void ControllerService::Deliver(const std::shared_ptr<const pl::Plan>& plan) {
   const absl::Time t0 = absl::Now();
-  auto proto = std::make_shared<v1::Plan>(wire::ToProto(*plan));
-  proto->set_published_unix_seconds(UnixSeconds(clock_->Now()));
+  v1::Plan proto = wire::ToProto(*plan);
+  proto.set_published_unix_seconds(UnixSeconds(clock_->Now()));
   // Durable before visible: a watcher never sees a plan a restart could forget.
-  if (absl::Status s = store_->PutPlan(*proto, config_.store_keep_plans); !s.ok()) {
+  if (absl::Status s = store_->PutPlan(proto, config_.store_keep_plans); !s.ok()) {
     LogError("could not persist plan", LogFields()("job", plan->job_id)(
                                            "version", plan->id.version)("error", s.ToString()));
   }
+  std::shared_ptr<const grpc::ByteBuffer> bytes = Serialize(proto);
   absl::MutexLock lock(&mu_);
   auto it = watchers_.find(plan->job_id);
   if (it != watchers_.end()) {
-    for (Watcher* w : it->second) w->Push(proto);
+    for (Watcher* w : it->second) w->Push(plan->id, bytes);
   }
   if (metrics_ != nullptr) metrics_->PlanPushed(absl::ToDoubleSeconds(absl::Now() - t0));
 }
@@ -399,9 +405,20 @@ grpc::ServerReadReactor<v1::LoadReport>* ControllerService::ReportLoad(
   return new ReportReader(this, resp);
 }
 
-grpc::ServerWriteReactor<v1::Plan>* ControllerService::WatchPlans(
-    grpc::CallbackServerContext* /*ctx*/, const v1::WatchPlansRequest* req) {
+grpc::ServerWriteReactor<grpc::ByteBuffer>* ControllerService::WatchPlans(
+    grpc::CallbackServerContext* /*ctx*/, const grpc::ByteBuffer* raw) {
+  v1::WatchPlansRequest parsed;
+  std::vector<grpc::Slice> slices;
+  bool ok = raw->Dump(&slices).ok();
+  std::string bytes;
+  for (const grpc::Slice& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  ok = ok && parsed.ParseFromString(bytes);
+  const v1::WatchPlansRequest* req = &parsed;
   auto* w = new Watcher(this, req->job_id(), wire::FromProto(req->after()));
+  if (!ok) {
+    w->Close(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "malformed WatchPlansRequest"));
+    return w;
+  }
   absl::MutexLock lock(&mu_);
   if (!ready_ || shutting_down_) {
     w->Close(grpc::Status(grpc::StatusCode::UNAVAILABLE, "controller is not serving"));
@@ -414,10 +431,7 @@ grpc::ServerWriteReactor<v1::Plan>* ControllerService::WatchPlans(
   }
   watchers_[req->job_id()].insert(w);
   // A late watcher gets the current plan first.
-  if (auto plan = core_->CurrentPlan(req->job_id())) {
-    auto proto = std::make_shared<v1::Plan>(wire::ToProto(*plan));
-    w->Push(proto);
-  }
+  if (auto plan = core_->CurrentPlan(req->job_id())) w->Push(plan->id, Serialize(wire::ToProto(*plan)));
   return w;
 }
 

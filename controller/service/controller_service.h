@@ -39,7 +39,10 @@ struct ServiceConfig {
   std::string version = "dev";
 };
 
-class ControllerService final : public v1::Controller::CallbackService {
+// WatchPlans is served raw: a published plan is serialized once into a grpc::ByteBuffer whose
+// slices every watcher shares, so fan-out costs one serialization, not one per watcher.
+class ControllerService final
+    : public v1::Controller::WithRawCallbackMethod_WatchPlans<v1::Controller::CallbackService> {
  public:
   ControllerService(ServiceConfig config, StateStore* store, ControllerMetrics* metrics,
                     const Clock* clock);
@@ -64,8 +67,8 @@ class ControllerService final : public v1::Controller::CallbackService {
                                            v1::RegisterWorkerResponse* resp) override;
   grpc::ServerReadReactor<v1::LoadReport>* ReportLoad(grpc::CallbackServerContext* ctx,
                                                       v1::ReportLoadResponse* resp) override;
-  grpc::ServerWriteReactor<v1::Plan>* WatchPlans(grpc::CallbackServerContext* ctx,
-                                                 const v1::WatchPlansRequest* req) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* WatchPlans(grpc::CallbackServerContext* ctx,
+                                                         const grpc::ByteBuffer* req) override;
   grpc::ServerUnaryReactor* GetPlan(grpc::CallbackServerContext* ctx,
                                     const v1::GetPlanRequest* req, v1::Plan* resp) override;
   grpc::ServerUnaryReactor* ListWorkers(grpc::CallbackServerContext* ctx,

@@ -113,13 +113,12 @@ Trainer::Trainer(const TrainerConfig& config, Communicator* comm, const pl::Clus
 
 Trainer::~Trainer() = default;
 
-pl::ModelSpec Trainer::PlacementModel() const {
-  const int bytes = config_.float64 ? 8 : 4;
-  pl::ModelSpec m = pl::UniformModel("gpt-moe", config_.layers, config_.experts, config_.top_k,
-                                     config_.d_model, config_.d_ffn, bytes,
-                                     int64_t{config_.batch} * config_.seq_len, 0);
-  return m;
+pl::ModelSpec PlacementModelFor(const TrainerConfig& c) {
+  return pl::UniformModel("gpt-moe", c.layers, c.experts, c.top_k, c.d_model, c.d_ffn,
+                          c.float64 ? 8 : 4, int64_t{c.batch} * c.seq_len, 0);
 }
+
+pl::ModelSpec Trainer::PlacementModel() const { return PlacementModelFor(config_); }
 
 std::vector<torch::Tensor> Trainer::DenseParameters() { return net_->parameters(); }
 

@@ -49,6 +49,9 @@ struct TrainerConfig {
   std::string data_path = "/usr/share/games/fortunes/fortunes";
 };
 
+// The placement model of this network (expert sizes, FLOPs per token, token bytes).
+placement::ModelSpec PlacementModelFor(const TrainerConfig& config);
+
 // Byte-level text: sample g of the run reads a window at a position derived from (seed, g), so a
 // rank's batch depends only on (iteration, rank, world, batch).
 class TextData {

@@ -1,7 +1,7 @@
-// Test helper: runs a binary as a child process, reads its stdout line by line (blocking, with a
+// Runs a binary as a child process (launcher and tests), reads its stdout line by line (blocking, with a
 // deadline), and kills it. Synchronization is by what the child prints, never by sleeping.
-#ifndef HECATE_TESTS_SUBPROCESS_H_
-#define HECATE_TESTS_SUBPROCESS_H_
+#ifndef HECATE_COMMON_SUBPROCESS_H_
+#define HECATE_COMMON_SUBPROCESS_H_
 
 #include <signal.h>
 #include <sys/types.h>
@@ -11,7 +11,7 @@
 
 #include "absl/time/time.h"
 
-namespace hecate::testing {
+namespace hecate::proc {
 
 class Subprocess {
  public:
@@ -47,6 +47,6 @@ std::string Runfile(const std::string& path);
 // A fresh directory under TEST_TMPDIR.
 std::string TempDir(const std::string& name);
 
-}  // namespace hecate::testing
+}  // namespace hecate::proc
 
-#endif  // HECATE_TESTS_SUBPROCESS_H_
+#endif  // HECATE_COMMON_SUBPROCESS_H_

@@ -1,4 +1,4 @@
-#include "tests/subprocess.h"
+#include "common/subprocess.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -13,7 +13,7 @@
 
 extern char** environ;
 
-namespace hecate::testing {
+namespace hecate::proc {
 
 Subprocess::~Subprocess() {
   if (pid_ > 0) {
@@ -129,4 +129,4 @@ std::string TempDir(const std::string& name) {
   return dir;
 }
 
-}  // namespace hecate::testing
+}  // namespace hecate::proc
