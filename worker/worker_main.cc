@@ -76,7 +76,8 @@ ABSL_FLAG(int, checkpoint_every, 0, "Checkpoint every N iterations (0: never)");
 ABSL_FLAG(bool, resume, false, "Resume from --checkpoint_dir/latest");
 ABSL_FLAG(std::string, metrics_listen, "", "Prometheus /metrics address (empty: off)");
 ABSL_FLAG(int, log_every, 1, "Progress line every N iterations (rank 0)");
-ABSL_FLAG(std::string, plan_log, "", "Append 'iteration epoch version' per iteration here");
+ABSL_FLAG(std::string, plan_log, "",
+          "Append 'iteration epoch version' per iteration to PATH.<rank> (for agreement checks)");
 ABSL_FLAG(std::string, trace_out, "", "Record the load trace (global matrices) to this file");
 ABSL_FLAG(double, attention_ms, 0.5,
           "Attention forward time the local planner assumes per block, ms");
@@ -85,6 +86,8 @@ ABSL_FLAG(double, link_gbytes, 2, "Link bandwidth the planner assumes, GB/s");
 ABSL_FLAG(int, debug_plan_delay_ms, 0, "Test hook: delay each received plan by this long");
 ABSL_FLAG(int, debug_exit_at, -1, "Test hook: exit(1) at the start of this iteration");
 ABSL_FLAG(bool, report_loads, true, "Stream load reports to the controller");
+ABSL_FLAG(int, step_interval_ms, 0, "Start iterations at least this far apart (pacing; 0: off)");
+ABSL_FLAG(int, reconnect_max_ms, 2000, "Longest backoff between controller reconnects");
 
 namespace hecate::worker {
 namespace {
@@ -293,6 +296,7 @@ int Main(int argc, char** argv) {
     *reg.mutable_model() = wire::ToProto(model);
     *reg.mutable_links() = wire::ToProto(cluster->spec());
     ac.plan_delay = absl::Milliseconds(absl::GetFlag(FLAGS_debug_plan_delay_ms));
+    ac.backoff_max = absl::Milliseconds(std::max(100, absl::GetFlag(FLAGS_reconnect_max_ms)));
     agent = std::make_unique<ControllerAgent>(ac);
     agent->Start();
   }
@@ -348,7 +352,7 @@ int Main(int argc, char** argv) {
   }
   std::ofstream plan_log;
   if (!absl::GetFlag(FLAGS_plan_log).empty()) {
-    plan_log.open(absl::GetFlag(FLAGS_plan_log), std::ios::app);
+    plan_log.open(absl::StrCat(absl::GetFlag(FLAGS_plan_log), ".", rank), std::ios::app);
   }
 
   const int iterations = absl::GetFlag(FLAGS_iterations);
@@ -358,7 +362,13 @@ int Main(int argc, char** argv) {
   int64_t tokens_sum = 0;
   int steps = 0, plans_applied = 0;
   bool local_mode = false;
+  const absl::Duration pace = absl::Milliseconds(absl::GetFlag(FLAGS_step_interval_ms));
+  absl::Time next_start = absl::Now();
   for (uint64_t it = start; it < static_cast<uint64_t>(iterations); ++it) {
+    if (pace > absl::ZeroDuration()) {
+      absl::SleepFor(next_start - absl::Now());
+      next_start = std::max(next_start + pace, absl::Now());
+    }
     if (static_cast<int64_t>(it) == absl::GetFlag(FLAGS_debug_exit_at)) {
       LogError("exiting on --debug_exit_at", LogFields()("iteration", it));
       std::fflush(stdout);
@@ -389,6 +399,7 @@ int Main(int argc, char** argv) {
       } else if (local) {
         local->Observe(last_global);
       }
+      if (o->all_connected) local_mode = false;  // back under the controller's plans
     }
     if (next != nullptr && next != applied) {
       if (absl::Status s = t->ApplyPlan(*next); !s.ok()) {

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <chrono>
 
+#include "absl/time/clock.h"
+
 #include "common/log.h"
 #include "common/wire.h"
 
@@ -23,8 +25,11 @@ constexpr size_t kPlansKept = 16;
 ControllerAgent::ControllerAgent(AgentConfig config) : config_(std::move(config)) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(-1);
+  // Reconnect quickly after a controller restart (gRPC's defaults wait up to 20 s or more).
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
+              static_cast<int>(absl::ToInt64Milliseconds(config_.backoff_max)));
   channel_ = grpc::CreateCustomChannel(config_.controller, grpc::InsecureChannelCredentials(), args);
   stub_ = v1::Controller::NewStub(channel_);
 }
@@ -84,9 +89,14 @@ bool ControllerAgent::Register(v1::Controller::Stub* stub) {
   v1::RegisterWorkerResponse resp;
   grpc::Status s = stub->RegisterWorker(&ctx, config_.registration, &resp);
   if (!s.ok()) {
-    LogWarn("controller registration failed",
-            LogFields()("controller", config_.controller)("code", s.error_code())(
-                "error", s.error_message()));
+    // One line per outage, then one every 30 s: a restarting controller is not log spam.
+    static thread_local absl::Time last_logged = absl::InfinitePast();
+    if (absl::Now() - last_logged > absl::Seconds(30)) {
+      LogWarn("controller registration failed; retrying with backoff",
+              LogFields()("controller", config_.controller)("code", s.error_code())(
+                  "error", s.error_message()));
+      last_logged = absl::Now();
+    }
     return false;
   }
   epoch_ = resp.epoch();
