@@ -279,7 +279,8 @@ int Main(int argc, char** argv) {
 
   // Plan sources.
   std::unique_ptr<ControllerAgent> agent;
-  if (mode == "fssdp" && !controller.empty()) {
+  // In ep mode an agent only reports (its plans are ignored): the reporting-overhead benchmark.
+  if (!controller.empty()) {
     AgentConfig ac;
     ac.controller = controller;
     v1::RegisterWorkerRequest& reg = ac.registration;

@@ -170,7 +170,7 @@ absl::StatusOr<StepResult> Trainer::Step(uint64_t iteration) {
       if (config_.gate_bias != 0) {
         torch::Tensor bias = torch::zeros({config_.experts}, logits.options());
         for (int j = 0; j < config_.skew_experts; ++j) {
-          bias[(l + j) % config_.experts] = config_.gate_bias;
+          bias[j % config_.experts] = config_.gate_bias;
         }
         logits = logits + bias;
       }

@@ -38,8 +38,8 @@ struct TrainerConfig {
   double lr = 3e-3;
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
   double aux_loss = 0.0;  // auxiliary balance-loss coefficient (0: off)
-  // Adds this to the gate logit of expert (layer + j) % experts for j < skew_experts: a steady
-  // imbalance for benchmarks (0: off).
+  // Adds this to the gate logits of experts 0..skew_experts-1 in every layer: a steady imbalance
+  // toward the experts rank 0 owns under even sharding, for benchmarks and tests (0: off).
   double gate_bias = 0.0;
   int skew_experts = 1;
   uint64_t seed = 1;

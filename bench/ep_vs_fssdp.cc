@@ -1,0 +1,86 @@
+// EP vs FSSDP on two CPU worker processes (each pinned to its own core, one thread), under skewed
+// routing (a gate bias sends most tokens to the experts rank 0 owns under EP) and balanced
+// routing, in one run, with the phase breakdown.
+//
+//   bazel run //bench:ep_vs_fssdp [-- --iterations=40]
+//
+// Ends with "ep_s=<s/iter> fssdp_s=<s/iter> speedup=<ep/fssdp>" for the skewed case. Also
+// reports the ideal speedup (EP's time if its skewed tokens were perfectly balanced, from the
+// balanced run's expert phase) and FSSDP's share of it.
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "bench/worker_group.h"
+#include "common/flags.h"
+
+ABSL_FLAG(int, iterations, 40, "Iterations per configuration");
+ABSL_FLAG(int, warmup, 8, "Iterations excluded from the means");
+ABSL_FLAG(double, skew_bias, 6.0, "Gate bias toward rank 0's experts in the skewed case");
+
+namespace hecate::bench {
+namespace {
+
+int Main(int argc, char** argv) {
+  ParseFlags(argc, argv, "EP vs FSSDP benchmark on two CPU worker processes.");
+  const std::string worker = FindBinary("worker/hecate-worker");
+  const int iters = absl::GetFlag(FLAGS_iterations);
+  const int warmup = absl::GetFlag(FLAGS_warmup);
+  // Expert compute dominates: wide experts, few heads, short sequences. 4 experts: EP puts
+  // 0,1 on rank 0 and 2,3 on rank 1; the skew biases experts 0 and 1.
+  const std::vector<std::string> model = {
+      absl::StrCat("--iterations=", iters), "--layers=2", "--d_model=128", "--heads=2",
+      "--experts=4", "--top_k=2", "--d_ffn=2048", "--seq_len=32", "--batch=16", "--skew_experts=2",
+      "--attention_ms=0", "--device_gflops=30", "--link_gbytes=2"};
+  struct Case {
+    std::string name;
+    std::string mode;
+    double bias;
+  };
+  std::vector<Case> cases = {{"ep-skewed", "ep", absl::GetFlag(FLAGS_skew_bias)},
+                             {"fssdp-skewed", "fssdp", absl::GetFlag(FLAGS_skew_bias)},
+                             {"ep-balanced", "ep", 0},
+                             {"fssdp-balanced", "fssdp", 0}};
+  std::map<std::string, GroupResult> results;
+  const char* phases[] = {"step", "attention", "gate", "dispatch", "expert", "combine", "spag",
+                          "sprs", "optimizer"};
+  std::printf("case,step_ms,attention_ms,gate_ms,dispatch_ms,expert_ms,combine_ms,spag_ms,sprs_ms,"
+              "optimizer_ms,balancedness,tokens_per_s\n");
+  for (const Case& c : cases) {
+    std::vector<std::string> flags = model;
+    flags.push_back("--mode=" + c.mode);
+    flags.push_back(absl::StrCat("--gate_bias=", c.bias));
+    GroupResult r = RunWorkers(worker, 2, flags, {}, warmup, "/tmp/hecate-bench-" + c.name);
+    if (!r.ok) {
+      std::fprintf(stderr, "%s: %s\n", c.name.c_str(), r.error.c_str());
+      return 1;
+    }
+    std::printf("%s", c.name.c_str());
+    for (const char* p : phases) std::printf(",%.2f", r.mean_ms[p]);
+    std::printf(",%.3f,%.0f\n", r.balancedness, r.tokens_per_s);
+    std::fflush(stdout);
+    results[c.name] = r;
+  }
+  const double ep = results["ep-skewed"].mean_ms["step"] / 1e3;
+  const double fs = results["fssdp-skewed"].mean_ms["step"] / 1e3;
+  const double ep_bal = results["ep-balanced"].mean_ms["step"] / 1e3;
+  const double fs_bal = results["fssdp-balanced"].mean_ms["step"] / 1e3;
+  // Ideal: EP's skewed step with its expert phase replaced by the balanced run's expert phase.
+  const double ideal = ep - results["ep-skewed"].mean_ms["expert"] / 1e3 +
+                       results["ep-balanced"].mean_ms["expert"] / 1e3;
+  const double ideal_speedup = ep / ideal;
+  std::printf("\nbalanced: ep %.4f s/iter, fssdp %.4f s/iter (fssdp/ep = %.3f)\n", ep_bal, fs_bal,
+              fs_bal / ep_bal);
+  std::printf("ideal speedup under skew (EP with balanced expert time) = %.2f; FSSDP achieves "
+              "%.0f%% of it\n",
+              ideal_speedup, 100.0 * (ep / fs - 1) / std::max(1e-9, ideal_speedup - 1));
+  std::printf("ep_s=%.4f fssdp_s=%.4f speedup=%.2f\n", ep, fs, ep / fs);
+  return 0;
+}
+
+}  // namespace
+}  // namespace hecate::bench
+
+int main(int argc, char** argv) { return hecate::bench::Main(argc, argv); }

@@ -1,0 +1,106 @@
+#include "bench/worker_group.h"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <memory>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/subprocess.h"
+
+namespace hecate::bench {
+
+namespace {
+int FreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+}  // namespace
+
+std::string FindBinary(const std::string& rel) {
+  const std::string runfile = proc::Runfile(rel);
+  if (access(runfile.c_str(), X_OK) == 0) return runfile;
+  char buf[4096];
+  const ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n > 0) {
+    std::string self(buf, n);
+    const std::string sibling = self.substr(0, self.rfind('/')) + "/../" + rel;
+    if (access(sibling.c_str(), X_OK) == 0) return sibling;
+    const std::string runfiles = self + ".runfiles/hecate/" + rel;
+    if (access(runfiles.c_str(), X_OK) == 0) return runfiles;
+  }
+  return rel;
+}
+
+GroupResult RunWorkers(const std::string& worker_binary, int world,
+                       const std::vector<std::string>& extra, const std::vector<std::string>& env,
+                       int skip, const std::string& log_prefix) {
+  GroupResult out;
+  const int port = FreePort();
+  const int cores = std::max(1u, std::thread::hardware_concurrency());
+  std::vector<std::unique_ptr<proc::Subprocess>> ranks;
+  for (int r = 0; r < world; ++r) {
+    std::vector<std::string> argv = {"/usr/bin/taskset", "-c", absl::StrCat(r % cores),
+                                     worker_binary, "--threads=1", "--log_every=1"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    std::vector<std::string> e = {absl::StrCat("RANK=", r), absl::StrCat("WORLD_SIZE=", world),
+                                  "MASTER_ADDR=127.0.0.1", absl::StrCat("MASTER_PORT=", port),
+                                  "OPENBLAS_NUM_THREADS=1", "OMP_NUM_THREADS=1"};
+    e.insert(e.end(), env.begin(), env.end());
+    auto p = std::make_unique<proc::Subprocess>();
+    if (!p->Start(argv, e, absl::StrCat(log_prefix, ".rank", r, ".log"))) {
+      out.error = "cannot start worker";
+      return out;
+    }
+    ranks.push_back(std::move(p));
+  }
+  std::map<std::string, double> sums;
+  int n = 0;
+  for (const std::string& line : ranks[0]->ReadLines(absl::Hours(2))) {
+    std::map<std::string, std::string> kv;
+    for (absl::string_view part : absl::StrSplit(line, ' ', absl::SkipEmpty())) {
+      const size_t eq = part.find('=');
+      if (eq != absl::string_view::npos) kv[std::string(part.substr(0, eq))] = std::string(part.substr(eq + 1));
+    }
+    if (line.rfind("summary ", 0) == 0) {
+      out.summary = kv;
+      continue;
+    }
+    if (line.rfind("progress ", 0) != 0) continue;
+    int it = 0;
+    (void)absl::SimpleAtoi(kv["iter"], &it);
+    if (it < skip) continue;
+    for (const auto& [k, v] : kv) {
+      double d;
+      if (absl::SimpleAtod(v, &d) && k != "iter" && k != "loss") sums[k] += d;
+    }
+    ++n;
+  }
+  bool all_ok = true;
+  for (auto& p : ranks) all_ok = p->Wait(absl::Seconds(120)) == 0 && all_ok;
+  if (!all_ok || n == 0) {
+    out.error = absl::StrCat("a worker failed; see ", log_prefix, ".rank*.log");
+    return out;
+  }
+  for (const auto& [k, v] : sums) {
+    if (absl::EndsWith(k, "_ms")) out.mean_ms[k.substr(0, k.size() - 3)] = v / n;
+  }
+  out.tokens_per_s = sums["tokens_per_s"] / n;
+  out.balancedness = sums["balancedness"] / n;
+  out.ok = true;
+  return out;
+}
+
+}  // namespace hecate::bench

@@ -1,0 +1,32 @@
+// Benchmark helper: runs W hecate-worker processes (each pinned to a core with taskset, one
+// intra-op thread) and parses rank 0's progress and summary lines.
+#ifndef HECATE_BENCH_WORKER_GROUP_H_
+#define HECATE_BENCH_WORKER_GROUP_H_
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace hecate::bench {
+
+struct GroupResult {
+  bool ok = false;
+  std::string error;
+  // Means over the iterations after `skip` warm-up iterations, milliseconds.
+  std::map<std::string, double> mean_ms;  // step, attention, gate, dispatch, expert, ...
+  double tokens_per_s = 0;
+  double balancedness = 0;
+  std::map<std::string, std::string> summary;
+};
+
+// `extra` flags go to every worker; env adds e.g. HECATE_CONTROLLER. Cores are assigned
+// rank % ncores.
+GroupResult RunWorkers(const std::string& worker_binary, int world,
+                       const std::vector<std::string>& extra, const std::vector<std::string>& env,
+                       int skip, const std::string& log_prefix);
+
+std::string FindBinary(const std::string& runfile_path);
+
+}  // namespace hecate::bench
+
+#endif  // HECATE_BENCH_WORKER_GROUP_H_
