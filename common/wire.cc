@@ -49,6 +49,7 @@ pl::ModelSpec FromProto(const v1::ModelSpec& p) {
   m.token_bytes = static_cast<int64_t>(p.token_bytes());
   m.tokens_per_device = static_cast<int64_t>(p.tokens_per_device());
   m.attention_forward_seconds = p.attention_forward_seconds();
+  m.attention_flops_per_token = p.attention_flops_per_token();
   for (const v1::LayerSpec& l : p.layers()) {
     m.layers.push_back(pl::LayerSpec{static_cast<int>(l.num_experts()),
                                      static_cast<int64_t>(l.expert_param_bytes()),
@@ -65,6 +66,7 @@ v1::ModelSpec ToProto(const pl::ModelSpec& m) {
   p.set_token_bytes(m.token_bytes);
   p.set_tokens_per_device(m.tokens_per_device);
   p.set_attention_forward_seconds(m.attention_forward_seconds);
+  p.set_attention_flops_per_token(m.attention_flops_per_token);
   for (const pl::LayerSpec& l : m.layers) {
     v1::LayerSpec* lp = p.add_layers();
     lp->set_num_experts(l.num_experts);

@@ -108,6 +108,9 @@ struct ModelSpec {
   int64_t tokens_per_device = 0;
   // Forward time of the non-MoE part of one block, seconds (backward = 2x).
   double attention_forward_seconds = 0;
+  // Forward FLOPs of the non-MoE part of one block per token; when attention_forward_seconds is
+  // 0, tools derive it as tokens_per_device x this / device FLOP rate.
+  double attention_flops_per_token = 0;
   std::vector<LayerSpec> layers;
 
   int num_layers() const { return static_cast<int>(layers.size()); }

@@ -1,0 +1,126 @@
+#include "sim/simulator.h"
+
+#include <cstdlib>
+
+#include <gtest/gtest.h>
+
+#include "placement/synthetic.h"
+#include "sim/configs.h"
+
+namespace hecate::sim {
+namespace {
+
+namespace pl = placement;
+
+TEST(SimulatorTest, HandComputedEpIteration) {
+  // 1 node x 2 devices, 1 TFLOP/s, 1 GB/s links, no latency; one layer of 2 experts of 1 MFLOP
+  // per token, 1000-byte tokens, 1 ms attention. Every device sends 100 tokens to expert 0
+  // (device 0) and nothing to expert 1.
+  pl::Cluster c = pl::Cluster::Uniform(1, 2, int64_t{1} << 30, 1e12, 1e9, 1e9);
+  pl::ModelSpec m;
+  m.top_k = 1;
+  m.token_bytes = 1000;
+  m.tokens_per_device = 100;
+  m.attention_forward_seconds = 1e-3;
+  m.layers.push_back(pl::LayerSpec{2, 1'000'000, 6'000'000, 1e6});
+  auto loads = [](int) {
+    pl::LoadMatrix x(2, 2);
+    x.at(0, 0) = 100;
+    x.at(1, 0) = 100;
+    return pl::ModelLoad{x};
+  };
+  SimOptions o;
+  o.policy = "ep";
+  o.warmup = 0;
+  absl::StatusOr<SimResult> r = Simulate(c, m, loads, 3, o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  // attention: 3 x 1 ms; expert: 200 tokens x 1e6 / 1e12 x 3 = 0.6 ms;
+  // All-to-All: device 1 sends 100 x 1000 B = 1e5 B at 1e9 B/s = 1e-4 s, x4.
+  EXPECT_DOUBLE_EQ(r->mean.attention, 3e-3);
+  EXPECT_DOUBLE_EQ(r->mean.expert, 6e-4);
+  EXPECT_DOUBLE_EQ(r->mean.all_to_all, 4e-4);
+  EXPECT_DOUBLE_EQ(r->mean.exposed_sparse, 0);
+  EXPECT_DOUBLE_EQ(r->mean.migration, 0);
+  EXPECT_DOUBLE_EQ(r->balancedness, 0.5);
+  EXPECT_TRUE(r->tokens_conserved);
+  // Exposed sparse time and migration: FlexMoE copies expert 0 (7 MB of params + optimizer
+  // state at 1 GB/s = 7 ms migration) and then AllReduces its gradient: 2 x 1/2 x 1 MB = 1 MB at
+  // 1 GB/s = 1 ms, minus 2 ms of backward attention = nothing exposed.
+  o.policy = "flexmoe";
+  r = Simulate(c, m, loads, 3, o);
+  ASSERT_TRUE(r.ok());
+  EXPECT_NEAR(r->per_iteration[1].migration + r->per_iteration[0].migration +
+                  r->per_iteration[2].migration,
+              7e-3, 1e-9);
+  EXPECT_DOUBLE_EQ(r->mean.exposed_sparse, 0);
+  EXPECT_DOUBLE_EQ(r->per_iteration[2].expert, 3e-4);
+}
+
+// Invariants for every policy on generated loads: tokens conserved, components non-negative and
+// summing to the total, memory within budget (when the owned state alone fits), deterministic.
+TEST(SimulatorTest, InvariantsForEveryPolicy) {
+  pl::Cluster c = pl::Cluster::Uniform(2, 4, int64_t{2} << 30, 1e14, 1e11, 1.25e10, 5e-6);
+  pl::ModelSpec m = pl::UniformModel("m", 3, 16, 2, 256, 512, 2, 2048, 3e-4);
+  pl::SkewOptions opt;
+  opt.zipf_s = 1.2;
+  opt.drift_per_iteration = 0.3;
+  auto loads = [&](int i) { return pl::SkewedLoad(c, m, opt, i); };
+  for (const std::string& policy : pl::PolicyNames()) {
+    SimOptions o;
+    o.policy = policy;
+    o.reshard_period = 7;
+    o.planner.attention_forward_seconds = m.attention_forward_seconds;
+    absl::StatusOr<SimResult> r = Simulate(c, m, loads, 20, o);
+    ASSERT_TRUE(r.ok()) << policy << ": " << r.status();
+    EXPECT_TRUE(r->tokens_conserved) << policy;
+    for (const IterationTime& t : r->per_iteration) {
+      for (double v : {t.attention, t.all_to_all, t.expert, t.exposed_sparse, t.migration, t.other}) {
+        EXPECT_GE(v, 0) << policy;
+      }
+      EXPECT_NEAR(t.total(), t.attention + t.all_to_all + t.expert + t.exposed_sparse +
+                                 t.migration + t.other, 1e-15);
+    }
+    for (int d = 0; d < c.num_devices(); ++d) {
+      EXPECT_LE(r->peak_memory_bytes[d], c.memory_bytes(d)) << policy << " device " << d;
+    }
+    absl::StatusOr<SimResult> again = Simulate(c, m, loads, 20, o);
+    ASSERT_TRUE(again.ok());
+    EXPECT_EQ(again->mean.total(), r->mean.total()) << policy << " is not deterministic";
+  }
+  SimOptions bad;
+  bad.policy = "nope";
+  EXPECT_EQ(Simulate(c, m, loads, 2, bad).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(SimulatorTest, FitRecoversGeneratorParameters) {
+  pl::Cluster c = pl::Cluster::Uniform(1, 8, int64_t{1} << 30, 1e12, 1e11, 1e10);
+  pl::ModelSpec m = pl::UniformModel("m", 2, 32, 2, 64, 128, 2, 4096, 1e-3);
+  pl::SkewOptions opt;
+  opt.zipf_s = 1.2;
+  opt.source_noise = 0.2;
+  std::vector<pl::ModelLoad> loads;
+  for (int i = 0; i < 20; ++i) loads.push_back(pl::SkewedLoad(c, m, opt, i));
+  GeneratorFit fit = Fit(loads);
+  EXPECT_NEAR(fit.zipf_s, 1.2, 0.1);
+  EXPECT_GT(fit.r2, 0.95);
+  EXPECT_NEAR(fit.drift_per_iteration, 0.0, 1e-9);
+  EXPECT_NEAR(fit.source_noise, 0.2, 0.08);
+}
+
+TEST(SimulatorTest, PaperConfigsLoad) {
+  const std::string dir = std::string(std::getenv("TEST_SRCDIR")) + "/hecate/sim/configs/";
+  absl::StatusOr<pl::Cluster> a = LoadCluster(dir + "cluster_a_32.json");
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->num_devices(), 32);
+  EXPECT_EQ(a->num_nodes(), 4);
+  absl::StatusOr<pl::ModelSpec> s = LoadModel(dir + "gpt_moe_s_64.json");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->layers.size(), 12u);
+  EXPECT_EQ(s->layers[0].num_experts, 64);
+  // 4096 tokens x (8 x 768^2 + 4 x 2048 x 768) FLOP / 62.5 TFLOP/s = 0.72 ms.
+  EXPECT_NEAR(AttentionSeconds(*s, *a), 4096.0 * (8 * 768.0 * 768 + 4 * 2048.0 * 768) / 62.5e12, 1e-12);
+  EXPECT_EQ(LoadCluster(dir + "missing.json").status().code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace hecate::sim
