@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "clients/ctl/offline.h"
 #include "clients/ctl/output.h"
 #include "common/wire.h"
 #include "hecate/v1/controller.grpc.pb.h"
@@ -455,6 +456,14 @@ commands:
                                   smartmoe, eplb (--job, or the default and every job)
   version
 
+offline (no controller):
+  simulate (--trace=T | --cluster=C.json --model=M.json [--zipf=S --drift=D --noise=N])
+           [--policy=P[,P...]] [--iterations=N] [--reshard-period=R] [--extra-slots=N]
+  plan compute --loads=FILE --cluster=C.json --model=M.json [--policy=P] [--extra-slots=N]
+                                  FILE: a trace, or CSV layer,expert,tokens
+  trace inspect|fit|csv TRACE     summarize / fit the generator / dump a trace
+  trace slice TRACE --from=I --to=J --out=FILE
+
 flags:
   --controller=HOST:PORT   controller address (env HECATE_CONTROLLER; default 127.0.0.1:7450)
   -o, --output=FORMAT      table (default), json (proto3 canonical JSON), yaml
@@ -467,6 +476,29 @@ exit codes: 0 ok, 1 error, 2 usage, 3 controller unavailable, 4 not found, 5 rej
 
 int Run(const std::vector<std::string>& args, const std::string& env_controller,
         std::ostream& out, std::ostream& err) {
+  // Offline commands take their own flags; only -o/--output is shared.
+  {
+    std::vector<std::string> rest;
+    Format format = Format::kTable;
+    for (size_t i = 0; i < args.size(); ++i) {
+      if ((args[i] == "-o" || args[i] == "--output") && i + 1 < args.size()) {
+        if (!ParseFormat(args[++i], &format)) {
+          err << "hecatectl: unknown output format '" << args[i] << "' (table, json, yaml)\n";
+          return kUsage;
+        }
+      } else if (args[i].rfind("--output=", 0) == 0) {
+        if (!ParseFormat(args[i].substr(9), &format)) return kUsage;
+      } else {
+        rest.push_back(args[i]);
+      }
+    }
+    if (!rest.empty() && (rest[0] == "simulate" || rest[0] == "trace" ||
+                          (rest[0] == "plan" && rest.size() > 1 && rest[1] == "compute"))) {
+      bool handled = false;
+      const int rc = RunOffline(rest, format, out, err, &handled);
+      if (handled) return rc;
+    }
+  }
   Options opts;
   if (!env_controller.empty()) opts.controller = env_controller;
   for (size_t i = 0; i < args.size(); ++i) {
