@@ -71,7 +71,10 @@ absl::StatusOr<SimResult> Simulate(const pl::Cluster& cluster, const pl::ModelSp
     cost.Evaluate(&judged, actual);
 
     IterationTime t;
-    t.attention = 3.0 * cost.attention_forward_seconds() * layers;
+    t.attention = 3.0 *
+                  (options.attention_seconds >= 0 ? options.attention_seconds
+                                                  : cost.attention_forward_seconds()) *
+                  layers;
     t.other = options.other_seconds_per_layer * layers;
     t.migration = migration_s;
     for (int l = 0; l < layers; ++l) {

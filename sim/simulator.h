@@ -33,6 +33,10 @@ struct SimOptions {
   // Non-MoE work per layer and iteration other than attention (gate, norms, optimizer share),
   // seconds; calibrated on measured runs (sim/calibration), 0 for the paper setups.
   double other_seconds_per_layer = 0;
+  // Attention forward time per layer for the time breakdown when it differs from the overlap
+  // window the planner assumes (e.g. a CPU data plane that overlaps nothing: window 0, attention
+  // measured); < 0: the planner's.
+  double attention_seconds = -1;
 };
 
 // One iteration's predicted time, seconds.

@@ -1,0 +1,163 @@
+// Calibration check of the simulator against measured CPU runs (issue 7, item 8).
+//
+//   bazel run //bench:calibration [-- --iterations=30]
+//
+// Runs two CPU worker processes (one core and one thread each) four ways -- EP and FSSDP, balanced
+// and skewed routing -- recording each run's load trace. Fits the CPU "cluster" (expert FLOP rate,
+// All-to-All bandwidth, a fixed per-layer cost for everything outside the MoE layer) from the
+// balanced EP run alone, then simulates all four runs on their own recorded traces and reports the
+// error of the predicted iteration time against the measured one (target: within 15%).
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "bench/worker_group.h"
+#include "common/flags.h"
+#include "common/subprocess.h"
+#include "common/trace.h"
+#include "placement/dispatch.h"
+#include "placement/synthetic.h"
+#include "sim/simulator.h"
+
+ABSL_FLAG(int, iterations, 30, "Iterations per measured run");
+ABSL_FLAG(int, warmup, 6, "Iterations excluded from the means");
+
+namespace hecate::bench {
+namespace {
+
+namespace pl = placement;
+
+int Main(int argc, char** argv) {
+  ParseFlags(argc, argv, "Simulator calibration against measured 2-rank CPU runs.");
+  const std::string worker = FindBinary("worker/hecate-worker");
+  const int iters = absl::GetFlag(FLAGS_iterations);
+  const int warmup = absl::GetFlag(FLAGS_warmup);
+  char tmpl[] = "/tmp/hecate-calib-XXXXXX";
+  const std::string dir = mkdtemp(tmpl);
+  const std::vector<std::string> model_flags = {
+      absl::StrCat("--iterations=", iters), "--layers=2", "--d_model=128", "--heads=2",
+      "--experts=4", "--top_k=2", "--d_ffn=2048", "--seq_len=32", "--batch=16", "--skew_experts=2",
+      "--attention_ms=0", "--device_gflops=30", "--link_gbytes=2"};
+  struct Case {
+    std::string name, mode;
+    double bias;
+    GroupResult measured;
+    Trace trace;
+  };
+  std::vector<Case> cases = {{"ep-balanced", "ep", 0, {}, {}},
+                             {"ep-skewed", "ep", 6, {}, {}},
+                             {"fssdp-skewed", "fssdp", 6, {}, {}},
+                             {"fssdp-balanced", "fssdp", 0, {}, {}}};
+  for (Case& c : cases) {
+    std::vector<std::string> flags = model_flags;
+    flags.push_back("--mode=" + c.mode);
+    flags.push_back(absl::StrCat("--gate_bias=", c.bias));
+    flags.push_back(absl::StrCat("--trace_out=", dir, "/", c.name, ".trace"));
+    c.measured = RunWorkers(worker, 2, flags, {}, warmup, dir + "/" + c.name);
+    if (!c.measured.ok) {
+      std::fprintf(stderr, "%s: %s\n", c.name.c_str(), c.measured.error.c_str());
+      return 1;
+    }
+    absl::StatusOr<Trace> t = ReadTrace(absl::StrCat(dir, "/", c.name, ".trace"));
+    if (!t.ok()) {
+      std::fprintf(stderr, "%s\n", t.status().ToString().c_str());
+      return 1;
+    }
+    c.trace = std::move(*t);
+  }
+  // Fit on the balanced EP run: expert compute -> FLOP rate, dispatch + combine -> bandwidth.
+  const Case& base = cases[0];
+  pl::ClusterSpec spec = base.trace.cluster;
+  const pl::ModelSpec& model = base.trace.model;
+  absl::StatusOr<pl::Cluster> c0 = pl::Cluster::Create(spec);
+  if (!c0.ok()) return 1;
+  pl::Dispatcher dispatcher(*c0);
+  double max_tokens = 0, moved_bytes = 0;
+  int n = 0;
+  for (size_t i = warmup; i < base.trace.loads.size(); ++i) {
+    for (size_t l = 0; l < base.trace.loads[i].size(); ++l) {
+      pl::LayerPlan ep;
+      for (int e = 0; e < model.layers[l].num_experts; ++e) {
+        ep.owner.push_back(e * c0->num_devices() / model.layers[l].num_experts);
+        ep.replicas.push_back({ep.owner.back()});
+      }
+      pl::DispatchSummary s;
+      dispatcher.Summarize(ep, base.trace.loads[i][l], pl::DispatchRule::kEven, &s);
+      max_tokens += *std::max_element(s.device_tokens.begin(), s.device_tokens.end());
+      moved_bytes += static_cast<double>(std::max(s.out_intra[0] + s.out_inter[0],
+                                                  s.in_intra[0] + s.in_inter[0])) *
+                     model.token_bytes;
+      ++n;
+    }
+  }
+  const double layers = model.num_layers();
+  const double expert_s = base.measured.mean_ms.at("expert") / 1e3 / layers;  // per layer
+  const double a2a_s = (base.measured.mean_ms.at("dispatch") + base.measured.mean_ms.at("combine")) /
+                       1e3 / layers;
+  const double flops = 3.0 * (max_tokens / n) * model.layers[0].expert_flops_per_token / expert_s;
+  // Link bandwidth from an independent measurement (point-to-point throughput over Gloo, as the
+  // sparse collectives use it); what the balanced All-to-All takes beyond moving its bytes at
+  // that rate is a fixed per-collective latency (packing, synchronization).
+  double bandwidth = 2e9;
+  {
+    proc::Subprocess spag;
+    if (spag.Start({FindBinary("bench/spag_bench"), "--repeats=10"}, {}, dir + "/spag.log")) {
+      std::string rest;
+      if (spag.WaitForLine("sparse_allgather: ", absl::Minutes(2), &rest)) {
+        const size_t eq = rest.rfind("= ");
+        double gbs = 0;
+        if (eq != std::string::npos && absl::SimpleAtod(rest.substr(eq + 2, rest.find(' ', eq + 2) - eq - 2), &gbs)) {
+          bandwidth = gbs * 1e9;
+        }
+      }
+      spag.Wait(absl::Minutes(1));
+    }
+  }
+  const double latency = std::max(0.0, (a2a_s - 4.0 * (moved_bytes / n) / bandwidth) / 4.0);
+  const double attention = base.measured.mean_ms.at("attention") / 1e3 / layers;
+  const double other = base.measured.mean_ms.at("step") / 1e3 / layers - expert_s - a2a_s -
+                       3 * attention;
+  for (pl::NodeSpec& node : spec.nodes) node.device_flops_per_second = flops;
+  spec.intra_node_bandwidth_bytes_per_second = bandwidth;
+  spec.inter_node_bandwidth_bytes_per_second = bandwidth;
+  spec.link_latency_seconds = latency;
+  absl::StatusOr<pl::Cluster> fitted = pl::Cluster::Create(spec);
+  std::printf("fitted CPU cluster: %.2f GFLOP/s per device (expert phase, balanced EP), "
+              "%.2f GB/s links (Gloo point-to-point, //bench:spag_bench), %.3f ms latency per "
+              "collective, attention %.3f ms/layer, other %.3f ms/layer\n\n",
+              flops / 1e9, bandwidth / 1e9, latency * 1e3, attention * 1e3, other * 1e3);
+  std::printf("run,measured_ms,simulated_ms,error\n");
+  double worst = 0;
+  for (const Case& c : cases) {
+    sim::SimOptions o;
+    o.policy = c.mode == "ep" ? "ep" : "hecate";
+    o.planner.attention_forward_seconds = 0;  // the CPU data plane overlaps nothing
+    o.attention_seconds = attention;
+    o.other_seconds_per_layer = other;
+    o.warmup = warmup;
+    o.reshard_period = 100;
+    auto loads = [&](int i) { return c.trace.loads[std::min<size_t>(i, c.trace.loads.size() - 1)]; };
+    absl::StatusOr<sim::SimResult> r =
+        sim::Simulate(*fitted, model, loads, static_cast<int>(c.trace.loads.size()), o);
+    if (!r.ok()) {
+      std::fprintf(stderr, "%s\n", r.status().ToString().c_str());
+      return 1;
+    }
+    const double meas = c.measured.mean_ms.at("step");
+    const double pred = r->mean.total() * 1e3;
+    const double err = (pred - meas) / meas;
+    worst = std::max(worst, std::abs(err));
+    std::printf("%s,%.2f,%.2f,%+.1f%%\n", c.name.c_str(), meas, pred, 100 * err);
+  }
+  std::printf("\nworst error %.1f%% (target 15%%)\n", 100 * worst);
+  return 0;
+}
+
+}  // namespace
+}  // namespace hecate::bench
+
+int main(int argc, char** argv) { return hecate::bench::Main(argc, argv); }
