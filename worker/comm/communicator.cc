@@ -53,6 +53,12 @@ absl::Status SparseAllGather(Communicator& comm, const SparseSchedule& schedule,
   return comm.SendRecv(sends, recvs, CommKind::kSparseAllGather);
 }
 
+absl::Status Communicator::SendRecvAccumulate(const std::vector<P2POp>& /*sends*/,
+                                              const std::vector<P2POp>& /*sums*/,
+                                              CommKind /*kind*/) {
+  return absl::UnimplementedError("SendRecvAccumulate needs a device-memory communicator");
+}
+
 absl::Status SparseReduceScatter(Communicator& comm, const SparseSchedule& schedule,
                                  const ChunkAccess& grads, int element_bytes, uint32_t tag_base) {
   std::vector<P2POp> sends, recvs;
@@ -60,12 +66,28 @@ absl::Status SparseReduceScatter(Communicator& comm, const SparseSchedule& sched
     sends.push_back({t.peer, tag_base + static_cast<uint32_t>(t.expert), grads.chunk(t.expert),
                      grads.chunk_bytes});
   }
+  if (comm.device_memory()) {
+    if (element_bytes != 4) {
+      return absl::InvalidArgumentError("device sparse reduce-scatter sums float32 only");
+    }
+    // Same fixed (expert, peer) summation order as the host path below.
+    std::vector<P2POp> sums;
+    for (const auto& t : schedule.owner_sends) {
+      sums.push_back({t.peer, tag_base + static_cast<uint32_t>(t.expert), grads.chunk(t.expert),
+                      grads.chunk_bytes});
+    }
+    std::sort(sums.begin(), sums.end(), [](const P2POp& x, const P2POp& y) {
+      return x.tag != y.tag ? x.tag < y.tag : x.peer < y.peer;
+    });
+    if (sends.empty() && sums.empty()) return absl::OkStatus();
+    return comm.SendRecvAccumulate(sends, sums, CommKind::kSparseReduceScatter);
+  }
   std::vector<std::vector<char>> staging(schedule.owner_sends.size(),
                                          std::vector<char>(grads.chunk_bytes));
   for (size_t i = 0; i < schedule.owner_sends.size(); ++i) {
     const auto& t = schedule.owner_sends[i];
-    recvs.push_back({t.peer, tag_base + static_cast<uint32_t>(t.expert), staging[i].data(),
-                     grads.chunk_bytes});
+    recvs.push_back(
+        {t.peer, tag_base + static_cast<uint32_t>(t.expert), staging[i].data(), grads.chunk_bytes});
   }
   if (sends.empty() && recvs.empty()) return absl::OkStatus();
   if (absl::Status s = comm.SendRecv(sends, recvs, CommKind::kSparseReduceScatter); !s.ok()) {

@@ -12,9 +12,9 @@
 #define HECATE_WORKER_COMM_COMMUNICATOR_H_
 
 #include <array>
-#include <functional>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -81,6 +81,14 @@ class Communicator {
   // Runs every send and receive of the batch concurrently and returns when all completed.
   virtual absl::Status SendRecv(const std::vector<P2POp>& sends, const std::vector<P2POp>& recvs,
                                 CommKind kind) = 0;
+
+  // True when the buffers of every call are CUDA device memory (the NCCL communicator); the
+  // sparse reduce-scatter then receives and sums on the device through AccumulateChunks.
+  virtual bool device_memory() const { return false; }
+  // Device-memory communicators only: runs `sends` and receives every `sums` entry into device
+  // staging, then adds each into its `data` (float32) in the given order. Collective like SendRecv.
+  virtual absl::Status SendRecvAccumulate(const std::vector<P2POp>& sends,
+                                          const std::vector<P2POp>& sums, CommKind kind);
 
   const CommCounters& counters() const { return counters_; }
 

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "placement/materialization.h"
+#include "worker/fssdp/expert_ffn.h"
 
 namespace hecate::worker {
 
@@ -25,7 +26,9 @@ void ThrowIfError(const absl::Status& s, absl::Status* sink) {
 }
 
 // Tags of migrations and sparse collectives never collide with each other or across layers.
-uint32_t TagBase(int layer, int kind) { return (static_cast<uint32_t>(layer) << 20) | (kind << 17); }
+uint32_t TagBase(int layer, int kind) {
+  return (static_cast<uint32_t>(layer) << 20) | (kind << 17);
+}
 
 }  // namespace
 
@@ -34,8 +37,9 @@ struct MoELayer::Routing {
   std::vector<int64_t> send_counts, recv_counts;  // elements (rows x d_model) per rank
   torch::Tensor send_index;                       // assignment (t * k + j) of each sent row
   torch::Tensor recv;                             // rows received for our experts
-  std::vector<std::pair<pl::ExpertId, torch::Tensor>> expert_rows;  // rows of `recv` per expert
-  std::vector<torch::Tensor> pre_activation;      // per expert_rows entry
+  std::vector<pl::ExpertId> experts;              // experts with rows here, in group order
+  ExpertGroups groups;                            // their rows of `recv` and parameters
+  ExpertFfnSaved saved;                           // what the FFN backward needs
 };
 
 namespace {
@@ -81,17 +85,21 @@ MoELayer::MoELayer(int layer, const MoEConfig& config, Communicator* comm,
       dispatcher_(*cluster) {}
 
 torch::Tensor MoELayer::InitExpert(pl::ExpertId e) const {
-  const uint64_t s = seed_ * 1000003ULL + static_cast<uint64_t>(layer_) * 4099ULL +
-                     static_cast<uint64_t>(e) + 17;
+  const uint64_t s =
+      seed_ * 1000003ULL + static_cast<uint64_t>(layer_) * 4099ULL + static_cast<uint64_t>(e) + 17;
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(s);
   const int64_t d = config_.d_model, f = config_.d_ffn;
-  auto opts = torch::TensorOptions().dtype(config_.dtype);
+  auto opts = torch::TensorOptions().dtype(config_.dtype);  // CPU: same init on any device
   torch::Tensor w1 = torch::randn({d * f}, gen, opts) / std::sqrt(static_cast<double>(d));
   torch::Tensor w2 = torch::randn({f * d}, gen, opts) / std::sqrt(static_cast<double>(f));
-  return torch::cat({w1, w2});
+  return torch::cat({w1, w2}).to(config_.device);
 }
 
 absl::Status MoELayer::ApplyPlan(const pl::LayerPlan& plan, pl::DispatchRule rule) {
+  if (config_.device.is_cuda() && !comm_->device_memory()) {
+    return absl::FailedPreconditionError(
+        "a MoE layer on CUDA needs a device-memory communicator (NCCL), not a host one (Gloo)");
+  }
   const int me = comm_->rank();
   rule_ = rule;
   if (!has_plan_) {
@@ -119,7 +127,7 @@ absl::Status MoELayer::ApplyPlan(const pl::LayerPlan& plan, pl::DispatchRule rul
       sends.push_back({to, tag + 2, o.v.data_ptr(), bytes});
     }
     if (to == me) {
-      auto opts = torch::TensorOptions().dtype(config_.dtype);
+      auto opts = Options();
       Owned o{torch::empty({chunk_}, opts), torch::empty({chunk_}, opts),
               torch::empty({chunk_}, opts)};
       recvs.push_back({from, tag, o.param.data_ptr(), bytes});
@@ -146,7 +154,7 @@ torch::Tensor MoELayer::HeldParam(pl::ExpertId e) const {
 
 absl::Status MoELayer::Gather() {
   const int me = comm_->rank();
-  auto opts = torch::TensorOptions().dtype(config_.dtype);
+  auto opts = Options();
   for (pl::ExpertId e = 0; e < effective_.num_experts(); ++e) {
     if (effective_.owner[e] != me && effective_.Holds(e, me) && !replicas_.count(e)) {
       replicas_[e] = torch::empty({chunk_}, opts);
@@ -168,7 +176,7 @@ absl::Status MoELayer::BeginIteration() {
   calibration_added_ = 0;
   replicas_.clear();
   grads_.clear();
-  auto opts = torch::TensorOptions().dtype(config_.dtype);
+  auto opts = Options();
   for (pl::ExpertId e = 0; e < plan_.num_experts(); ++e) {
     if (plan_.Holds(e, me)) grads_[e] = torch::zeros({chunk_}, opts);
   }
@@ -176,12 +184,16 @@ absl::Status MoELayer::BeginIteration() {
   return Gather();
 }
 
-torch::Tensor MoELayer::Forward(const torch::Tensor& x, const torch::Tensor& topk_idx,
-                                const torch::Tensor& topk_w) {
+torch::Tensor MoELayer::Forward(const torch::Tensor& x_in, const torch::Tensor& topk_idx,
+                                const torch::Tensor& topk_w_in) {
+  // The layer computes on config_.device; callers on another device get their device back
+  // (differentiable copies, so gradients flow across).
+  const torch::Tensor x = x_in.to(config_.device);
+  const torch::Tensor topk_w = topk_w_in.to(config_.device);
   const int64_t tokens = x.size(0), k = topk_idx.size(1), d = x.size(1);
   torch::Tensor out = MoEFunction::apply(x, topk_idx, reinterpret_cast<int64_t>(this));
   // Combine: y_t = sum_j w_tj * expert_j(x_t), with ordinary autograd for the gate weights.
-  return (out.view({tokens, k, d}) * topk_w.unsqueeze(-1)).sum(1);
+  return (out.view({tokens, k, d}) * topk_w.unsqueeze(-1)).sum(1).to(x_in.device());
 }
 
 torch::Tensor MoELayer::ForwardImpl(const torch::Tensor& x_in, const torch::Tensor& topk_idx,
@@ -198,7 +210,7 @@ torch::Tensor MoELayer::ForwardImpl(const torch::Tensor& x_in, const torch::Tens
 
   // Gate outcome -> counts -> the global matrix.
   absl::Time t0 = absl::Now();
-  torch::Tensor idx = topk_idx.to(torch::kInt64).contiguous().view({-1});
+  torch::Tensor idx = topk_idx.to(torch::kCPU).to(torch::kInt64).contiguous().view({-1});
   const int64_t* ip = idx.data_ptr<int64_t>();
   local_counts_.assign(experts, 0);
   std::vector<std::vector<int64_t>> by_expert(experts);
@@ -221,7 +233,7 @@ torch::Tensor MoELayer::ForwardImpl(const torch::Tensor& x_in, const torch::Tens
     if (cal.accepted) {
       calibration_added_ = cal.copies_added;
       effective_ = cal.layer;
-      auto opts = torch::TensorOptions().dtype(config_.dtype);
+      auto opts = Options();
       for (pl::ExpertId e = 0; e < experts; ++e) {
         if (effective_.Holds(e, me) && !grads_.count(e)) grads_[e] = torch::zeros({chunk_}, opts);
       }
@@ -239,12 +251,11 @@ torch::Tensor MoELayer::ForwardImpl(const torch::Tensor& x_in, const torch::Tens
       for (pl::ExpertId e = 0; e < experts; ++e) {
         if (extra.Holds(e, me) && extra.owner[e] != me) replicas_[e] = torch::empty({chunk_}, opts);
       }
-      ChunkAccess access{[this](pl::ExpertId e) { return HeldParam(e).data_ptr(); },
-                         chunk_ * eb};
+      ChunkAccess access{[this](pl::ExpertId e) { return HeldParam(e).data_ptr(); }, chunk_ * eb};
       const absl::Time ts = absl::Now();
-      ThrowIfError(SparseAllGather(*comm_, BuildSparseSchedule(extra, me), access,
-                                   TagBase(layer_, 2)),
-                   &comm_status_);
+      ThrowIfError(
+          SparseAllGather(*comm_, BuildSparseSchedule(extra, me), access, TagBase(layer_, 2)),
+          &comm_status_);
       times_.spag += Since(ts);
     }
     t0 = absl::Now();
@@ -252,7 +263,8 @@ torch::Tensor MoELayer::ForwardImpl(const torch::Tensor& x_in, const torch::Tens
 
   // The dispatch every rank computes identically; our row decides where each assignment goes.
   pl::LayerDispatch dispatch = dispatcher_.Compute(effective_, global_counts_, rule_);
-  std::vector<std::vector<std::vector<int64_t>>> to(world, std::vector<std::vector<int64_t>>(experts));
+  std::vector<std::vector<std::vector<int64_t>>> to(world,
+                                                    std::vector<std::vector<int64_t>>(experts));
   std::vector<std::vector<int64_t>> from(world, std::vector<int64_t>(experts, 0));
   for (int e = 0; e < experts; ++e) {
     size_t pos = 0;
@@ -281,42 +293,39 @@ torch::Tensor MoELayer::ForwardImpl(const torch::Tensor& x_in, const torch::Tens
       r->recv_counts[src] += from[src][e] * d;
     }
   }
-  r->send_index = torch::tensor(send_index, torch::kInt64);
+  r->send_index = torch::tensor(send_index, torch::kInt64).to(config_.device);
   times_.gate += Since(t0);
 
   // Dispatch.
   t0 = absl::Now();
   torch::Tensor send = x.index_select(0, r->send_index.div(r->k, "floor")).contiguous();
   r->recv = torch::empty({row, d}, x.options());
-  ThrowIfError(comm_->AllToAllV(send.data_ptr(), r->send_counts, r->recv.data_ptr(),
-                                r->recv_counts, eb),
-               &comm_status_);
+  ThrowIfError(
+      comm_->AllToAllV(send.data_ptr(), r->send_counts, r->recv.data_ptr(), r->recv_counts, eb),
+      &comm_status_);
   times_.dispatch += Since(t0);
 
   // Experts.
   t0 = absl::Now();
-  torch::Tensor out_recv = torch::zeros({row, d}, x.options());
   for (int e = 0; e < experts; ++e) {
     if (rows[e].empty()) continue;
     torch::Tensor w = HeldParam(e);
-    if (!w.defined()) ThrowIfError(absl::InternalError(absl::StrCat("expert ", e, " not held")), &comm_status_);
-    torch::Tensor rix = torch::tensor(rows[e], torch::kInt64);
-    torch::Tensor xe = r->recv.index_select(0, rix);
-    torch::Tensor w1 = w.narrow(0, 0, d * f).view({d, f});
-    torch::Tensor w2 = w.narrow(0, d * f, f * d).view({f, d});
-    torch::Tensor h = xe.mm(w1);
-    out_recv.index_copy_(0, rix, torch::gelu(h).mm(w2));
-    r->expert_rows.emplace_back(e, rix);
-    r->pre_activation.push_back(h);
+    if (!w.defined())
+      ThrowIfError(absl::InternalError(absl::StrCat("expert ", e, " not held")), &comm_status_);
+    r->experts.push_back(e);
+    r->groups.rows.push_back(torch::tensor(rows[e], torch::kInt64).to(config_.device));
+    r->groups.params.push_back(w);
   }
+  torch::Tensor out_recv = ExpertFfnForward(r->recv, r->groups, d, f, &r->saved);
+  r->groups.params.clear();  // re-fetched in backward (replicas may be freed and re-gathered)
   times_.expert += Since(t0);
 
   // Combine: outputs go back to the tokens' ranks.
   t0 = absl::Now();
   torch::Tensor back = torch::empty({static_cast<int64_t>(send_index.size()), d}, x.options());
-  ThrowIfError(comm_->AllToAllV(out_recv.data_ptr(), r->recv_counts, back.data_ptr(),
-                                r->send_counts, eb),
-               &comm_status_);
+  ThrowIfError(
+      comm_->AllToAllV(out_recv.data_ptr(), r->recv_counts, back.data_ptr(), r->send_counts, eb),
+      &comm_status_);
   torch::Tensor out = torch::zeros({assignments, d}, x.options());
   out.index_copy_(0, r->send_index, back);
   times_.combine += Since(t0);
@@ -336,11 +345,10 @@ std::pair<torch::Tensor, torch::Tensor> MoELayer::BackwardImpl(const torch::Tens
 
   if (config_.rematerialize) {
     // Re-gather the replicas freed after forward.
-    auto opts = torch::TensorOptions().dtype(config_.dtype);
+    auto opts = Options();
     for (auto& [e, t] : replicas_) t = torch::empty({chunk_}, opts);
     const SparseSchedule sched = BuildSparseSchedule(effective_, comm_->rank());
-    ChunkAccess access{[this](pl::ExpertId e) { return HeldParam(e).data_ptr(); },
-                       chunk_ * eb};
+    ChunkAccess access{[this](pl::ExpertId e) { return HeldParam(e).data_ptr(); }, chunk_ * eb};
     const absl::Time ts = absl::Now();
     ThrowIfError(SparseAllGather(*comm_, sched, access, TagBase(layer_, 3)), &comm_status_);
     times_.spag += Since(ts);
@@ -350,38 +358,24 @@ std::pair<torch::Tensor, torch::Tensor> MoELayer::BackwardImpl(const torch::Tens
   absl::Time t0 = absl::Now();
   torch::Tensor g_send = g.index_select(0, r->send_index).contiguous();
   torch::Tensor g_recv = torch::empty_like(r->recv);
-  ThrowIfError(comm_->AllToAllV(g_send.data_ptr(), r->send_counts, g_recv.data_ptr(),
-                                r->recv_counts, eb),
-               &comm_status_);
+  ThrowIfError(
+      comm_->AllToAllV(g_send.data_ptr(), r->send_counts, g_recv.data_ptr(), r->recv_counts, eb),
+      &comm_status_);
   times_.combine += Since(t0);
 
   t0 = absl::Now();
-  torch::Tensor dx_recv = torch::zeros_like(r->recv);
-  for (size_t i = 0; i < r->expert_rows.size(); ++i) {
-    const auto& [e, rix] = r->expert_rows[i];
-    torch::Tensor w = HeldParam(e);
-    torch::Tensor w1 = w.narrow(0, 0, d * f).view({d, f});
-    torch::Tensor w2 = w.narrow(0, d * f, f * d).view({f, d});
-    torch::Tensor h = r->pre_activation[i];
-    torch::Tensor xe = r->recv.index_select(0, rix);
-    torch::Tensor ge = g_recv.index_select(0, rix);
-    torch::Tensor a = torch::gelu(h);
-    torch::Tensor dw2 = a.t().mm(ge);
-    torch::Tensor dh = at::gelu_backward(ge.mm(w2.t()), h);
-    torch::Tensor dw1 = xe.t().mm(dh);
-    torch::Tensor grad = grads_.at(e);
-    grad.narrow(0, 0, d * f).view({d, f}).add_(dw1);
-    grad.narrow(0, d * f, f * d).view({f, d}).add_(dw2);
-    dx_recv.index_copy_(0, rix, dh.mm(w1.t()));
-  }
+  for (pl::ExpertId e : r->experts) r->groups.params.push_back(HeldParam(e));
+  std::vector<torch::Tensor> grads;
+  for (pl::ExpertId e : r->experts) grads.push_back(grads_.at(e));
+  torch::Tensor dx_recv = ExpertFfnBackward(r->recv, g_recv, r->groups, d, f, r->saved, &grads);
   times_.expert += Since(t0);
 
   // Input gradients go back to the tokens' ranks.
   t0 = absl::Now();
   torch::Tensor dx_send = torch::empty_like(g_send);
-  ThrowIfError(comm_->AllToAllV(dx_recv.data_ptr(), r->recv_counts, dx_send.data_ptr(),
-                                r->send_counts, eb),
-               &comm_status_);
+  ThrowIfError(
+      comm_->AllToAllV(dx_recv.data_ptr(), r->recv_counts, dx_send.data_ptr(), r->send_counts, eb),
+      &comm_status_);
   torch::Tensor dx_assign = torch::zeros({r->tokens * r->k, d}, g.options());
   dx_assign.index_copy_(0, r->send_index, dx_send);
   times_.dispatch += Since(t0);
@@ -397,8 +391,8 @@ absl::Status MoELayer::ReduceGradients() {
   ChunkAccess access{[this](pl::ExpertId e) { return grads_.at(e).data_ptr(); },
                      chunk_ * ElementBytes(config_.dtype)};
   const absl::Time t0 = absl::Now();
-  absl::Status s = SparseReduceScatter(*comm_, sched, access, ElementBytes(config_.dtype),
-                                       TagBase(layer_, 4));
+  absl::Status s =
+      SparseReduceScatter(*comm_, sched, access, ElementBytes(config_.dtype), TagBase(layer_, 4));
   times_.sprs += Since(t0);
   if (config_.rematerialize) replicas_.clear();
   return s;

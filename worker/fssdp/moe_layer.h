@@ -44,6 +44,15 @@ struct MoEConfig {
   // (needs `cost` and `calibration_copies`).
   bool calibration = false;
   int calibration_copies = 1;  // extra copies per device allowed by calibration
+  // Where expert parameters, optimizer state and the layer's token buffers live. Chosen at build
+  // time: CUDA when LibTorch has CUDA (HECATE_TORCH_CUDA, set by builds against PyTorch's
+  // LibTorch), else CPU (Debian's LibTorch). A CUDA layer needs a device-memory communicator
+  // (NCCL); ApplyPlan refuses anything else.
+#ifdef HECATE_TORCH_CUDA
+  torch::Device device = torch::kCUDA;
+#else
+  torch::Device device = torch::kCPU;
+#endif
 };
 
 // Wall time of the layer's phases in the last iteration, seconds.
@@ -120,6 +129,9 @@ class MoELayer {
     torch::Tensor param, m, v;
   };
   torch::Tensor InitExpert(placement::ExpertId e) const;
+  torch::TensorOptions Options() const {
+    return torch::TensorOptions().dtype(config_.dtype).device(config_.device);
+  }
   torch::Tensor HeldParam(placement::ExpertId e) const;
   absl::Status Gather();  // spAG of the current effective plan
 

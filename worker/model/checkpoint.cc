@@ -55,9 +55,9 @@ absl::Status SaveCheckpoint(const std::string& dir, uint64_t next_iteration, Tra
   for (auto& layer : trainer.moe_layers()) {
     for (int e : layer->OwnedExperts()) {
       meta << "expert " << layer->layer() << " " << e << "\n";
-      tensors.push_back(layer->OwnedParam(e).clone());
-      tensors.push_back(layer->OwnedAdamM(e).clone());
-      tensors.push_back(layer->OwnedAdamV(e).clone());
+      tensors.push_back(layer->OwnedParam(e).to(torch::kCPU, false, true));
+      tensors.push_back(layer->OwnedAdamM(e).to(torch::kCPU, false, true));
+      tensors.push_back(layer->OwnedAdamV(e).to(torch::kCPU, false, true));
     }
   }
   std::ostringstream blob;
