@@ -16,10 +16,11 @@ namespace pl = placement;
 
 namespace {
 std::chrono::system_clock::time_point Deadline(absl::Duration d) {
-  return std::chrono::system_clock::now() +
-         std::chrono::milliseconds(absl::ToInt64Milliseconds(d));
+  return std::chrono::system_clock::now() + std::chrono::milliseconds(absl::ToInt64Milliseconds(d));
 }
-constexpr size_t kPlansKept = 16;
+// Plans kept for agreement: ranks must hold the agreed plan, so a rank lagging more than this many
+// versions behind another cannot switch until it catches up (plans are small: ~KB per layer).
+constexpr size_t kPlansKept = 64;
 }  // namespace
 
 ControllerAgent::ControllerAgent(AgentConfig config) : config_(std::move(config)) {
@@ -30,7 +31,8 @@ ControllerAgent::ControllerAgent(AgentConfig config) : config_(std::move(config)
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
               static_cast<int>(absl::ToInt64Milliseconds(config_.backoff_max)));
-  channel_ = grpc::CreateCustomChannel(config_.controller, grpc::InsecureChannelCredentials(), args);
+  channel_ =
+      grpc::CreateCustomChannel(config_.controller, grpc::InsecureChannelCredentials(), args);
   stub_ = v1::Controller::NewStub(channel_);
 }
 
@@ -71,8 +73,11 @@ void ControllerAgent::Enqueue(v1::LoadReport report) {
 
 std::shared_ptr<const pl::Plan> ControllerAgent::Candidate(uint64_t iteration) const {
   absl::MutexLock lock(&mu_);
+  const absl::Time now = absl::Now();
   for (auto it = plans_.rbegin(); it != plans_.rend(); ++it) {
-    if (it->second->effective_iteration <= iteration) return it->second;
+    if (it->second.visible <= now && it->second.plan->effective_iteration <= iteration) {
+      return it->second.plan;
+    }
   }
   return nullptr;
 }
@@ -80,7 +85,7 @@ std::shared_ptr<const pl::Plan> ControllerAgent::Candidate(uint64_t iteration) c
 std::shared_ptr<const pl::Plan> ControllerAgent::Get(const pl::PlanId& id) const {
   absl::MutexLock lock(&mu_);
   auto it = plans_.find(id);
-  return it == plans_.end() ? nullptr : it->second;
+  return it == plans_.end() || it->second.visible > absl::Now() ? nullptr : it->second.plan;
 }
 
 bool ControllerAgent::Register(v1::Controller::Stub* stub) {
@@ -152,8 +157,8 @@ void ControllerAgent::SendLoop() {
         ++reports_sent_;
         connected_ = watching_.load();
         if (!was_connected && connected_) {
-          LogInfo("controller connected", LogFields()("controller", config_.controller)(
-                                              "epoch", epoch_.load()));
+          LogInfo("controller connected",
+                  LogFields()("controller", config_.controller)("epoch", epoch_.load()));
           was_connected = true;
         }
         backoff = config_.backoff_min;
@@ -219,12 +224,11 @@ void ControllerAgent::WatchLoop() {
     v1::Plan proto;
     while (reader->Read(&proto)) {
       backoff = config_.backoff_min;
-      if (config_.plan_delay > absl::ZeroDuration() && !Sleep(config_.plan_delay)) break;
       auto plan = std::make_shared<const pl::Plan>(wire::FromProto(proto));
       absl::MutexLock lock(&mu_);
       // Fencing: only strictly newer plans are kept.
       if (!plans_.empty() && !(plans_.rbegin()->first < plan->id)) continue;
-      plans_[plan->id] = plan;
+      plans_[plan->id] = Held{plan, absl::Now() + config_.plan_delay};
       while (plans_.size() > kPlansKept) plans_.erase(plans_.begin());
       ++plans_received_;
     }
@@ -247,10 +251,8 @@ absl::StatusOr<PlanAgreement::Outcome> PlanAgreement::Agree(Communicator& comm,
                                                             uint64_t iteration,
                                                             const pl::PlanId& applied) {
   Outcome out;
-  std::shared_ptr<const pl::Plan> mine =
-      agent != nullptr ? agent->Candidate(iteration) : nullptr;
-  int64_t round1[2] = {mine ? Key(mine->id) : 0,
-                       agent != nullptr && agent->connected() ? 1 : 0};
+  std::shared_ptr<const pl::Plan> mine = agent != nullptr ? agent->Candidate(iteration) : nullptr;
+  int64_t round1[2] = {mine ? Key(mine->id) : 0, agent != nullptr && agent->connected() ? 1 : 0};
   if (absl::Status s = comm.AllReduceMinInt64(round1, 2); !s.ok()) return s;
   out.all_connected = round1[1] == 1;
   const int64_t agreed = round1[0];

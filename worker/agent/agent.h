@@ -31,7 +31,8 @@ struct AgentConfig {
   absl::Duration backoff_min = absl::Milliseconds(100);
   absl::Duration backoff_max = absl::Seconds(5);
   absl::Duration rpc_timeout = absl::Seconds(10);
-  // Test hook: hold each received plan this long before it becomes visible (a slow stream).
+  // Test hook: each received plan becomes visible this long after it arrived (a slow link: the
+  // latency grows, the plan rate does not drop).
   absl::Duration plan_delay = absl::ZeroDuration();
 };
 
@@ -74,7 +75,11 @@ class ControllerAgent {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool registered_ ABSL_GUARDED_BY(mu_) = false;
   std::deque<v1::LoadReport> queue_ ABSL_GUARDED_BY(mu_);
-  std::map<placement::PlanId, std::shared_ptr<const placement::Plan>> plans_ ABSL_GUARDED_BY(mu_);
+  struct Held {
+    std::shared_ptr<const placement::Plan> plan;
+    absl::Time visible;  // arrival + plan_delay
+  };
+  std::map<placement::PlanId, Held> plans_ ABSL_GUARDED_BY(mu_);
   grpc::ClientContext* watch_ctx_ ABSL_GUARDED_BY(mu_) = nullptr;
   grpc::ClientContext* send_ctx_ ABSL_GUARDED_BY(mu_) = nullptr;
 
