@@ -38,10 +38,19 @@ int Main(int argc, char** argv) {
   const int warmup = absl::GetFlag(FLAGS_warmup);
   char tmpl[] = "/tmp/hecate-calib-XXXXXX";
   const std::string dir = mkdtemp(tmpl);
-  const std::vector<std::string> model_flags = {
-      absl::StrCat("--iterations=", iters), "--layers=2", "--d_model=128", "--heads=2",
-      "--experts=4", "--top_k=2", "--d_ffn=2048", "--seq_len=32", "--batch=16", "--skew_experts=2",
-      "--attention_ms=0", "--device_gflops=30", "--link_gbytes=2"};
+  const std::vector<std::string> model_flags = {absl::StrCat("--iterations=", iters),
+                                                "--layers=2",
+                                                "--d_model=128",
+                                                "--heads=2",
+                                                "--experts=4",
+                                                "--top_k=2",
+                                                "--d_ffn=2048",
+                                                "--seq_len=32",
+                                                "--batch=16",
+                                                "--skew_experts=2",
+                                                "--attention_ms=0",
+                                                "--device_gflops=30",
+                                                "--link_gbytes=2"};
   struct Case {
     std::string name, mode;
     double bias;
@@ -88,16 +97,16 @@ int Main(int argc, char** argv) {
       pl::DispatchSummary s;
       dispatcher.Summarize(ep, base.trace.loads[i][l], pl::DispatchRule::kEven, &s);
       max_tokens += *std::max_element(s.device_tokens.begin(), s.device_tokens.end());
-      moved_bytes += static_cast<double>(std::max(s.out_intra[0] + s.out_inter[0],
-                                                  s.in_intra[0] + s.in_inter[0])) *
+      moved_bytes += static_cast<double>(
+                         std::max(s.out_intra[0] + s.out_inter[0], s.in_intra[0] + s.in_inter[0])) *
                      model.token_bytes;
       ++n;
     }
   }
   const double layers = model.num_layers();
   const double expert_s = base.measured.mean_ms.at("expert") / 1e3 / layers;  // per layer
-  const double a2a_s = (base.measured.mean_ms.at("dispatch") + base.measured.mean_ms.at("combine")) /
-                       1e3 / layers;
+  const double a2a_s =
+      (base.measured.mean_ms.at("dispatch") + base.measured.mean_ms.at("combine")) / 1e3 / layers;
   const double flops = 3.0 * (max_tokens / n) * model.layers[0].expert_flops_per_token / expert_s;
   // Link bandwidth from an independent measurement (point-to-point throughput over Gloo, as the
   // sparse collectives use it); what the balanced All-to-All takes beyond moving its bytes at
@@ -110,7 +119,8 @@ int Main(int argc, char** argv) {
       if (spag.WaitForLine("sparse_allgather: ", absl::Minutes(2), &rest)) {
         const size_t eq = rest.rfind("= ");
         double gbs = 0;
-        if (eq != std::string::npos && absl::SimpleAtod(rest.substr(eq + 2, rest.find(' ', eq + 2) - eq - 2), &gbs)) {
+        if (eq != std::string::npos &&
+            absl::SimpleAtod(rest.substr(eq + 2, rest.find(' ', eq + 2) - eq - 2), &gbs)) {
           bandwidth = gbs * 1e9;
         }
       }
@@ -119,17 +129,18 @@ int Main(int argc, char** argv) {
   }
   const double latency = std::max(0.0, (a2a_s - 4.0 * (moved_bytes / n) / bandwidth) / 4.0);
   const double attention = base.measured.mean_ms.at("attention") / 1e3 / layers;
-  const double other = base.measured.mean_ms.at("step") / 1e3 / layers - expert_s - a2a_s -
-                       3 * attention;
+  const double other =
+      base.measured.mean_ms.at("step") / 1e3 / layers - expert_s - a2a_s - 3 * attention;
   for (pl::NodeSpec& node : spec.nodes) node.device_flops_per_second = flops;
   spec.intra_node_bandwidth_bytes_per_second = bandwidth;
   spec.inter_node_bandwidth_bytes_per_second = bandwidth;
   spec.link_latency_seconds = latency;
   absl::StatusOr<pl::Cluster> fitted = pl::Cluster::Create(spec);
-  std::printf("fitted CPU cluster: %.2f GFLOP/s per device (expert phase, balanced EP), "
-              "%.2f GB/s links (Gloo point-to-point, //bench:spag_bench), %.3f ms latency per "
-              "collective, attention %.3f ms/layer, other %.3f ms/layer\n\n",
-              flops / 1e9, bandwidth / 1e9, latency * 1e3, attention * 1e3, other * 1e3);
+  std::printf(
+      "fitted CPU cluster: %.2f GFLOP/s per device (expert phase, balanced EP), "
+      "%.2f GB/s links (Gloo point-to-point, //bench:spag_bench), %.3f ms latency per "
+      "collective, attention %.3f ms/layer, other %.3f ms/layer\n\n",
+      flops / 1e9, bandwidth / 1e9, latency * 1e3, attention * 1e3, other * 1e3);
   std::printf("run,measured_ms,simulated_ms,error\n");
   double worst = 0;
   for (const Case& c : cases) {
@@ -140,7 +151,9 @@ int Main(int argc, char** argv) {
     o.other_seconds_per_layer = other;
     o.warmup = warmup;
     o.reshard_period = 100;
-    auto loads = [&](int i) { return c.trace.loads[std::min<size_t>(i, c.trace.loads.size() - 1)]; };
+    auto loads = [&](int i) {
+      return c.trace.loads[std::min<size_t>(i, c.trace.loads.size() - 1)];
+    };
     absl::StatusOr<sim::SimResult> r =
         sim::Simulate(*fitted, model, loads, static_cast<int>(c.trace.loads.size()), o);
     if (!r.ok()) {

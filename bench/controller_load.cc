@@ -25,10 +25,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/flags.h"
+#include "common/subprocess.h"
 #include "common/wire.h"
 #include "hecate/v1/controller.grpc.pb.h"
 #include "placement/synthetic.h"
-#include "common/subprocess.h"
 
 ABSL_FLAG(int, workers, 1024, "Simulated workers (ranks)");
 ABSL_FLAG(int, layers, 58, "MoE layers");
@@ -163,8 +163,8 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "controller did not come up (log: %s/controller.log)\n", state.c_str());
     return 1;
   }
-  std::printf("controller %s pid %d; %d workers, %d layers x %d experts, top-%d\n",
-              address.c_str(), controller.pid(), workers, layers, experts, top_k);
+  std::printf("controller %s pid %d; %d workers, %d layers x %d experts, top-%d\n", address.c_str(),
+              controller.pid(), workers, layers, experts, top_k);
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(-1);
   args.SetMaxSendMessageSize(-1);
@@ -250,15 +250,17 @@ int Main(int argc, char** argv) {
     for (auto& th : pool) th.join();
     const int64_t wait = tick + 1'000'000 - Now_us();
     if (wait > 0) absl::SleepFor(absl::Microseconds(wait));  // pace: one iteration per second
-    std::printf("iteration %d sent (%lld reports so far)\n", it, static_cast<long long>(sent.load()));
+    std::printf("iteration %d sent (%lld reports so far)\n", it,
+                static_cast<long long>(sent.load()));
     std::fflush(stdout);
   }
   const double elapsed = (Now_us() - t_start) / 1e6;
   const ProcStats after = ReadProc(controller.pid());
   std::sort(latencies_us.begin(), latencies_us.end());
   auto pct = [&](double p) {
-    return latencies_us.empty() ? 0.0
-                                : latencies_us[static_cast<size_t>(p * (latencies_us.size() - 1))] / 1e3;
+    return latencies_us.empty()
+               ? 0.0
+               : latencies_us[static_cast<size_t>(p * (latencies_us.size() - 1))] / 1e3;
   };
   std::vector<double> fanout_ms;
   for (const auto& [version, a] : watchers.arrivals()) {
@@ -268,16 +270,16 @@ int Main(int argc, char** argv) {
     }
   }
   std::sort(fanout_ms.begin(), fanout_ms.end());
-  std::printf("\nworkers,layers,experts,reports,failed,reports_per_s,ingest_p50_ms,ingest_p99_ms,"
-              "plans_fully_delivered,fanout_p50_ms,fanout_max_ms,controller_cpu_s,"
-              "controller_cpu_util,controller_rss_mib,controller_peak_rss_mib\n");
+  std::printf(
+      "\nworkers,layers,experts,reports,failed,reports_per_s,ingest_p50_ms,ingest_p99_ms,"
+      "plans_fully_delivered,fanout_p50_ms,fanout_max_ms,controller_cpu_s,"
+      "controller_cpu_util,controller_rss_mib,controller_peak_rss_mib\n");
   std::printf("%d,%d,%d,%lld,%lld,%.0f,%.2f,%.2f,%zu,%.1f,%.1f,%.1f,%.2f,%.0f,%.0f\n", workers,
               layers, experts, static_cast<long long>(sent.load()),
               static_cast<long long>(failed.load()), sent.load() / elapsed, pct(0.5), pct(0.99),
               fanout_ms.size(), fanout_ms.empty() ? 0.0 : fanout_ms[fanout_ms.size() / 2],
               fanout_ms.empty() ? 0.0 : fanout_ms.back(), after.cpu_s - before.cpu_s,
-              (after.cpu_s - before.cpu_s) / elapsed, after.rss_kb / 1024.0,
-              after.hwm_kb / 1024.0);
+              (after.cpu_s - before.cpu_s) / elapsed, after.rss_kb / 1024.0, after.hwm_kb / 1024.0);
   controller.Signal(SIGTERM);
   controller.Wait(absl::Seconds(30));
   return failed.load() == 0 ? 0 : 1;

@@ -30,10 +30,19 @@ int Main(int argc, char** argv) {
   const int warmup = absl::GetFlag(FLAGS_warmup);
   // Expert compute dominates: wide experts, few heads, short sequences. 4 experts: EP puts
   // 0,1 on rank 0 and 2,3 on rank 1; the skew biases experts 0 and 1.
-  const std::vector<std::string> model = {
-      absl::StrCat("--iterations=", iters), "--layers=2", "--d_model=128", "--heads=2",
-      "--experts=4", "--top_k=2", "--d_ffn=2048", "--seq_len=32", "--batch=16", "--skew_experts=2",
-      "--attention_ms=0", "--device_gflops=30", "--link_gbytes=2"};
+  const std::vector<std::string> model = {absl::StrCat("--iterations=", iters),
+                                          "--layers=2",
+                                          "--d_model=128",
+                                          "--heads=2",
+                                          "--experts=4",
+                                          "--top_k=2",
+                                          "--d_ffn=2048",
+                                          "--seq_len=32",
+                                          "--batch=16",
+                                          "--skew_experts=2",
+                                          "--attention_ms=0",
+                                          "--device_gflops=30",
+                                          "--link_gbytes=2"};
   struct Case {
     std::string name;
     std::string mode;
@@ -44,10 +53,11 @@ int Main(int argc, char** argv) {
                              {"ep-balanced", "ep", 0},
                              {"fssdp-balanced", "fssdp", 0}};
   std::map<std::string, GroupResult> results;
-  const char* phases[] = {"step", "attention", "gate", "dispatch", "expert", "combine", "spag",
-                          "sprs", "optimizer"};
-  std::printf("case,step_ms,attention_ms,gate_ms,dispatch_ms,expert_ms,combine_ms,spag_ms,sprs_ms,"
-              "optimizer_ms,balancedness,tokens_per_s\n");
+  const char* phases[] = {"step",    "attention", "gate", "dispatch", "expert",
+                          "combine", "spag",      "sprs", "optimizer"};
+  std::printf(
+      "case,step_ms,attention_ms,gate_ms,dispatch_ms,expert_ms,combine_ms,spag_ms,sprs_ms,"
+      "optimizer_ms,balancedness,tokens_per_s\n");
   for (const Case& c : cases) {
     std::vector<std::string> flags = model;
     flags.push_back("--mode=" + c.mode);
@@ -73,9 +83,10 @@ int Main(int argc, char** argv) {
   const double ideal_speedup = ep / ideal;
   std::printf("\nbalanced: ep %.4f s/iter, fssdp %.4f s/iter (fssdp/ep = %.3f)\n", ep_bal, fs_bal,
               fs_bal / ep_bal);
-  std::printf("ideal speedup under skew (EP with balanced expert time) = %.2f; FSSDP achieves "
-              "%.0f%% of it\n",
-              ideal_speedup, 100.0 * (ep / fs - 1) / std::max(1e-9, ideal_speedup - 1));
+  std::printf(
+      "ideal speedup under skew (EP with balanced expert time) = %.2f; FSSDP achieves "
+      "%.0f%% of it\n",
+      ideal_speedup, 100.0 * (ep / fs - 1) / std::max(1e-9, ideal_speedup - 1));
   std::printf("ep_s=%.4f fssdp_s=%.4f speedup=%.2f\n", ep, fs, ep / fs);
   return 0;
 }

@@ -25,15 +25,25 @@ int Main(int argc, char** argv) {
   const std::string worker = FindBinary("worker/hecate-worker");
   const std::string controller_bin = FindBinary("controller/hecate-controller");
   const std::vector<std::string> model = {
-      absl::StrCat("--iterations=", absl::GetFlag(FLAGS_iterations)), "--layers=2",
-      "--d_model=128", "--heads=2", "--experts=4", "--top_k=2", "--d_ffn=2048", "--seq_len=32",
-      "--batch=16", "--skew_experts=2", "--gate_bias=6", "--attention_ms=0",
-      "--device_gflops=30", "--link_gbytes=2"};
+      absl::StrCat("--iterations=", absl::GetFlag(FLAGS_iterations)),
+      "--layers=2",
+      "--d_model=128",
+      "--heads=2",
+      "--experts=4",
+      "--top_k=2",
+      "--d_ffn=2048",
+      "--seq_len=32",
+      "--batch=16",
+      "--skew_experts=2",
+      "--gate_bias=6",
+      "--attention_ms=0",
+      "--device_gflops=30",
+      "--link_gbytes=2"};
   char tmpl[] = "/tmp/hecate-jobbench-XXXXXX";
   const std::string dir = mkdtemp(tmpl);
   proc::Subprocess controller;
-  if (!controller.Start({controller_bin, "--listen=127.0.0.1:0", "--metrics-listen=",
-                         "--state-dir=" + dir + "/state", "--policy=hecate",
+  if (!controller.Start({controller_bin, "--listen=127.0.0.1:0",
+                         "--metrics-listen=", "--state-dir=" + dir + "/state", "--policy=hecate",
                          "--report-deadline-ms=1000"},
                         {}, dir + "/controller.log")) {
     return 1;

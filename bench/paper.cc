@@ -48,8 +48,8 @@ std::string Workspace() {
 
 std::string ConfigPath(const std::string& name) {
   const char* src = std::getenv("RUNFILES_DIR");
-  std::string base = src != nullptr ? std::string(src) + "/hecate/sim/configs/"
-                                    : Workspace() + "/sim/configs/";
+  std::string base =
+      src != nullptr ? std::string(src) + "/hecate/sim/configs/" : Workspace() + "/sim/configs/";
   std::ifstream probe(base + name);
   if (!probe) base = Workspace() + "/sim/configs/";
   return base + name;
@@ -73,8 +73,8 @@ double GeoMean(const std::vector<double>& v) {
 
 int Main(int argc, char** argv) {
   ParseFlags(argc, argv, "Regenerates the paper comparison by simulation (see bench/paper.cc).");
-  const std::string out = absl::GetFlag(FLAGS_out).empty() ? Workspace() + "/bench/paper"
-                                                            : absl::GetFlag(FLAGS_out);
+  const std::string out =
+      absl::GetFlag(FLAGS_out).empty() ? Workspace() + "/bench/paper" : absl::GetFlag(FLAGS_out);
   std::system(absl::StrCat("mkdir -p '", out, "'").c_str());
   const int iterations = absl::GetFlag(FLAGS_iterations);
 
@@ -101,8 +101,8 @@ int Main(int argc, char** argv) {
   }
   std::printf("load generator: %s\n", fit_note.c_str());
 
-  const std::vector<std::string> policies = {"ep", "fastermoe", "smartmoe", "flexmoe", "eplb",
-                                             "hecate-paper", "hecate", "hecate-rm"};
+  const std::vector<std::string> policies = {"ep",   "fastermoe",    "smartmoe", "flexmoe",
+                                             "eplb", "hecate-paper", "hecate",   "hecate-rm"};
   auto simulate = [&](const pl::Cluster& c, const pl::ModelSpec& m, const std::string& policy,
                       int iters, int reshard, int extra_slots) {
     sim::SimOptions o;
@@ -127,8 +127,8 @@ int Main(int argc, char** argv) {
       const int experts = gpus == 16 ? 32 : 64;
       for (const char* model : {"gpt_moe_s", "gpt_moe_l", "bert_moe", "bert_moe_deep"}) {
         setups.push_back({absl::StrCat("cluster_", cl, "_", gpus, ".json"),
-                          absl::StrCat(model, "_", experts, ".json"),
-                          absl::StrCat("cluster-", cl), model, gpus});
+                          absl::StrCat(model, "_", experts, ".json"), absl::StrCat("cluster-", cl),
+                          model, gpus});
       }
     }
   }
@@ -193,11 +193,13 @@ int Main(int argc, char** argv) {
   const double ep_mem = deep_runs["ep"].r.peak_memory_max;
   for (const std::string& p : policies) {
     const sim::IterationTime& t = deep_runs[p].r.mean;
-    fig12 << p << absl::StrFormat(",%.3f,%.3f,%.3f,%.3f,%.3f,%.3f\n", t.attention * 1e3,
-                                  t.all_to_all * 1e3, t.expert * 1e3, t.exposed_sparse * 1e3,
-                                  t.migration * 1e3, t.total() * 1e3);
-    fig13 << p << absl::StrFormat(",%.3f,%.3f\n", deep_runs[p].r.peak_memory_max / double(1 << 30),
-                                  deep_runs[p].r.peak_memory_max / ep_mem);
+    fig12 << p
+          << absl::StrFormat(",%.3f,%.3f,%.3f,%.3f,%.3f,%.3f\n", t.attention * 1e3,
+                             t.all_to_all * 1e3, t.expert * 1e3, t.exposed_sparse * 1e3,
+                             t.migration * 1e3, t.total() * 1e3);
+    fig13 << p
+          << absl::StrFormat(",%.3f,%.3f\n", deep_runs[p].r.peak_memory_max / double(1 << 30),
+                             deep_runs[p].r.peak_memory_max / ep_mem);
   }
   fig12.close();
   fig13.close();
@@ -214,9 +216,8 @@ int Main(int argc, char** argv) {
     int reshard, extra;
   };
   std::map<std::string, double> ablation;
-  for (const Variant& v : std::vector<Variant>{{"sharding-only", 25, 0},
-                                               {"materialization-only", 0, -1},
-                                               {"both", 25, -1}}) {
+  for (const Variant& v : std::vector<Variant>{
+           {"sharding-only", 25, 0}, {"materialization-only", 0, -1}, {"both", 25, -1}}) {
     const double ms = simulate(*ca, *gpts, "hecate", long_run, v.reshard, v.extra).ms();
     ablation[v.name] = ms;
     fig15 << v.name << "," << v.reshard << absl::StrFormat(",%.3f,%.3f\n", ms, ep_s / ms);
@@ -261,7 +262,8 @@ int Main(int argc, char** argv) {
     gen.zipf_s = scale_zipf;
     absl::StatusOr<pl::ModelSpec> ds = sim::LoadModel(ConfigPath("deepseek_v3_like.json"));
     for (int devices : {256, 1024}) {
-      absl::StatusOr<pl::Cluster> hc = sim::LoadCluster(ConfigPath(absl::StrCat("h100_", devices, ".json")));
+      absl::StatusOr<pl::Cluster> hc =
+          sim::LoadCluster(ConfigPath(absl::StrCat("h100_", devices, ".json")));
       for (const std::string& p : policies) {
         Run r = simulate(*hc, *ds, p, absl::GetFlag(FLAGS_scale_iterations), 100, -1);
         scale_runs[devices][p] = r;
@@ -282,8 +284,8 @@ int Main(int argc, char** argv) {
   scale.close();
 
   // ---- Plots (matplotlib via Debian's python3; skipped with a note if unavailable) ----
-  const std::string plot = absl::StrCat("/usr/bin/python3 '", Workspace(),
-                                        "/bench/plot_paper.py' '", out, "'");
+  const std::string plot =
+      absl::StrCat("/usr/bin/python3 '", Workspace(), "/bench/plot_paper.py' '", out, "'");
   const bool plotted = std::system(plot.c_str()) == 0;
 
   // ---- docs/benchmarks-paper.md ----
@@ -292,8 +294,8 @@ int Main(int argc, char** argv) {
      << "Generated by `bazel run //bench:paper` (do not edit by hand; the discussion is in "
         "[benchmarks.md](benchmarks.md)). Simulator: `sim/` on `placement/`'s planners and cost "
         "model; hardware from `sim/configs` (public specifications, never tuned to the paper). "
-        "Load generator: " << fit_note << ". " << iterations
-     << " iterations per run (window warm-up excluded).\n\n";
+        "Load generator: "
+     << fit_note << ". " << iterations << " iterations per run (window warm-up excluded).\n\n";
   md << "## Speedup of Hecate over EP (paper Fig. 9/10)\n\n"
      << "| setup | ours: min-max over the 4 models | paper | ours: Hecate vs best baseline "
         "(geo-mean) | paper |\n|---|---|---|---|---|\n";
@@ -309,8 +311,8 @@ int Main(int argc, char** argv) {
        << paper.at(key).first << " | " << absl::StrFormat("%.2fx", GeoMean(vs_best[key])) << " | "
        << paper.at(key).second << " |\n";
   }
-  md << "\nSpeedup over EP per setup and policy:\n\n| setup | "
-     << absl::StrJoin(policies, " | ") << " |\n|---|";
+  md << "\nSpeedup over EP per setup and policy:\n\n| setup | " << absl::StrJoin(policies, " | ")
+     << " |\n|---|";
   for (size_t i = 0; i < policies.size(); ++i) md << "---|";
   md << "\n";
   for (const auto& [key, row] : speedup_table) {
@@ -364,9 +366,10 @@ int Main(int argc, char** argv) {
   }
   if (!scale_runs.empty()) {
     md << "\n## Scale-out projection: DeepSeek-V3-like (58 x 256 experts, top-8) on H100s\n\n"
-       << absl::StrFormat("Zipf s = %.1f (milder than the trainer fit: DeepSeek-V3 balances its "
-                          "router), %d iterations.\n\n", scale_zipf,
-                          absl::GetFlag(FLAGS_scale_iterations))
+       << absl::StrFormat(
+              "Zipf s = %.1f (milder than the trainer fit: DeepSeek-V3 balances its "
+              "router), %d iterations.\n\n",
+              scale_zipf, absl::GetFlag(FLAGS_scale_iterations))
        << "| devices | policy | ms/iter | speedup vs EP | balancedness | peak MoE memory GiB | "
           "sparse GB/iter |\n|---|---|---|---|---|---|---|\n";
     for (const auto& [devices, runs] : scale_runs) {

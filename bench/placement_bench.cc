@@ -26,8 +26,8 @@ struct Fixture {
 };
 
 Fixture Make(bool deepseek) {
-  Fixture f{deepseek ? DeepSeekCluster() : PaperCluster(), deepseek ? DeepSeekModel() : PaperModel(),
-            {}};
+  Fixture f{
+      deepseek ? DeepSeekCluster() : PaperCluster(), deepseek ? DeepSeekModel() : PaperModel(), {}};
   placement::SkewOptions opt;
   opt.zipf_s = 1.0;
   f.load = placement::SkewedLoad(f.cluster, f.model, opt, 0);

@@ -6,8 +6,9 @@
 
 namespace hecate::bench {
 
-// Paper scale: 4 nodes x 8 V100-32G (NVLink 300 GB/s; one 100 Gb/s NIC per node), GPT-MoE-S (12 layers x 64 experts, top-2, d_model 768, d_ffn 1536, fp16), 4096 tokens
-// per device per layer, 1.5 ms attention forward per block.
+// Paper scale: 4 nodes x 8 V100-32G (NVLink 300 GB/s; one 100 Gb/s NIC per node), GPT-MoE-S (12
+// layers x 64 experts, top-2, d_model 768, d_ffn 1536, fp16), 4096 tokens per device per layer, 1.5
+// ms attention forward per block.
 inline placement::Cluster PaperCluster() {
   return placement::Cluster::Uniform(4, 8, int64_t{32} << 30, 62.5e12, 300e9, 12.5e9, 5e-6);
 }

@@ -6,10 +6,10 @@
 // Dense: every rank contributes its owned experts' chunks and receives everyone else's (what FSDP
 // would move). Sparse: only the replicated experts travel, owner -> holder. Reports bytes/s of
 // each and the time ratio for the same replicated set.
+#include <netinet/in.h>
 #include <sched.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include <netinet/in.h>
 #include <unistd.h>
 
 #include <cstdio>

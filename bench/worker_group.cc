@@ -52,11 +52,11 @@ GroupResult RunWorkers(const std::string& worker_binary, int world,
   const int cores = std::max(1u, std::thread::hardware_concurrency());
   std::vector<std::unique_ptr<proc::Subprocess>> ranks;
   for (int r = 0; r < world; ++r) {
-    std::vector<std::string> argv = {"/usr/bin/taskset", "-c", absl::StrCat(r % cores),
-                                     worker_binary, "--threads=1", "--log_every=1"};
+    std::vector<std::string> argv = {"/usr/bin/taskset", "-c",          absl::StrCat(r % cores),
+                                     worker_binary,      "--threads=1", "--log_every=1"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     std::vector<std::string> e = {absl::StrCat("RANK=", r), absl::StrCat("WORLD_SIZE=", world),
-                                  "MASTER_ADDR=127.0.0.1", absl::StrCat("MASTER_PORT=", port),
+                                  "MASTER_ADDR=127.0.0.1",  absl::StrCat("MASTER_PORT=", port),
                                   "OPENBLAS_NUM_THREADS=1", "OMP_NUM_THREADS=1"};
     e.insert(e.end(), env.begin(), env.end());
     auto p = std::make_unique<proc::Subprocess>();
@@ -72,7 +72,8 @@ GroupResult RunWorkers(const std::string& worker_binary, int world,
     std::map<std::string, std::string> kv;
     for (absl::string_view part : absl::StrSplit(line, ' ', absl::SkipEmpty())) {
       const size_t eq = part.find('=');
-      if (eq != absl::string_view::npos) kv[std::string(part.substr(0, eq))] = std::string(part.substr(eq + 1));
+      if (eq != absl::string_view::npos)
+        kv[std::string(part.substr(0, eq))] = std::string(part.substr(eq + 1));
     }
     if (line.rfind("summary ", 0) == 0) {
       out.summary = kv;

@@ -55,7 +55,8 @@ std::string SelfDir() {
 // runfiles tree when run by `bazel run`.
 std::string FindBinary(const std::string& rel) {
   std::vector<std::string> candidates;
-  if (!absl::GetFlag(FLAGS_bin_dir).empty()) candidates.push_back(absl::GetFlag(FLAGS_bin_dir) + "/" + rel);
+  if (!absl::GetFlag(FLAGS_bin_dir).empty())
+    candidates.push_back(absl::GetFlag(FLAGS_bin_dir) + "/" + rel);
   const std::string self = SelfDir();
   candidates.push_back(self + "/../" + rel);
   candidates.push_back(self + "/hecate.runfiles/hecate/" + rel);
@@ -68,9 +69,10 @@ std::string FindBinary(const std::string& rel) {
 int FreePort() {
   // Let the kernel pick: bind to port 0 and read it back.
   std::string out;
-  FILE* f = popen("/usr/bin/python3 -c 'import socket;s=socket.socket();s.bind((\"127.0.0.1\",0));"
-                  "print(s.getsockname()[1])'",
-                  "r");
+  FILE* f = popen(
+      "/usr/bin/python3 -c 'import socket;s=socket.socket();s.bind((\"127.0.0.1\",0));"
+      "print(s.getsockname()[1])'",
+      "r");
   if (f == nullptr) return 29511;
   char buf[32] = {0};
   if (fgets(buf, sizeof(buf), f) == nullptr) buf[0] = 0;
@@ -102,9 +104,11 @@ int Run(const std::vector<std::string>& worker_args) {
   const std::string controller_bin = FindBinary("controller/hecate-controller");
   const std::string worker_bin = FindBinary("worker/hecate-worker");
   if (controller_bin.empty() || worker_bin.empty()) {
-    std::fprintf(stderr, "hecate run: cannot find hecate-controller / hecate-worker next to %s "
-                         "(build //controller:hecate-controller //worker:hecate-worker, or pass "
-                         "--bin_dir)\n", SelfDir().c_str());
+    std::fprintf(stderr,
+                 "hecate run: cannot find hecate-controller / hecate-worker next to %s "
+                 "(build //controller:hecate-controller //worker:hecate-worker, or pass "
+                 "--bin_dir)\n",
+                 SelfDir().c_str());
     return 2;
   }
   std::string state = absl::GetFlag(FLAGS_state_dir);
@@ -122,11 +126,11 @@ int Run(const std::vector<std::string>& worker_args) {
   const bool with_controller = absl::GetFlag(FLAGS_mode) == "fssdp";
   std::string address, metrics;
   if (with_controller) {
-    if (!controller.Start({controller_bin, "--listen=127.0.0.1:0", "--metrics-listen=127.0.0.1:0",
-                           "--state-dir=" + state + "/controller",
-                           "--policy=" + absl::GetFlag(FLAGS_policy), "--report-deadline-ms=2000",
-                           "--reshard-period=20"},
-                          {}, logs + "/controller.log")) {
+    if (!controller.Start(
+            {controller_bin, "--listen=127.0.0.1:0", "--metrics-listen=127.0.0.1:0",
+             "--state-dir=" + state + "/controller", "--policy=" + absl::GetFlag(FLAGS_policy),
+             "--report-deadline-ms=2000", "--reshard-period=20"},
+            {}, logs + "/controller.log")) {
       std::fprintf(stderr, "hecate run: cannot start %s\n", controller_bin.c_str());
       return 1;
     }
@@ -137,7 +141,8 @@ int Run(const std::vector<std::string>& worker_args) {
       return 1;
     }
   }
-  const int port = absl::GetFlag(FLAGS_master_port) > 0 ? absl::GetFlag(FLAGS_master_port) : FreePort();
+  const int port =
+      absl::GetFlag(FLAGS_master_port) > 0 ? absl::GetFlag(FLAGS_master_port) : FreePort();
   std::printf("Hecate: %d workers (%s, policy %s), %d iterations\n", workers,
               absl::GetFlag(FLAGS_mode).c_str(), absl::GetFlag(FLAGS_policy).c_str(),
               absl::GetFlag(FLAGS_iterations));
@@ -148,13 +153,14 @@ int Run(const std::vector<std::string>& worker_args) {
   }
   std::vector<std::unique_ptr<proc::Subprocess>> ranks;
   for (int r = 0; r < workers; ++r) {
-    std::vector<std::string> argv = {worker_bin,
-                                     "--mode=" + absl::GetFlag(FLAGS_mode),
-                                     "--policy=" + absl::GetFlag(FLAGS_policy),
-                                     absl::StrCat("--iterations=", absl::GetFlag(FLAGS_iterations)),
-                                     absl::StrCat("--ranks_per_node=", absl::GetFlag(FLAGS_ranks_per_node)),
-                                     absl::StrCat("--log_every=", absl::GetFlag(FLAGS_log_every)),
-                                     "--job=hecate-run"};
+    std::vector<std::string> argv = {
+        worker_bin,
+        "--mode=" + absl::GetFlag(FLAGS_mode),
+        "--policy=" + absl::GetFlag(FLAGS_policy),
+        absl::StrCat("--iterations=", absl::GetFlag(FLAGS_iterations)),
+        absl::StrCat("--ranks_per_node=", absl::GetFlag(FLAGS_ranks_per_node)),
+        absl::StrCat("--log_every=", absl::GetFlag(FLAGS_log_every)),
+        "--job=hecate-run"};
     if (r == 0) argv.push_back("--metrics_listen=127.0.0.1:0");
     if (!absl::GetFlag(FLAGS_checkpoint_dir).empty()) {
       argv.push_back("--checkpoint_dir=" + absl::GetFlag(FLAGS_checkpoint_dir));
@@ -221,13 +227,13 @@ int Run(const std::vector<std::string>& worker_args) {
                  logs.c_str(), failed);
     return 1;
   }
-  std::printf("\nsummary: %s iterations, loss %s -> %s, mean step %s ms, %s tokens/s, %s plan "
-              "switches (final %s), spAG %s B, spRS %s B, All-to-All %s B (rank 0)\n",
-              summary["iterations"].c_str(), summary["first_loss"].c_str(),
-              summary["last_loss"].c_str(), summary["mean_step_ms"].c_str(),
-              summary["tokens_per_s"].c_str(), summary["plans_applied"].c_str(),
-              summary["final_plan"].c_str(), summary["spag_bytes"].c_str(),
-              summary["sprs_bytes"].c_str(), summary["a2a_bytes"].c_str());
+  std::printf(
+      "\nsummary: %s iterations, loss %s -> %s, mean step %s ms, %s tokens/s, %s plan "
+      "switches (final %s), spAG %s B, spRS %s B, All-to-All %s B (rank 0)\n",
+      summary["iterations"].c_str(), summary["first_loss"].c_str(), summary["last_loss"].c_str(),
+      summary["mean_step_ms"].c_str(), summary["tokens_per_s"].c_str(),
+      summary["plans_applied"].c_str(), summary["final_plan"].c_str(),
+      summary["spag_bytes"].c_str(), summary["sprs_bytes"].c_str(), summary["a2a_bytes"].c_str());
   return 0;
 }
 

@@ -21,7 +21,8 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
   if (host.empty()) host = "0.0.0.0";
   int port = 0;
   if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port)) {
-    return absl::InvalidArgumentError(absl::StrCat("metrics address '", address, "' is not host:port"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("metrics address '", address, "' is not host:port"));
   }
   const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   int one = 1;
@@ -37,8 +38,8 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
   }
   socklen_t len = sizeof(addr);
   getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  return std::unique_ptr<MetricsHttpServer>(
-      new MetricsHttpServer(fd, absl::StrCat(host, ":", ntohs(addr.sin_port)), std::move(registry)));
+  return std::unique_ptr<MetricsHttpServer>(new MetricsHttpServer(
+      fd, absl::StrCat(host, ":", ntohs(addr.sin_port)), std::move(registry)));
 }
 
 MetricsHttpServer::MetricsHttpServer(int fd, std::string address,

@@ -1,5 +1,5 @@
-// Runs a binary as a child process (launcher and tests), reads its stdout line by line (blocking, with a
-// deadline), and kills it. Synchronization is by what the child prints, never by sleeping.
+// Runs a binary as a child process (launcher and tests), reads its stdout line by line (blocking,
+// with a deadline), and kills it. Synchronization is by what the child prints, never by sleeping.
 #ifndef HECATE_COMMON_SUBPROCESS_H_
 #define HECATE_COMMON_SUBPROCESS_H_
 

@@ -31,9 +31,9 @@ void WriteIteration(std::ostream& out, uint64_t iteration, const placement::Mode
 }
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<TraceWriter>> TraceWriter::Open(const std::string& path,
-                                                               const placement::ClusterSpec& cluster,
-                                                               const placement::ModelSpec& model) {
+absl::StatusOr<std::unique_ptr<TraceWriter>> TraceWriter::Open(
+    const std::string& path, const placement::ClusterSpec& cluster,
+    const placement::ModelSpec& model) {
   auto w = std::unique_ptr<TraceWriter>(new TraceWriter());
   w->out_.open(path, std::ios::trunc);
   if (!w->out_) return absl::PermissionDeniedError(absl::StrCat("cannot write trace ", path));
@@ -52,7 +52,8 @@ absl::Status WriteTrace(const std::string& path, const Trace& trace) {
   std::ofstream out(path, std::ios::trunc);
   if (!out) return absl::PermissionDeniedError(absl::StrCat("cannot write trace ", path));
   out << kMagic << "\n" << Header(trace.cluster, trace.model) << "\n";
-  for (size_t i = 0; i < trace.loads.size(); ++i) WriteIteration(out, trace.iterations[i], trace.loads[i]);
+  for (size_t i = 0; i < trace.loads.size(); ++i)
+    WriteIteration(out, trace.iterations[i], trace.loads[i]);
   return out ? absl::OkStatus() : absl::DataLossError("trace write failed");
 }
 
@@ -61,8 +62,8 @@ absl::StatusOr<Trace> ReadTrace(const std::string& path) {
   if (!in) return absl::NotFoundError(absl::StrCat("trace ", path, " not found"));
   std::string line;
   if (!std::getline(in, line) || line != kMagic) {
-    return absl::InvalidArgumentError(absl::StrCat(path, " is not a hecate trace (no '", kMagic,
-                                                   "' line)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, " is not a hecate trace (no '", kMagic, "' line)"));
   }
   if (!std::getline(in, line)) return absl::InvalidArgumentError(absl::StrCat(path, ": no header"));
   // {"cluster": {...}, "model": {...}}: parse with a wrapper message-free approach: split on
@@ -88,8 +89,8 @@ absl::StatusOr<Trace> ReadTrace(const std::string& path) {
     if (line.empty()) continue;
     uint64_t iteration = 0;
     if (std::sscanf(line.c_str(), "iteration %lu", &iteration) != 1) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": expected 'iteration N', got '",
-                                                     line.substr(0, 40), "'"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": expected 'iteration N', got '", line.substr(0, 40), "'"));
     }
     placement::ModelLoad load;
     bool complete = true;
@@ -104,7 +105,8 @@ absl::StatusOr<Trace> ReadTrace(const std::string& path) {
       int64_t n = 0;
       while (values >> v) {
         if (n < static_cast<int64_t>(devices) * spec.num_experts) {
-          mat.at(static_cast<int>(n / spec.num_experts), static_cast<int>(n % spec.num_experts)) = v;
+          mat.at(static_cast<int>(n / spec.num_experts), static_cast<int>(n % spec.num_experts)) =
+              v;
         }
         ++n;
       }

@@ -51,10 +51,9 @@ pl::ModelSpec FromProto(const v1::ModelSpec& p) {
   m.attention_forward_seconds = p.attention_forward_seconds();
   m.attention_flops_per_token = p.attention_flops_per_token();
   for (const v1::LayerSpec& l : p.layers()) {
-    m.layers.push_back(pl::LayerSpec{static_cast<int>(l.num_experts()),
-                                     static_cast<int64_t>(l.expert_param_bytes()),
-                                     static_cast<int64_t>(l.expert_optimizer_bytes()),
-                                     l.expert_flops_per_token()});
+    m.layers.push_back(pl::LayerSpec{
+        static_cast<int>(l.num_experts()), static_cast<int64_t>(l.expert_param_bytes()),
+        static_cast<int64_t>(l.expert_optimizer_bytes()), l.expert_flops_per_token()});
   }
   return m;
 }
@@ -115,8 +114,8 @@ pl::Plan FromProto(const v1::Plan& p) {
   plan.computed_from_iteration = p.computed_from_iteration();
   plan.policy = p.policy();
   plan.sharding_version = p.sharding_version();
-  plan.dispatch_rule =
-      p.dispatch_rule() == v1::DISPATCH_RULE_EVEN ? pl::DispatchRule::kEven : pl::DispatchRule::kLoadAware;
+  plan.dispatch_rule = p.dispatch_rule() == v1::DISPATCH_RULE_EVEN ? pl::DispatchRule::kEven
+                                                                   : pl::DispatchRule::kLoadAware;
   switch (p.semantics()) {
     case v1::REPLICA_SEMANTICS_SHADOW:
       plan.semantics = pl::ReplicaSemantics::kShadow;
@@ -133,8 +132,8 @@ pl::Plan FromProto(const v1::Plan& p) {
     for (const v1::ExpertReplicas& r : lp.replicas()) {
       layer.replicas.emplace_back(r.devices().begin(), r.devices().end());
     }
-    layer.remat = lp.remat() == v1::REMAT_MODE_REGATHER ? pl::RematMode::kRegather
-                                                         : pl::RematMode::kKeep;
+    layer.remat =
+        lp.remat() == v1::REMAT_MODE_REGATHER ? pl::RematMode::kRegather : pl::RematMode::kKeep;
     plan.layers.push_back(std::move(layer));
     pl::LayerPrediction pred;
     pred.device_tokens.assign(lp.prediction().device_tokens().begin(),
@@ -149,11 +148,10 @@ pl::Plan FromProto(const v1::Plan& p) {
     plan.prediction.layers.push_back(std::move(pred));
   }
   for (const v1::Migration& m : p.migrations()) {
-    plan.migrations.push_back(pl::Migration{static_cast<int>(m.layer()),
-                                            static_cast<int>(m.expert()),
-                                            static_cast<int>(m.from_device()),
-                                            static_cast<int>(m.to_device()),
-                                            static_cast<int64_t>(m.bytes())});
+    plan.migrations.push_back(
+        pl::Migration{static_cast<int>(m.layer()), static_cast<int>(m.expert()),
+                      static_cast<int>(m.from_device()), static_cast<int>(m.to_device()),
+                      static_cast<int64_t>(m.bytes())});
   }
   plan.prediction.moe_seconds = p.predicted_moe_seconds();
   plan.prediction.balancedness = p.predicted_balancedness();

@@ -28,7 +28,8 @@ ABSL_FLAG(std::string, policy, "hecate",
           "smartmoe, eplb");
 ABSL_FLAG(int, window, 5, "Load window length, iterations (paper: 5)");
 ABSL_FLAG(int, lead, 2, "A plan from iteration i takes effect at i + lead (>= 2)");
-ABSL_FLAG(int, reshard_period, 100, "Re-shard every this many iterations when worth it (0 = never)");
+ABSL_FLAG(int, reshard_period, 100,
+          "Re-shard every this many iterations when worth it (0 = never)");
 ABSL_FLAG(double, damping, 0.02, "Minimum predicted relative gain to publish a new plan");
 ABSL_FLAG(int, report_deadline_ms, 5000,
           "Finalize an iteration this long after its first report even if ranks are missing");
@@ -58,8 +59,9 @@ int main(int argc, char** argv) {
   }
   if (absl::GetFlag(FLAGS_window) < 1 || absl::GetFlag(FLAGS_lead) < 2 ||
       absl::GetFlag(FLAGS_max_message_bytes) < 1024) {
-    std::fprintf(stderr, "hecate-controller: need --window >= 1, --lead >= 2, "
-                         "--max_message_bytes >= 1024\n");
+    std::fprintf(stderr,
+                 "hecate-controller: need --window >= 1, --lead >= 2, "
+                 "--max_message_bytes >= 1024\n");
     return 2;
   }
   hecate::controller::ServerConfig config;

@@ -34,8 +34,8 @@ absl::Status ControllerServer::Start() {
   registry_ = std::make_shared<prometheus::Registry>();
   metrics_ = std::make_unique<ControllerMetrics>(registry_, config_.expert_detail_metrics,
                                                  config_.service.version);
-  service_ = std::make_unique<ControllerService>(config_.service, store_.get(), metrics_.get(),
-                                                 clock_);
+  service_ =
+      std::make_unique<ControllerService>(config_.service, store_.get(), metrics_.get(), clock_);
 
   grpc::EnableDefaultHealthCheckService(true);
   if (config_.reflection) grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -63,18 +63,17 @@ absl::Status ControllerServer::Start() {
     }
     exposer_->RegisterCollectable(registry_);
     const std::vector<int> ports = exposer_->GetListeningPorts();
-    metrics_address_ = absl::StrCat(HostOf(config_.metrics_listen), ":",
-                                    ports.empty() ? 0 : ports.front());
+    metrics_address_ =
+        absl::StrCat(HostOf(config_.metrics_listen), ":", ports.empty() ? 0 : ports.front());
   }
 
   if (absl::Status s = service_->Recover(); !s.ok()) return s;
   service_->Start();
   health->SetServingStatus(kServiceName, true);
   health->SetServingStatus(true);
-  LogInfo("controller serving",
-          LogFields()("address", address_)("metrics", metrics_address_)(
-              "state_dir", config_.state_dir)("epoch", service_->epoch())(
-              "policy", config_.service.core.default_policy));
+  LogInfo("controller serving", LogFields()("address", address_)("metrics", metrics_address_)(
+                                    "state_dir", config_.state_dir)("epoch", service_->epoch())(
+                                    "policy", config_.service.core.default_policy));
   return absl::OkStatus();
 }
 

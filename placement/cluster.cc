@@ -85,13 +85,13 @@ absl::Status ModelSpec::Validate() const {
       return absl::InvalidArgumentError(absl::StrCat("layer ", l, ": FLOPs per token < 0"));
     }
     if (top_k < 1 || top_k > layer.num_experts) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("top_k ", top_k, " out of range for layer ", l, " with ",
-                       layer.num_experts, " experts"));
+      return absl::InvalidArgumentError(absl::StrCat("top_k ", top_k, " out of range for layer ", l,
+                                                     " with ", layer.num_experts, " experts"));
     }
   }
   if (token_bytes < 0 || tokens_per_device < 0 || !(attention_forward_seconds >= 0)) {
-    return absl::InvalidArgumentError("token bytes, tokens per device and attention time must be >= 0");
+    return absl::InvalidArgumentError(
+        "token bytes, tokens per device and attention time must be >= 0");
   }
   return absl::OkStatus();
 }

@@ -45,8 +45,7 @@ CostModel::CostModel(const Cluster& cluster, const ModelSpec& model,
       attention_s_(attention_forward_seconds >= 0 ? attention_forward_seconds
                                                   : model.attention_forward_seconds) {}
 
-double CostModel::SparseCollectiveSeconds(LayerId l, const LayerPlan& layer,
-                                          int64_t* bytes) const {
+double CostModel::SparseCollectiveSeconds(LayerId l, const LayerPlan& layer, int64_t* bytes) const {
   const int64_t pb = model_.layers[l].expert_param_bytes;
   TrafficMatrix traffic(cluster_);
   int64_t moved = 0;

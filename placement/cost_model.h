@@ -10,10 +10,11 @@
 //               cross-node in/out bytes / its NIC cap, each node's cross-node in/out / node NIC
 //   spAG      = slowest link (same links) + latency, owner -> each extra holder, param bytes
 //   spRS      = the same bytes in reverse (holders -> owner)
-//   exposed   = ephemeral (FSSDP):  max(0, spAG - T_attn) + max(0, spRS [+ spAG if re-gather] - 2 T_attn)
-//               shadow (FasterMoE): spAG (after the gate, not overlappable) + max(0, spRS - 2 T_attn)
-//               persistent (FlexMoE, SmartMoE, EPLB): max(0, AllReduce - 2 T_attn), where each
-//               member of a replica group moves 2(n-1)/n parameter bytes (ring AllReduce)
+//   exposed   = ephemeral (FSSDP):  max(0, spAG - T_attn) + max(0, spRS [+ spAG if re-gather] - 2
+//   T_attn)
+//               shadow (FasterMoE): spAG (after the gate, not overlappable) + max(0, spRS - 2
+//               T_attn) persistent (FlexMoE, SmartMoE, EPLB): max(0, AllReduce - 2 T_attn), where
+//               each member of a replica group moves 2(n-1)/n parameter bytes (ring AllReduce)
 //   total     = compute + a2a + exposed
 //
 // Migration (owner changes, or new persistent copies) moves parameters + optimizer state:
@@ -38,8 +39,12 @@ struct TrafficMatrix {
   std::vector<double> in_intra, out_intra, in_inter, out_inter;  // per device, bytes
   std::vector<double> node_in, node_out;                         // per node, cross-node bytes
   explicit TrafficMatrix(const Cluster& c)
-      : in_intra(c.num_devices(), 0), out_intra(c.num_devices(), 0), in_inter(c.num_devices(), 0),
-        out_inter(c.num_devices(), 0), node_in(c.num_nodes(), 0), node_out(c.num_nodes(), 0) {}
+      : in_intra(c.num_devices(), 0),
+        out_intra(c.num_devices(), 0),
+        in_inter(c.num_devices(), 0),
+        out_inter(c.num_devices(), 0),
+        node_in(c.num_nodes(), 0),
+        node_out(c.num_nodes(), 0) {}
   void Add(const Cluster& c, DeviceId from, DeviceId to, double bytes);
   // The slowest link's time: max of each device's intra bytes / intra bandwidth, each device's
   // cross-node bytes / its NIC cap, and each node's cross-node bytes / the node NIC (+ latency

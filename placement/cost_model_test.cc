@@ -36,9 +36,8 @@ TEST(CostModelTest, ComputeAndAllToAllByHand) {
   LoadMatrix load(4, 2);
   for (DeviceId d = 0; d < 4; ++d) load.at(d, 0) = 100;
   Dispatcher dispatcher(c);
-  LayerPrediction p =
-      cost.EvaluateLayer(0, layer, load, DispatchRule::kEven, ReplicaSemantics::kEphemeral,
-                         &dispatcher);
+  LayerPrediction p = cost.EvaluateLayer(0, layer, load, DispatchRule::kEven,
+                                         ReplicaSemantics::kEphemeral, &dispatcher);
   // Device 0 computes 400 tokens: 400 * 1e6 / 1e12 = 4e-4 s forward, x3 = 1.2e-3.
   EXPECT_DOUBLE_EQ(p.compute_seconds, 1.2e-3);
   EXPECT_DOUBLE_EQ(p.max_tokens, 400);

@@ -220,8 +220,8 @@ struct FlowSink {
 void Dispatcher::Summarize(const LayerPlan& layer, const LoadMatrix& load, DispatchRule rule,
                            DispatchSummary* out) {
   const int devices = cluster_.num_devices();
-  for (std::vector<int64_t>* v : {&out->device_tokens, &out->out_intra, &out->out_inter,
-                                  &out->in_intra, &out->in_inter}) {
+  for (std::vector<int64_t>* v :
+       {&out->device_tokens, &out->out_intra, &out->out_inter, &out->in_intra, &out->in_inter}) {
     v->assign(devices, 0);
   }
   SummarySink sink{cluster_, layer, load, out, {}, {}};

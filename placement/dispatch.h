@@ -77,10 +77,10 @@ class Dispatcher {
   void Run(const LayerPlan& layer, const LoadMatrix& load, DispatchRule rule, Sink& sink);
 
   const Cluster& cluster_;
-  std::vector<int64_t> load_;           // running device loads
-  std::vector<int> stamp_;              // stamp_[d] == e + 1 <=> d holds the current expert
+  std::vector<int64_t> load_;  // running device loads
+  std::vector<int> stamp_;     // stamp_[d] == e + 1 <=> d holds the current expert
   std::vector<Pool> pools_;
-  std::vector<int64_t> pool_tokens_;    // per node, scratch
+  std::vector<int64_t> pool_tokens_;  // per node, scratch
   std::vector<DeviceId> candidates_;
   std::vector<int64_t> shares_;
   std::vector<int> order_;

@@ -45,9 +45,9 @@ absl::Status CheckShape(const ModelLoad& load, const Cluster& cluster, const Mod
     const LoadMatrix& m = load[l];
     if (m.num_devices() != cluster.num_devices() ||
         m.num_experts() != model.layers[l].num_experts) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "layer ", l, ": load is ", m.num_devices(), "x", m.num_experts(), ", expected ",
-          cluster.num_devices(), "x", model.layers[l].num_experts));
+      return absl::InvalidArgumentError(
+          absl::StrCat("layer ", l, ": load is ", m.num_devices(), "x", m.num_experts(),
+                       ", expected ", cluster.num_devices(), "x", model.layers[l].num_experts));
     }
     for (int d = 0; d < m.num_devices(); ++d) {
       for (int e = 0; e < m.num_experts(); ++e) {

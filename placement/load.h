@@ -19,14 +19,19 @@ class LoadMatrix {
  public:
   LoadMatrix() = default;
   LoadMatrix(int num_devices, int num_experts)
-      : devices_(num_devices), experts_(num_experts),
+      : devices_(num_devices),
+        experts_(num_experts),
         tokens_(static_cast<size_t>(num_devices) * num_experts, 0) {}
 
   int num_devices() const { return devices_; }
   int num_experts() const { return experts_; }
-  int64_t at(DeviceId d, ExpertId e) const { return tokens_[static_cast<size_t>(d) * experts_ + e]; }
+  int64_t at(DeviceId d, ExpertId e) const {
+    return tokens_[static_cast<size_t>(d) * experts_ + e];
+  }
   int64_t& at(DeviceId d, ExpertId e) { return tokens_[static_cast<size_t>(d) * experts_ + e]; }
-  const int64_t* row(DeviceId d) const { return tokens_.data() + static_cast<size_t>(d) * experts_; }
+  const int64_t* row(DeviceId d) const {
+    return tokens_.data() + static_cast<size_t>(d) * experts_;
+  }
   int64_t* row(DeviceId d) { return tokens_.data() + static_cast<size_t>(d) * experts_; }
 
   // Global tokens per expert (column sums).

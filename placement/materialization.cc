@@ -119,8 +119,12 @@ namespace {
 class LinkState {
  public:
   explicit LinkState(const Cluster& c)
-      : c_(c), in_intra_(c.num_devices(), 0), out_intra_(c.num_devices(), 0),
-        in_inter_(c.num_devices(), 0), out_inter_(c.num_devices(), 0), node_in_(c.num_nodes(), 0),
+      : c_(c),
+        in_intra_(c.num_devices(), 0),
+        out_intra_(c.num_devices(), 0),
+        in_inter_(c.num_devices(), 0),
+        out_inter_(c.num_devices(), 0),
+        node_in_(c.num_nodes(), 0),
         node_out_(c.num_nodes(), 0) {}
 
   // Link time (without latency) after adding one transfer of `bytes` from -> to.
@@ -256,8 +260,7 @@ class GreedyState {
   double Exposed(double link_seconds) const {
     if (link_seconds <= 0) return 0.0;
     const double t = link_seconds + cluster_.latency();
-    return std::max(0.0, t - attention_) +
-           std::max(0.0, (regather_ ? 2 * t : t) - 2 * attention_);
+    return std::max(0.0, t - attention_) + std::max(0.0, (regather_ ? 2 * t : t) - 2 * attention_);
   }
   // The All-to-All term the greedy minimises: the busiest NIC (what the cost model charges) plus a
   // quarter of the mean NIC traffic, so that a move relieving one side of two equally busy nodes
@@ -322,8 +325,8 @@ class GreedyState {
   const std::vector<ExpertId>& Held(DeviceId d) const { return held_[d]; }
 
   struct Outcome {
-    double delta = 0;        // change of predicted layer time, seconds
-    bool plateau = false;    // no worse, and the slowest device strictly lighter
+    double delta = 0;      // change of predicted layer time, seconds
+    bool plateau = false;  // no worse, and the slowest device strictly lighter
   };
 
   // Predicted change if `set` (devices of one node, ascending, feasible) receive copies of e.
@@ -385,8 +388,9 @@ class GreedyState {
     const bool slow_lighter = stamp_[slow] == generation_ &&
                               !std::binary_search(set.begin(), set.end(), slow) &&
                               after_[slow] < tokens_[slow] - 1e-9;
-    o.plateau = !(o.delta < -1e-12) && r == 1 && new_max <= max_time * (1 + 1e-12) && a2a_after <= a2a_now * (1 + 1e-12) &&
-                exposed_after <= exposed_now + 1e-15 && slow_lighter;
+    o.plateau = !(o.delta < -1e-12) && r == 1 && new_max <= max_time * (1 + 1e-12) &&
+                a2a_after <= a2a_now * (1 + 1e-12) && exposed_after <= exposed_now + 1e-15 &&
+                slow_lighter;
     return o;
   }
 
@@ -420,7 +424,7 @@ class GreedyState {
   double attention_ = 0, pb_ = 0, a2a_sec_per_token_ = 0;
   bool regather_ = false;
   std::vector<double> sec_per_token_;
-  std::vector<std::vector<double>> mass_;      // [expert][node] tokens
+  std::vector<std::vector<double>> mass_;       // [expert][node] tokens
   std::vector<std::vector<int>> node_holders_;  // [expert][node] holders
   std::vector<double> remote_;                  // tokens of nodes without a holder
   std::vector<double> tokens_;                  // per device
@@ -436,7 +440,8 @@ class GreedyState {
 // Appends the j least-loaded receivers of a node for j = 1, 2, 4, ... and all, skipping
 // duplicates.
 void AddOptions(const std::vector<DeviceId>& on_node, std::vector<std::vector<DeviceId>>* options) {
-  for (size_t j = 1; j <= on_node.size(); j = (j == on_node.size() ? j + 1 : std::min(2 * j, on_node.size()))) {
+  for (size_t j = 1; j <= on_node.size();
+       j = (j == on_node.size() ? j + 1 : std::min(2 * j, on_node.size()))) {
     std::vector<DeviceId> set(on_node.begin(), on_node.begin() + j);
     std::sort(set.begin(), set.end());
     if (std::find(options->begin(), options->end(), set) == options->end()) {
@@ -478,8 +483,7 @@ LayerPlan MaterializeGreedy(const CostModel& cost, LayerId l, const LayerPlan& b
         std::vector<std::vector<DeviceId>> options;
         const DeviceId any = state.LeastLoadedReceiver(e, false);
         if (any >= 0) options.push_back({any});
-        const std::vector<DeviceId> near =
-            state.Receivers(e, cost.cluster().node_of(out.owner[e]));
+        const std::vector<DeviceId> near = state.Receivers(e, cost.cluster().node_of(out.owner[e]));
         if (!near.empty()) AddOptions({near[0]}, &options);
         const DeviceId fresh = state.LeastLoadedReceiver(e, true);
         if (fresh >= 0) AddOptions(state.Receivers(e, cost.cluster().node_of(fresh)), &options);
@@ -552,8 +556,9 @@ CalibrationResult Calibrate(const CostModel& cost, LayerId l, const LayerPlan& c
   GreedyBudget budget;
   budget.max_copies.assign(devices, 0);
   for (DeviceId d = 0; d < devices; ++d) {
-    budget.max_copies[d] = current.ExtraCopiesOn(d) +
-                           (d < static_cast<int>(remaining_copies.size()) ? remaining_copies[d] : 0);
+    budget.max_copies[d] =
+        current.ExtraCopiesOn(d) +
+        (d < static_cast<int>(remaining_copies.size()) ? remaining_copies[d] : 0);
   }
   // The extra gather runs after the gate, on the critical path: nothing hides it.
   budget.attention_forward_seconds = 0;

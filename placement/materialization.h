@@ -57,9 +57,9 @@ LayerPlan MaterializeGreedy(const CostModel& cost, LayerId l, const LayerPlan& b
 
 struct CalibrationResult {
   bool accepted = false;
-  LayerPlan layer;             // the calibrated layer when accepted, else the input layer
-  double before_seconds = 0;   // predicted layer time on the actual counts, current holders
-  double after_seconds = 0;    // predicted layer time with the extra copies, their spAG included
+  LayerPlan layer;                // the calibrated layer when accepted, else the input layer
+  double before_seconds = 0;      // predicted layer time on the actual counts, current holders
+  double after_seconds = 0;       // predicted layer time with the extra copies, their spAG included
   double extra_spag_seconds = 0;  // the extra, unhidden spAG on the critical path
   int copies_added = 0;
 };

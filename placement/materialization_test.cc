@@ -61,11 +61,13 @@ TEST(MaterializeGreedyTest, ReplicatesUntilBalanced) {
   GreedyBudget budget;
   budget.max_copies = {1, 1, 1, 1};
   int added = 0;
-  LayerPlan p = MaterializeGreedy(cost, 0, OwnersOnly({0, 1, 2, 3}), Spread({400, 0, 0, 0}), budget, &added);
+  LayerPlan p =
+      MaterializeGreedy(cost, 0, OwnersOnly({0, 1, 2, 3}), Spread({400, 0, 0, 0}), budget, &added);
   EXPECT_THAT(p.replicas[0], ElementsAre(0, 1, 2, 3));
   EXPECT_EQ(added, 3);
   // Already balanced: nothing to do.
-  p = MaterializeGreedy(cost, 0, OwnersOnly({0, 1, 2, 3}), Spread({100, 100, 100, 100}), budget, &added);
+  p = MaterializeGreedy(cost, 0, OwnersOnly({0, 1, 2, 3}), Spread({100, 100, 100, 100}), budget,
+                        &added);
   EXPECT_EQ(added, 0);
 }
 
@@ -75,7 +77,8 @@ TEST(MaterializeGreedyTest, RespectsMemory) {
   CostModel cost(c, m);
   GreedyBudget budget;
   budget.max_copies = {0, 1, 0, 0};
-  LayerPlan p = MaterializeGreedy(cost, 0, OwnersOnly({0, 1, 2, 3}), Spread({400, 0, 0, 0}), budget);
+  LayerPlan p =
+      MaterializeGreedy(cost, 0, OwnersOnly({0, 1, 2, 3}), Spread({400, 0, 0, 0}), budget);
   EXPECT_THAT(p.replicas[0], ElementsAre(0, 1));  // only device 1 has memory
 }
 
@@ -90,14 +93,16 @@ TEST(MaterializeGreedyTest, PaysForExposedTrafficOnlyWhenComputeSavesMore) {
     // costs more than it saves.
     ModelSpec m = GreedyModel(1e6, 5e-4);
     CostModel cost(c, m);
-    LayerPlan p = MaterializeGreedy(cost, 0, OwnersOnly({0, 1, 2, 3}), Spread({400, 0, 0, 0}), budget);
+    LayerPlan p =
+        MaterializeGreedy(cost, 0, OwnersOnly({0, 1, 2, 3}), Spread({400, 0, 0, 0}), budget);
     EXPECT_THAT(p.replicas[0], ElementsAre(0, 1));
   }
   {
     // 100x the FLOPs: spreading over the other node pays for the exposed transfer.
     ModelSpec m = GreedyModel(1e8, 5e-4);
     CostModel cost(c, m);
-    LayerPlan p = MaterializeGreedy(cost, 0, OwnersOnly({0, 1, 2, 3}), Spread({400, 0, 0, 0}), budget);
+    LayerPlan p =
+        MaterializeGreedy(cost, 0, OwnersOnly({0, 1, 2, 3}), Spread({400, 0, 0, 0}), budget);
     EXPECT_THAT(p.replicas[0], ElementsAre(0, 1, 2, 3));
   }
 }
@@ -145,8 +150,8 @@ TEST(CalibrationTest, NoMemoryLeftNoChange) {
   CostModel cost(c, m);
   LoadMatrix actual(2, 2);
   actual.at(0, 0) = 100;
-  CalibrationResult r = Calibrate(cost, 0, OwnersOnly({0, 1}), actual, {0, 0},
-                                  DispatchRule::kLoadAware);
+  CalibrationResult r =
+      Calibrate(cost, 0, OwnersOnly({0, 1}), actual, {0, 0}, DispatchRule::kLoadAware);
   EXPECT_FALSE(r.accepted);
   EXPECT_EQ(r.copies_added, 0);
 }

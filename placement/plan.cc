@@ -32,10 +32,9 @@ absl::Status ValidateLayer(const LayerPlan& layer, LayerId l, const Cluster& clu
   const int experts = model.layers[l].num_experts;
   const int devices = cluster.num_devices();
   if (layer.num_experts() != experts || static_cast<int>(layer.replicas.size()) != experts) {
-    return absl::InvalidArgumentError(absl::StrCat("layer ", l, ": plan has ", layer.num_experts(),
-                                                   " owners and ", layer.replicas.size(),
-                                                   " replica sets, model has ", experts,
-                                                   " experts"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("layer ", l, ": plan has ", layer.num_experts(), " owners and ",
+                     layer.replicas.size(), " replica sets, model has ", experts, " experts"));
   }
   for (ExpertId e = 0; e < experts; ++e) {
     const DeviceId owner = layer.owner[e];
@@ -50,9 +49,9 @@ absl::Status ValidateLayer(const LayerPlan& layer, LayerId l, const Cluster& clu
             absl::StrCat("layer ", l, " expert ", e, ": holder ", r[i], " is not a device"));
       }
       if (i > 0 && r[i] <= r[i - 1]) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "layer ", l, " expert ", e, ": holders not ascending or device ", r[i],
-            " holds two copies"));
+        return absl::InvalidArgumentError(absl::StrCat("layer ", l, " expert ", e,
+                                                       ": holders not ascending or device ", r[i],
+                                                       " holds two copies"));
       }
     }
     if (!std::binary_search(r.begin(), r.end(), owner)) {
@@ -65,8 +64,8 @@ absl::Status ValidateLayer(const LayerPlan& layer, LayerId l, const Cluster& clu
 
 absl::Status Validate(const Plan& plan, const Cluster& cluster, const ModelSpec& model) {
   if (static_cast<int>(plan.layers.size()) != model.num_layers()) {
-    return absl::InvalidArgumentError(absl::StrCat("plan has ", plan.layers.size(),
-                                                   " layers, model has ", model.num_layers()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("plan has ", plan.layers.size(), " layers, model has ", model.num_layers()));
   }
   for (LayerId l = 0; l < model.num_layers(); ++l) {
     absl::Status s = ValidateLayer(plan.layers[l], l, cluster, model);
@@ -122,8 +121,8 @@ std::vector<int64_t> MemoryPerDevice(const Plan& plan, const Cluster& cluster,
     // parameters of KEEP layers stay resident until backward; re-gathered layers hold at most
     // two layers' parameters at once (the one in backward and the one being re-gathered); and
     // during backward one layer's replica gradients exist until its spRS completes.
-    peak[d] = persistent ? owned[d] + resident[d]
-                         : owned[d] + resident[d] + max_pair[d] + max_layer[d];
+    peak[d] =
+        persistent ? owned[d] + resident[d] : owned[d] + resident[d] + max_pair[d] + max_layer[d];
   }
   return peak;
 }
@@ -132,9 +131,8 @@ absl::Status CheckMemory(const Plan& plan, const Cluster& cluster, const ModelSp
   std::vector<int64_t> mem = MemoryPerDevice(plan, cluster, model);
   for (DeviceId d = 0; d < cluster.num_devices(); ++d) {
     if (mem[d] > cluster.memory_bytes(d)) {
-      return absl::FailedPreconditionError(absl::StrCat("device ", d, " needs ", mem[d],
-                                                        " bytes, budget is ",
-                                                        cluster.memory_bytes(d)));
+      return absl::FailedPreconditionError(absl::StrCat(
+          "device ", d, " needs ", mem[d], " bytes, budget is ", cluster.memory_bytes(d)));
     }
   }
   return absl::OkStatus();
@@ -196,12 +194,12 @@ absl::Status Diff(const Plan& a, const Plan& b, const ModelSpec& model, PlanDiff
 }
 
 std::string DebugString(const Plan& plan) {
-  std::string out = absl::StrCat("plan job=", plan.job_id, " id=", plan.id.epoch, ".",
-                                 plan.id.version, " eff=", plan.effective_iteration,
-                                 " from=", plan.computed_from_iteration, " policy=", plan.policy,
-                                 " shard=", plan.sharding_version,
-                                 " rule=", DispatchRuleName(plan.dispatch_rule),
-                                 " sem=", ReplicaSemanticsName(plan.semantics), "\n");
+  std::string out =
+      absl::StrCat("plan job=", plan.job_id, " id=", plan.id.epoch, ".", plan.id.version,
+                   " eff=", plan.effective_iteration, " from=", plan.computed_from_iteration,
+                   " policy=", plan.policy, " shard=", plan.sharding_version,
+                   " rule=", DispatchRuleName(plan.dispatch_rule),
+                   " sem=", ReplicaSemanticsName(plan.semantics), "\n");
   for (size_t l = 0; l < plan.layers.size(); ++l) {
     const LayerPlan& layer = plan.layers[l];
     absl::StrAppend(&out, "L", l, " ", RematModeName(layer.remat), ":");
@@ -212,16 +210,17 @@ std::string DebugString(const Plan& plan) {
     absl::StrAppend(&out, "\n");
   }
   for (const Migration& m : plan.migrations) {
-    absl::StrAppend(&out, "M ", m.layer, ".", m.expert, " ", m.from, "->", m.to, " ", m.bytes, "\n");
+    absl::StrAppend(&out, "M ", m.layer, ".", m.expert, " ", m.from, "->", m.to, " ", m.bytes,
+                    "\n");
   }
   const Prediction& p = plan.prediction;
   absl::StrAppend(&out, absl::StrFormat("P moe=%a mig=%a bal=%a bytes=%d\n", p.moe_seconds,
                                         p.migration_seconds, p.balancedness, p.sparse_bytes));
   for (const LayerPrediction& lp : p.layers) {
-    absl::StrAppend(&out, absl::StrFormat("LP %a %a %a %a %a %a %d %d |", lp.total_seconds,
-                                          lp.compute_seconds, lp.all_to_all_seconds,
-                                          lp.spag_seconds, lp.exposed_comm_seconds,
-                                          lp.balancedness, lp.spag_bytes, lp.sprs_bytes));
+    absl::StrAppend(
+        &out, absl::StrFormat("LP %a %a %a %a %a %a %d %d |", lp.total_seconds, lp.compute_seconds,
+                              lp.all_to_all_seconds, lp.spag_seconds, lp.exposed_comm_seconds,
+                              lp.balancedness, lp.spag_bytes, lp.sprs_bytes));
     for (double t : lp.device_tokens) absl::StrAppend(&out, absl::StrFormat(" %a", t));
     absl::StrAppend(&out, "\n");
   }

@@ -65,15 +65,15 @@ struct LayerPrediction {
   std::vector<double> device_tokens;  // tokens computed per device
   double max_tokens = 0;
   double mean_tokens = 0;
-  double balancedness = 1;        // mean / max, 0-1
-  double compute_seconds = 0;     // forward + backward expert compute on the slowest device
-  double all_to_all_seconds = 0;  // 4 All-to-Alls (dispatch, combine; forward and backward)
-  double spag_seconds = 0;        // one SparseAllGather (or shadow broadcast)
-  double sprs_seconds = 0;        // one SparseReduceScatter (or replica gradient AllReduce)
+  double balancedness = 1;          // mean / max, 0-1
+  double compute_seconds = 0;       // forward + backward expert compute on the slowest device
+  double all_to_all_seconds = 0;    // 4 All-to-Alls (dispatch, combine; forward and backward)
+  double spag_seconds = 0;          // one SparseAllGather (or shadow broadcast)
+  double sprs_seconds = 0;          // one SparseReduceScatter (or replica gradient AllReduce)
   double exposed_comm_seconds = 0;  // replica communication not hidden behind attention
-  double total_seconds = 0;       // compute + all_to_all + exposed_comm
-  int64_t spag_bytes = 0;         // bytes moved by spAG per iteration (all devices)
-  int64_t sprs_bytes = 0;         // bytes moved by spRS per iteration (all devices)
+  double total_seconds = 0;         // compute + all_to_all + exposed_comm
+  int64_t spag_bytes = 0;           // bytes moved by spAG per iteration (all devices)
+  int64_t sprs_bytes = 0;           // bytes moved by spRS per iteration (all devices)
 };
 
 struct Migration {
@@ -90,10 +90,10 @@ struct Migration {
 
 struct Prediction {
   std::vector<LayerPrediction> layers;
-  double moe_seconds = 0;         // sum over layers of total_seconds
-  double migration_seconds = 0;   // exposed migration time of this plan (0 if none)
-  double balancedness = 1;        // mean over layers
-  int64_t sparse_bytes = 0;       // sum over layers of spag_bytes + sprs_bytes
+  double moe_seconds = 0;                    // sum over layers of total_seconds
+  double migration_seconds = 0;              // exposed migration time of this plan (0 if none)
+  double balancedness = 1;                   // mean over layers
+  int64_t sparse_bytes = 0;                  // sum over layers of spag_bytes + sprs_bytes
   std::vector<int64_t> device_memory_bytes;  // peak MoE memory per device
 };
 
@@ -137,7 +137,7 @@ struct PlanDiff {
   };
   std::vector<Migration> owner_changes;  // parameters + optimizer state move
   std::vector<ReplicaChange> replica_changes;
-  int64_t migration_bytes = 0;           // sum of owner_changes bytes
+  int64_t migration_bytes = 0;  // sum of owner_changes bytes
   // Parameter bytes the new replicas of `b` (not held in `a`) take to gather, bytes.
   int64_t added_replica_bytes = 0;
   int layers_changed = 0;

@@ -40,12 +40,27 @@ TEST(ValidateTest, NamesEachViolation) {
       {"layer count", [](Plan& p) { p.layers.push_back(p.layers[0]); }, "layers"},
       {"owner count", [](Plan& p) { p.layers[0].owner.push_back(1); }, "owners"},
       {"owner range", [](Plan& p) { p.layers[0].owner[1] = 4; }, "not a device"},
-      {"holder range", [](Plan& p) { p.layers[0].replicas[0] = {0, 7}; }, "not a device"},
-      {"two copies", [](Plan& p) { p.layers[0].replicas[0] = {0, 0}; }, "two copies"},
-      {"unsorted", [](Plan& p) { p.layers[0].replicas[0] = {2, 0}; }, "ascending"},
+      {"holder range",
+       [](Plan& p) {
+         p.layers[0].replicas[0] = {0, 7};
+       },
+       "not a device"},
+      {"two copies",
+       [](Plan& p) {
+         p.layers[0].replicas[0] = {0, 0};
+       },
+       "two copies"},
+      {"unsorted",
+       [](Plan& p) {
+         p.layers[0].replicas[0] = {2, 0};
+       },
+       "ascending"},
       {"owner missing", [](Plan& p) { p.layers[0].replicas[1] = {2}; }, "holds no copy"},
       {"bad migration",
-       [](Plan& p) { p.migrations.push_back(Migration{0, 1, 0, 1, 700}); }, "holder"},
+       [](Plan& p) {
+         p.migrations.push_back(Migration{0, 1, 0, 1, 700});
+       },
+       "holder"},
   };
   for (const Case& c : cases) {
     Plan p = Good();

@@ -135,8 +135,8 @@ LayerPlan OwnersOnlyLayer(const std::vector<DeviceId>& owners) {
 
 // Owner changes relative to the previous plan's owners (or to even sharding at the start).
 std::vector<Migration> OwnerMigrations(const PlanRequest& r, const Owners& owners) {
-  const Owners before = r.previous != nullptr ? OwnersOf(*r.previous)
-                                              : EvenSharding(*r.cluster, *r.model);
+  const Owners before =
+      r.previous != nullptr ? OwnersOf(*r.previous) : EvenSharding(*r.cluster, *r.model);
   return Migrations(before, owners, *r.model);
 }
 
@@ -153,8 +153,8 @@ std::vector<Migration> CopyMigrations(const PlanRequest& r, const std::vector<La
       for (DeviceId d : layers[l].replicas[e]) {
         const bool had = r.previous != nullptr ? r.previous->layers[l].Holds(e, d) : d == source;
         if (!had) {
-          out.push_back(Migration{l, e, source, d,
-                                  spec.expert_param_bytes + spec.expert_optimizer_bytes});
+          out.push_back(
+              Migration{l, e, source, d, spec.expert_param_bytes + spec.expert_optimizer_bytes});
         }
       }
     }
@@ -202,9 +202,9 @@ class HecatePolicy : public Policy {
     std::vector<Migration> migrations = OwnerMigrations(r, owners);
 
     if (variant_ == Variant::kPaper) {
-      const std::vector<int> keep = CopyBudget(*r.cluster, *r.model, owners,
-                                               ReplicaSemantics::kEphemeral, RematMode::kKeep,
-                                               r.config.extra_slots);
+      const std::vector<int> keep =
+          CopyBudget(*r.cluster, *r.model, owners, ReplicaSemantics::kEphemeral, RematMode::kKeep,
+                     r.config.extra_slots);
       const int m = *std::min_element(keep.begin(), keep.end());
       std::vector<LayerPlan> layers;
       for (LayerId l = 0; l < r.model->num_layers(); ++l) {
@@ -230,8 +230,7 @@ class HecatePolicy : public Policy {
     PlanRemat(cost, &regather);
     Plan plan_rm = Finish(r, name(), semantics(), r.config.dispatch_rule, std::move(regather),
                           std::move(migrations));
-    return plan_rm.prediction.moe_seconds < plan_keep.prediction.moe_seconds ? plan_rm
-                                                                             : plan_keep;
+    return plan_rm.prediction.moe_seconds < plan_keep.prediction.moe_seconds ? plan_rm : plan_keep;
   }
 
  private:
@@ -240,8 +239,8 @@ class HecatePolicy : public Policy {
                                      const std::vector<std::vector<double>>& loads,
                                      RematMode mode) const {
     GreedyBudget budget;
-    budget.max_copies = CopyBudget(*r.cluster, *r.model, owners, ReplicaSemantics::kEphemeral,
-                                   mode, r.config.extra_slots);
+    budget.max_copies = CopyBudget(*r.cluster, *r.model, owners, ReplicaSemantics::kEphemeral, mode,
+                                   r.config.extra_slots);
     budget.balance_tolerance = r.config.balance_tolerance;
     std::vector<LayerPlan> layers;
     for (LayerId l = 0; l < r.model->num_layers(); ++l) {
@@ -256,12 +255,12 @@ class HecatePolicy : public Policy {
   // budget would allow more.
   static bool MemoryBound(const PlanRequest& r, const Owners& owners,
                           const std::vector<LayerPlan>& layers) {
-    const std::vector<int> keep = CopyBudget(*r.cluster, *r.model, owners,
-                                             ReplicaSemantics::kEphemeral, RematMode::kKeep,
-                                             r.config.extra_slots);
-    const std::vector<int> rm = CopyBudget(*r.cluster, *r.model, owners,
-                                           ReplicaSemantics::kEphemeral, RematMode::kRegather,
-                                           r.config.extra_slots);
+    const std::vector<int> keep =
+        CopyBudget(*r.cluster, *r.model, owners, ReplicaSemantics::kEphemeral, RematMode::kKeep,
+                   r.config.extra_slots);
+    const std::vector<int> rm =
+        CopyBudget(*r.cluster, *r.model, owners, ReplicaSemantics::kEphemeral, RematMode::kRegather,
+                   r.config.extra_slots);
     for (DeviceId d = 0; d < r.cluster->num_devices(); ++d) {
       if (rm[d] <= keep[d]) continue;
       for (const LayerPlan& layer : layers) {
@@ -310,9 +309,9 @@ class FasterMoePolicy : public Policy {
       std::iota(order.begin(), order.end(), 0);
       std::stable_sort(order.begin(), order.end(),
                        [&](ExpertId a, ExpertId b) { return loads[l][a] > loads[l][b]; });
-      double best = cost.EvaluateLayer(l, layer, (*r.load)[l], DispatchRule::kEven, semantics(),
-                                       &dispatcher)
-                        .total_seconds;
+      double best =
+          cost.EvaluateLayer(l, layer, (*r.load)[l], DispatchRule::kEven, semantics(), &dispatcher)
+              .total_seconds;
       // Greedy shadowing: add the next-hottest expert while the predicted time keeps falling;
       // stop at the first non-improvement (FasterMoE's global_policy).
       for (int i = 0; i < std::min<int>(max_shadows, layer.num_experts()); ++i) {
@@ -360,8 +359,8 @@ class FlexMoePolicy : public Policy {
     const Owners owners = continuing ? OwnersOf(*r.previous) : EvenSharding(*r.cluster, *r.model);
     const std::vector<int> budget = CopyBudget(*r.cluster, *r.model, owners, semantics(),
                                                RematMode::kKeep, r.config.extra_slots);
-    const int max_changes = r.config.flexmoe_max_changes > 0 ? r.config.flexmoe_max_changes
-                                                             : devices;
+    const int max_changes =
+        r.config.flexmoe_max_changes > 0 ? r.config.flexmoe_max_changes : devices;
     std::vector<LayerPlan> layers;
     for (LayerId l = 0; l < r.model->num_layers(); ++l) {
       LayerPlan layer = continuing ? r.previous->layers[l] : OwnersOnlyLayer(owners[l]);
@@ -371,14 +370,17 @@ class FlexMoePolicy : public Policy {
       const double mean = total / devices;
       for (int change = 0; change < max_changes && mean > 0; ++change) {
         std::vector<double> dl = EvenSplitLoads(layer, w, devices);
-        const DeviceId hot = static_cast<DeviceId>(std::max_element(dl.begin(), dl.end()) - dl.begin());
+        const DeviceId hot =
+            static_cast<DeviceId>(std::max_element(dl.begin(), dl.end()) - dl.begin());
         if (dl[hot] <= r.config.flexmoe_threshold * mean) break;
         // Expand: the hot device's expert with the highest load per copy gets a copy on the
         // least-loaded device that has (or can make, by shrinking) room.
         ExpertId e_hot = -1;
         for (ExpertId e = 0; e < layer.num_experts(); ++e) {
-          if (!layer.Holds(e, hot) || static_cast<int>(layer.replicas[e].size()) >= devices) continue;
-          if (e_hot < 0 || w[e] / layer.replicas[e].size() > w[e_hot] / layer.replicas[e_hot].size()) {
+          if (!layer.Holds(e, hot) || static_cast<int>(layer.replicas[e].size()) >= devices)
+            continue;
+          if (e_hot < 0 ||
+              w[e] / layer.replicas[e].size() > w[e_hot] / layer.replicas[e_hot].size()) {
             e_hot = e;
           }
         }
@@ -395,7 +397,8 @@ class FlexMoePolicy : public Policy {
           ExpertId cold = -1;
           for (ExpertId e = 0; e < layer.num_experts(); ++e) {
             if (layer.owner[e] == target || !layer.Holds(e, target)) continue;
-            if (cold < 0 || w[e] / layer.replicas[e].size() < w[cold] / layer.replicas[cold].size()) {
+            if (cold < 0 ||
+                w[e] / layer.replicas[e].size() < w[cold] / layer.replicas[cold].size()) {
               cold = e;
             }
           }
@@ -478,7 +481,8 @@ class EplbPolicy : public Policy {
       per_slot += 2 * spec.expert_param_bytes + spec.expert_optimizer_bytes;
     }
     int64_t min_memory = r.cluster->memory_bytes(0);
-    for (DeviceId d = 1; d < devices; ++d) min_memory = std::min(min_memory, r.cluster->memory_bytes(d));
+    for (DeviceId d = 1; d < devices; ++d)
+      min_memory = std::min(min_memory, r.cluster->memory_bytes(d));
     const int64_t slot_cap = per_slot > 0 ? min_memory / per_slot : 0;
     std::vector<LayerPlan> layers;
     for (LayerId l = 0; l < r.model->num_layers(); ++l) {
@@ -489,7 +493,8 @@ class EplbPolicy : public Policy {
       // experts do not fit that way, it places just the logical experts.
       const int base_slots = (experts + devices - 1) / devices;
       int64_t want = slot_cap;
-      if (r.config.extra_slots >= 0) want = std::min<int64_t>(want, base_slots + r.config.extra_slots);
+      if (r.config.extra_slots >= 0)
+        want = std::min<int64_t>(want, base_slots + r.config.extra_slots);
       want = std::min<int64_t>(want, experts);  // more slots than distinct experts are useless
       const int per_device = static_cast<int>(std::max<int64_t>(want, base_slots));
       const int physical = want >= base_slots ? per_device * devices : experts;
@@ -552,8 +557,8 @@ absl::StatusOr<std::unique_ptr<Policy>> MakePolicy(std::string_view name) {
   if (name == "flexmoe") return std::make_unique<FlexMoePolicy>();
   if (name == "smartmoe") return std::make_unique<SmartMoePolicy>();
   if (name == "eplb") return std::make_unique<EplbPolicy>();
-  return absl::NotFoundError(absl::StrCat("unknown policy '", std::string(name), "'; known: ",
-                                          absl::StrJoin(PolicyNames(), ", ")));
+  return absl::NotFoundError(absl::StrCat("unknown policy '", std::string(name),
+                                          "'; known: ", absl::StrJoin(PolicyNames(), ", ")));
 }
 
 }  // namespace hecate::placement

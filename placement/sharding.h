@@ -44,8 +44,7 @@ struct ShardingResult {
 //   3. the top-t experts of each layer into the remaining capacity, least-loaded device first.
 ShardingResult HeterogeneousSharding(const Cluster& cluster, const ModelSpec& model,
                                      const std::vector<std::vector<double>>& expert_loads,
-                                     const std::vector<int>& overlap_degree,
-                                     const Owners* current);
+                                     const std::vector<int>& overlap_degree, const Owners* current);
 
 // Owned bytes per device under `owners`.
 std::vector<int64_t> OwnedBytes(const Cluster& cluster, const ModelSpec& model,

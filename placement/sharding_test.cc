@@ -49,8 +49,7 @@ TEST(HeterogeneousShardingTest, NodeFirstThenDevice) {
   // (node 0, node 1, then the less loaded node) before a node gets a second one.
   Cluster c = Cluster::Uniform(2, 2, 1 << 30, 1, 1, 1);
   ModelSpec m = Model(1, 8);
-  ShardingResult r =
-      HeterogeneousSharding(c, m, {{80, 70, 60, 50, 40, 30, 20, 10}}, {0}, nullptr);
+  ShardingResult r = HeterogeneousSharding(c, m, {{80, 70, 60, 50, 40, 30, 20, 10}}, {0}, nullptr);
   // e0 -> node0/dev0; e1 -> node1/dev2; e2 -> node1 (70/2 < 80/2)/dev3; e3 -> node0/dev1;
   // loads then node0 130, node1 130: tie -> fewer free slots (equal) -> node 0 ... every device
   // ends with exactly 2 experts.

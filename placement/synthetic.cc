@@ -37,8 +37,9 @@ ModelLoad SkewedLoad(const Cluster& cluster, const ModelSpec& model, const SkewO
     std::iota(perm.begin(), perm.end(), 0);
     for (int i = experts - 1; i > 0; --i) std::swap(perm[i], perm[perm_rng.Below(i + 1)]);
     const std::vector<double> shares = ZipfShares(experts, options.zipf_s);
-    const int shift = static_cast<int>(
-        std::floor(static_cast<double>(iteration) * options.drift_per_iteration)) % experts;
+    const int shift =
+        static_cast<int>(std::floor(static_cast<double>(iteration) * options.drift_per_iteration)) %
+        experts;
     std::vector<double> expert_share(experts);
     for (int r = 0; r < experts; ++r) expert_share[perm[(r + shift) % experts]] = shares[r];
 

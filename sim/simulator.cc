@@ -51,8 +51,9 @@ absl::StatusOr<SimResult> Simulate(const pl::Cluster& cluster, const pl::ModelSp
     // (the first iteration plans from its own counts, as a profiling step would).
     const bool after_gate = options.policy == "fastermoe" || window.size() == 0;
     const pl::ModelLoad estimate = after_gate ? actual : window.Estimate();
-    pl::PlanRequest request{&cluster, &model, &estimate, current.get(), nullptr,
-                            static_cast<uint64_t>(i), options.planner};
+    pl::PlanRequest request{&cluster,       &model,  &estimate,
+                            current.get(),  nullptr, static_cast<uint64_t>(i),
+                            options.planner};
     const bool reshard_due = options.reshard_period > 0 && i > 0 && i % options.reshard_period == 0;
     pl::PlanDecision d =
         pl::DecidePlan(**policy, request, reshard_due, options.reshard_period, options.damping);

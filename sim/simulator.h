@@ -1,5 +1,5 @@
-// Trace-driven cluster simulator: replays per-iteration [device x expert] loads (a recorded trace or
-// the generator) on a described cluster and model under any policy, using placement/'s planners
+// Trace-driven cluster simulator: replays per-iteration [device x expert] loads (a recorded trace
+// or the generator) on a described cluster and model under any policy, using placement/'s planners
 // and cost model, and reports per-iteration time breakdowns, per-device memory and bytes moved.
 //
 // Per iteration i: the policy plans from the sliding-window estimate of iterations < i and the
@@ -41,19 +41,21 @@ struct SimOptions {
 
 // One iteration's predicted time, seconds.
 struct IterationTime {
-  double attention = 0;   // 3 x attention forward per layer (forward + backward)
+  double attention = 0;  // 3 x attention forward per layer (forward + backward)
   double all_to_all = 0;
-  double expert = 0;      // expert compute, slowest device
+  double expert = 0;          // expert compute, slowest device
   double exposed_sparse = 0;  // spAG/spRS (or shadow broadcast / replica AllReduce) not hidden
   double migration = 0;
   double other = 0;
-  double total() const { return attention + all_to_all + expert + exposed_sparse + migration + other; }
+  double total() const {
+    return attention + all_to_all + expert + exposed_sparse + migration + other;
+  }
 };
 
 struct SimResult {
   std::string policy;
-  int iterations = 0;  // counted iterations
-  IterationTime mean;  // per iteration
+  int iterations = 0;       // counted iterations
+  IterationTime mean;       // per iteration
   double balancedness = 0;  // mean over layers and iterations
   double max_over_mean = 0;
   int64_t sparse_bytes_per_iter = 0;

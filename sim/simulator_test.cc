@@ -49,9 +49,9 @@ TEST(SimulatorTest, HandComputedEpIteration) {
   o.policy = "flexmoe";
   r = Simulate(c, m, loads, 3, o);
   ASSERT_TRUE(r.ok());
-  EXPECT_NEAR(r->per_iteration[1].migration + r->per_iteration[0].migration +
-                  r->per_iteration[2].migration,
-              7e-3, 1e-9);
+  EXPECT_NEAR(
+      r->per_iteration[1].migration + r->per_iteration[0].migration + r->per_iteration[2].migration,
+      7e-3, 1e-9);
   EXPECT_DOUBLE_EQ(r->mean.exposed_sparse, 0);
   EXPECT_DOUBLE_EQ(r->per_iteration[2].expert, 3e-4);
 }
@@ -74,11 +74,13 @@ TEST(SimulatorTest, InvariantsForEveryPolicy) {
     ASSERT_TRUE(r.ok()) << policy << ": " << r.status();
     EXPECT_TRUE(r->tokens_conserved) << policy;
     for (const IterationTime& t : r->per_iteration) {
-      for (double v : {t.attention, t.all_to_all, t.expert, t.exposed_sparse, t.migration, t.other}) {
+      for (double v :
+           {t.attention, t.all_to_all, t.expert, t.exposed_sparse, t.migration, t.other}) {
         EXPECT_GE(v, 0) << policy;
       }
-      EXPECT_NEAR(t.total(), t.attention + t.all_to_all + t.expert + t.exposed_sparse +
-                                 t.migration + t.other, 1e-15);
+      EXPECT_NEAR(t.total(),
+                  t.attention + t.all_to_all + t.expert + t.exposed_sparse + t.migration + t.other,
+                  1e-15);
     }
     for (int d = 0; d < c.num_devices(); ++d) {
       EXPECT_LE(r->peak_memory_bytes[d], c.memory_bytes(d)) << policy << " device " << d;
@@ -118,7 +120,8 @@ TEST(SimulatorTest, PaperConfigsLoad) {
   EXPECT_EQ(s->layers.size(), 12u);
   EXPECT_EQ(s->layers[0].num_experts, 64);
   // 4096 tokens x (8 x 768^2 + 4 x 2048 x 768) FLOP / 62.5 TFLOP/s = 0.72 ms.
-  EXPECT_NEAR(AttentionSeconds(*s, *a), 4096.0 * (8 * 768.0 * 768 + 4 * 2048.0 * 768) / 62.5e12, 1e-12);
+  EXPECT_NEAR(AttentionSeconds(*s, *a), 4096.0 * (8 * 768.0 * 768 + 4 * 2048.0 * 768) / 62.5e12,
+              1e-12);
   EXPECT_EQ(LoadCluster(dir + "missing.json").status().code(), absl::StatusCode::kNotFound);
 }
 

@@ -6,9 +6,9 @@
 
 #include <gtest/gtest.h>
 
+#include "common/subprocess.h"
 #include "common/wire.h"
 #include "hecate/v1/controller.grpc.pb.h"
-#include "common/subprocess.h"
 
 namespace hecate {
 namespace {
@@ -25,7 +25,8 @@ class Controller {
                             {}, state_dir_ + "/controller.log"));
     std::string address;
     ASSERT_TRUE(proc_.WaitForLine("listening on ", absl::Seconds(30), &address));
-    stub_ = v1::Controller::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+    stub_ =
+        v1::Controller::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
   }
   void Kill9() {
     proc_.Signal(SIGKILL);
@@ -59,7 +60,8 @@ void Register(v1::Controller::Stub* stub) {
     req.set_node(r < 2 ? "a" : "b");
     req.set_device_memory_bytes(int64_t{1} << 30);
     req.set_incarnation(1);
-    *req.mutable_model() = wire::ToProto(placement::UniformModel("m", 2, 8, 2, 32, 64, 4, 64, 1e-3));
+    *req.mutable_model() =
+        wire::ToProto(placement::UniformModel("m", 2, 8, 2, 32, 64, 4, 64, 1e-3));
     req.mutable_links()->set_intra_node_bandwidth_bytes_per_second(1e10);
     req.mutable_links()->set_inter_node_bandwidth_bytes_per_second(1e9);
     v1::RegisterWorkerResponse resp;

@@ -81,7 +81,8 @@ class RandomPlans : public PlanSource {
   std::shared_ptr<const placement::Plan> Next(uint64_t it, const placement::ModelLoad&) override {
     placement::Plan plan = ExpertParallelPlan(c_, m_);
     plan.semantics = placement::ReplicaSemantics::kEphemeral;
-    plan.dispatch_rule = it % 2 ? placement::DispatchRule::kEven : placement::DispatchRule::kLoadAware;
+    plan.dispatch_rule =
+        it % 2 ? placement::DispatchRule::kEven : placement::DispatchRule::kLoadAware;
     plan.id = {0, it + 1};
     placement::Rng rng(1000 + it);
     placement::Rng owner_rng(77);
@@ -138,8 +139,8 @@ int RunRank(const RunSpec& spec, int rank, int port, int batch) {
     comm = gloo.get();
   }
   // Slow "devices" so that calibration finds extra copies worth their transfer.
-  placement::Cluster cluster = placement::Cluster::Uniform(1, spec.world, int64_t{1} << 30, 1e7,
-                                                           1e10, 1e10);
+  placement::Cluster cluster =
+      placement::Cluster::Uniform(1, spec.world, int64_t{1} << 30, 1e7, 1e10, 1e10);
   TrainerConfig config = Config(batch);
   config.rematerialize = spec.remat;
   config.calibration = spec.calibration;

@@ -39,8 +39,8 @@ int FreePort() {
   return ntohs(addr.sin_port);
 }
 
-const std::vector<std::string> kSmallModel = {"--layers=2", "--d_model=32", "--heads=2",
-                                              "--experts=4", "--d_ffn=64", "--batch=4",
+const std::vector<std::string> kSmallModel = {"--layers=2",   "--d_model=32", "--heads=2",
+                                              "--experts=4",  "--d_ffn=64",   "--batch=4",
                                               "--seq_len=16", "--threads=1"};
 
 // iteration -> (epoch, version) for one rank's plan log.
@@ -71,9 +71,15 @@ std::map<int, double> Losses(const std::vector<std::string>& lines) {
 TEST(JobTest, HecateRunEndToEnd) {
   const std::string dir = TempDir("run_e2e");
   Subprocess run;
-  std::vector<std::string> argv = {Runfile("clients/hecate"), "run", "--workers=3",
-                                   "--ranks_per_node=0", "--iterations=24", "--log_every=1",
-                                   "--state_dir=" + dir + "/state", "--", "--gate_bias=2",
+  std::vector<std::string> argv = {Runfile("clients/hecate"),
+                                   "run",
+                                   "--workers=3",
+                                   "--ranks_per_node=0",
+                                   "--iterations=24",
+                                   "--log_every=1",
+                                   "--state_dir=" + dir + "/state",
+                                   "--",
+                                   "--gate_bias=2",
                                    "--plan_log=" + dir + "/plans"};
   argv.insert(argv.end(), kSmallModel.begin(), kSmallModel.end());
   ASSERT_TRUE(run.Start(argv, {}, dir + "/run.err"));
@@ -86,7 +92,8 @@ TEST(JobTest, HecateRunEndToEnd) {
   // Every rank ran every iteration under the same plan.
   auto p0 = PlanLog(dir + "/plans.0");
   ASSERT_EQ(p0.size(), 24u);
-  for (int r = 1; r < 3; ++r) EXPECT_EQ(PlanLog(absl::StrCat(dir, "/plans.", r)), p0) << "rank " << r;
+  for (int r = 1; r < 3; ++r)
+    EXPECT_EQ(PlanLog(absl::StrCat(dir, "/plans.", r)), p0) << "rank " << r;
   std::set<std::pair<int, int>> versions;
   for (const auto& [it, id] : p0) {
     if (id.first > 0) versions.insert(id);
@@ -128,8 +135,10 @@ struct Job {
                     const std::map<int, std::vector<std::string>>& per_rank = {}) {
     for (int r = 0; r < world; ++r) {
       std::vector<std::string> argv = {Runfile("worker/hecate-worker"),
-                                       absl::StrCat("--iterations=", iterations), "--job=t",
-                                       "--plan_log=" + dir + "/plans", "--gate_bias=2",
+                                       absl::StrCat("--iterations=", iterations),
+                                       "--job=t",
+                                       "--plan_log=" + dir + "/plans",
+                                       "--gate_bias=2",
                                        "--collective_timeout_s=10"};
       argv.insert(argv.end(), kSmallModel.begin(), kSmallModel.end());
       argv.insert(argv.end(), extra.begin(), extra.end());
@@ -168,7 +177,8 @@ TEST(JobTest, ControllerKilledMidRunAndLatePlanDelivery) {
   std::vector<std::string> tail = job.workers[0]->ReadLines(absl::Minutes(3));
   for (auto& w : job.workers) ASSERT_EQ(w->Wait(absl::Seconds(60)), 0) << "see " << job.dir;
   bool reconnected = false;
-  for (const std::string& l : tail) reconnected = reconnected || l.find("controller=connected") != std::string::npos;
+  for (const std::string& l : tail)
+    reconnected = reconnected || l.find("controller=connected") != std::string::npos;
   EXPECT_TRUE(reconnected) << "workers should reconnect to the restarted controller";
   auto p0 = PlanLog(job.dir + "/plans.0");
   auto p1 = PlanLog(job.dir + "/plans.1");
@@ -186,7 +196,8 @@ TEST(JobTest, WorkerDeathIsAClearErrorAndResumeReproducesLosses) {
   Job ref;
   ref.dir = TempDir("ref_run");
   ref.master_port = FreePort();
-  ref.StartWorkers(3, 20, {"--log_every=1", "--checkpoint_dir=" + ref.dir + "/ckpt", "--checkpoint_every=5"});
+  ref.StartWorkers(
+      3, 20, {"--log_every=1", "--checkpoint_dir=" + ref.dir + "/ckpt", "--checkpoint_every=5"});
   std::map<int, double> want = Losses(ref.workers[0]->ReadLines(absl::Minutes(3)));
   for (auto& w : ref.workers) ASSERT_EQ(w->Wait(absl::Seconds(60)), 0);
   ASSERT_EQ(want.size(), 20u);

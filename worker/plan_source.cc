@@ -56,10 +56,11 @@ std::shared_ptr<const pl::Plan> LocalPlanner::Next(uint64_t iteration,
   }
   if (last_global.empty() || !window_.Push(last_global).ok()) return current_;
   const pl::ModelLoad estimate = window_.Estimate();
-  pl::PlanRequest request{&cluster_, &model_, &estimate, current_.get(), nullptr, iteration,
-                          config_.planner};
-  const bool reshard_due = config_.reshard_period > 0 &&
-                           iteration >= last_reshard_ + static_cast<uint64_t>(config_.reshard_period);
+  pl::PlanRequest request{&cluster_, &model_,   &estimate,      current_.get(),
+                          nullptr,   iteration, config_.planner};
+  const bool reshard_due =
+      config_.reshard_period > 0 &&
+      iteration >= last_reshard_ + static_cast<uint64_t>(config_.reshard_period);
   if (reshard_due) last_reshard_ = iteration;
   pl::PlanDecision d =
       pl::DecidePlan(*policy_, request, reshard_due, config_.reshard_period, config_.damping);

@@ -1,6 +1,7 @@
 // hecate-worker: one training rank (one device) of a GPT-MoE job.
 //
-//   RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29511 hecate-worker --controller=HOST:PORT
+//   RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29511 hecate-worker
+//   --controller=HOST:PORT
 //
 // Identity comes from flags, else torchrun's RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR /
 // MASTER_PORT, else Slurm's SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID (docs/launching.md).
@@ -25,6 +26,7 @@
 #include "common/flags.h"
 #include "common/log.h"
 #include "common/metrics_http.h"
+#include "common/trace.h"
 #include "common/wire.h"
 #include "placement/dispatch.h"
 #include "worker/agent/agent.h"
@@ -33,7 +35,6 @@
 #include "worker/model/checkpoint.h"
 #include "worker/model/trainer.h"
 #include "worker/plan_source.h"
-#include "common/trace.h"
 #include "worker/worker_metrics.h"
 
 ABSL_FLAG(int, rank, -1, "Rank (default: $RANK, then $SLURM_PROCID)");
@@ -124,9 +125,10 @@ absl::StatusOr<pl::Cluster> DeriveCluster(Communicator& comm, const std::string&
   spec.name = "workers";
   const double flops = absl::GetFlag(FLAGS_device_gflops) * 1e9;
   for (int r = 0; r < world; ++r) {
-    const bool new_node = ranks_per_node > 0 ? r % ranks_per_node == 0
-                                             : (r == 0 || ids[r] != ids[r - 1]);
-    if (new_node) spec.nodes.push_back({absl::StrCat("node", spec.nodes.size()), 0, int64_t{4} << 30, flops});
+    const bool new_node =
+        ranks_per_node > 0 ? r % ranks_per_node == 0 : (r == 0 || ids[r] != ids[r - 1]);
+    if (new_node)
+      spec.nodes.push_back({absl::StrCat("node", spec.nodes.size()), 0, int64_t{4} << 30, flops});
     ++spec.nodes.back().num_devices;
   }
   const double bw = absl::GetFlag(FLAGS_link_gbytes) * 1e9;
@@ -205,7 +207,6 @@ int Main(int argc, char** argv) {
     std::fflush(stdout);
   }
 
-
   torch::set_num_threads(absl::GetFlag(FLAGS_threads));
   const uint64_t incarnation =
       EnvInt("TORCHELASTIC_RESTART_COUNT", nullptr, -1) >= 0
@@ -232,8 +233,9 @@ int Main(int argc, char** argv) {
   tc.data_path = absl::GetFlag(FLAGS_data);
   if (tc.layers < 1 || tc.experts < 1 || tc.top_k < 1 || tc.top_k > tc.experts ||
       tc.d_model % tc.heads != 0 || tc.batch < 1 || tc.seq_len < 1) {
-    std::fprintf(stderr, "hecate-worker: invalid model shape (need layers, experts >= 1, "
-                         "1 <= top_k <= experts, d_model divisible by heads)\n");
+    std::fprintf(stderr,
+                 "hecate-worker: invalid model shape (need layers, experts >= 1, "
+                 "1 <= top_k <= experts, d_model divisible by heads)\n");
     return kUsage;
   }
   absl::StatusOr<TextData> data = TextData::Load(tc.data_path, tc.seq_len);
@@ -266,7 +268,8 @@ int Main(int argc, char** argv) {
     gloo = std::move(*c);
     comm = gloo.get();
   }
-  absl::StatusOr<pl::Cluster> cluster = DeriveCluster(*comm, node, absl::GetFlag(FLAGS_ranks_per_node));
+  absl::StatusOr<pl::Cluster> cluster =
+      DeriveCluster(*comm, node, absl::GetFlag(FLAGS_ranks_per_node));
   if (!cluster.ok()) {
     std::fprintf(stderr, "hecate-worker: %s\n", cluster.status().ToString().c_str());
     return kCollective;
@@ -482,10 +485,13 @@ int Main(int argc, char** argv) {
           static_cast<unsigned long long>(it), r->loss, r->tokens / std::max(1e-9, tm.step),
           Balancedness(*cluster, *applied, r->global_counts),
           static_cast<unsigned long long>(applied->id.epoch),
-          static_cast<unsigned long long>(applied->id.version), tm.step * 1e3,
-          tm.attention * 1e3, tm.gate * 1e3, tm.dispatch * 1e3, tm.expert * 1e3,
-          tm.combine * 1e3, tm.spag * 1e3, tm.sprs * 1e3, tm.optimizer * 1e3,
-          agent == nullptr ? "none" : local_mode ? "unreachable" : agent->connected() ? "connected" : "connecting");
+          static_cast<unsigned long long>(applied->id.version), tm.step * 1e3, tm.attention * 1e3,
+          tm.gate * 1e3, tm.dispatch * 1e3, tm.expert * 1e3, tm.combine * 1e3, tm.spag * 1e3,
+          tm.sprs * 1e3, tm.optimizer * 1e3,
+          agent == nullptr     ? "none"
+          : local_mode         ? "unreachable"
+          : agent->connected() ? "connected"
+                               : "connecting");
       std::fflush(stdout);
     }
     const int every = absl::GetFlag(FLAGS_checkpoint_every);

@@ -42,10 +42,11 @@ WorkerMetrics::WorkerMetrics(std::shared_ptr<prometheus::Registry> registry)
   for (const char* p : {"attention", "gate", "dispatch", "expert", "combine", "spag", "sprs",
                         "optimizer", "dense_allreduce", "step"}) {
     phases_[p] = &phase_family_->Add(
-        {{"phase", p}}, prometheus::Histogram::BucketBoundaries{0.0001, 0.0005, 0.001, 0.005,
-                                                                0.01, 0.05, 0.1, 0.5, 1, 5});
+        {{"phase", p}}, prometheus::Histogram::BucketBoundaries{0.0001, 0.0005, 0.001, 0.005, 0.01,
+                                                                0.05, 0.1, 0.5, 1, 5});
   }
-  steps_ = &BuildCounter().Name("hecate_worker_steps_total").Help("Training steps.").Register(r).Add({});
+  steps_ =
+      &BuildCounter().Name("hecate_worker_steps_total").Help("Training steps.").Register(r).Add({});
   tokens_ = &BuildCounter()
                  .Name("hecate_worker_tokens_total")
                  .Help("Tokens of the global batch processed (per job, counted on every rank).")
@@ -58,8 +59,8 @@ WorkerMetrics::WorkerMetrics(std::shared_ptr<prometheus::Registry> registry)
                        .Register(r);
   for (int k = 0; k < static_cast<int>(CommKind::kCount); ++k) {
     for (bool sent : {true, false}) {
-      bytes_[{k, sent}] = &bytes_family_->Add(
-          {{"kind", CommKindName(static_cast<CommKind>(k))}, {"direction", sent ? "sent" : "received"}});
+      bytes_[{k, sent}] = &bytes_family_->Add({{"kind", CommKindName(static_cast<CommKind>(k))},
+                                               {"direction", sent ? "sent" : "received"}});
     }
   }
   reports_family_ = &BuildCounter()
@@ -90,7 +91,8 @@ void WorkerMetrics::Step(double seconds, double loss, int64_t tokens) {
 void WorkerMetrics::SyncBytes(const CommCounters& counters) {
   for (auto& [key, counter] : bytes_) {
     const auto kind = static_cast<CommKind>(key.first);
-    const double total = static_cast<double>(key.second ? counters.sent(kind) : counters.received(kind));
+    const double total =
+        static_cast<double>(key.second ? counters.sent(kind) : counters.received(kind));
     if (total > counter->Value()) counter->Increment(total - counter->Value());
   }
 }

@@ -111,8 +111,7 @@ class Ctl {
   }
 
   int Fail(const grpc::Status& s, const std::string& what) {
-    err_ << "hecatectl: " << what << ": " << CodeName(s.error_code()) << ": "
-         << s.error_message();
+    err_ << "hecatectl: " << what << ": " << CodeName(s.error_code()) << ": " << s.error_message();
     if (s.error_code() == grpc::StatusCode::UNAVAILABLE) {
       err_ << " (is the controller running at " << opts_.controller
            << "? set --controller or HECATE_CONTROLLER)";
@@ -142,8 +141,9 @@ class Ctl {
       *job = status.jobs(0).job_id();
       return kOk;
     }
-    err_ << "hecatectl: " << (status.jobs_size() == 0 ? "the controller has no jobs yet"
-                                                       : "several jobs: pass --job")
+    err_ << "hecatectl: "
+         << (status.jobs_size() == 0 ? "the controller has no jobs yet"
+                                     : "several jobs: pass --job")
          << "\n";
     return status.jobs_size() == 0 ? kNotFound : kUsage;
   }
@@ -213,7 +213,8 @@ class Ctl {
         const auto& devices = l.replicas(e).devices();
         if (devices.size() <= 1 && plan.layers_size() > 1 && !opts_.layer.has_value()) continue;
         t.Add({absl::StrCat(l.layer()), absl::StrCat(e), absl::StrCat(l.owner(e)),
-               absl::StrJoin(devices, ","), l.remat() == v1::REMAT_MODE_REGATHER ? "regather" : "keep"});
+               absl::StrJoin(devices, ","),
+               l.remat() == v1::REMAT_MODE_REGATHER ? "regather" : "keep"});
       }
     }
     out_ << t.Render();
@@ -336,8 +337,7 @@ class Ctl {
       for (size_t i = 0; i < diff.replica_changes.size(); ++i) {
         const auto& c = diff.replica_changes[i];
         out_ << (i ? "," : "") << "{\"layer\":" << c.layer << ",\"expert\":" << c.expert
-             << ",\"device\":" << c.device << ",\"added\":" << (c.added ? "true" : "false")
-             << "}";
+             << ",\"device\":" << c.device << ",\"added\":" << (c.added ? "true" : "false") << "}";
       }
       out_ << "],\"migrationBytes\":\"" << plans[1].migration_bytes() << "\"}\n";
       return kOk;
@@ -400,8 +400,9 @@ class Ctl {
     }
     if (!s.ok()) return Fail(s, freeze ? "freeze" : "unfreeze");
     if (opts_.format == Format::kTable) {
-      out_ << (freeze ? "frozen" : "unfrozen") << "; frozen jobs now: "
-           << (frozen.empty() ? "none" : absl::StrJoin(frozen, ", ")) << "\n";
+      out_ << (freeze ? "frozen" : "unfrozen")
+           << "; frozen jobs now: " << (frozen.empty() ? "none" : absl::StrJoin(frozen, ", "))
+           << "\n";
     } else {
       out_ << "{\"frozenJobs\":[";
       for (int i = 0; i < frozen.size(); ++i) out_ << (i ? "," : "") << "\"" << frozen[i] << "\"";
@@ -423,8 +424,7 @@ class Ctl {
     if (!s.ok()) return Fail(s, "policy set");
     if (opts_.format == Format::kTable) {
       out_ << "policy " << resp.previous_policy() << " -> " << resp.policy()
-           << (opts_.job.empty() ? " (default and every job)" : " (job " + opts_.job + ")")
-           << "\n";
+           << (opts_.job.empty() ? " (default and every job)" : " (job " + opts_.job + ")") << "\n";
     } else {
       Print(resp);
     }
@@ -474,8 +474,8 @@ exit codes: 0 ok, 1 error, 2 usage, 3 controller unavailable, 4 not found, 5 rej
 )";
 }
 
-int Run(const std::vector<std::string>& args, const std::string& env_controller,
-        std::ostream& out, std::ostream& err) {
+int Run(const std::vector<std::string>& args, const std::string& env_controller, std::ostream& out,
+        std::ostream& err) {
   // Offline commands take their own flags; only -o/--output is shared.
   {
     std::vector<std::string> rest;

@@ -27,8 +27,8 @@ enum ExitCode {
 
 // Runs one hecatectl invocation (args exclude the program name). Data goes to `out`, messages to
 // `err`. `env_controller` is HECATE_CONTROLLER's value (empty if unset).
-int Run(const std::vector<std::string>& args, const std::string& env_controller,
-        std::ostream& out, std::ostream& err);
+int Run(const std::vector<std::string>& args, const std::string& env_controller, std::ostream& out,
+        std::ostream& err);
 
 std::string Usage();
 

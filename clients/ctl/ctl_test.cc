@@ -39,7 +39,8 @@ class CtlTest : public ::testing::Test {
       req.set_node("n0");
       req.set_device_memory_bytes(1 << 30);
       req.set_incarnation(1);
-      *req.mutable_model() = wire::ToProto(placement::UniformModel("m", 2, 4, 1, 8, 16, 4, 64, 1e-3));
+      *req.mutable_model() =
+          wire::ToProto(placement::UniformModel("m", 2, 4, 1, 8, 16, 4, 64, 1e-3));
       req.mutable_links()->set_intra_node_bandwidth_bytes_per_second(1e10);
       req.mutable_links()->set_inter_node_bandwidth_bytes_per_second(1e9);
       grpc::ClientContext ctx;
@@ -141,7 +142,8 @@ TEST_F(CtlTest, ExitCodes) {
   EXPECT_EQ(Ctl({"policy", "set", "magic"}, &out, &err), kNotFound);
   EXPECT_EQ(Ctl({"get", "plan", "--layer=9"}, &out, &err), kRejected);
   std::ostringstream o, e;
-  EXPECT_EQ(ctl::Run({"--controller=127.0.0.1:1", "--timeout=2", "status"}, "", o, e), kUnavailable);
+  EXPECT_EQ(ctl::Run({"--controller=127.0.0.1:1", "--timeout=2", "status"}, "", o, e),
+            kUnavailable);
   EXPECT_THAT(e.str(), HasSubstr("is the controller running"));
   // HECATE_CONTROLLER is the fallback; an explicit flag wins.
   std::ostringstream o2, e2;

@@ -70,7 +70,8 @@ absl::StatusOr<pl::ModelLoad> ReadLoads(const std::string& path, const pl::Clust
   if (first == "hecate-trace v1") {
     absl::StatusOr<Trace> t = ReadTrace(path);
     if (!t.ok()) return t.status();
-    if (t->loads.empty()) return absl::InvalidArgumentError(absl::StrCat(path, " has no iterations"));
+    if (t->loads.empty())
+      return absl::InvalidArgumentError(absl::StrCat(path, " has no iterations"));
     pl::LoadWindow w(window);
     for (size_t i = t->loads.size() > static_cast<size_t>(window) ? t->loads.size() - window : 0;
          i < t->loads.size(); ++i) {
@@ -78,8 +79,10 @@ absl::StatusOr<pl::ModelLoad> ReadLoads(const std::string& path, const pl::Clust
     }
     pl::ModelLoad est = w.Estimate();
     if (absl::Status s = pl::CheckShape(est, cluster, model); !s.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": trace does not match the cluster "
-                                                     "and model given: ", s.message()));
+      return absl::InvalidArgumentError(absl::StrCat(path,
+                                                     ": trace does not match the cluster "
+                                                     "and model given: ",
+                                                     s.message()));
     }
     return est;
   }
@@ -116,8 +119,9 @@ int PlanCompute(Args& a, Format format, std::ostream& out, std::ostream& err) {
   const std::string loads_path = a.Get("--loads"), cluster_path = a.Get("--cluster"),
                     model_path = a.Get("--model"), policy_name = a.Get("--policy", "hecate");
   if (loads_path.empty() || cluster_path.empty() || model_path.empty()) {
-    return Bad(err, "usage: plan compute --loads=FILE --cluster=C.json --model=M.json "
-                    "[--policy=hecate] [--extra-slots=N] [-o json|yaml|table]");
+    return Bad(err,
+               "usage: plan compute --loads=FILE --cluster=C.json --model=M.json "
+               "[--policy=hecate] [--extra-slots=N] [-o json|yaml|table]");
   }
   absl::StatusOr<pl::Cluster> cluster = sim::LoadCluster(cluster_path);
   if (!cluster.ok()) return Fail(err, cluster.status());
@@ -148,7 +152,8 @@ int PlanCompute(Args& a, Format format, std::ostream& out, std::ostream& err) {
         ep.prediction.moe_seconds / std::max(1e-12, plan.prediction.moe_seconds),
         plan.prediction.balancedness, ep.prediction.balancedness, plan.prediction.sparse_bytes,
         *std::max_element(plan.prediction.device_memory_bytes.begin(),
-                          plan.prediction.device_memory_bytes.end()) / double(1 << 30));
+                          plan.prediction.device_memory_bytes.end()) /
+            double(1 << 30));
     Table t({"LAYER", "COPIES", "BALANCEDNESS", "MOE_MS", "COMPUTE_MS", "A2A_MS", "EXPOSED_MS"});
     for (size_t l = 0; l < plan.layers.size(); ++l) {
       int copies = 0;
@@ -177,9 +182,10 @@ int Simulate(Args& a, Format format, std::ostream& out, std::ostream& err) {
   (void)absl::SimpleAtod(a.Get("--drift", "0.2"), &drift);
   (void)absl::SimpleAtod(a.Get("--noise", "0.1"), &noise);
   if (cluster_path.empty() && trace_path.empty()) {
-    return Bad(err, "usage: simulate (--trace=T | --cluster=C.json --model=M.json [--zipf=S "
-                    "--drift=D --noise=N --iterations=N]) [--policy=P[,P...]] "
-                    "[--reshard-period=R] [--extra-slots=N] [-o table|json]");
+    return Bad(err,
+               "usage: simulate (--trace=T | --cluster=C.json --model=M.json [--zipf=S "
+               "--drift=D --noise=N --iterations=N]) [--policy=P[,P...]] "
+               "[--reshard-period=R] [--extra-slots=N] [-o table|json]");
   }
   std::optional<Trace> trace;
   if (!trace_path.empty()) {
@@ -190,15 +196,16 @@ int Simulate(Args& a, Format format, std::ostream& out, std::ostream& err) {
   absl::StatusOr<pl::Cluster> cluster =
       !cluster_path.empty() ? sim::LoadCluster(cluster_path) : pl::Cluster::Create(trace->cluster);
   if (!cluster.ok()) return Fail(err, cluster.status());
-  absl::StatusOr<pl::ModelSpec> model =
-      !model_path.empty() ? sim::LoadModel(model_path) : absl::StatusOr<pl::ModelSpec>(trace->model);
+  absl::StatusOr<pl::ModelSpec> model = !model_path.empty()
+                                            ? sim::LoadModel(model_path)
+                                            : absl::StatusOr<pl::ModelSpec>(trace->model);
   if (!model.ok()) return Fail(err, model.status());
   if (trace.has_value()) {
     if (iterations <= 0) iterations = static_cast<int>(trace->loads.size());
     if (!trace->loads.empty()) {
       if (absl::Status s = pl::CheckShape(trace->loads[0], *cluster, *model); !s.ok()) {
-        return Fail(err, absl::InvalidArgumentError(
-                             absl::StrCat("the trace does not fit the cluster/model: ", s.message())));
+        return Fail(err, absl::InvalidArgumentError(absl::StrCat(
+                             "the trace does not fit the cluster/model: ", s.message())));
       }
     }
   } else if (iterations <= 0) {
@@ -244,8 +251,7 @@ int Simulate(Args& a, Format format, std::ostream& out, std::ostream& err) {
                                     "\"sparseBytesPerIteration\":%d,\"peakMemoryBytes\":%d}",
                                     name, r->mean.total(), r->mean.attention, r->mean.all_to_all,
                                     r->mean.expert, r->mean.exposed_sparse, r->mean.migration,
-                                    r->balancedness, r->sparse_bytes_per_iter,
-                                    r->peak_memory_max));
+                                    r->balancedness, r->sparse_bytes_per_iter, r->peak_memory_max));
   }
   if (format == Format::kTable) {
     out << "per-iteration means, ms (" << iterations << " iterations, " << cluster->num_devices()
@@ -279,9 +285,10 @@ int TraceCommand(const std::string& sub, Args& a, std::ostream& out, std::ostrea
   }
   if (sub == "fit") {
     sim::GeneratorFit fit = sim::Fit(t->loads);
-    out << absl::StrFormat("{\"zipfS\":%g,\"r2\":%g,\"driftPerIteration\":%g,\"sourceNoise\":%g,"
-                           "\"layerZipf\":[",
-                           fit.zipf_s, fit.r2, fit.drift_per_iteration, fit.source_noise);
+    out << absl::StrFormat(
+        "{\"zipfS\":%g,\"r2\":%g,\"driftPerIteration\":%g,\"sourceNoise\":%g,"
+        "\"layerZipf\":[",
+        fit.zipf_s, fit.r2, fit.drift_per_iteration, fit.source_noise);
     for (size_t i = 0; i < fit.layer_zipf.size(); ++i) out << (i ? "," : "") << fit.layer_zipf[i];
     out << "]}\n";
     return kOk;
@@ -293,7 +300,8 @@ int TraceCommand(const std::string& sub, Args& a, std::ostream& out, std::ostrea
         const pl::LoadMatrix& m = t->loads[i][l];
         for (int d = 0; d < m.num_devices(); ++d) {
           for (int e = 0; e < m.num_experts(); ++e) {
-            out << t->iterations[i] << "," << l << "," << d << "," << e << "," << m.at(d, e) << "\n";
+            out << t->iterations[i] << "," << l << "," << d << "," << e << "," << m.at(d, e)
+                << "\n";
           }
         }
       }

@@ -56,12 +56,11 @@ const char* ReportResultName(ReportResult r) {
 }
 
 std::vector<ReportResult> AllReportResults() {
-  return {ReportResult::kAccepted,        ReportResult::kDuplicate,
-          ReportResult::kLate,            ReportResult::kUnknownJob,
-          ReportResult::kUnknownWorker,   ReportResult::kStaleIncarnation,
-          ReportResult::kBadShape,        ReportResult::kIterationBackwards,
-          ReportResult::kConflict,        ReportResult::kFuturePlan,
-          ReportResult::kAbsurdCounts,    ReportResult::kOversized};
+  return {
+      ReportResult::kAccepted,   ReportResult::kDuplicate,          ReportResult::kLate,
+      ReportResult::kUnknownJob, ReportResult::kUnknownWorker,      ReportResult::kStaleIncarnation,
+      ReportResult::kBadShape,   ReportResult::kIterationBackwards, ReportResult::kConflict,
+      ReportResult::kFuturePlan, ReportResult::kAbsurdCounts,       ReportResult::kOversized};
 }
 
 namespace {
@@ -221,31 +220,30 @@ IngestOutcome ControllerCore::Ingest(const LoadReport& r, absl::Time now) {
   if (r.rank < 0 || r.rank >= static_cast<int>(job->workers.size()) ||
       !job->workers[r.rank].has_value()) {
     return Reject(ReportResult::kUnknownWorker,
-                  absl::NotFoundError(absl::StrCat("rank ", r.rank, " of job '", r.job_id,
-                                                   "' is not registered")));
+                  absl::NotFoundError(
+                      absl::StrCat("rank ", r.rank, " of job '", r.job_id, "' is not registered")));
   }
   WorkerInfo& worker = *job->workers[r.rank];
   if (r.incarnation != worker.reg.incarnation) {
     return Reject(ReportResult::kStaleIncarnation,
-                  absl::FailedPreconditionError(absl::StrCat(
-                      "rank ", r.rank, " incarnation ", r.incarnation, " is not the registered ",
-                      worker.reg.incarnation)));
+                  absl::FailedPreconditionError(
+                      absl::StrCat("rank ", r.rank, " incarnation ", r.incarnation,
+                                   " is not the registered ", worker.reg.incarnation)));
   }
   const pl::ModelSpec& model = job->record.model;
   if (static_cast<int>(r.layers.size()) != model.num_layers()) {
     return Reject(ReportResult::kBadShape,
-                  absl::InvalidArgumentError(absl::StrCat("report has ", r.layers.size(),
-                                                          " layers, model has ",
-                                                          model.num_layers())));
+                  absl::InvalidArgumentError(absl::StrCat(
+                      "report has ", r.layers.size(), " layers, model has ", model.num_layers())));
   }
   const int64_t per_device = model.tokens_per_device > 0 ? model.tokens_per_device : r.tokens;
   const int64_t bound = per_device > 0 ? per_device * model.top_k : -1;
   for (int l = 0; l < model.num_layers(); ++l) {
     if (static_cast<int>(r.layers[l].size()) != model.layers[l].num_experts) {
       return Reject(ReportResult::kBadShape,
-                    absl::InvalidArgumentError(absl::StrCat(
-                        "layer ", l, " has ", r.layers[l].size(), " experts, model has ",
-                        model.layers[l].num_experts)));
+                    absl::InvalidArgumentError(
+                        absl::StrCat("layer ", l, " has ", r.layers[l].size(),
+                                     " experts, model has ", model.layers[l].num_experts)));
     }
     int64_t sum = 0;
     for (int64_t v : r.layers[l]) {
@@ -271,10 +269,10 @@ IngestOutcome ControllerCore::Ingest(const LoadReport& r, absl::Time now) {
   const uint64_t hash = HashReport(r);
   if (worker.reported) {
     if (r.iteration < worker.last_iteration) {
-      return Reject(ReportResult::kIterationBackwards,
-                    absl::OutOfRangeError(absl::StrCat("iteration ", r.iteration,
-                                                       " is before the last reported ",
-                                                       worker.last_iteration)));
+      return Reject(
+          ReportResult::kIterationBackwards,
+          absl::OutOfRangeError(absl::StrCat(
+              "iteration ", r.iteration, " is before the last reported ", worker.last_iteration)));
     }
     if (r.iteration == worker.last_iteration) {
       if (hash == worker.last_report_hash) {
@@ -399,7 +397,8 @@ std::optional<pl::ClusterSpec> ControllerCore::DeriveCluster(const Job& job) con
   spec.inter_node_bandwidth_bytes_per_second = first.links.inter_node_bandwidth_bytes_per_second;
   spec.device_nic_bandwidth_bytes_per_second = first.links.device_nic_bandwidth_bytes_per_second;
   spec.link_latency_seconds = first.links.link_latency_seconds;
-  const double flops = first.links.nodes.empty() ? 1e12 : first.links.nodes[0].device_flops_per_second;
+  const double flops =
+      first.links.nodes.empty() ? 1e12 : first.links.nodes[0].device_flops_per_second;
   // Consecutive ranks on the same host form a node (launchers number ranks node by node).
   for (const auto& w : job.workers) {
     const WorkerRegistration& reg = w->reg;
@@ -496,8 +495,8 @@ PlanningResult ComputePlan(const PlanningTask& task) {
     result.error = std::string(policy.status().message());
     return result;
   }
-  pl::PlanRequest request{&*cluster, &task.model, &task.estimate, task.current.get(), nullptr,
-                          task.iteration, task.planner};
+  pl::PlanRequest request{&*cluster, &task.model,    &task.estimate, task.current.get(),
+                          nullptr,   task.iteration, task.planner};
   pl::PlanDecision d =
       pl::DecidePlan(**policy, request, task.reshard_due, task.reshard_period, task.damping);
   result.plan = std::move(d.plan);
@@ -582,7 +581,8 @@ std::vector<WorkerInfo> ControllerCore::ListWorkers(const std::string& job_id) c
   return out;
 }
 
-absl::StatusOr<std::vector<LayerLoadView>> ControllerCore::GetLoad(const std::string& job_id) const {
+absl::StatusOr<std::vector<LayerLoadView>> ControllerCore::GetLoad(
+    const std::string& job_id) const {
   const Job* job = FindJob(job_id);
   if (job == nullptr) return absl::NotFoundError(absl::StrCat("unknown job '", job_id, "'"));
   std::vector<LayerLoadView> out;

@@ -135,7 +135,7 @@ struct PlanningTask {
 };
 
 struct LayerObservation {
-  double balancedness = 1;        // observed mean/max device tokens under the plan in force
+  double balancedness = 1;  // observed mean/max device tokens under the plan in force
   double predicted_balancedness = 1;
   double expert_max = 0, expert_p50 = 0, expert_min = 0;  // expert load / mean
 };
@@ -145,7 +145,7 @@ struct PlanningResult {
   uint64_t iteration = 0;
   // The plan to publish (id unset), or nullopt when damping or a freeze held it back.
   std::optional<placement::Plan> plan;
-  std::string decision;  // "first", "gain", "reshard", "policy", "damped", "frozen", "error"
+  std::string decision;       // "first", "gain", "reshard", "policy", "damped", "frozen", "error"
   double predicted_gain = 0;  // relative, vs the plan in force on the same estimate
   bool reshard = false;
   std::vector<LayerObservation> layers;

@@ -45,7 +45,8 @@ LoadReport Report(int rank, uint64_t iteration, int64_t hot = 70, placement::Pla
   r.incarnation = 1;
   r.iteration = iteration;
   r.plan = plan;
-  for (int l = 0; l < 2; ++l) r.layers.push_back({hot, (100 - hot) / 3, (100 - hot) / 3, 100 - hot - 2 * ((100 - hot) / 3)});
+  for (int l = 0; l < 2; ++l)
+    r.layers.push_back({hot, (100 - hot) / 3, (100 - hot) / 3, 100 - hot - 2 * ((100 - hot) / 3)});
   for (auto& row : r.layers) std::swap(row[0], row[hot_expert]);
   r.timings.attention_seconds = 1e-3;
   r.tokens = 100;
@@ -69,8 +70,8 @@ class CoreTest : public ::testing::Test {
   }
   // Every rank reports `iteration`; returns the planning tasks that became due.
   std::vector<PlanningTask> ReportAll(uint64_t iteration, int64_t hot = 70, int hot_expert = 0) {
-    placement::PlanId plan = core_.CurrentPlan("job") ? core_.CurrentPlan("job")->id
-                                                      : placement::PlanId{};
+    placement::PlanId plan =
+        core_.CurrentPlan("job") ? core_.CurrentPlan("job")->id : placement::PlanId{};
     for (int r = 0; r < kWorld; ++r) {
       IngestOutcome o = core_.Ingest(Report(r, iteration, hot, plan, hot_expert), clock_.Now());
       EXPECT_TRUE(o.status.ok()) << o.status;
@@ -268,13 +269,24 @@ TEST_F(CoreTest, BadReportsAreRejectedWithoutChangingState) {
        ReportResult::kBadShape, absl::StatusCode::kInvalidArgument},
       {"absurd counts", with([](LoadReport& r) { r.layers[0][2] = 1'000'000; }),
        ReportResult::kAbsurdCounts, absl::StatusCode::kInvalidArgument},
-      {"future plan", with([](LoadReport& r) { r.plan = {3, 7}; }), ReportResult::kFuturePlan,
-       absl::StatusCode::kInvalidArgument},
-      {"future epoch", with([](LoadReport& r) { r.plan = {4, 1}; }), ReportResult::kFuturePlan,
-       absl::StatusCode::kInvalidArgument},
-      {"backwards", with([](LoadReport& r) { r.rank = 0; r.iteration = 0; }),
+      {"future plan", with([](LoadReport& r) {
+         r.plan = {3, 7};
+       }),
+       ReportResult::kFuturePlan, absl::StatusCode::kInvalidArgument},
+      {"future epoch", with([](LoadReport& r) {
+         r.plan = {4, 1};
+       }),
+       ReportResult::kFuturePlan, absl::StatusCode::kInvalidArgument},
+      {"backwards", with([](LoadReport& r) {
+         r.rank = 0;
+         r.iteration = 0;
+       }),
        ReportResult::kIterationBackwards, absl::StatusCode::kOutOfRange},
-      {"conflicting duplicate", with([](LoadReport& r) { r.rank = 0; r.layers[0][0] = 69; r.layers[0][1] += 1; }),
+      {"conflicting duplicate", with([](LoadReport& r) {
+         r.rank = 0;
+         r.layers[0][0] = 69;
+         r.layers[0][1] += 1;
+       }),
        ReportResult::kConflict, absl::StatusCode::kAlreadyExists},
   };
   const std::vector<WorkerInfo> workers_before = core_.ListWorkers("job");

@@ -35,13 +35,13 @@ ControllerMetrics::ControllerMetrics(std::shared_ptr<prometheus::Registry> regis
   for (ReportResult res : AllReportResults()) {
     report_counters_[res] = &reports_->Add({{"result", ReportResultName(res)}});
   }
-  compute_seconds_ = &BuildHistogram()
-                          .Name("hecate_plan_compute_duration_seconds")
-                          .Help("Time to compute one plan (policy + sharding + prediction).")
-                          .Register(r)
-                          .Add({}, prometheus::Histogram::BucketBoundaries{
-                                       0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                                       0.25, 0.5, 1, 2.5});
+  compute_seconds_ =
+      &BuildHistogram()
+           .Name("hecate_plan_compute_duration_seconds")
+           .Help("Time to compute one plan (policy + sharding + prediction).")
+           .Register(r)
+           .Add({}, prometheus::Histogram::BucketBoundaries{0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                                            0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5});
   push_seconds_ = &BuildHistogram()
                        .Name("hecate_plan_push_duration_seconds")
                        .Help("Time from commit to the plan queued on every watcher.")
@@ -56,10 +56,8 @@ ControllerMetrics::ControllerMetrics(std::shared_ptr<prometheus::Registry> regis
                             .Name("hecate_plan_last_published_timestamp_seconds")
                             .Help("Unix time the job's current plan was published.")
                             .Register(r);
-  plans_published_ = &BuildCounter()
-                          .Name("hecate_plans_published_total")
-                          .Help("Plans published.")
-                          .Register(r);
+  plans_published_ =
+      &BuildCounter().Name("hecate_plans_published_total").Help("Plans published.").Register(r);
   reshards_ = &BuildCounter()
                    .Name("hecate_reshards_total")
                    .Help("Plans that changed the sharding (owners) of some expert.")
@@ -140,8 +138,7 @@ void ControllerMetrics::ExpertTokens(const std::string& job, const placement::Mo
   for (size_t l = 0; l < observed.size(); ++l) {
     std::vector<int64_t> totals = observed[l].ExpertTotals();
     for (size_t e = 0; e < totals.size(); ++e) {
-      expert_tokens_
-          ->Add({{"job", job}, {"layer", absl::StrCat(l)}, {"expert", absl::StrCat(e)}})
+      expert_tokens_->Add({{"job", job}, {"layer", absl::StrCat(l)}, {"expert", absl::StrCat(e)}})
           .Increment(static_cast<double>(totals[e]));
     }
   }

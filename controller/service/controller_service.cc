@@ -208,9 +208,9 @@ absl::Status ControllerService::Recover() {
     metrics_->SetEpoch(epoch);
     metrics_->SetRecoverySeconds(seconds);
   }
-  LogInfo("recovered state", LogFields()("epoch", epoch)("jobs", snap->jobs.size())(
-                                 "workers", snap->workers.size())("plans", snap->plans.size())(
-                                 "seconds", seconds));
+  LogInfo("recovered state",
+          LogFields()("epoch", epoch)("jobs", snap->jobs.size())("workers", snap->workers.size())(
+              "plans", snap->plans.size())("seconds", seconds));
   ready_ = true;
   return absl::OkStatus();
 }
@@ -227,7 +227,8 @@ void ControllerService::Shutdown() {
     if (shutting_down_) return;
     shutting_down_ = true;
     for (auto& [job, set] : watchers_) all.insert(all.end(), set.begin(), set.end());
-    for (Watcher* w : all) w->Close(grpc::Status(grpc::StatusCode::UNAVAILABLE, "controller is shutting down"));
+    for (Watcher* w : all)
+      w->Close(grpc::Status(grpc::StatusCode::UNAVAILABLE, "controller is shutting down"));
   }
   if (planner_.joinable()) planner_.join();
 }
@@ -291,12 +292,12 @@ void ControllerService::RunPlannerOnce() {
     }
     if (!committed.ok() || *committed == nullptr) continue;
     const std::shared_ptr<const pl::Plan>& plan = *committed;
-    LogInfo("plan published",
-            LogFields()("job", plan->job_id)("epoch", plan->id.epoch)("version", plan->id.version)(
-                "effective_iteration", plan->effective_iteration)("decision", result.decision)(
-                "gain", result.predicted_gain)("predicted_moe_seconds",
-                                               plan->prediction.moe_seconds)(
-                "balancedness", plan->prediction.balancedness)("compute_seconds", compute_s));
+    LogInfo(
+        "plan published",
+        LogFields()("job", plan->job_id)("epoch", plan->id.epoch)("version", plan->id.version)(
+            "effective_iteration", plan->effective_iteration)("decision", result.decision)(
+            "gain", result.predicted_gain)("predicted_moe_seconds", plan->prediction.moe_seconds)(
+            "balancedness", plan->prediction.balancedness)("compute_seconds", compute_s));
     if (metrics_ != nullptr) {
       metrics_->PlanPublished(plan->job_id, *plan, UnixSeconds(clock_->Now()), result.reshard);
     }
@@ -310,8 +311,8 @@ void ControllerService::Deliver(const std::shared_ptr<const pl::Plan>& plan) {
   proto.set_published_unix_seconds(UnixSeconds(clock_->Now()));
   // Durable before visible: a watcher never sees a plan a restart could forget.
   if (absl::Status s = store_->PutPlan(proto, config_.store_keep_plans); !s.ok()) {
-    LogError("could not persist plan", LogFields()("job", plan->job_id)(
-                                           "version", plan->id.version)("error", s.ToString()));
+    LogError("could not persist plan",
+             LogFields()("job", plan->job_id)("version", plan->id.version)("error", s.ToString()));
   }
   std::shared_ptr<const grpc::ByteBuffer> bytes = Serialize(proto);
   absl::MutexLock lock(&mu_);
@@ -336,8 +337,8 @@ absl::Status ControllerService::IngestReport(const v1::LoadReport& p) {
   if (!ready_) return kNotReady;
   if (static_cast<int64_t>(p.ByteSizeLong()) > config_.max_report_bytes) {
     if (metrics_ != nullptr) metrics_->Report(ReportResult::kOversized);
-    return absl::ResourceExhaustedError(absl::StrCat("report of ", p.ByteSizeLong(),
-                                                     " bytes exceeds ", config_.max_report_bytes));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("report of ", p.ByteSizeLong(), " bytes exceeds ", config_.max_report_bytes));
   }
   LoadReport r;
   r.job_id = p.job_id();
@@ -387,15 +388,16 @@ grpc::ServerUnaryReactor* ControllerService::RegisterWorker(grpc::CallbackServer
     s = core_->Register(reg, clock_->Now());
     if (s.ok()) {
       resp->set_epoch(core_->epoch());
-      if (auto plan = core_->CurrentPlan(reg.job_id)) *resp->mutable_current_plan() = wire::ToProto(plan->id);
+      if (auto plan = core_->CurrentPlan(reg.job_id))
+        *resp->mutable_current_plan() = wire::ToProto(plan->id);
       resp->set_max_report_bytes(config_.max_report_bytes);
     }
   }
   if (s.ok()) {
     s = PersistJob(reg.job_id);
     if (s.ok()) s = store_->PutWorker(reg);
-    LogInfo("worker registered", LogFields()("job", reg.job_id)("rank", reg.rank)(
-                                     "node", reg.node)("incarnation", reg.incarnation));
+    LogInfo("worker registered", LogFields()("job", reg.job_id)("rank", reg.rank)("node", reg.node)(
+                                     "incarnation", reg.incarnation));
   }
   return Done(ctx, s);
 }
@@ -411,7 +413,8 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ControllerService::WatchPlans(
   std::vector<grpc::Slice> slices;
   bool ok = raw->Dump(&slices).ok();
   std::string bytes;
-  for (const grpc::Slice& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  for (const grpc::Slice& s : slices)
+    bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
   ok = ok && parsed.ParseFromString(bytes);
   const v1::WatchPlansRequest* req = &parsed;
   auto* w = new Watcher(this, req->job_id(), wire::FromProto(req->after()));
@@ -431,7 +434,8 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ControllerService::WatchPlans(
   }
   watchers_[req->job_id()].insert(w);
   // A late watcher gets the current plan first.
-  if (auto plan = core_->CurrentPlan(req->job_id())) w->Push(plan->id, Serialize(wire::ToProto(*plan)));
+  if (auto plan = core_->CurrentPlan(req->job_id()))
+    w->Push(plan->id, Serialize(wire::ToProto(*plan)));
   return w;
 }
 
@@ -448,9 +452,9 @@ grpc::ServerUnaryReactor* ControllerService::GetPlan(grpc::CallbackServerContext
   *resp = wire::ToProto(**plan);
   if (req->has_layer()) {
     if (req->layer() >= static_cast<uint32_t>(resp->layers_size())) {
-      return Done(ctx, absl::InvalidArgumentError(absl::StrCat(
-                           "layer ", req->layer(), " out of range (", resp->layers_size(),
-                           " layers)")));
+      return Done(ctx,
+                  absl::InvalidArgumentError(absl::StrCat("layer ", req->layer(), " out of range (",
+                                                          resp->layers_size(), " layers)")));
     }
     v1::LayerPlan keep = resp->layers(static_cast<int>(req->layer()));
     resp->clear_layers();
@@ -498,9 +502,8 @@ grpc::ServerUnaryReactor* ControllerService::GetLoad(grpc::CallbackServerContext
   }
   if (!load.ok()) return Done(ctx, load.status());
   if (req->has_layer() && req->layer() >= load->size()) {
-    return Done(ctx, absl::InvalidArgumentError(absl::StrCat("layer ", req->layer(),
-                                                             " out of range (", load->size(),
-                                                             " layers)")));
+    return Done(ctx, absl::InvalidArgumentError(absl::StrCat(
+                         "layer ", req->layer(), " out of range (", load->size(), " layers)")));
   }
   resp->set_job_id(req->job_id());
   for (const LayerLoadView& v : *load) {

@@ -69,13 +69,12 @@ class ControllerService final
                                                       v1::ReportLoadResponse* resp) override;
   grpc::ServerWriteReactor<grpc::ByteBuffer>* WatchPlans(grpc::CallbackServerContext* ctx,
                                                          const grpc::ByteBuffer* req) override;
-  grpc::ServerUnaryReactor* GetPlan(grpc::CallbackServerContext* ctx,
-                                    const v1::GetPlanRequest* req, v1::Plan* resp) override;
+  grpc::ServerUnaryReactor* GetPlan(grpc::CallbackServerContext* ctx, const v1::GetPlanRequest* req,
+                                    v1::Plan* resp) override;
   grpc::ServerUnaryReactor* ListWorkers(grpc::CallbackServerContext* ctx,
                                         const v1::ListWorkersRequest* req,
                                         v1::ListWorkersResponse* resp) override;
-  grpc::ServerUnaryReactor* GetLoad(grpc::CallbackServerContext* ctx,
-                                    const v1::GetLoadRequest* req,
+  grpc::ServerUnaryReactor* GetLoad(grpc::CallbackServerContext* ctx, const v1::GetLoadRequest* req,
                                     v1::GetLoadResponse* resp) override;
   grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* ctx,
                                       const v1::GetStatusRequest* req,

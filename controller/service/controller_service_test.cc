@@ -30,8 +30,7 @@ v1::RegisterWorkerRequest Registration(int rank) {
   r.set_device_kind("cpu");
   r.set_device_memory_bytes(int64_t{1} << 30);
   r.set_incarnation(1);
-  *r.mutable_model() =
-      wire::ToProto(placement::UniformModel("m", 2, 8, 2, 32, 64, 4, 128, 1e-3));
+  *r.mutable_model() = wire::ToProto(placement::UniformModel("m", 2, 8, 2, 32, 64, 4, 128, 1e-3));
   r.mutable_links()->set_intra_node_bandwidth_bytes_per_second(1e10);
   r.mutable_links()->set_inter_node_bandwidth_bytes_per_second(1e9);
   r.mutable_links()->add_nodes()->set_device_flops_per_second(1e10);

@@ -186,8 +186,8 @@ absl::StatusOr<std::unique_ptr<SqliteStateStore>> SqliteStateStore::Open(const s
   sqlite3* db = nullptr;
   if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) !=
       SQLITE_OK) {
-    absl::Status s = absl::DataLossError(absl::StrCat("cannot open ", path, ": ",
-                                                      db ? sqlite3_errmsg(db) : "?"));
+    absl::Status s = absl::DataLossError(
+        absl::StrCat("cannot open ", path, ": ", db ? sqlite3_errmsg(db) : "?"));
     sqlite3_close(db);
     close(fd);
     return s;

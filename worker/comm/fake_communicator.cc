@@ -82,7 +82,8 @@ class FakeCommunicator : public Communicator {
     if (absl::Status s = Gather(data, elements * 8, &all, CommKind::kControl); !s.ok()) return s;
     for (int64_t i = 0; i < elements; ++i) {
       for (int r = 0; r < world_size(); ++r) {
-        data[i] = std::min(data[i], reinterpret_cast<const int64_t*>(all.data() + r * elements * 8)[i]);
+        data[i] =
+            std::min(data[i], reinterpret_cast<const int64_t*>(all.data() + r * elements * 8)[i]);
       }
     }
     return absl::OkStatus();
@@ -149,7 +150,8 @@ class FakeCommunicator : public Communicator {
 
 InProcessGroup::InProcessGroup(int world_size, absl::Duration timeout) : timeout_(timeout) {
   dead_.assign(world_size, false);
-  for (int r = 0; r < world_size; ++r) comms_.push_back(std::make_unique<FakeCommunicator>(this, r));
+  for (int r = 0; r < world_size; ++r)
+    comms_.push_back(std::make_unique<FakeCommunicator>(this, r));
 }
 
 void InProcessGroup::Kill(int r) {
@@ -166,9 +168,8 @@ void InProcessGroup::Post(int src, int dst, uint64_t key, const void* data, int6
 absl::Status InProcessGroup::Take(int src, int dst, uint64_t key, void* data, int64_t bytes) {
   absl::MutexLock lock(&mu_);
   const auto k = std::make_tuple(src, dst, key);
-  auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return mail_.count(k) > 0 || dead_[src];
-  };
+  auto ready = [&]()
+                   ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return mail_.count(k) > 0 || dead_[src]; };
   if (!mu_.AwaitWithTimeout(absl::Condition(&ready), timeout_)) {
     return absl::DeadlineExceededError(
         absl::StrCat("rank ", dst, ": timed out waiting for rank ", src));
@@ -178,8 +179,8 @@ absl::Status InProcessGroup::Take(int src, int dst, uint64_t key, void* data, in
     return absl::UnavailableError(absl::StrCat("rank ", dst, ": peer rank ", src, " died"));
   }
   if (static_cast<int64_t>(it->second.size()) != bytes) {
-    return absl::InternalError(absl::StrCat("rank ", dst, ": expected ", bytes, " bytes from ",
-                                            src, ", got ", it->second.size()));
+    return absl::InternalError(absl::StrCat("rank ", dst, ": expected ", bytes, " bytes from ", src,
+                                            ", got ", it->second.size()));
   }
   std::memcpy(data, it->second.data(), bytes);
   mail_.erase(it);

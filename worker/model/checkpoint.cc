@@ -71,7 +71,8 @@ absl::Status SaveCheckpoint(const std::string& dir, uint64_t next_iteration, Tra
     return s;
   }
   if (rank == 0) {
-    if (absl::Status s = WriteAtomically(step_dir + "/plan.pb", wire::ToProto(plan).SerializeAsString());
+    if (absl::Status s =
+            WriteAtomically(step_dir + "/plan.pb", wire::ToProto(plan).SerializeAsString());
         !s.ok()) {
       return s;
     }
@@ -113,8 +114,8 @@ absl::StatusOr<CheckpointInfo> ReadCheckpointInfo(const std::string& dir, int wo
     return absl::DataLossError(absl::StrCat(step_dir, "/rank-0.meta is unreadable"));
   }
   if (world != world_size) {
-    return absl::FailedPreconditionError(absl::StrCat("checkpoint ", step_dir, " has ", world,
-                                                      " ranks; this run has ", world_size));
+    return absl::FailedPreconditionError(
+        absl::StrCat("checkpoint ", step_dir, " has ", world, " ranks; this run has ", world_size));
   }
   std::ifstream plan_in(step_dir + "/plan.pb", std::ios::binary);
   std::stringstream ss;
@@ -136,8 +137,8 @@ absl::Status RestoreCheckpoint(const std::string& dir, const CheckpointInfo& inf
   try {
     torch::load(tensors, absl::StrCat(step_dir, "/rank-", rank, ".pt"));
   } catch (const std::exception& e) {
-    return absl::DataLossError(absl::StrCat("cannot read ", step_dir, "/rank-", rank, ".pt: ",
-                                            e.what()));
+    return absl::DataLossError(
+        absl::StrCat("cannot read ", step_dir, "/rank-", rank, ".pt: ", e.what()));
   }
   std::ifstream meta(absl::StrCat(step_dir, "/rank-", rank, ".meta"));
   std::string key;

@@ -33,9 +33,8 @@ absl::StatusOr<TextData> TextData::Load(const std::string& path, int seq_len) {
   d.bytes_.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
   d.seq_len_ = seq_len;
   if (static_cast<int64_t>(d.bytes_.size()) < seq_len + 2) {
-    return absl::FailedPreconditionError(absl::StrCat("training text ", path, " has ",
-                                                      d.bytes_.size(),
-                                                      " bytes; need at least ", seq_len + 2));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "training text ", path, " has ", d.bytes_.size(), " bytes; need at least ", seq_len + 2));
   }
   return d;
 }
@@ -48,8 +47,8 @@ std::pair<torch::Tensor, torch::Tensor> TextData::Batch(uint64_t iteration, int 
   auto* tp = target.data_ptr<int64_t>();
   const uint64_t span = bytes_.size() - seq_len_ - 1;
   for (int b = 0; b < batch; ++b) {
-    const uint64_t g = iteration * static_cast<uint64_t>(batch) * world +
-                       static_cast<uint64_t>(rank) * batch + b;
+    const uint64_t g =
+        iteration * static_cast<uint64_t>(batch) * world + static_cast<uint64_t>(rank) * batch + b;
     const uint64_t start = Mix(seed * 7919 + g) % span;
     for (int s = 0; s < seq_len_; ++s) {
       ip[b * seq_len_ + s] = bytes_[start + s];
@@ -65,14 +64,16 @@ struct Trainer::Net : torch::nn::Module {
     tok = register_module("tok", torch::nn::Embedding(256, c.d_model));
     pos = register_module("pos", torch::nn::Embedding(c.seq_len, c.d_model));
     for (int l = 0; l < c.layers; ++l) {
-      ln1.push_back(register_module(absl::StrCat("ln1_", l), torch::nn::LayerNorm(
-                                                                 torch::nn::LayerNormOptions({c.d_model}))));
-      qkv.push_back(register_module(absl::StrCat("qkv_", l),
-                                    torch::nn::Linear(torch::nn::LinearOptions(c.d_model, 3 * c.d_model))));
-      proj.push_back(register_module(absl::StrCat("proj_", l),
-                                     torch::nn::Linear(torch::nn::LinearOptions(c.d_model, c.d_model))));
-      ln2.push_back(register_module(absl::StrCat("ln2_", l), torch::nn::LayerNorm(
-                                                                 torch::nn::LayerNormOptions({c.d_model}))));
+      ln1.push_back(register_module(
+          absl::StrCat("ln1_", l), torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.d_model}))));
+      qkv.push_back(
+          register_module(absl::StrCat("qkv_", l),
+                          torch::nn::Linear(torch::nn::LinearOptions(c.d_model, 3 * c.d_model))));
+      proj.push_back(
+          register_module(absl::StrCat("proj_", l),
+                          torch::nn::Linear(torch::nn::LinearOptions(c.d_model, c.d_model))));
+      ln2.push_back(register_module(
+          absl::StrCat("ln2_", l), torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.d_model}))));
       gate.push_back(register_module(
           absl::StrCat("gate_", l),
           torch::nn::Linear(torch::nn::LinearOptions(c.d_model, c.experts).bias(false))));
@@ -124,8 +125,8 @@ std::vector<torch::Tensor> Trainer::DenseParameters() { return net_->parameters(
 
 absl::Status Trainer::ApplyPlan(const pl::Plan& plan) {
   if (static_cast<int>(plan.layers.size()) != config_.layers) {
-    return absl::InvalidArgumentError(absl::StrCat("plan has ", plan.layers.size(),
-                                                   " layers, model has ", config_.layers));
+    return absl::InvalidArgumentError(
+        absl::StrCat("plan has ", plan.layers.size(), " layers, model has ", config_.layers));
   }
   for (int l = 0; l < config_.layers; ++l) {
     if (absl::Status s = moe_[l]->ApplyPlan(plan.layers[l], plan.dispatch_rule); !s.ok()) return s;
@@ -141,8 +142,7 @@ absl::StatusOr<StepResult> Trainer::Step(uint64_t iteration) {
     moe->mutable_times().Reset();
     if (absl::Status s = moe->BeginIteration(); !s.ok()) return s;
   }
-  auto [input, target] =
-      data_.Batch(iteration, comm_->rank(), world, config_.batch, config_.seed);
+  auto [input, target] = data_.Batch(iteration, comm_->rank(), world, config_.batch, config_.seed);
   const int64_t B = config_.batch, S = config_.seq_len, D = config_.d_model, H = config_.heads;
   const int64_t global_tokens = B * S * world;
   result.tokens = global_tokens;
@@ -160,7 +160,8 @@ absl::StatusOr<StepResult> Trainer::Step(uint64_t iteration) {
       auto parts = qkv.chunk(3, -1);
       auto heads = [&](const torch::Tensor& t) { return t.view({B, S, H, D / H}).transpose(1, 2); };
       torch::Tensor q = heads(parts[0]), k = heads(parts[1]), v = heads(parts[2]);
-      torch::Tensor att = torch::softmax(q.matmul(k.transpose(-2, -1)) / std::sqrt(double(D / H)) + mask, -1);
+      torch::Tensor att =
+          torch::softmax(q.matmul(k.transpose(-2, -1)) / std::sqrt(double(D / H)) + mask, -1);
       torch::Tensor a = att.matmul(v).transpose(1, 2).contiguous().view({B, S, D});
       h = h + net_->proj[l]->forward(a);
       attention_s += Since(ta);
@@ -183,9 +184,9 @@ absl::StatusOr<StepResult> Trainer::Step(uint64_t iteration) {
         // Switch/GShard balance loss on GLOBAL fractions: E * sum_e f_e * P_e.
         const pl::LoadMatrix& g = moe_[l]->last_global_counts();
         std::vector<int64_t> totals = g.ExpertTotals();
-        torch::Tensor f = torch::tensor(std::vector<double>(totals.begin(), totals.end()),
-                                        probs.options()) /
-                          static_cast<double>(global_tokens * config_.top_k);
+        torch::Tensor f =
+            torch::tensor(std::vector<double>(totals.begin(), totals.end()), probs.options()) /
+            static_cast<double>(global_tokens * config_.top_k);
         torch::Tensor p = probs.sum(0) / static_cast<double>(global_tokens);
         aux = aux + config_.aux_loss * config_.experts * (f * p).sum();
       }
@@ -210,13 +211,14 @@ absl::StatusOr<StepResult> Trainer::Step(uint64_t iteration) {
   std::vector<torch::Tensor> params = net_->parameters();
   std::vector<torch::Tensor> grads;
   for (const torch::Tensor& p : params) {
-    grads.push_back(p.grad().defined() ? p.grad().reshape({-1}) : torch::zeros({p.numel()}, p.options()));
+    grads.push_back(p.grad().defined() ? p.grad().reshape({-1})
+                                       : torch::zeros({p.numel()}, p.options()));
   }
   torch::Tensor flat = torch::cat(grads).contiguous();
   double loss_value[1] = {loss.item<double>()};
   if (world > 1) {
-    if (absl::Status s = comm_->AllReduceSum(flat.data_ptr(), flat.numel(),
-                                             config_.float64 ? 8 : 4);
+    if (absl::Status s =
+            comm_->AllReduceSum(flat.data_ptr(), flat.numel(), config_.float64 ? 8 : 4);
         !s.ok()) {
       return s;
     }

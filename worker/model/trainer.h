@@ -59,8 +59,8 @@ class TextData {
   // NOT_FOUND if the file is missing, FAILED_PRECONDITION if it is shorter than seq_len + 2.
   static absl::StatusOr<TextData> Load(const std::string& path, int seq_len);
   // Input and target token ids [batch, seq_len] for this rank.
-  std::pair<torch::Tensor, torch::Tensor> Batch(uint64_t iteration, int rank, int world,
-                                                int batch, uint64_t seed) const;
+  std::pair<torch::Tensor, torch::Tensor> Batch(uint64_t iteration, int rank, int world, int batch,
+                                                uint64_t seed) const;
   int64_t size() const { return static_cast<int64_t>(bytes_.size()); }
 
  private:
@@ -74,8 +74,8 @@ struct PhaseTimes {
 };
 
 struct StepResult {
-  double loss = 0;          // global mean token NLL (+ aux loss)
-  int64_t tokens = 0;       // global tokens this iteration
+  double loss = 0;     // global mean token NLL (+ aux loss)
+  int64_t tokens = 0;  // global tokens this iteration
   PhaseTimes times;
   // This rank's tokens per expert, per layer; and the global matrices (identical on all ranks).
   std::vector<std::vector<int64_t>> local_counts;

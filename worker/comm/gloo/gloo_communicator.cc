@@ -34,7 +34,8 @@ class TcpStoreAdapter : public gloo::rendezvous::Store {
     return std::vector<char>(v.begin(), v.end());
   }
   void wait(const std::vector<std::string>& keys) override { store_->wait(keys); }
-  void wait(const std::vector<std::string>& keys, const std::chrono::milliseconds& timeout) override {
+  void wait(const std::vector<std::string>& keys,
+            const std::chrono::milliseconds& timeout) override {
     store_->wait(keys, timeout);
   }
 
@@ -54,7 +55,8 @@ absl::Status FromException(const std::exception& e, int rank, const char* what) 
 class GlooCommunicator : public Communicator {
  public:
   GlooCommunicator(c10::intrusive_ptr<c10d::TCPStore> store,
-                   std::shared_ptr<gloo::rendezvous::Context> ctx, std::chrono::milliseconds timeout)
+                   std::shared_ptr<gloo::rendezvous::Context> ctx,
+                   std::chrono::milliseconds timeout)
       : store_(std::move(store)), ctx_(std::move(ctx)), timeout_(timeout) {}
 
   int rank() const override { return ctx_->rank; }

@@ -50,12 +50,12 @@ std::vector<int> RunRanks(int world, const std::function<int(int)>& fn) {
   return codes;
 }
 
-#define CHECK_OR(cond, code)                                               \
-  do {                                                                     \
-    if (!(cond)) {                                                         \
+#define CHECK_OR(cond, code)                                                      \
+  do {                                                                            \
+    if (!(cond)) {                                                                \
       std::fprintf(stderr, "rank check failed: %s (line %d)\n", #cond, __LINE__); \
-      return code;                                                         \
-    }                                                                      \
+      return code;                                                                \
+    }                                                                             \
   } while (0)
 
 TEST(GlooCommunicatorTest, CollectivesAcrossProcesses) {
@@ -132,7 +132,8 @@ TEST(GlooCommunicatorTest, PeerDeathIsAnErrorNotAHang) {
     absl::Status s = (*c)->AllReduceSum(big.data(), big.size(), 4);
     CHECK_OR(!s.ok(), 12);
     CHECK_OR(s.code() == absl::StatusCode::kUnavailable ||
-                 s.code() == absl::StatusCode::kDeadlineExceeded, 13);
+                 s.code() == absl::StatusCode::kDeadlineExceeded,
+             13);
     std::fprintf(stderr, "rank %d failed as expected: %s\n", r, s.ToString().c_str());
     return 0;
   });
