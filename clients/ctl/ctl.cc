@@ -75,7 +75,14 @@ class Ctl {
  public:
   Ctl(Options opts, std::ostream& out, std::ostream& err)
       : opts_(std::move(opts)), out_(out), err_(err) {
-    channel_ = grpc::CreateChannel(opts_.controller, grpc::InsecureChannelCredentials());
+    // --watch outlives controller restarts: re-resolve quickly (gRPC's DNS resolver otherwise
+    // waits up to 30 s between resolutions; see worker/agent/agent.cc).
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS, 100);
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+    channel_ =
+        grpc::CreateCustomChannel(opts_.controller, grpc::InsecureChannelCredentials(), args);
     stub_ = v1::Controller::NewStub(channel_);
   }
 
