@@ -18,6 +18,7 @@
 #include "absl/flags/flag.h"
 #include "absl/time/clock.h"
 #include "common/flags.h"
+#include "common/subprocess.h"
 #include "worker/comm/gloo/gloo_communicator.h"
 
 ABSL_FLAG(int, experts, 8, "Experts (chunks); rank r owns experts r, r+2, ...");
@@ -28,17 +29,7 @@ ABSL_FLAG(int, repeats, 20, "Timed repetitions");
 namespace hecate::worker {
 namespace {
 
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
+using ::hecate::proc::FreePort;
 
 int Rank(int rank, int port, int pipe_fd) {
   cpu_set_t set;
@@ -107,7 +98,7 @@ int Rank(int rank, int port, int pipe_fd) {
 
 int main(int argc, char** argv) {
   hecate::ParseFlags(argc, argv, "SparseAllGather vs dense all-gather throughput (2 processes).");
-  const int port = hecate::worker::FreePort();
+  const int port = hecate::proc::FreePort();
   int fds[2];
   if (pipe(fds) != 0) return 1;
   std::vector<pid_t> pids;

@@ -66,21 +66,6 @@ std::string FindBinary(const std::string& rel) {
   return "";
 }
 
-int FreePort() {
-  // Let the kernel pick: bind to port 0 and read it back.
-  std::string out;
-  FILE* f = popen(
-      "/usr/bin/python3 -c 'import socket;s=socket.socket();s.bind((\"127.0.0.1\",0));"
-      "print(s.getsockname()[1])'",
-      "r");
-  if (f == nullptr) return 29511;
-  char buf[32] = {0};
-  if (fgets(buf, sizeof(buf), f) == nullptr) buf[0] = 0;
-  pclose(f);
-  int port = 0;
-  return absl::SimpleAtoi(absl::StripAsciiWhitespace(buf), &port) && port > 0 ? port : 29511;
-}
-
 std::map<std::string, std::string> ParseKv(const std::string& line) {
   std::map<std::string, std::string> kv;
   for (absl::string_view part : absl::StrSplit(line, ' ', absl::SkipEmpty())) {
@@ -142,7 +127,7 @@ int Run(const std::vector<std::string>& worker_args) {
     }
   }
   const int port =
-      absl::GetFlag(FLAGS_master_port) > 0 ? absl::GetFlag(FLAGS_master_port) : FreePort();
+      absl::GetFlag(FLAGS_master_port) > 0 ? absl::GetFlag(FLAGS_master_port) : proc::FreePort();
   std::printf("Hecate: %d workers (%s, policy %s), %d iterations\n", workers,
               absl::GetFlag(FLAGS_mode).c_str(), absl::GetFlag(FLAGS_policy).c_str(),
               absl::GetFlag(FLAGS_iterations));

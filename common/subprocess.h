@@ -46,6 +46,11 @@ class Subprocess {
 std::string Runfile(const std::string& path);
 // A fresh directory under TEST_TMPDIR.
 std::string TempDir(const std::string& name);
+// A loopback TCP port that was free a moment ago (bind to port 0, read it back, close). For the
+// rendezvous ports a group of processes must know before any of them listens (MASTER_PORT, a
+// controller restarted on the same address); a server that can report its own port should bind
+// port 0 instead.
+int FreePort();
 
 }  // namespace hecate::proc
 

@@ -15,6 +15,7 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/subprocess.h"
 #include "placement/sharding.h"
 #include "placement/synthetic.h"
 #include "worker/comm/fake_communicator.h"
@@ -28,17 +29,7 @@ namespace {
 constexpr int kIterations = 20;
 constexpr int kReshardAt = 10;
 
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
+using ::hecate::proc::FreePort;
 
 std::string Tmp(const std::string& name) {
   const char* t = std::getenv("TEST_TMPDIR");

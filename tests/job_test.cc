@@ -27,17 +27,7 @@ using proc::Runfile;
 using proc::Subprocess;
 using proc::TempDir;
 
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
+using ::hecate::proc::FreePort;
 
 const std::vector<std::string> kSmallModel = {"--layers=2",   "--d_model=32", "--heads=2",
                                               "--experts=4",  "--d_ffn=64",   "--batch=4",

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "common/wire.h"
+#include "controller/core/registration_proto.h"
 
 namespace hecate::controller {
 
@@ -25,21 +26,6 @@ grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Sta
 }
 
 const absl::Status kNotReady = absl::UnavailableError("controller is recovering its state");
-
-WorkerRegistration FromProto(const v1::RegisterWorkerRequest& p) {
-  WorkerRegistration w;
-  w.job_id = p.job_id();
-  w.rank = static_cast<int>(p.rank());
-  w.world_size = static_cast<int>(p.world_size());
-  w.node = p.node();
-  w.local_rank = static_cast<int>(p.local_rank());
-  w.device_kind = p.device_kind();
-  w.device_memory_bytes = static_cast<int64_t>(p.device_memory_bytes());
-  w.incarnation = p.incarnation();
-  w.model = wire::FromProto(p.model());
-  w.links = wire::FromProto(p.links());
-  return w;
-}
 
 v1::WorkerState ToProto(WorkerState s) {
   switch (s) {
@@ -381,7 +367,7 @@ grpc::ServerUnaryReactor* ControllerService::RegisterWorker(grpc::CallbackServer
                                                             const v1::RegisterWorkerRequest* req,
                                                             v1::RegisterWorkerResponse* resp) {
   if (!ready_) return Done(ctx, kNotReady);
-  WorkerRegistration reg = FromProto(*req);
+  WorkerRegistration reg = WorkerFromProto(*req);
   absl::Status s;
   {
     absl::MutexLock lock(&mu_);

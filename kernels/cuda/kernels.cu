@@ -14,29 +14,13 @@ int Blocks(int64_t work, int64_t per_block = kThreads) {
   return static_cast<int>(b < 1 ? 1 : b);
 }
 
-// One block per row (grid-stride), threads over the row's float4s.
-__global__ void CopyRowsGather(const float* __restrict__ x, int64_t d,
-                               const int64_t* __restrict__ index, int64_t n,
-                               float* __restrict__ out) {
+// One block per row (grid-stride), threads over the row's float4s. Gather: out[i] = x[index[i]];
+// scatter: out[index[i]] = x[i].
+__global__ void CopyRows(const float* __restrict__ x, int64_t d, const int64_t* __restrict__ index,
+                         int64_t n, float* __restrict__ out, bool gather) {
   for (int64_t i = blockIdx.x; i < n; i += gridDim.x) {
-    const float* src = x + index[i] * d;
-    float* dst = out + i * d;
-    if ((d & 3) == 0) {
-      const float4* s4 = reinterpret_cast<const float4*>(src);
-      float4* d4 = reinterpret_cast<float4*>(dst);
-      for (int64_t c = threadIdx.x; c < d / 4; c += blockDim.x) d4[c] = s4[c];
-    } else {
-      for (int64_t c = threadIdx.x; c < d; c += blockDim.x) dst[c] = src[c];
-    }
-  }
-}
-
-__global__ void CopyRowsScatter(const float* __restrict__ in, int64_t d,
-                                const int64_t* __restrict__ index, int64_t n,
-                                float* __restrict__ out) {
-  for (int64_t i = blockIdx.x; i < n; i += gridDim.x) {
-    const float* src = in + i * d;
-    float* dst = out + index[i] * d;
+    const float* src = x + (gather ? index[i] : i) * d;
+    float* dst = out + (gather ? i : index[i]) * d;
     if ((d & 3) == 0) {
       const float4* s4 = reinterpret_cast<const float4*>(src);
       float4* d4 = reinterpret_cast<float4*>(dst);
@@ -133,14 +117,14 @@ __global__ void AccumulateKernel(const float* __restrict__ received,
 cudaError_t GatherRows(const float* x, int64_t d, const int64_t* index, int64_t n, float* out,
                        cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  CopyRowsGather<<<Blocks(n, 1), kThreads, 0, stream>>>(x, d, index, n, out);
+  CopyRows<<<Blocks(n, 1), kThreads, 0, stream>>>(x, d, index, n, out, true);
   return cudaGetLastError();
 }
 
 cudaError_t ScatterRows(const float* in, int64_t d, const int64_t* index, int64_t n, float* out,
                         cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  CopyRowsScatter<<<Blocks(n, 1), kThreads, 0, stream>>>(in, d, index, n, out);
+  CopyRows<<<Blocks(n, 1), kThreads, 0, stream>>>(in, d, index, n, out, false);
   return cudaGetLastError();
 }
 
@@ -170,27 +154,34 @@ cudaError_t CountExperts(const int64_t* expert, int64_t n, int64_t num_experts, 
   return cudaGetLastError();
 }
 
+// Chunk kernels: blockIdx.y walks the chunks, blockIdx.x/threadIdx.x the elements of one chunk.
+static dim3 ChunkGrid(int64_t chunks, int64_t work_per_chunk) {
+  return dim3(Blocks(work_per_chunk), static_cast<unsigned>(chunks < 65535 ? chunks : 65535));
+}
+
+static cudaError_t LaunchPack(const float* src, const int64_t* offsets, int64_t chunks,
+                              int64_t chunk_elems, float* out, bool unpack, cudaStream_t stream) {
+  if (chunks == 0 || chunk_elems == 0) return cudaSuccess;
+  PackKernel<<<ChunkGrid(chunks, chunk_elems / 4 + 1), kThreads, 0, stream>>>(
+      src, offsets, chunks, chunk_elems, out, unpack);
+  return cudaGetLastError();
+}
+
 cudaError_t PackChunks(const float* src, const int64_t* offsets, int64_t chunks,
                        int64_t chunk_elems, float* out, cudaStream_t stream) {
-  if (chunks == 0 || chunk_elems == 0) return cudaSuccess;
-  dim3 grid(Blocks(chunk_elems / 4 + 1), static_cast<unsigned>(chunks < 65535 ? chunks : 65535));
-  PackKernel<<<grid, kThreads, 0, stream>>>(src, offsets, chunks, chunk_elems, out, false);
-  return cudaGetLastError();
+  return LaunchPack(src, offsets, chunks, chunk_elems, out, false, stream);
 }
 
 cudaError_t UnpackChunks(const float* packed, const int64_t* offsets, int64_t chunks,
                          int64_t chunk_elems, float* dst, cudaStream_t stream) {
-  if (chunks == 0 || chunk_elems == 0) return cudaSuccess;
-  dim3 grid(Blocks(chunk_elems / 4 + 1), static_cast<unsigned>(chunks < 65535 ? chunks : 65535));
-  PackKernel<<<grid, kThreads, 0, stream>>>(packed, offsets, chunks, chunk_elems, dst, true);
-  return cudaGetLastError();
+  return LaunchPack(packed, offsets, chunks, chunk_elems, dst, true, stream);
 }
 
 cudaError_t AccumulateChunks(const float* received, const int64_t* offsets, int64_t chunks,
                              int64_t chunk_elems, float* dst, cudaStream_t stream) {
   if (chunks == 0 || chunk_elems == 0) return cudaSuccess;
-  dim3 grid(Blocks(chunk_elems), static_cast<unsigned>(chunks < 65535 ? chunks : 65535));
-  AccumulateKernel<<<grid, kThreads, 0, stream>>>(received, offsets, chunks, chunk_elems, dst);
+  AccumulateKernel<<<ChunkGrid(chunks, chunk_elems), kThreads, 0, stream>>>(
+      received, offsets, chunks, chunk_elems, dst);
   return cudaGetLastError();
 }
 

@@ -2,6 +2,7 @@
 // with the fake's contract, and a peer that dies mid-collective makes the others fail with a clear
 // error within the timeout instead of hanging.
 #include "worker/comm/gloo/gloo_communicator.h"
+#include "common/subprocess.h"
 
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -18,17 +19,7 @@
 namespace hecate::worker {
 namespace {
 
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
+using ::hecate::proc::FreePort;
 
 // Forks `world` processes running fn(rank) -> exit code; returns the exit codes.
 std::vector<int> RunRanks(int world, const std::function<int(int)>& fn) {
