@@ -35,13 +35,30 @@ __global__ void CombineKernel(const float* __restrict__ in, int64_t d, int64_t t
                               const float* __restrict__ w, const int64_t* __restrict__ pos,
                               float* __restrict__ y) {
   for (int64_t t = blockIdx.x; t < tokens; t += gridDim.x) {
-    for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
-      float acc = 0;
-      for (int64_t j = 0; j < k; ++j) {
-        const int64_t a = t * k + j;  // same order as the CPU reference
-        acc += w[a] * in[pos[a] * d + c];
+    if ((d & 3) == 0) {  // float4 loads; per component the same order as the CPU reference
+      float4* out = reinterpret_cast<float4*>(y + t * d);
+      for (int64_t c = threadIdx.x; c < d / 4; c += blockDim.x) {
+        float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+        for (int64_t j = 0; j < k; ++j) {
+          const int64_t a = t * k + j;
+          const float wa = w[a];
+          const float4 v = reinterpret_cast<const float4*>(in + pos[a] * d)[c];
+          acc.x += wa * v.x;
+          acc.y += wa * v.y;
+          acc.z += wa * v.z;
+          acc.w += wa * v.w;
+        }
+        out[c] = acc;
       }
-      y[t * d + c] = acc;
+    } else {
+      for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
+        float acc = 0;
+        for (int64_t j = 0; j < k; ++j) {
+          const int64_t a = t * k + j;  // same order as the CPU reference
+          acc += w[a] * in[pos[a] * d + c];
+        }
+        y[t * d + c] = acc;
+      }
     }
   }
 }

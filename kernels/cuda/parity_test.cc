@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <numeric>
 #include <random>
 #include <string>
@@ -44,13 +45,21 @@ struct DeviceBuffer {
   }
 };
 
+// `got` reads the device result; it runs only after the launch and a synchronize (a plain argument
+// could be evaluated before the launch: argument evaluation order is unspecified).
 void Check(const std::string& what, cudaError_t launch, const std::vector<float>& want,
-           const std::vector<float>& got, double rel) {
+           const std::function<std::vector<float>()>& read, double rel) {
   ++checks;
   const cudaError_t sync = cudaDeviceSynchronize();
   if (launch != cudaSuccess || sync != cudaSuccess) {
     std::printf("FAIL %s: %s\n", what.c_str(),
                 cudaGetErrorString(launch != cudaSuccess ? launch : sync));
+    ++failures;
+    return;
+  }
+  const std::vector<float> got = read();
+  if (got.size() != want.size()) {
+    std::printf("FAIL %s: %zu elements, want %zu\n", what.c_str(), got.size(), want.size());
     ++failures;
     return;
   }
@@ -102,8 +111,9 @@ void RunShape(const Shape& s, uint32_t seed) {
   std::vector<float> want(n * s.d);
   k::GatherRows(x.data(), s.d, token_of.data(), n, want.data());
   DeviceBuffer<float> dout(std::vector<float>(n * s.d, 0));
-  Check("GatherRows " + tag, kc::GatherRows(dx.ptr, s.d, didx.ptr, n, dout.ptr, nullptr), want,
-        dout.Host(), 0);
+  Check(
+      "GatherRows " + tag, kc::GatherRows(dx.ptr, s.d, didx.ptr, n, dout.ptr, nullptr), want,
+      [&] { return dout.Host(); }, 0);
 
   // ScatterRows: back by the permutation.
   const std::vector<float> rows = Random(n * s.d, rng);
@@ -111,8 +121,9 @@ void RunShape(const Shape& s, uint32_t seed) {
   k::ScatterRows(rows.data(), s.d, perm.data(), n, want_s.data());
   DeviceBuffer<float> drows(rows), dperm_out(std::vector<float>(n * s.d, 0));
   DeviceBuffer<int64_t> dperm(perm);
-  Check("ScatterRows " + tag, kc::ScatterRows(drows.ptr, s.d, dperm.ptr, n, dperm_out.ptr, nullptr),
-        want_s, dperm_out.Host(), 0);
+  Check(
+      "ScatterRows " + tag, kc::ScatterRows(drows.ptr, s.d, dperm.ptr, n, dperm_out.ptr, nullptr),
+      want_s, [&] { return dperm_out.Host(); }, 0);
 
   // WeightedCombine and its backward: position[a] = where assignment a's output row sits.
   std::vector<int64_t> position(n);
@@ -122,9 +133,10 @@ void RunShape(const Shape& s, uint32_t seed) {
   k::WeightedCombine(rows.data(), s.d, s.tokens, s.k, w.data(), position.data(), want_y.data());
   DeviceBuffer<float> dw(w), dy(std::vector<float>(s.tokens * s.d, 0));
   DeviceBuffer<int64_t> dpos(position);
-  Check("WeightedCombine " + tag,
-        kc::WeightedCombine(drows.ptr, s.d, s.tokens, s.k, dw.ptr, dpos.ptr, dy.ptr, nullptr),
-        want_y, dy.Host(), 1e-5);
+  Check(
+      "WeightedCombine " + tag,
+      kc::WeightedCombine(drows.ptr, s.d, s.tokens, s.k, dw.ptr, dpos.ptr, dy.ptr, nullptr), want_y,
+      [&] { return dy.Host(); }, 1e-5);
 
   const std::vector<float> gy = Random(s.tokens * s.d, rng);
   std::vector<float> want_gin(n * s.d, 0), want_gw(n, 0);
@@ -133,17 +145,23 @@ void RunShape(const Shape& s, uint32_t seed) {
   DeviceBuffer<float> dgy(gy), dgin(std::vector<float>(n * s.d, 0)), dgw(std::vector<float>(n, 0));
   const cudaError_t e = kc::WeightedCombineBackward(drows.ptr, dgy.ptr, s.d, s.tokens, s.k, dw.ptr,
                                                     dpos.ptr, dgin.ptr, dgw.ptr, nullptr);
-  Check("WeightedCombineBackward(grad_in) " + tag, e, want_gin, dgin.Host(), 1e-5);
-  Check("WeightedCombineBackward(grad_w) " + tag, e, want_gw, dgw.Host(), 1e-4);
+  Check(
+      "WeightedCombineBackward(grad_in) " + tag, e, want_gin, [&] { return dgin.Host(); }, 1e-5);
+  Check(
+      "WeightedCombineBackward(grad_w) " + tag, e, want_gw, [&] { return dgw.Host(); }, 1e-4);
 
   // CountExperts (counts compared as floats: exact small integers).
   std::vector<int64_t> want_c(s.experts, 0);
   k::CountExperts(expert.data(), n, s.experts, want_c.data());
   DeviceBuffer<int64_t> dexp(expert), dcounts(std::vector<int64_t>(s.experts, 77));
   const cudaError_t ce = kc::CountExperts(dexp.ptr, n, s.experts, dcounts.ptr, nullptr);
-  std::vector<int64_t> got_c = dcounts.Host();
-  Check("CountExperts " + tag, ce, std::vector<float>(want_c.begin(), want_c.end()),
-        std::vector<float>(got_c.begin(), got_c.end()), 0);
+  Check(
+      "CountExperts " + tag, ce, std::vector<float>(want_c.begin(), want_c.end()),
+      [&] {
+        const std::vector<int64_t> got = dcounts.Host();
+        return std::vector<float>(got.begin(), got.end());
+      },
+      0);
 
   // Pack / Unpack / Accumulate over expert chunks: chunk = 2 * d * d_ffn floats (odd when d is).
   const int64_t chunk = s.d * 3;
@@ -156,15 +174,17 @@ void RunShape(const Shape& s, uint32_t seed) {
   k::PackChunks(params.data(), offsets.data(), chunks, chunk, want_p.data());
   DeviceBuffer<float> dparams(params), dpacked(std::vector<float>(chunks * chunk, 0));
   DeviceBuffer<int64_t> doff(offsets);
-  Check("PackChunks " + tag,
-        kc::PackChunks(dparams.ptr, doff.ptr, chunks, chunk, dpacked.ptr, nullptr), want_p,
-        dpacked.Host(), 0);
+  Check(
+      "PackChunks " + tag,
+      kc::PackChunks(dparams.ptr, doff.ptr, chunks, chunk, dpacked.ptr, nullptr), want_p,
+      [&] { return dpacked.Host(); }, 0);
   std::vector<float> want_u(held * chunk, 0);
   k::UnpackChunks(want_p.data(), offsets.data(), chunks, chunk, want_u.data());
   DeviceBuffer<float> dunpacked(std::vector<float>(held * chunk, 0));
-  Check("UnpackChunks " + tag,
-        kc::UnpackChunks(dpacked.ptr, doff.ptr, chunks, chunk, dunpacked.ptr, nullptr), want_u,
-        dunpacked.Host(), 0);
+  Check(
+      "UnpackChunks " + tag,
+      kc::UnpackChunks(dpacked.ptr, doff.ptr, chunks, chunk, dunpacked.ptr, nullptr), want_u,
+      [&] { return dunpacked.Host(); }, 0);
   // Accumulate with a repeated target (chunk 0 twice).
   std::vector<int64_t> acc_off = offsets;
   if (!acc_off.empty()) acc_off.push_back(acc_off[0]);
@@ -174,9 +194,10 @@ void RunShape(const Shape& s, uint32_t seed) {
   k::AccumulateChunks(received.data(), acc_off.data(), acc_chunks, chunk, want_a.data());
   DeviceBuffer<float> drecv(received), dacc(params);
   DeviceBuffer<int64_t> dacc_off(acc_off);
-  Check("AccumulateChunks " + tag,
-        kc::AccumulateChunks(drecv.ptr, dacc_off.ptr, acc_chunks, chunk, dacc.ptr, nullptr), want_a,
-        dacc.Host(), 1e-5);
+  Check(
+      "AccumulateChunks " + tag,
+      kc::AccumulateChunks(drecv.ptr, dacc_off.ptr, acc_chunks, chunk, dacc.ptr, nullptr), want_a,
+      [&] { return dacc.Host(); }, 1e-5);
 }
 
 }  // namespace

@@ -36,7 +36,7 @@ log() { echo "$*" | tee -a "$REPORT"; }
 elapsed() { echo $(( $(date +%s) - START )); }
 
 log "# Hecate GPU check, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(hostname)"
-log "# commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+log "# commit ${HECATE_COMMIT:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 
 # 1. Is there a GPU?
 GPU=""
