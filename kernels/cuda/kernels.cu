@@ -14,19 +14,34 @@ int Blocks(int64_t work, int64_t per_block = kThreads) {
   return static_cast<int>(b < 1 ? 1 : b);
 }
 
-// One block per row (grid-stride), threads over the row's float4s. Gather: out[i] = x[index[i]];
-// scatter: out[index[i]] = x[i].
+// One warp per row (grid-stride over rows, kRowsPerBlock rows per block), lanes over the row's
+// float4s with four loads in flight per lane. Gather: out[i] = x[index[i]]; scatter:
+// out[index[i]] = x[i].
+constexpr int kRowsPerBlock = kThreads / 32;
+
 __global__ void CopyRows(const float* __restrict__ x, int64_t d, const int64_t* __restrict__ index,
                          int64_t n, float* __restrict__ out, bool gather) {
-  for (int64_t i = blockIdx.x; i < n; i += gridDim.x) {
-    const float* src = x + (gather ? index[i] : i) * d;
-    float* dst = out + (gather ? i : index[i]) * d;
+  const int lane = threadIdx.x & 31;
+  for (int64_t i = int64_t{blockIdx.x} * kRowsPerBlock + threadIdx.x / 32; i < n;
+       i += int64_t{gridDim.x} * kRowsPerBlock) {
+    const int64_t at = index[i];
+    const float* src = x + (gather ? at : i) * d;
+    float* dst = out + (gather ? i : at) * d;
     if ((d & 3) == 0) {
       const float4* s4 = reinterpret_cast<const float4*>(src);
       float4* d4 = reinterpret_cast<float4*>(dst);
-      for (int64_t c = threadIdx.x; c < d / 4; c += blockDim.x) d4[c] = s4[c];
+      const int64_t v = d / 4;
+      int64_t c = lane;
+      for (; c + 96 < v; c += 128) {
+        const float4 a = s4[c], b = s4[c + 32], e = s4[c + 64], f = s4[c + 96];
+        d4[c] = a;
+        d4[c + 32] = b;
+        d4[c + 64] = e;
+        d4[c + 96] = f;
+      }
+      for (; c < v; c += 32) d4[c] = s4[c];
     } else {
-      for (int64_t c = threadIdx.x; c < d; c += blockDim.x) dst[c] = src[c];
+      for (int64_t c = lane; c < d; c += 32) dst[c] = src[c];
     }
   }
 }
@@ -134,14 +149,14 @@ __global__ void AccumulateKernel(const float* __restrict__ received,
 cudaError_t GatherRows(const float* x, int64_t d, const int64_t* index, int64_t n, float* out,
                        cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  CopyRows<<<Blocks(n, 1), kThreads, 0, stream>>>(x, d, index, n, out, true);
+  CopyRows<<<Blocks(n, kRowsPerBlock), kThreads, 0, stream>>>(x, d, index, n, out, true);
   return cudaGetLastError();
 }
 
 cudaError_t ScatterRows(const float* in, int64_t d, const int64_t* index, int64_t n, float* out,
                         cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  CopyRows<<<Blocks(n, 1), kThreads, 0, stream>>>(in, d, index, n, out, false);
+  CopyRows<<<Blocks(n, kRowsPerBlock), kThreads, 0, stream>>>(in, d, index, n, out, false);
   return cudaGetLastError();
 }
 
