@@ -5,6 +5,7 @@
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <memory>
@@ -58,6 +59,21 @@ int main() {
          "rank outside the group is INVALID_ARGUMENT");
   Expect(nc::NcclGroup::Create(0, 1, id, devices, 10, &bad).code == nc::Code::kInvalidArgument,
          "device outside the machine is INVALID_ARGUMENT");
+
+  // A peer that never comes: rank 0 of 2 alone must time out (and abort), not hang.
+  {
+    ncclUniqueId lonely;
+    ncclGetUniqueId(&lonely);
+    std::unique_ptr<nc::NcclGroup> half;
+    const auto t0 = std::chrono::steady_clock::now();
+    const nc::Status st = nc::NcclGroup::Create(0, 2, lonely, 0, 2.0, &half);
+    const double waited =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("     missing peer: code %d after %.2f s: %s\n", static_cast<int>(st.code), waited,
+                st.message.c_str());
+    Expect(st.code == nc::Code::kDeadlineExceeded && half == nullptr && waited < 10,
+           "a missing peer is DEADLINE_EXCEEDED within the timeout, not a hang");
+  }
 
   std::unique_ptr<nc::NcclGroup> g;
   nc::Status s = nc::NcclGroup::Create(0, 1, id, 0, 30, &g);
