@@ -38,19 +38,7 @@ int Main(int argc, char** argv) {
   const int warmup = absl::GetFlag(FLAGS_warmup);
   char tmpl[] = "/tmp/hecate-calib-XXXXXX";
   const std::string dir = mkdtemp(tmpl);
-  const std::vector<std::string> model_flags = {absl::StrCat("--iterations=", iters),
-                                                "--layers=2",
-                                                "--d_model=128",
-                                                "--heads=2",
-                                                "--experts=4",
-                                                "--top_k=2",
-                                                "--d_ffn=2048",
-                                                "--seq_len=32",
-                                                "--batch=16",
-                                                "--skew_experts=2",
-                                                "--attention_ms=0",
-                                                "--device_gflops=30",
-                                                "--link_gbytes=2"};
+  const std::vector<std::string> model_flags = BenchModelFlags(iters);
   struct Case {
     std::string name, mode;
     double bias;

@@ -28,21 +28,7 @@ int Main(int argc, char** argv) {
   const std::string worker = FindBinary("worker/hecate-worker");
   const int iters = absl::GetFlag(FLAGS_iterations);
   const int warmup = absl::GetFlag(FLAGS_warmup);
-  // Expert compute dominates: wide experts, few heads, short sequences. 4 experts: EP puts
-  // 0,1 on rank 0 and 2,3 on rank 1; the skew biases experts 0 and 1.
-  const std::vector<std::string> model = {absl::StrCat("--iterations=", iters),
-                                          "--layers=2",
-                                          "--d_model=128",
-                                          "--heads=2",
-                                          "--experts=4",
-                                          "--top_k=2",
-                                          "--d_ffn=2048",
-                                          "--seq_len=32",
-                                          "--batch=16",
-                                          "--skew_experts=2",
-                                          "--attention_ms=0",
-                                          "--device_gflops=30",
-                                          "--link_gbytes=2"};
+  const std::vector<std::string> model = BenchModelFlags(iters);
   struct Case {
     std::string name;
     std::string mode;

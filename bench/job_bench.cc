@@ -24,21 +24,8 @@ int Main(int argc, char** argv) {
   ParseFlags(argc, argv, "Job-level benchmark: ep vs hecate (controller) vs local planning.");
   const std::string worker = FindBinary("worker/hecate-worker");
   const std::string controller_bin = FindBinary("controller/hecate-controller");
-  const std::vector<std::string> model = {
-      absl::StrCat("--iterations=", absl::GetFlag(FLAGS_iterations)),
-      "--layers=2",
-      "--d_model=128",
-      "--heads=2",
-      "--experts=4",
-      "--top_k=2",
-      "--d_ffn=2048",
-      "--seq_len=32",
-      "--batch=16",
-      "--skew_experts=2",
-      "--gate_bias=6",
-      "--attention_ms=0",
-      "--device_gflops=30",
-      "--link_gbytes=2"};
+  std::vector<std::string> model = BenchModelFlags(absl::GetFlag(FLAGS_iterations));
+  model.push_back("--gate_bias=6");
   char tmpl[] = "/tmp/hecate-jobbench-XXXXXX";
   const std::string dir = mkdtemp(tmpl);
   proc::Subprocess controller;

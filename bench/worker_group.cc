@@ -94,4 +94,20 @@ GroupResult RunWorkers(const std::string& worker_binary, int world,
   return out;
 }
 
+std::vector<std::string> BenchModelFlags(int iterations) {
+  return {"--iterations=" + std::to_string(iterations),
+          "--layers=2",
+          "--d_model=128",
+          "--heads=2",
+          "--experts=4",
+          "--top_k=2",
+          "--d_ffn=2048",
+          "--seq_len=32",
+          "--batch=16",
+          "--skew_experts=2",
+          "--attention_ms=0",
+          "--device_gflops=30",
+          "--link_gbytes=2"};
+}
+
 }  // namespace hecate::bench

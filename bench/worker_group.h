@@ -27,6 +27,12 @@ GroupResult RunWorkers(const std::string& worker_binary, int world,
 
 std::string FindBinary(const std::string& runfile_path);
 
+// The GPT-MoE every CPU benchmark trains (ep_vs_fssdp, job_bench, calibration: the calibration
+// fits the simulator to exactly this model). Expert compute dominates: wide experts, few heads,
+// short sequences. 4 experts: EP puts 0,1 on rank 0 and 2,3 on rank 1; the skew (--gate_bias)
+// favours experts 0 and 1.
+std::vector<std::string> BenchModelFlags(int iterations);
+
 }  // namespace hecate::bench
 
 #endif  // HECATE_BENCH_WORKER_GROUP_H_

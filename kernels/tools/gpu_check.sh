@@ -125,7 +125,7 @@ if ! cmake --build "$BUILD_DIR" -j "$JOBS" >"$BUILD_DIR/build.log" 2>&1; then
   log "FAILED: build (full log: $BUILD_DIR/build.log)"
   exit 1
 fi
-log "built in $(elapsed) s: $(cd "$BUILD_DIR" && ls kernels_parity_test kernel_bench nccl_group_test expert_ffn_check moe_layer_cuda_check 2>/dev/null | tr '\n' ' ')"
+log "built in $(elapsed) s: $(cd "$BUILD_DIR" && ls kernels_parity_test kernel_bench nccl_group_test expert_ffn_check moe_layer_cuda_check nccl_communicator_test 2>/dev/null | tr '\n' ' ')"
 if [[ $COMPILE_ONLY -eq 1 ]]; then
   log "compile-only: nothing run"
   exit 0
@@ -147,7 +147,10 @@ step() {
 step kernels_parity_test 120
 step nccl_group_test 120
 step expert_ffn_check 180
-if [[ -n "$ABSL" ]]; then step moe_layer_cuda_check 180; fi
+if [[ -n "$ABSL" ]]; then
+  step moe_layer_cuda_check 180
+  [[ -x "$BUILD_DIR/nccl_communicator_test" ]] && step nccl_communicator_test 120
+fi
 step kernel_bench 180
 
 log ""

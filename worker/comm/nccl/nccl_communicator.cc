@@ -68,32 +68,19 @@ class NcclCommunicator final : public Communicator {
     for (int64_t c : send_counts) send_total += c;
     for (int64_t c : recv_counts) recv_total += c;
     DeviceScratch scratch;
-    const void* dsend = send;
-    void* drecv = recv;
-    const bool host = !IsDevicePointer(send) || !IsDevicePointer(recv);
-    if (host) {
-      dsend = scratch.Get(send_total * element_bytes);
-      drecv = scratch.Get(recv_total * element_bytes);
-      if ((send_total > 0 && dsend == nullptr) || (recv_total > 0 && drecv == nullptr)) {
-        return absl::ResourceExhaustedError("no device memory to stage AllToAllV");
-      }
-      if (absl::Status s = Copy(const_cast<void*>(dsend), send, send_total * element_bytes,
-                                cudaMemcpyHostToDevice);
-          !s.ok()) {
-        return s;
-      }
+    const void* dsend = nullptr;
+    void* drecv = nullptr;
+    if (absl::Status st = StageIn(send, send_total * element_bytes, recv,
+                                  recv_total * element_bytes, &scratch, &dsend, &drecv);
+        !st.ok()) {
+      return st;
     }
     nc::GroupSchedule schedule;
     std::string err = nc::BuildAllToAllV(rank(), world_size(), dsend, send_counts, drecv,
                                          recv_counts, element_bytes, &schedule);
     if (!err.empty()) return absl::InvalidArgumentError(err);
     if (absl::Status s = ToAbsl(group_->Run(schedule)); !s.ok()) return s;
-    if (host) {
-      if (absl::Status s = Copy(recv, drecv, recv_total * element_bytes, cudaMemcpyDeviceToHost);
-          !s.ok()) {
-        return s;
-      }
-    }
+    if (absl::Status s = StageOut(recv, drecv, recv_total * element_bytes); !s.ok()) return s;
     counters_.Add(kind, schedule.bytes_sent, schedule.bytes_received);
     return absl::OkStatus();
   }
@@ -115,29 +102,17 @@ class NcclCommunicator final : public Communicator {
                               CommKind kind) override {
     const int64_t bytes = elements * 8;
     DeviceScratch scratch;
-    const bool host = !IsDevicePointer(send) || !IsDevicePointer(recv);
-    const void* dsend = send;
-    void* drecv = recv;
-    if (host) {
-      dsend = scratch.Get(bytes);
-      drecv = scratch.Get(bytes * world_size());
-      if (elements > 0 && (dsend == nullptr || drecv == nullptr)) {
-        return absl::ResourceExhaustedError("no device memory to stage AllGather");
-      }
-      if (absl::Status s = Copy(const_cast<void*>(dsend), send, bytes, cudaMemcpyHostToDevice);
-          !s.ok()) {
-        return s;
-      }
+    const void* dsend = nullptr;
+    void* drecv = nullptr;
+    if (absl::Status st =
+            StageIn(send, bytes, recv, bytes * world_size(), &scratch, &dsend, &drecv);
+        !st.ok()) {
+      return st;
     }
     if (absl::Status s = ToAbsl(group_->AllGather(dsend, drecv, elements, ncclInt64)); !s.ok()) {
       return s;
     }
-    if (host) {
-      if (absl::Status s = Copy(recv, drecv, bytes * world_size(), cudaMemcpyDeviceToHost);
-          !s.ok()) {
-        return s;
-      }
-    }
+    if (absl::Status s = StageOut(recv, drecv, bytes * world_size()); !s.ok()) return s;
     counters_.Add(kind, bytes * (world_size() - 1), bytes * (world_size() - 1));
     return absl::OkStatus();
   }
@@ -224,6 +199,29 @@ class NcclCommunicator final : public Communicator {
   }
 
  private:
+  // Device views of one call's buffers: the buffers themselves when both are device memory, else
+  // device staging (one buffer when send and receive are the same, as in an in-place reduction)
+  // with `send` copied in. StageOut copies a staged receive buffer back out.
+  absl::Status StageIn(const void* send, int64_t send_bytes, void* recv, int64_t recv_bytes,
+                       DeviceScratch* scratch, const void** dsend, void** drecv) {
+    if (IsDevicePointer(send) && IsDevicePointer(recv)) {
+      *dsend = send;
+      *drecv = recv;
+      return absl::OkStatus();
+    }
+    void* staged_send = scratch->Get(send_bytes);
+    void* staged_recv = send == recv ? staged_send : scratch->Get(recv_bytes);
+    if ((send_bytes > 0 && staged_send == nullptr) || (recv_bytes > 0 && staged_recv == nullptr)) {
+      return absl::ResourceExhaustedError("no device memory to stage host buffers");
+    }
+    *dsend = staged_send;
+    *drecv = staged_recv;
+    return Copy(staged_send, send, send_bytes, cudaMemcpyHostToDevice);
+  }
+  absl::Status StageOut(void* recv, const void* drecv, int64_t recv_bytes) {
+    return drecv == recv ? absl::OkStatus() : Copy(recv, drecv, recv_bytes, cudaMemcpyDeviceToHost);
+  }
+
   absl::Status Copy(void* dst, const void* src, int64_t bytes, cudaMemcpyKind dir) {
     if (bytes == 0) return absl::OkStatus();
     cudaError_t e = cudaMemcpyAsync(dst, src, bytes, dir, group_->stream());
@@ -237,17 +235,13 @@ class NcclCommunicator final : public Communicator {
                       ncclRedOp_t op, CommKind kind) {
     const int64_t bytes = elements * element_bytes;
     DeviceScratch scratch;
-    void* d = data;
-    const bool host = !IsDevicePointer(data);
-    if (host) {
-      d = scratch.Get(bytes);
-      if (bytes > 0 && d == nullptr) return absl::ResourceExhaustedError("staging");
-      if (absl::Status s = Copy(d, data, bytes, cudaMemcpyHostToDevice); !s.ok()) return s;
+    const void* unused = nullptr;
+    void* d = nullptr;
+    if (absl::Status st = StageIn(data, bytes, data, bytes, &scratch, &unused, &d); !st.ok()) {
+      return st;
     }
     if (absl::Status s = ToAbsl(group_->AllReduce(d, elements, type, op)); !s.ok()) return s;
-    if (host) {
-      if (absl::Status s = Copy(data, d, bytes, cudaMemcpyDeviceToHost); !s.ok()) return s;
-    }
+    if (absl::Status s = StageOut(data, d, bytes); !s.ok()) return s;
     // Ring all-reduce moves 2 (n - 1) / n of the buffer each way.
     const int64_t moved = world_size() > 1 ? 2 * bytes * (world_size() - 1) / world_size() : 0;
     counters_.Add(kind, moved, moved);
