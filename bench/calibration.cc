@@ -22,6 +22,7 @@
 #include "placement/dispatch.h"
 #include "placement/synthetic.h"
 #include "sim/simulator.h"
+#include "worker/plan_source.h"
 
 ABSL_FLAG(int, iterations, 30, "Iterations per measured run");
 ABSL_FLAG(int, warmup, 6, "Iterations excluded from the means");
@@ -134,11 +135,18 @@ int Main(int argc, char** argv) {
   for (const Case& c : cases) {
     sim::SimOptions o;
     o.policy = c.mode == "ep" ? "ep" : "hecate";
-    o.planner.attention_forward_seconds = 0;  // the CPU data plane overlaps nothing
+    // Replay what the workers did: plan with the rates they assumed (the trace's cluster, the
+    // model's attention window, the local planner's damping), time on the fitted cluster, where
+    // the CPU data plane overlaps nothing.
+    const worker::LocalPlannerConfig local;  // what the workers' local planner used
+    o.planning_cluster = &*c0;
+    o.window = local.window;
+    o.damping = local.damping;
+    o.reshard_period = local.reshard_period;
+    o.overlap_seconds = 0;
     o.attention_seconds = attention;
     o.other_seconds_per_layer = other;
     o.warmup = warmup;
-    o.reshard_period = 100;
     auto loads = [&](int i) {
       return c.trace.loads[std::min<size_t>(i, c.trace.loads.size() - 1)];
     };
@@ -153,6 +161,13 @@ int Main(int argc, char** argv) {
     const double err = (pred - meas) / meas;
     worst = std::max(worst, std::abs(err));
     std::printf("%s,%.2f,%.2f,%+.1f%%\n", c.name.c_str(), meas, pred, 100 * err);
+    std::string phases;
+    for (const auto& [k, v] : c.measured.mean_ms) absl::StrAppend(&phases, " ", k, "=", v);
+    std::printf(
+        "  measured:%s\n  simulated: attention=%.2f all_to_all=%.2f expert=%.2f "
+        "sparse=%.2f other=%.2f\n",
+        phases.c_str(), r->mean.attention * 1e3, r->mean.all_to_all * 1e3, r->mean.expert * 1e3,
+        r->mean.exposed_sparse * 1e3, r->mean.other * 1e3);
   }
   std::printf("\nworst error %.1f%% (target 15%%)\n", 100 * worst);
   return 0;

@@ -85,12 +85,10 @@ LayerPrediction CostModel::EvaluateLayer(LayerId l, const LayerPlan& layer, cons
 
   const double tb = static_cast<double>(model_.token_bytes);
   double worst_a2a = 0;
-  bool any_a2a = false;
   std::vector<double> node_in(cluster_.num_nodes(), 0), node_out(cluster_.num_nodes(), 0);
   for (DeviceId d = 0; d < devices; ++d) {
     const double intra = tb * std::max(summary.out_intra[d], summary.in_intra[d]);
     const double inter = tb * std::max(summary.out_inter[d], summary.in_inter[d]);
-    if (intra > 0 || inter > 0) any_a2a = true;
     worst_a2a = std::max(worst_a2a,
                          std::max(intra / cluster_.intra_bw(), inter / cluster_.device_nic_bw()));
     node_in[cluster_.node_of(d)] += tb * summary.in_inter[d];
@@ -99,7 +97,9 @@ LayerPrediction CostModel::EvaluateLayer(LayerId l, const LayerPlan& layer, cons
   for (NodeId n = 0; n < cluster_.num_nodes(); ++n) {
     worst_a2a = std::max(worst_a2a, std::max(node_in[n], node_out[n]) / cluster_.inter_bw());
   }
-  p.all_to_all_seconds = 4.0 * (any_a2a ? worst_a2a + cluster_.latency() : 0.0);
+  // The data plane runs the four All-to-Alls whenever there is more than one device, even when
+  // every token stays local (the collective still synchronizes): latency is always charged.
+  p.all_to_all_seconds = devices > 1 ? 4.0 * (worst_a2a + cluster_.latency()) : 0.0;
 
   const double attn_f = attention_s_;
   const double attn_b = 2.0 * attention_s_;

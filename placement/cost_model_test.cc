@@ -51,6 +51,30 @@ TEST(CostModelTest, ComputeAndAllToAllByHand) {
   EXPECT_NEAR(p.total_seconds, 1.2e-3 + 4 * 2.1e-5, 1e-15);
 }
 
+TEST(CostModelTest, AllLocalDispatchStillPaysAllToAllLatency) {
+  Cluster c = Small();
+  ModelSpec m = OneLayer(0);
+  CostModel cost(c, m);
+  // Every device holds expert 0 and routes only to it: no token leaves its device, but the data
+  // plane still runs the four All-to-Alls.
+  LayerPlan layer = Layer({0, 3}, {{0, 1, 2, 3}, {3}});
+  LoadMatrix load(4, 2);
+  for (DeviceId d = 0; d < 4; ++d) load.at(d, 0) = 10;
+  Dispatcher dispatcher(c);
+  LayerPrediction p = cost.EvaluateLayer(0, layer, load, DispatchRule::kLoadAware,
+                                         ReplicaSemantics::kEphemeral, &dispatcher);
+  EXPECT_DOUBLE_EQ(p.all_to_all_seconds, 4 * 1e-6);
+  // One device: no collective at all.
+  Cluster one = Cluster::Uniform(1, 1, int64_t{1} << 30, 1e12, 100e9, 10e9, 1e-6);
+  Dispatcher single(one);
+  LoadMatrix load1(1, 2);
+  load1.at(0, 0) = 10;
+  LayerPrediction q =
+      CostModel(one, m).EvaluateLayer(0, Layer({0, 0}, {{0}, {0}}), load1, DispatchRule::kEven,
+                                      ReplicaSemantics::kEphemeral, &single);
+  EXPECT_DOUBLE_EQ(q.all_to_all_seconds, 0);
+}
+
 TEST(CostModelTest, SparseCollectivesAndOverlap) {
   Cluster c = Small();
   // Expert 0 owned by 0, copies on 1 (intra) and 2 (inter): owner sends 1 MB intra (1e-5 s) and

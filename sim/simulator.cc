@@ -33,7 +33,18 @@ absl::StatusOr<SimResult> Simulate(const pl::Cluster& cluster, const pl::ModelSp
   absl::StatusOr<std::unique_ptr<pl::Policy>> policy = pl::MakePolicy(options.policy);
   if (!policy.ok()) return absl::InvalidArgumentError(policy.status().message());
   if (absl::Status s = model.Validate(); !s.ok()) return s;
-  const pl::CostModel cost(cluster, model, options.planner.attention_forward_seconds);
+  const pl::Cluster& planning = options.planning_cluster ? *options.planning_cluster : cluster;
+  if (planning.num_devices() != cluster.num_devices()) {
+    return absl::InvalidArgumentError(absl::StrCat("planning cluster has ", planning.num_devices(),
+                                                   " devices, simulated ", cluster.num_devices()));
+  }
+  const pl::CostModel cost(cluster, model,
+                           options.overlap_seconds >= 0
+                               ? options.overlap_seconds
+                               : options.planner.attention_forward_seconds);
+  const double planner_attention =
+      pl::CostModel(planning, model, options.planner.attention_forward_seconds)
+          .attention_forward_seconds();
   const int layers = model.num_layers();
   pl::LoadWindow window(options.window);
   std::shared_ptr<const pl::Plan> current;
@@ -51,7 +62,7 @@ absl::StatusOr<SimResult> Simulate(const pl::Cluster& cluster, const pl::ModelSp
     // (the first iteration plans from its own counts, as a profiling step would).
     const bool after_gate = options.policy == "fastermoe" || window.size() == 0;
     const pl::ModelLoad estimate = after_gate ? actual : window.Estimate();
-    pl::PlanRequest request{&cluster,       &model,  &estimate,
+    pl::PlanRequest request{&planning,      &model,  &estimate,
                             current.get(),  nullptr, static_cast<uint64_t>(i),
                             options.planner};
     const bool reshard_due = options.reshard_period > 0 && i > 0 && i % options.reshard_period == 0;
@@ -62,7 +73,7 @@ absl::StatusOr<SimResult> Simulate(const pl::Cluster& cluster, const pl::ModelSp
     int64_t migration_bytes = 0;
     if (d.plan.has_value() && (current == nullptr || !SamePlacement(*d.plan, *current))) {
       // Relative to the plan in force (the first plan: relative to even sharding).
-      migration_s = d.plan->prediction.migration_seconds;
+      migration_s = cost.MigrationSeconds(d.plan->migrations);
       migration_bytes = d.plan->migration_bytes();
       current = std::make_shared<const pl::Plan>(std::move(*d.plan));
       ++result.plans_published;
@@ -73,8 +84,7 @@ absl::StatusOr<SimResult> Simulate(const pl::Cluster& cluster, const pl::ModelSp
 
     IterationTime t;
     t.attention = 3.0 *
-                  (options.attention_seconds >= 0 ? options.attention_seconds
-                                                  : cost.attention_forward_seconds()) *
+                  (options.attention_seconds >= 0 ? options.attention_seconds : planner_attention) *
                   layers;
     t.other = options.other_seconds_per_layer * layers;
     t.migration = migration_s;

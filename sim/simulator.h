@@ -37,6 +37,13 @@ struct SimOptions {
   // window the planner assumes (e.g. a CPU data plane that overlaps nothing: window 0, attention
   // measured); < 0: the planner's.
   double attention_seconds = -1;
+  // Replaying a recorded run: the cluster the workers planned with (the rates they assumed), so
+  // the simulator takes the same decisions they took; times still come from the simulated
+  // cluster. Null: plan on the simulated cluster.
+  const placement::Cluster* planning_cluster = nullptr;
+  // Attention forward time that hides the sparse collectives when timing, when it differs from
+  // what the planner assumes (a CPU data plane that overlaps nothing: 0); < 0: the planner's.
+  double overlap_seconds = -1;
 };
 
 // One iteration's predicted time, seconds.

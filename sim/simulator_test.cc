@@ -94,6 +94,45 @@ TEST(SimulatorTest, InvariantsForEveryPolicy) {
   EXPECT_EQ(Simulate(c, m, loads, 2, bad).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+// Replaying a recorded run: decisions come from the planning cluster, times from the simulated one.
+TEST(SimulatorTest, PlanningClusterDecidesSimulatedClusterTimes) {
+  pl::Cluster c = pl::Cluster::Uniform(2, 4, int64_t{2} << 30, 1e14, 1e10, 1e9, 5e-6);
+  pl::ModelSpec m = pl::UniformModel("m", 2, 16, 2, 256, 512, 2, 2048, 3e-4);
+  pl::SkewOptions opt;
+  opt.zipf_s = 1.2;
+  auto loads = [&](int i) { return pl::SkewedLoad(c, m, opt, i); };
+  SimOptions o;
+  absl::StatusOr<SimResult> plain = Simulate(c, m, loads, 12, o);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  // Planning on the simulated cluster itself changes nothing.
+  o.planning_cluster = &c;
+  absl::StatusOr<SimResult> same = Simulate(c, m, loads, 12, o);
+  ASSERT_TRUE(same.ok());
+  EXPECT_EQ(same->mean.total(), plain->mean.total());
+  EXPECT_EQ(same->sparse_bytes_per_iter, plain->sparse_bytes_per_iter);
+  // Workers that believed in 1000x faster links copied more; those copies are timed on the slow
+  // links they actually crossed.
+  pl::Cluster fast = pl::Cluster::Uniform(2, 4, int64_t{2} << 30, 1e14, 1e13, 1e12, 5e-6);
+  o.planning_cluster = &fast;
+  absl::StatusOr<SimResult> believed_fast = Simulate(c, m, loads, 12, o);
+  ASSERT_TRUE(believed_fast.ok());
+  EXPECT_GT(believed_fast->sparse_bytes_per_iter, plain->sparse_bytes_per_iter);
+  absl::StatusOr<SimResult> on_fast = Simulate(fast, m, loads, 12, SimOptions{});
+  ASSERT_TRUE(on_fast.ok());
+  EXPECT_EQ(on_fast->sparse_bytes_per_iter, believed_fast->sparse_bytes_per_iter);
+  EXPECT_GT(believed_fast->mean.exposed_sparse, on_fast->mean.exposed_sparse);
+  // Nothing hides the collectives when the overlap window is 0.
+  o.overlap_seconds = 0;
+  absl::StatusOr<SimResult> no_overlap = Simulate(c, m, loads, 12, o);
+  ASSERT_TRUE(no_overlap.ok());
+  EXPECT_EQ(no_overlap->sparse_bytes_per_iter, believed_fast->sparse_bytes_per_iter);
+  EXPECT_GT(no_overlap->mean.exposed_sparse, believed_fast->mean.exposed_sparse);
+  // A planning cluster of another size is an error.
+  pl::Cluster small = pl::Cluster::Uniform(1, 4, int64_t{2} << 30, 1e14, 1e10, 1e9, 5e-6);
+  o.planning_cluster = &small;
+  EXPECT_EQ(Simulate(c, m, loads, 2, o).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(SimulatorTest, FitRecoversGeneratorParameters) {
   pl::Cluster c = pl::Cluster::Uniform(1, 8, int64_t{1} << 30, 1e12, 1e11, 1e10);
   pl::ModelSpec m = pl::UniformModel("m", 2, 32, 2, 64, 128, 2, 4096, 1e-3);
