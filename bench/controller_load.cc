@@ -27,6 +27,8 @@
 #include "common/flags.h"
 #include "common/subprocess.h"
 #include "common/wire.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/wire_format_lite.h"
 #include "hecate/v1/controller.grpc.pb.h"
 #include "placement/synthetic.h"
 
@@ -36,6 +38,8 @@ ABSL_FLAG(int, experts, 256, "Experts per layer");
 ABSL_FLAG(int, top_k, 8, "Experts per token");
 ABSL_FLAG(int, seconds, 20, "Iterations to run (one per second)");
 ABSL_FLAG(int, threads, 16, "Sender threads");
+ABSL_FLAG(int, watch_connections, 64, "Connections the WatchPlans streams are spread over");
+ABSL_FLAG(int, watch_threads, 4, "Completion-queue threads receiving plans");
 ABSL_FLAG(std::string, policy, "hecate", "Controller policy");
 ABSL_FLAG(std::string, controller_binary, "controller/hecate-controller",
           "Path of hecate-controller (relative paths resolve in runfiles or the cwd)");
@@ -70,28 +74,73 @@ ProcStats ReadProc(pid_t pid) {
   return s;
 }
 
-// All watchers on one completion queue: one thread, thousands of streams.
+// What the load generator reads of each pushed plan: its version and publication time. The
+// generator stands in for thousands of worker machines on 2 shared cores, so it skips the full
+// decode (a worker decodes its plan on its own CPU).
+struct PlanHeader {
+  uint64_t version = 0;
+  double published = 0;
+  size_t bytes = 0;
+};
+
+bool ParseHeader(const grpc::ByteBuffer& buffer, PlanHeader* out) {
+  std::vector<grpc::Slice> slices;
+  if (!buffer.Dump(&slices).ok()) return false;
+  std::string bytes;
+  for (const grpc::Slice& s : slices)
+    bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  out->bytes = bytes.size();
+  google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()),
+                                            static_cast<int>(bytes.size()));
+  using WFL = google::protobuf::internal::WireFormatLite;
+  while (uint32_t tag = in.ReadTag()) {
+    const int field = WFL::GetTagFieldNumber(tag);
+    if (field == v1::Plan::kIdFieldNumber) {
+      v1::PlanId id;
+      if (!WFL::ReadMessage(&in, &id)) return false;
+      out->version = id.version();
+    } else if (field == v1::Plan::kPublishedUnixSecondsFieldNumber) {
+      if (!WFL::ReadPrimitive<double, WFL::TYPE_DOUBLE>(&in, &out->published)) return false;
+    } else if (!WFL::SkipField(&in, tag)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Watchers spread over several connections (a real cluster has one per worker process) and
+// completion-queue threads: each thread drives its share of the streams.
 class Watchers {
  public:
-  Watchers(v1::Controller::Stub* stub, int n) : stub_(stub) {
+  Watchers(const std::vector<std::shared_ptr<grpc::Channel>>& channels, int n, int threads)
+      : method_("/hecate.v1.Controller/WatchPlans", grpc::internal::RpcMethod::SERVER_STREAMING),
+        queues_(threads) {
     for (int i = 0; i < n; ++i) {
       auto w = std::make_unique<Watch>();
       w->id = i;
       w->req.set_job_id("bench");
-      w->reader = stub_->AsyncWatchPlans(&w->ctx, w->req, &cq_, Tag(w.get(), kStarted));
+      grpc::CompletionQueue* cq = &queues_[i % threads];
+      w->reader.reset(grpc::internal::ClientAsyncReaderFactory<grpc::ByteBuffer>::Create(
+          channels[i % channels.size()].get(), cq, method_, &w->ctx, w->req, true,
+          Tag(w.get(), kStarted)));
       watches_.push_back(std::move(w));
     }
-    thread_ = std::thread([this] { Loop(); });
+    for (grpc::CompletionQueue& cq : queues_) threads_.emplace_back([this, &cq] { Loop(&cq); });
   }
   ~Watchers() {
     for (auto& w : watches_) w->ctx.TryCancel();
-    cq_.Shutdown();
-    thread_.join();
+    for (grpc::CompletionQueue& cq : queues_) cq.Shutdown();
+    for (std::thread& t : threads_) t.join();
   }
-  // For each plan version: (first receive, last receive, receivers) in unix microseconds.
+  // For each plan version: (first receive, last receive, receivers, published) in unix
+  // microseconds / seconds.
   std::map<uint64_t, std::tuple<int64_t, int64_t, int, double>> arrivals() {
     std::lock_guard<std::mutex> lock(mu_);
     return arrivals_;
+  }
+  size_t plan_bytes() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return plan_bytes_;
   }
 
  private:
@@ -100,37 +149,40 @@ class Watchers {
     int id;
     grpc::ClientContext ctx;
     v1::WatchPlansRequest req;
-    v1::Plan plan;
-    std::unique_ptr<grpc::ClientAsyncReader<v1::Plan>> reader;
+    grpc::ByteBuffer plan;
+    std::unique_ptr<grpc::ClientAsyncReader<grpc::ByteBuffer>> reader;
   };
   static void* Tag(Watch* w, Op op) {
     return reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(w) | op);
   }
-  void Loop() {
+  void Loop(grpc::CompletionQueue* cq) {
     void* tag;
     bool ok;
-    while (cq_.Next(&tag, &ok)) {
+    while (cq->Next(&tag, &ok)) {
       const uintptr_t v = reinterpret_cast<uintptr_t>(tag);
       Watch* w = reinterpret_cast<Watch*>(v & ~uintptr_t{1});
       if (!ok) continue;
-      if ((v & 1) == kRead) {
+      PlanHeader h;
+      if ((v & 1) == kRead && ParseHeader(w->plan, &h)) {
         const int64_t t = Now_us();
         std::lock_guard<std::mutex> lock(mu_);
-        auto& [first, last, count, published] = arrivals_[w->plan.id().version()];
+        auto& [first, last, count, published] = arrivals_[h.version];
         if (count == 0) first = t;
         last = std::max(last, t);
         ++count;
-        published = w->plan.published_unix_seconds();
+        published = h.published;
+        if (w->id == 0) plan_bytes_ = h.bytes;
       }
       w->reader->Read(&w->plan, Tag(w, kRead));
     }
   }
-  v1::Controller::Stub* stub_;
-  grpc::CompletionQueue cq_;
+  const grpc::internal::RpcMethod method_;
+  std::vector<grpc::CompletionQueue> queues_;
   std::vector<std::unique_ptr<Watch>> watches_;
-  std::thread thread_;
+  std::vector<std::thread> threads_;
   std::mutex mu_;
   std::map<uint64_t, std::tuple<int64_t, int64_t, int, double>> arrivals_;
+  size_t plan_bytes_ = 0;
 };
 
 int Main(int argc, char** argv) {
@@ -197,7 +249,14 @@ int Main(int argc, char** argv) {
       return 1;
     }
   }
-  Watchers watchers(stub.get(), workers);
+  std::vector<std::shared_ptr<grpc::Channel>> watch_channels;
+  for (int i = 0; i < absl::GetFlag(FLAGS_watch_connections); ++i) {
+    grpc::ChannelArguments a = args;
+    a.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // a connection of its own
+    watch_channels.push_back(
+        grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), a));
+  }
+  Watchers watchers(watch_channels, workers, absl::GetFlag(FLAGS_watch_threads));
 
   // Pre-build one report per rank (loads drift each iteration by rotating the hot set).
   placement::Cluster cluster = placement::Cluster::Uniform(workers / per_node, per_node,
@@ -213,30 +272,48 @@ int Main(int argc, char** argv) {
     opt.zipf_s = 1.0;
     opt.drift_per_iteration = 0.5;
     const placement::ModelLoad load = placement::SkewedLoad(cluster, model, opt, it);
-    v1::PlanId plan;  // reports claim no plan (fine: never from the future)
+    // Build and serialize every rank's report before the clock starts, so that the latency
+    // measured is the controller's, not the generator's encoding on the same 2 cores.
+    std::vector<grpc::ByteBuffer> reports(workers);
+    {
+      std::vector<std::thread> builders;
+      for (int t = 0; t < threads; ++t) {
+        builders.emplace_back([&, t] {
+          for (int r = t; r < workers; r += threads) {
+            v1::LoadReport rep;
+            rep.set_job_id("bench");
+            rep.set_rank(r);
+            rep.set_incarnation(1);
+            rep.set_iteration(it);
+            rep.set_tokens(tokens);
+            for (int l = 0; l < layers; ++l) {
+              v1::LayerLoad* ll = rep.add_layers();
+              ll->set_layer(l);
+              const int64_t* row = load[l].row(r);
+              for (int e = 0; e < experts; ++e) ll->add_expert_tokens(row[e]);
+            }
+            rep.mutable_timings()->set_attention_seconds(2e-3);
+            grpc::Slice slice(rep.SerializeAsString());
+            reports[r] = grpc::ByteBuffer(&slice, 1);
+          }
+        });
+      }
+      for (auto& b : builders) b.join();
+    }
+    const grpc::internal::RpcMethod report_method("/hecate.v1.Controller/ReportLoad",
+                                                  grpc::internal::RpcMethod::CLIENT_STREAMING);
     std::vector<std::thread> pool;
     for (int t = 0; t < threads; ++t) {
       pool.emplace_back([&, t] {
         std::vector<int64_t> local;
         for (int r = t; r < workers; r += threads) {
-          v1::LoadReport rep;
-          rep.set_job_id("bench");
-          rep.set_rank(r);
-          rep.set_incarnation(1);
-          rep.set_iteration(it);
-          rep.set_tokens(tokens);
-          for (int l = 0; l < layers; ++l) {
-            v1::LayerLoad* ll = rep.add_layers();
-            ll->set_layer(l);
-            const int64_t* row = load[l].row(r);
-            for (int e = 0; e < experts; ++e) ll->add_expert_tokens(row[e]);
-          }
-          rep.mutable_timings()->set_attention_seconds(2e-3);
           const int64_t t0 = Now_us();
           grpc::ClientContext ctx;
-          v1::ReportLoadResponse resp;
-          auto writer = stub->ReportLoad(&ctx, &resp);
-          writer->Write(rep);
+          grpc::ByteBuffer resp;
+          std::unique_ptr<grpc::ClientWriter<grpc::ByteBuffer>> writer(
+              grpc::internal::ClientWriterFactory<grpc::ByteBuffer>::Create(
+                  channel.get(), report_method, &ctx, &resp));
+          writer->Write(reports[r]);
           writer->WritesDone();
           grpc::Status s = writer->Finish();
           local.push_back(Now_us() - t0);
@@ -272,12 +349,13 @@ int Main(int argc, char** argv) {
   std::sort(fanout_ms.begin(), fanout_ms.end());
   std::printf(
       "\nworkers,layers,experts,reports,failed,reports_per_s,ingest_p50_ms,ingest_p99_ms,"
-      "plans_fully_delivered,fanout_p50_ms,fanout_max_ms,controller_cpu_s,"
+      "plans_fully_delivered,plan_bytes,fanout_p50_ms,fanout_max_ms,controller_cpu_s,"
       "controller_cpu_util,controller_rss_mib,controller_peak_rss_mib\n");
-  std::printf("%d,%d,%d,%lld,%lld,%.0f,%.2f,%.2f,%zu,%.1f,%.1f,%.1f,%.2f,%.0f,%.0f\n", workers,
+  std::printf("%d,%d,%d,%lld,%lld,%.0f,%.2f,%.2f,%zu,%zu,%.1f,%.1f,%.1f,%.2f,%.0f,%.0f\n", workers,
               layers, experts, static_cast<long long>(sent.load()),
               static_cast<long long>(failed.load()), sent.load() / elapsed, pct(0.5), pct(0.99),
-              fanout_ms.size(), fanout_ms.empty() ? 0.0 : fanout_ms[fanout_ms.size() / 2],
+              fanout_ms.size(), watchers.plan_bytes(),
+              fanout_ms.empty() ? 0.0 : fanout_ms[fanout_ms.size() / 2],
               fanout_ms.empty() ? 0.0 : fanout_ms.back(), after.cpu_s - before.cpu_s,
               (after.cpu_s - before.cpu_s) / elapsed, after.rss_kb / 1024.0, after.hwm_kb / 1024.0);
   controller.Signal(SIGTERM);

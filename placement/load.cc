@@ -62,43 +62,60 @@ absl::Status CheckShape(const ModelLoad& load, const Cluster& cluster, const Mod
 }
 
 absl::Status LoadWindow::Push(const ModelLoad& load) {
-  if (!sum_.empty()) {
-    if (load.size() != sum_.size()) {
+  return Push(std::make_shared<const ModelLoad>(load));
+}
+
+absl::Status LoadWindow::Push(std::shared_ptr<const ModelLoad> shared,
+                              std::shared_ptr<const ModelLoad>* evicted) {
+  if (evicted != nullptr) evicted->reset();
+  const ModelLoad& load = *shared;
+  const ModelLoad& sums = *sum_;
+  if (!sums.empty()) {
+    if (load.size() != sums.size()) {
       return absl::InvalidArgumentError(
-          absl::StrCat("load has ", load.size(), " layers, window has ", sum_.size()));
+          absl::StrCat("load has ", load.size(), " layers, window has ", sums.size()));
     }
     for (size_t l = 0; l < load.size(); ++l) {
-      if (load[l].num_devices() != sum_[l].num_devices() ||
-          load[l].num_experts() != sum_[l].num_experts()) {
+      if (load[l].num_devices() != sums[l].num_devices() ||
+          load[l].num_experts() != sums[l].num_experts()) {
         return absl::InvalidArgumentError(absl::StrCat("layer ", l, ": shape changed"));
       }
     }
-  } else {
-    for (const LoadMatrix& m : load) sum_.emplace_back(m.num_devices(), m.num_experts());
+  }
+  // A snapshot still reads the sums: leave them to it.
+  if (sum_.use_count() > 1) sum_ = std::make_shared<ModelLoad>(*sum_);
+  if (sum_->empty()) {
+    for (const LoadMatrix& m : load) sum_->emplace_back(m.num_devices(), m.num_experts());
   }
   auto add = [this](const ModelLoad& x, int sign) {
     for (size_t l = 0; l < x.size(); ++l) {
       for (int d = 0; d < x[l].num_devices(); ++d) {
         const int64_t* src = x[l].row(d);
-        int64_t* dst = sum_[l].row(d);
+        int64_t* dst = (*sum_)[l].row(d);
         for (int e = 0; e < x[l].num_experts(); ++e) dst[e] += sign * src[e];
       }
     }
   };
   add(load, +1);
-  history_.push_back(load);
+  history_.push_back(std::move(shared));
   if (static_cast<int>(history_.size()) > window_) {
-    add(history_.front(), -1);
+    add(*history_.front(), -1);
+    if (evicted != nullptr) *evicted = std::move(history_.front());
     history_.pop_front();
   }
   return absl::OkStatus();
 }
 
-ModelLoad LoadWindow::Estimate() const {
+WindowSnapshot LoadWindow::Snapshot() const {
+  if (history_.empty()) return {};
+  return WindowSnapshot{sum_, static_cast<int64_t>(history_.size())};
+}
+
+ModelLoad WindowSnapshot::Estimate() const {
   ModelLoad out;
-  if (history_.empty()) return out;
-  const int64_t n = static_cast<int64_t>(history_.size());
-  for (const LoadMatrix& s : sum_) {
+  if (sum == nullptr || count <= 0) return out;
+  const int64_t n = count;
+  for (const LoadMatrix& s : *sum) {
     LoadMatrix m(s.num_devices(), s.num_experts());
     for (int d = 0; d < s.num_devices(); ++d) {
       for (int e = 0; e < s.num_experts(); ++e) m.at(d, e) = (s.at(d, e) + n / 2) / n;
@@ -109,8 +126,8 @@ ModelLoad LoadWindow::Estimate() const {
 }
 
 std::vector<double> LoadWindow::ExpertMeans(LayerId layer) const {
-  if (history_.empty() || layer < 0 || layer >= static_cast<int>(sum_.size())) return {};
-  std::vector<int64_t> totals = sum_[layer].ExpertTotals();
+  if (history_.empty() || layer < 0 || layer >= static_cast<int>(sum_->size())) return {};
+  std::vector<int64_t> totals = (*sum_)[layer].ExpertTotals();
   std::vector<double> means(totals.size());
   for (size_t e = 0; e < totals.size(); ++e) {
     means[e] = static_cast<double>(totals[e]) / static_cast<double>(history_.size());
@@ -120,7 +137,7 @@ std::vector<double> LoadWindow::ExpertMeans(LayerId layer) const {
 
 void LoadWindow::Clear() {
   history_.clear();
-  sum_.clear();
+  sum_ = std::make_shared<ModelLoad>();
 }
 
 }  // namespace hecate::placement

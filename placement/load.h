@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -61,6 +62,15 @@ absl::Status CheckShape(const ModelLoad& load, const Cluster& cluster, const Mod
 
 // Sliding-window mean of the last `window` iterations' matrices, per layer. Push is O(size of
 // one ModelLoad); Estimate rounds the mean to whole tokens.
+// An immutable view of a window's sums: taken in O(1) (under a caller's lock), turned into the
+// estimate later (off it).
+struct WindowSnapshot {
+  std::shared_ptr<const ModelLoad> sum;  // null when the window was empty
+  int64_t count = 0;
+  // Rounded mean per layer; empty for an empty window.
+  ModelLoad Estimate() const;
+};
+
 class LoadWindow {
  public:
   explicit LoadWindow(int window) : window_(window < 1 ? 1 : window) {}
@@ -68,8 +78,14 @@ class LoadWindow {
   // Adds one iteration's loads (oldest dropped beyond the window). All pushes must share a shape;
   // INVALID_ARGUMENT (and no change) otherwise.
   absl::Status Push(const ModelLoad& load);
+  // The same without copying: the window keeps a reference to `load`. `evicted`, when given,
+  // receives the iteration that left the window (null if none), for the caller to recycle.
+  absl::Status Push(std::shared_ptr<const ModelLoad> load,
+                    std::shared_ptr<const ModelLoad>* evicted = nullptr);
   // Rounded window mean per layer; empty when nothing was pushed.
-  ModelLoad Estimate() const;
+  ModelLoad Estimate() const { return Snapshot().Estimate(); }
+  // O(1); the next Push copies the sums if a snapshot still holds them.
+  WindowSnapshot Snapshot() const;
   // Window mean of global tokens per expert for one layer (fractional).
   std::vector<double> ExpertMeans(LayerId layer) const;
   int size() const { return static_cast<int>(history_.size()); }
@@ -78,9 +94,9 @@ class LoadWindow {
 
  private:
   int window_;
-  std::deque<ModelLoad> history_;
-  // Running per-layer sums over history_, same shape as one ModelLoad.
-  ModelLoad sum_;
+  std::deque<std::shared_ptr<const ModelLoad>> history_;
+  // Running per-layer sums over history_, same shape as one ModelLoad (shared with snapshots).
+  std::shared_ptr<ModelLoad> sum_ = std::make_shared<ModelLoad>();
 };
 
 }  // namespace hecate::placement

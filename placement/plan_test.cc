@@ -118,6 +118,33 @@ TEST(LoadWindowTest, SlidingMeanAndShapeChecks) {
   EXPECT_EQ(w.Estimate()[0].at(0, 0), 30);  // unchanged by the rejected push
 }
 
+TEST(LoadWindowTest, SnapshotsStayFixedAndEvictionsComeBack) {
+  LoadWindow w(2);
+  auto make = [](int64_t v) {
+    auto m = std::make_shared<ModelLoad>(ModelLoad{LoadMatrix(2, 2)});
+    (*m)[0].at(1, 1) = v;
+    return std::shared_ptr<const ModelLoad>(std::move(m));
+  };
+  EXPECT_TRUE(w.Snapshot().Estimate().empty());
+  std::shared_ptr<const ModelLoad> evicted;
+  std::shared_ptr<const ModelLoad> first = make(10);
+  ASSERT_TRUE(w.Push(first, &evicted).ok());
+  EXPECT_EQ(evicted, nullptr);
+  ASSERT_TRUE(w.Push(make(20), &evicted).ok());
+  EXPECT_EQ(evicted, nullptr);
+  const WindowSnapshot snap = w.Snapshot();
+  ASSERT_TRUE(w.Push(make(40), &evicted).ok());
+  EXPECT_EQ(evicted, first);                   // the oldest came back, for recycling
+  EXPECT_EQ(snap.Estimate()[0].at(1, 1), 15);  // taken before the push: unchanged
+  EXPECT_EQ(w.Estimate()[0].at(1, 1), 30);
+  EXPECT_EQ(w.Snapshot().Estimate()[0].at(1, 1), 30);
+  // A rejected push changes nothing and evicts nothing.
+  ASSERT_FALSE(
+      w.Push(std::make_shared<const ModelLoad>(ModelLoad{LoadMatrix(3, 2)}), &evicted).ok());
+  EXPECT_EQ(evicted, nullptr);
+  EXPECT_EQ(w.Estimate()[0].at(1, 1), 30);
+}
+
 TEST(LoadTest, SpreadOverSourcesKeepsTotals) {
   LoadMatrix m = SpreadOverSources({10, 3, 0}, 4);
   EXPECT_EQ(m.ExpertTotals(), (std::vector<int64_t>{10, 3, 0}));

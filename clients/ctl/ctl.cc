@@ -253,6 +253,8 @@ class Ctl {
     if (int rc = ResolveJob(&job); rc != kOk) return rc;
     v1::WatchPlansRequest req;
     req.set_job_id(job);
+    // The table shows summaries; json and yaml print the whole plan, as `get plan` does.
+    req.set_device_detail(opts_.format != Format::kTable);
     auto ctx = Context();
     auto reader = stub_->WatchPlans(ctx.get(), req);
     v1::Plan plan;

@@ -300,7 +300,12 @@ IngestOutcome ControllerCore::Ingest(const LoadReport& r, absl::Time now) {
   Pending& p = it->second;
   if (inserted) {
     p.reported.assign(devices, 0);
-    for (const pl::LayerSpec& spec : model.layers) p.load.emplace_back(devices, spec.num_experts);
+    if (job->spare != nullptr) {
+      p.load = std::move(*job->spare);  // same shape; rows are overwritten or zeroed at finalize
+      job->spare.reset();
+    } else {
+      for (const pl::LayerSpec& spec : model.layers) p.load.emplace_back(devices, spec.num_experts);
+    }
     p.first_seen = now;
   }
   if (!p.reported[r.rank]) {
@@ -326,12 +331,25 @@ void ControllerCore::Finalize(Job& job, uint64_t iteration) {
   auto it = job.pending.find(iteration);
   if (it == job.pending.end()) return;
   Pending& p = it->second;
-  (void)job.window.Push(p.load);  // shape fixed by the job's model
+  // Ranks that did not report count zero (a recycled matrix still holds older rows).
+  for (int r = 0; r < static_cast<int>(p.reported.size()); ++r) {
+    if (p.reported[r]) continue;
+    for (pl::LoadMatrix& m : p.load) std::fill(m.row(r), m.row(r) + m.num_experts(), 0);
+  }
+  // Shared, not copied: this runs under the service's lock.
+  auto load = std::make_shared<const pl::ModelLoad>(std::move(p.load));
+  std::shared_ptr<const pl::ModelLoad> evicted;
+  (void)job.window.Push(load, &evicted);  // shape fixed by the job's model
+  if (evicted != nullptr && evicted.use_count() == 1) {
+    // Nobody else holds it (planning tasks and snapshots share, never mutate): recycle.
+    job.spare = std::make_unique<pl::ModelLoad>(
+        std::move(*std::const_pointer_cast<pl::ModelLoad>(evicted)));
+  }
   if (p.count > 0 && p.attention_sum > 0) {
     const double mean = p.attention_sum / p.count;
     job.attention_ema = job.attention_ema > 0 ? 0.8 * job.attention_ema + 0.2 * mean : mean;
   }
-  job.last_observed = std::move(p.load);
+  job.last_observed = std::move(load);
   job.pending.erase(it);
   job.has_finalized = true;
   job.last_finalized = iteration;
@@ -424,11 +442,9 @@ std::vector<PlanningTask> ControllerCore::TakePlanningTasks() {
     t.iteration = job->last_finalized;
     t.cluster = *cluster;
     t.model = job->record.model;
-    t.estimate = job->window.Estimate();
-    if (job->last_observed.has_value()) {
-      t.observed = std::move(*job->last_observed);  // no copy under the service's lock
-      job->last_observed.reset();
-    }
+    t.window = job->window.Snapshot();
+    t.observed = std::move(job->last_observed);
+    job->last_observed.reset();
     t.current = job->current;
     t.policy = job->record.policy;
     t.planner = config_.planner;
@@ -457,11 +473,11 @@ PlanningResult ComputePlan(const PlanningTask& task) {
   const pl::CostModel cost(*cluster, task.model, task.planner.attention_forward_seconds);
 
   // What happened under the plan in force.
-  if (!task.observed.empty()) {
+  if (task.observed != nullptr) {
     pl::Dispatcher dispatcher(*cluster);
     for (int l = 0; l < task.model.num_layers(); ++l) {
       LayerObservation o;
-      std::vector<int64_t> totals = task.observed[l].ExpertTotals();
+      std::vector<int64_t> totals = (*task.observed)[l].ExpertTotals();
       std::vector<double> ratio(totals.size());
       double sum = 0;
       for (int64_t t : totals) sum += static_cast<double>(t);
@@ -475,7 +491,7 @@ PlanningResult ComputePlan(const PlanningTask& task) {
       }
       if (task.current != nullptr && l < static_cast<int>(task.current->layers.size())) {
         pl::LayerPrediction lp =
-            cost.EvaluateLayer(l, task.current->layers[l], task.observed[l],
+            cost.EvaluateLayer(l, task.current->layers[l], (*task.observed)[l],
                                task.current->dispatch_rule, task.current->semantics, &dispatcher);
         o.balancedness = lp.balancedness;
         if (l < static_cast<int>(task.current->prediction.layers.size())) {
@@ -495,7 +511,8 @@ PlanningResult ComputePlan(const PlanningTask& task) {
     result.error = std::string(policy.status().message());
     return result;
   }
-  pl::PlanRequest request{&*cluster, &task.model,    &task.estimate, task.current.get(),
+  const pl::ModelLoad estimate = task.window.Estimate();
+  pl::PlanRequest request{&*cluster, &task.model,    &estimate,   task.current.get(),
                           nullptr,   task.iteration, task.planner};
   pl::PlanDecision d =
       pl::DecidePlan(**policy, request, task.reshard_due, task.reshard_period, task.damping);

@@ -123,8 +123,9 @@ struct PlanningTask {
   uint64_t iteration = 0;  // last finalized iteration
   placement::ClusterSpec cluster;
   placement::ModelSpec model;
-  placement::ModelLoad estimate;  // window mean
-  placement::ModelLoad observed;  // the finalized iteration's actual counts
+  placement::WindowSnapshot window;  // its mean is the estimate (computed off the lock)
+  // The finalized iteration's actual counts (shared with the window; null when none).
+  std::shared_ptr<const placement::ModelLoad> observed;
   std::shared_ptr<const placement::Plan> current;
   std::string policy;
   placement::PlannerConfig planner;
@@ -253,7 +254,10 @@ class ControllerCore {
     std::map<uint64_t, Pending> pending;
     bool has_finalized = false;
     uint64_t last_finalized = 0;
-    std::optional<placement::ModelLoad> last_observed;
+    std::shared_ptr<const placement::ModelLoad> last_observed;
+    // An iteration's matrices that left the window, reused for the next pending iteration
+    // (a fresh one is 8 bytes x ranks x experts x layers of page faults under the lock).
+    std::unique_ptr<placement::ModelLoad> spare;
     bool planning_due = false;
     uint64_t last_planned_iteration = 0;
     uint64_t last_reshard_iteration = 0;

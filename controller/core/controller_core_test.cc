@@ -96,6 +96,27 @@ class CoreTest : public ::testing::Test {
   ControllerCore core_;
 };
 
+// Finalized matrices that leave the window are reused for later iterations; a rank that does not
+// report in such an iteration still counts zero, never its old numbers.
+TEST_F(CoreTest, RecycledLoadMatricesCountMissingRanksAsZero) {
+  RegisterAll();
+  for (uint64_t it = 0; it < 3; ++it) ReportAll(it);  // window 2: iteration 0 left the window
+  for (int r = 1; r < kWorld; ++r) {
+    ASSERT_TRUE(core_.Ingest(Report(r, 3), clock_.Now()).status.ok());
+  }
+  EXPECT_TRUE(core_.TakePlanningTasks().empty());  // still waiting for rank 0
+  clock_.Advance(absl::Seconds(6));                // past the report deadline
+  core_.Tick(clock_.Now());
+  std::vector<PlanningTask> tasks = core_.TakePlanningTasks();
+  ASSERT_EQ(tasks.size(), 1u);
+  ASSERT_NE(tasks[0].observed, nullptr);
+  EXPECT_EQ(tasks[0].iteration, 3u);
+  for (const placement::LoadMatrix& m : *tasks[0].observed) {
+    for (int e = 0; e < m.num_experts(); ++e) EXPECT_EQ(m.at(0, e), 0) << "expert " << e;
+    EXPECT_EQ(m.at(1, 0), 70);
+  }
+}
+
 TEST_F(CoreTest, RegistrationAndIncarnations) {
   ASSERT_TRUE(core_.Register(Reg(0, 5), clock_.Now()).ok());
   // Same incarnation: idempotent.

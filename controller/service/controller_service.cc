@@ -47,7 +47,21 @@ std::shared_ptr<const grpc::ByteBuffer> Serialize(const v1::Plan& plan) {
   return std::make_shared<const grpc::ByteBuffer>(&slice, 1);
 }
 
+// The plan as watchers get it by default: without the per-device predictions.
+v1::Plan Lean(v1::Plan plan) {
+  for (v1::LayerPlan& layer : *plan.mutable_layers()) {
+    layer.mutable_prediction()->clear_device_tokens();
+  }
+  plan.clear_predicted_device_memory_bytes();
+  return plan;
+}
+
 }  // namespace
+
+// Both encodings of one published plan.
+struct ControllerService::Encoded {
+  std::shared_ptr<const grpc::ByteBuffer> lean, full;
+};
 
 // ------------------------------------------------------------------------------------------
 // Streams
@@ -56,17 +70,17 @@ std::shared_ptr<const grpc::ByteBuffer> Serialize(const v1::Plan& plan) {
 // service mutex held; the reactor's own mutex guards its queue.
 class ControllerService::Watcher : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
-  Watcher(ControllerService* service, std::string job, pl::PlanId after)
-      : service_(service), job_(std::move(job)), last_(after) {}
+  Watcher(ControllerService* service, std::string job, pl::PlanId after, bool device_detail)
+      : service_(service), job_(std::move(job)), device_detail_(device_detail), last_(after) {}
 
   const std::string& job() const { return job_; }
 
-  void Push(const pl::PlanId& id, std::shared_ptr<const grpc::ByteBuffer> plan) {
+  void Push(const pl::PlanId& id, const Encoded& plan) {
     absl::MutexLock lock(&mu_);
     if (finishing_) return;
     if (!(last_ < id)) return;  // re-delivery of an older or the same plan: no-op
     last_ = id;
-    queue_.push_back(std::move(plan));
+    queue_.push_back(device_detail_ ? plan.full : plan.lean);
     if (!writing_) {
       writing_ = true;
       StartWrite(queue_.front().get());
@@ -109,6 +123,7 @@ class ControllerService::Watcher : public grpc::ServerWriteReactor<grpc::ByteBuf
  private:
   ControllerService* const service_;
   const std::string job_;
+  const bool device_detail_;
   absl::Mutex mu_;
   pl::PlanId last_ ABSL_GUARDED_BY(mu_);
   std::deque<std::shared_ptr<const grpc::ByteBuffer>> queue_ ABSL_GUARDED_BY(mu_);
@@ -271,7 +286,7 @@ void ControllerService::RunPlannerOnce() {
     if (metrics_ != nullptr) {
       metrics_->PlanComputed(compute_s);
       metrics_->Observed(task.job_id, result.layers);
-      if (!task.observed.empty()) metrics_->ExpertTokens(task.job_id, task.observed);
+      if (task.observed != nullptr) metrics_->ExpertTokens(task.job_id, *task.observed);
     }
     if (result.decision == "error") {
       LogWarn("planning failed", LogFields()("job", task.job_id)("error", result.error));
@@ -300,13 +315,24 @@ void ControllerService::Deliver(const std::shared_ptr<const pl::Plan>& plan) {
     LogError("could not persist plan",
              LogFields()("job", plan->job_id)("version", plan->id.version)("error", s.ToString()));
   }
-  std::shared_ptr<const grpc::ByteBuffer> bytes = Serialize(proto);
-  absl::MutexLock lock(&mu_);
-  auto it = watchers_.find(plan->job_id);
-  if (it != watchers_.end()) {
-    for (Watcher* w : it->second) w->Push(plan->id, bytes);
+  const absl::Time persisted = absl::Now();
+  const Encoded bytes{Serialize(Lean(proto)), Serialize(proto)};
+  size_t watchers = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = watchers_.find(plan->job_id);
+    if (it != watchers_.end()) {
+      for (Watcher* w : it->second) w->Push(plan->id, bytes);
+      watchers = it->second.size();
+    }
   }
-  if (metrics_ != nullptr) metrics_->PlanPushed(absl::ToDoubleSeconds(absl::Now() - t0));
+  const absl::Time queued = absl::Now();
+  if (metrics_ != nullptr) metrics_->PlanPushed(absl::ToDoubleSeconds(queued - t0));
+  LogInfo("plan queued to watchers",
+          LogFields()("job", plan->job_id)("version", plan->id.version)("watchers", watchers)(
+              "persist_ms", absl::ToDoubleMilliseconds(persisted - t0))(
+              "queue_ms", absl::ToDoubleMilliseconds(queued - persisted))(
+              "lean_bytes", bytes.lean->Length())("full_bytes", bytes.full->Length()));
 }
 
 absl::Status ControllerService::PersistJob(const std::string& job) {
@@ -403,7 +429,7 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ControllerService::WatchPlans(
     bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
   ok = ok && parsed.ParseFromString(bytes);
   const v1::WatchPlansRequest* req = &parsed;
-  auto* w = new Watcher(this, req->job_id(), wire::FromProto(req->after()));
+  auto* w = new Watcher(this, req->job_id(), wire::FromProto(req->after()), req->device_detail());
   if (!ok) {
     w->Close(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "malformed WatchPlansRequest"));
     return w;
@@ -420,8 +446,11 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ControllerService::WatchPlans(
   }
   watchers_[req->job_id()].insert(w);
   // A late watcher gets the current plan first.
-  if (auto plan = core_->CurrentPlan(req->job_id()))
-    w->Push(plan->id, Serialize(wire::ToProto(*plan)));
+  if (auto plan = core_->CurrentPlan(req->job_id())) {
+    const v1::Plan proto = wire::ToProto(*plan);
+    w->Push(plan->id, req->device_detail() ? Encoded{nullptr, Serialize(proto)}
+                                           : Encoded{Serialize(Lean(proto)), nullptr});
+  }
   return w;
 }
 

@@ -93,6 +93,7 @@ class ControllerService final
 
  private:
   class Watcher;
+  struct Encoded;
   class ReportReader;
 
   // Ingests one report (validation, counting); non-OK ends the caller's stream.

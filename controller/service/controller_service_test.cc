@@ -155,6 +155,28 @@ TEST_F(ServiceTest, ConcurrentWorkersSeeStrictlyIncreasingPlans) {
     v1::Plan first;
     ASSERT_TRUE(reader->Read(&first));  // a late watcher gets the current plan first
     EXPECT_EQ(first.id().version(), last.version());
+    // Watchers get the plan without per-device predictions unless they ask for them.
+    EXPECT_GT(first.layers_size(), 0);
+    for (const v1::LayerPlan& layer : first.layers()) {
+      EXPECT_EQ(layer.prediction().device_tokens_size(), 0);
+    }
+    EXPECT_EQ(first.predicted_device_memory_bytes_size(), 0);
+    ctx.TryCancel();
+    reader->Finish();
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::WatchPlansRequest req;
+    req.set_job_id("job");
+    req.set_device_detail(true);
+    auto reader = stub_->WatchPlans(&ctx, req);
+    v1::Plan first;
+    ASSERT_TRUE(reader->Read(&first));
+    EXPECT_EQ(first.id().version(), last.version());
+    for (const v1::LayerPlan& layer : first.layers()) {
+      EXPECT_EQ(layer.prediction().device_tokens_size(), kWorld);
+    }
+    EXPECT_EQ(first.predicted_device_memory_bytes_size(), kWorld);
     ctx.TryCancel();
     reader->Finish();
   }
