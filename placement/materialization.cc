@@ -115,6 +115,17 @@ LayerPlan MaterializePaper(const Cluster& cluster, const LayerPlan& base,
 
 namespace {
 
+// A sorted run of devices inside a larger buffer (one candidate set of receivers).
+struct DeviceSpan {
+  const DeviceId* first = nullptr;
+  int n = 0;
+  const DeviceId* begin() const { return first; }
+  const DeviceId* end() const { return first + n; }
+  int size() const { return n; }
+  bool empty() const { return n == 0; }
+  DeviceId operator[](int i) const { return first[i]; }
+};
+
 // Running link loads of one layer's spAG (owner -> holder), mirroring TrafficMatrix::Seconds.
 class LinkState {
  public:
@@ -142,7 +153,7 @@ class LinkState {
     return t;
   }
   // Link time (without latency) after adding one transfer of `bytes` from `from` to each of `to`.
-  double WithTransfers(DeviceId from, const std::vector<DeviceId>& to, double bytes) const {
+  double WithTransfers(DeviceId from, const DeviceSpan& to, double bytes) const {
     double t = worst_;
     double out_intra = out_intra_[from], out_inter = out_inter_[from];
     double node_out = node_out_[c_.node_of(from)];
@@ -227,6 +238,7 @@ class GreedyState {
     }
     node_in_.assign(nodes_, 0.0);
     node_out_.assign(nodes_, 0.0);
+    holds_.assign(static_cast<size_t>(experts_) * devices_, 0);
     for (ExpertId e = 0; e < experts_; ++e) {
       for (DeviceId h : plan_.replicas[e]) ++node_holders_[e][cluster_.node_of(h)];
       for (NodeId n = 0; n < nodes_; ++n) {
@@ -238,6 +250,7 @@ class GreedyState {
       const double k = static_cast<double>(plan_.replicas[e].size());
       for (NodeId n = 0; n < nodes_; ++n) node_in_[n] += remote_[e] * node_holders_[e][n] / k;
       for (DeviceId h : plan_.replicas[e]) {
+        holds_[static_cast<size_t>(e) * devices_ + h] = 1;
         tokens_[h] += Share(e, h);
         held_[h].push_back(e);
         if (h != plan_.owner[e]) {
@@ -279,16 +292,20 @@ class GreedyState {
   // Orders the slowest devices first in by_time_ (the top kTop exactly; the rest unordered, and
   // Evaluate falls back to a full scan when every top device is affected).
   void SortDevices() {
-    by_time_.resize(devices_);
-    std::iota(by_time_.begin(), by_time_.end(), 0);
-    auto slower = [&](DeviceId a, DeviceId b) {
-      const double ta = TimeOf(a), tb = TimeOf(b);
-      return ta != tb ? ta > tb : a < b;
+    keyed_.resize(devices_);
+    for (DeviceId d = 0; d < devices_; ++d) keyed_[d] = {TimeOf(d), d};
+    auto slower = [](const std::pair<double, DeviceId>& a, const std::pair<double, DeviceId>& b) {
+      return a.first != b.first ? a.first > b.first : a.second < b.second;
     };
     const int top = std::min(devices_, kTop);
-    std::partial_sort(by_time_.begin(), by_time_.begin() + top, by_time_.end(), slower);
+    if (top < devices_) {
+      std::nth_element(keyed_.begin(), keyed_.begin() + top, keyed_.end(), slower);
+    }
+    std::sort(keyed_.begin(), keyed_.begin() + top, slower);
+    by_time_.resize(devices_);
+    for (DeviceId i = 0; i < devices_; ++i) by_time_[i] = keyed_[i].second;
   }
-  static constexpr int kTop = 48;
+  static constexpr int kTop = 16;
   DeviceId slowest() const { return by_time_[0]; }
   NodeId BottleneckNode() const {
     NodeId best = 0;
@@ -300,10 +317,12 @@ class GreedyState {
   bool OutBound(NodeId n) const { return node_out_[n] >= node_in_[n]; }
 
   // Feasible receivers for e on node n (free slot, no copy), least loaded first.
-  std::vector<DeviceId> Receivers(ExpertId e, NodeId n) const {
-    std::vector<DeviceId> out;
+  // The result lives until the next call.
+  const std::vector<DeviceId>& Receivers(ExpertId e, NodeId n) {
+    std::vector<DeviceId>& out = receivers_;
+    out.clear();
     for (DeviceId d : cluster_.devices_of(n)) {
-      if (left_[d] > 0 && !plan_.Holds(e, d)) out.push_back(d);
+      if (left_[d] > 0 && !Holds(e, d)) out.push_back(d);
     }
     std::sort(out.begin(), out.end(), [&](DeviceId a, DeviceId b) {
       return TimeOf(a) != TimeOf(b) ? TimeOf(a) < TimeOf(b) : a < b;
@@ -313,11 +332,14 @@ class GreedyState {
   DeviceId LeastLoadedReceiver(ExpertId e, bool fresh_node_only) const {
     DeviceId best = -1;
     for (DeviceId d = 0; d < devices_; ++d) {
-      if (left_[d] <= 0 || plan_.Holds(e, d)) continue;
+      if (left_[d] <= 0 || Holds(e, d)) continue;
       if (fresh_node_only && node_holders_[e][cluster_.node_of(d)] != 0) continue;
       if (best < 0 || TimeOf(d) < TimeOf(best)) best = d;
     }
     return best;
+  }
+  bool Holds(ExpertId e, DeviceId d) const {
+    return holds_[static_cast<size_t>(e) * devices_ + d] != 0;
   }
   bool NodeHolds(ExpertId e, NodeId n) const { return node_holders_[e][n] > 0; }
   double Mass(ExpertId e, NodeId n) const { return mass_[e][n]; }
@@ -330,7 +352,7 @@ class GreedyState {
   };
 
   // Predicted change if `set` (devices of one node, ascending, feasible) receive copies of e.
-  Outcome Evaluate(ExpertId e, const std::vector<DeviceId>& set) {
+  Outcome Evaluate(ExpertId e, const DeviceSpan& set) {
     const std::vector<DeviceId>& holders = plan_.replicas[e];
     const int k = static_cast<int>(holders.size());
     const int r = static_cast<int>(set.size());
@@ -394,7 +416,7 @@ class GreedyState {
     return o;
   }
 
-  void Commit(ExpertId e, const std::vector<DeviceId>& set) {
+  void Commit(ExpertId e, const DeviceSpan& set) {
     std::vector<DeviceId>& holders = plan_.replicas[e];
     const double k = static_cast<double>(holders.size());
     const NodeId m = cluster_.node_of(set[0]);
@@ -410,6 +432,7 @@ class GreedyState {
     for (NodeId n = 0; n < nodes_; ++n) node_in_[n] += remote_[e] * node_holders_[e][n] / k_after;
     for (DeviceId h : holders) tokens_[h] += Share(e, h);
     for (DeviceId c : set) {
+      holds_[static_cast<size_t>(e) * devices_ + c] = 1;
       held_[c].push_back(e);
       --left_[c];
       links_.Add(plan_.owner[e], c, pb_);
@@ -432,23 +455,54 @@ class GreedyState {
   std::vector<std::vector<ExpertId>> held_;
   std::vector<int> left_;
   std::vector<DeviceId> by_time_;
+  std::vector<std::pair<double, DeviceId>> keyed_;
+  std::vector<char> holds_;  // [expert * devices + device]: holds a copy
+  std::vector<DeviceId> receivers_;
   std::vector<int> stamp_;
   std::vector<double> after_, node_in_after_;
   int generation_ = 0;
 };
 
-// Appends the j least-loaded receivers of a node for j = 1, 2, 4, ... and all, skipping
-// duplicates.
-void AddOptions(const std::vector<DeviceId>& on_node, std::vector<std::vector<DeviceId>>* options) {
-  for (size_t j = 1; j <= on_node.size();
-       j = (j == on_node.size() ? j + 1 : std::min(2 * j, on_node.size()))) {
-    std::vector<DeviceId> set(on_node.begin(), on_node.begin() + j);
-    std::sort(set.begin(), set.end());
-    if (std::find(options->begin(), options->end(), set) == options->end()) {
-      options->push_back(std::move(set));
-    }
+// Candidate moves (expert, set of receivers), flat, reused across the greedy's steps.
+class MoveList {
+ public:
+  void Clear() {
+    experts_.clear();
+    begins_.assign(1, 0);
+    devices_.clear();
   }
-}
+  int size() const { return static_cast<int>(experts_.size()); }
+  ExpertId expert(int i) const { return experts_[i]; }
+  DeviceSpan set(int i) const {
+    return DeviceSpan{devices_.data() + begins_[i], begins_[i + 1] - begins_[i]};
+  }
+  // Moves added for one expert from here on are deduplicated against each other.
+  void StartExpert() { group_ = size(); }
+  // Adds (e, sorted first j of `on_node`) unless this expert's group already has that set.
+  void Add(ExpertId e, const DeviceId* on_node, int j) {
+    scratch_.assign(on_node, on_node + j);
+    std::sort(scratch_.begin(), scratch_.end());
+    for (int i = group_; i < size(); ++i) {
+      const DeviceSpan have = set(i);
+      if (have.size() == j && std::equal(have.begin(), have.end(), scratch_.begin())) return;
+    }
+    experts_.push_back(e);
+    devices_.insert(devices_.end(), scratch_.begin(), scratch_.end());
+    begins_.push_back(static_cast<int>(devices_.size()));
+  }
+  // The j least-loaded receivers of a node for j = 1, 2, 4, ... and all.
+  void AddOptions(ExpertId e, const std::vector<DeviceId>& on_node) {
+    const int n = static_cast<int>(on_node.size());
+    for (int j = 1; j <= n; j = (j == n ? j + 1 : std::min(2 * j, n))) Add(e, on_node.data(), j);
+  }
+
+ private:
+  std::vector<ExpertId> experts_;
+  std::vector<int> begins_{0};
+  std::vector<DeviceId> devices_;
+  std::vector<DeviceId> scratch_;
+  int group_ = 0;
+};
 
 }  // namespace
 
@@ -462,49 +516,51 @@ LayerPlan MaterializeGreedy(const CostModel& cost, LayerId l, const LayerPlan& b
   GreedyState state(cost, l, &out, load, budget);
   const int devices = cost.cluster().num_devices();
   constexpr int kExpertsPerClass = 3;
+  MoveList moves;
+  std::vector<std::pair<double, ExpertId>> ranked;
+  auto by_weight = [](const std::pair<double, ExpertId>& a, const std::pair<double, ExpertId>& b) {
+    return a.first != b.first ? a.first > b.first : a.second < b.second;
+  };
   for (;;) {
     state.SortDevices();
     // Moves worth trying: relieve the slowest device (compute), and unload the node whose NIC
     // carries the most All-to-All traffic.
-    std::vector<std::pair<ExpertId, std::vector<DeviceId>>> moves;
+    moves.Clear();
     {
       const DeviceId slow = state.slowest();
-      std::vector<std::pair<double, ExpertId>> on_slow;
+      ranked.clear();
       for (ExpertId e : state.Held(slow)) {
         if (static_cast<int>(out.replicas[e].size()) < devices && state.Share(e, slow) > 0) {
-          on_slow.push_back({state.Share(e, slow), e});
+          ranked.push_back({state.Share(e, slow), e});
         }
       }
-      std::sort(on_slow.begin(), on_slow.end(), [](const auto& a, const auto& b) {
-        return a.first != b.first ? a.first > b.first : a.second < b.second;
-      });
-      if (static_cast<int>(on_slow.size()) > kExpertsPerClass) on_slow.resize(kExpertsPerClass);
-      for (const auto& [share, e] : on_slow) {
-        std::vector<std::vector<DeviceId>> options;
+      std::sort(ranked.begin(), ranked.end(), by_weight);
+      if (static_cast<int>(ranked.size()) > kExpertsPerClass) ranked.resize(kExpertsPerClass);
+      for (const auto& [share, e] : ranked) {
+        moves.StartExpert();
         const DeviceId any = state.LeastLoadedReceiver(e, false);
-        if (any >= 0) options.push_back({any});
-        const std::vector<DeviceId> near = state.Receivers(e, cost.cluster().node_of(out.owner[e]));
-        if (!near.empty()) AddOptions({near[0]}, &options);
+        if (any >= 0) moves.Add(e, &any, 1);
+        const std::vector<DeviceId>& near =
+            state.Receivers(e, cost.cluster().node_of(out.owner[e]));
+        if (!near.empty()) moves.Add(e, near.data(), 1);
         const DeviceId fresh = state.LeastLoadedReceiver(e, true);
-        if (fresh >= 0) AddOptions(state.Receivers(e, cost.cluster().node_of(fresh)), &options);
-        for (auto& set : options) moves.push_back({e, std::move(set)});
+        if (fresh >= 0) moves.AddOptions(e, state.Receivers(e, cost.cluster().node_of(fresh)));
       }
     }
     {
       const NodeId b = state.BottleneckNode();
-      std::vector<std::pair<double, ExpertId>> flows;
+      ranked.clear();
       const bool outbound = state.OutBound(b);
       for (ExpertId e = 0; e < out.num_experts(); ++e) {
         if (static_cast<int>(out.replicas[e].size()) >= devices) continue;
         const double f = outbound ? (state.NodeHolds(e, b) ? 0.0 : state.Mass(e, b))
                                   : (state.NodeHolds(e, b) ? state.Remote(e) : 0.0);
-        if (f > 0) flows.push_back({f, e});
+        if (f > 0) ranked.push_back({f, e});
       }
-      std::sort(flows.begin(), flows.end(), [](const auto& a, const auto& b) {
-        return a.first != b.first ? a.first > b.first : a.second < b.second;
-      });
-      if (static_cast<int>(flows.size()) > kExpertsPerClass) flows.resize(kExpertsPerClass);
-      for (const auto& [flow, e] : flows) {
+      const size_t keep = std::min<size_t>(ranked.size(), kExpertsPerClass);
+      std::partial_sort(ranked.begin(), ranked.begin() + keep, ranked.end(), by_weight);
+      ranked.resize(keep);
+      for (const auto& [flow, e] : ranked) {
         // Outbound: give b its own copies. Inbound: give the heaviest sending node copies.
         NodeId target = b;
         if (!outbound) {
@@ -515,17 +571,16 @@ LayerPlan MaterializeGreedy(const CostModel& cost, LayerId l, const LayerPlan& b
           }
           if (target < 0) continue;
         }
-        std::vector<std::vector<DeviceId>> options;
-        AddOptions(state.Receivers(e, target), &options);
-        for (auto& set : options) moves.push_back({e, std::move(set)});
+        moves.StartExpert();
+        moves.AddOptions(e, state.Receivers(e, target));
       }
     }
     int best = -1;
     GreedyState::Outcome best_outcome;
-    for (int i = 0; i < static_cast<int>(moves.size()); ++i) {
+    for (int i = 0; i < moves.size(); ++i) {
       // Judge per copy, so a bigger set must earn its extra copies.
-      GreedyState::Outcome o = state.Evaluate(moves[i].first, moves[i].second);
-      o.delta /= static_cast<double>(moves[i].second.size());
+      GreedyState::Outcome o = state.Evaluate(moves.expert(i), moves.set(i));
+      o.delta /= static_cast<double>(moves.set(i).size());
       const bool improves = o.delta < -1e-12;
       if (!improves && !o.plateau) continue;
       if (best < 0 || (improves && (best_outcome.plateau || o.delta < best_outcome.delta))) {
@@ -534,8 +589,8 @@ LayerPlan MaterializeGreedy(const CostModel& cost, LayerId l, const LayerPlan& b
       }
     }
     if (best < 0) break;  // no copy lowers the predicted time
-    state.Commit(moves[best].first, moves[best].second);
-    if (added != nullptr) *added += static_cast<int>(moves[best].second.size());
+    state.Commit(moves.expert(best), moves.set(best));
+    if (added != nullptr) *added += moves.set(best).size();
   }
   return out;
 }
