@@ -62,12 +62,13 @@ double CostModel::SparseCollectiveSeconds(LayerId l, const LayerPlan& layer, int
 
 LayerPrediction CostModel::EvaluateLayer(LayerId l, const LayerPlan& layer, const LoadMatrix& load,
                                          DispatchRule rule, ReplicaSemantics semantics,
-                                         Dispatcher* dispatcher) const {
+                                         Dispatcher* dispatcher,
+                                         const LoadAggregate* aggregate) const {
   const int devices = cluster_.num_devices();
   const LayerSpec& spec = model_.layers[l];
   LayerPrediction p;
   DispatchSummary summary;
-  dispatcher->Summarize(layer, load, rule, &summary);
+  dispatcher->Summarize(layer, load, rule, &summary, aggregate);
 
   p.device_tokens.resize(devices);
   double worst_compute = 0;
@@ -146,14 +147,16 @@ double CostModel::MigrationSeconds(const std::vector<Migration>& migrations) con
   return traffic.Seconds(cluster_);
 }
 
-void CostModel::Evaluate(Plan* plan, const ModelLoad& load) const {
+void CostModel::Evaluate(Plan* plan, const ModelLoad& load,
+                         const std::vector<LoadAggregate>* aggregates) const {
   Dispatcher dispatcher(cluster_);
   Prediction& pred = plan->prediction;
   pred = Prediction();
   double balance_sum = 0;
   for (LayerId l = 0; l < static_cast<int>(plan->layers.size()); ++l) {
     pred.layers.push_back(EvaluateLayer(l, plan->layers[l], load[l], plan->dispatch_rule,
-                                        plan->semantics, &dispatcher));
+                                        plan->semantics, &dispatcher,
+                                        aggregates != nullptr ? &(*aggregates)[l] : nullptr));
     const LayerPrediction& lp = pred.layers.back();
     pred.moe_seconds += lp.total_seconds;
     pred.sparse_bytes += lp.spag_bytes + lp.sprs_bytes;

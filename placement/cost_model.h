@@ -62,12 +62,16 @@ class CostModel {
   const ModelSpec& model() const { return model_; }
   double attention_forward_seconds() const { return attention_s_; }
 
-  // One layer under a load matrix (tokens per source device and expert).
+  // One layer under a load matrix (tokens per source device and expert). `aggregate`, when given,
+  // must be LoadAggregate::Of(load) (saves the pass over the matrix).
   LayerPrediction EvaluateLayer(LayerId l, const LayerPlan& layer, const LoadMatrix& load,
                                 DispatchRule rule, ReplicaSemantics semantics,
-                                Dispatcher* dispatcher) const;
+                                Dispatcher* dispatcher,
+                                const LoadAggregate* aggregate = nullptr) const;
   // Fills plan->prediction for `load` (one matrix per layer), including migration time and memory.
-  void Evaluate(Plan* plan, const ModelLoad& load) const;
+  // `aggregates`, when given, holds LoadAggregate::Of of every layer's matrix.
+  void Evaluate(Plan* plan, const ModelLoad& load,
+                const std::vector<LoadAggregate>* aggregates = nullptr) const;
 
   // Time of the sparse collective of one layer: owner -> every other holder, parameter bytes.
   double SparseCollectiveSeconds(LayerId l, const LayerPlan& layer, int64_t* bytes) const;

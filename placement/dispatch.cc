@@ -93,33 +93,73 @@ void Dispatcher::Run(const LayerPlan& layer, const LoadMatrix& load, DispatchRul
         pool_tokens_[cluster_.node_of(s)] += k;
       }
     }
-    for (NodeId n = 0; n < nodes; ++n) {
-      if (pool_tokens_[n] > 0) pools_.push_back(Pool{e, n, pool_tokens_[n]});
-    }
+    AddPools(layer, e);
   }
 
   // Pass 2: pooled tokens, the largest pools first so they see the fullest picture of the loads.
+  SortPools();
+  for (const Pool& pool : pools_) {
+    Split(layer, pool, even);
+    sources_.clear();
+    if (pool.node != kRemote) {
+      sources_ = cluster_.devices_of(pool.node);
+    } else {
+      node_flag_.assign(nodes, 0);
+      for (DeviceId h : layer.replicas[pool.expert]) node_flag_[cluster_.node_of(h)] = 1;
+      for (DeviceId s = 0; s < devices; ++s) {
+        if (!node_flag_[cluster_.node_of(s)]) sources_.push_back(s);
+      }
+    }
+    sink.Pool(pool.node, pool.expert, sources_, candidates_, shares_, /*include_holders=*/!even);
+  }
+}
+
+bool Dispatcher::NodeHolds(const LayerPlan& layer, ExpertId e, NodeId n) const {
+  for (DeviceId h : layer.replicas[e]) {
+    if (cluster_.node_of(h) == n) return true;
+  }
+  return false;
+}
+
+void Dispatcher::AddPools(const LayerPlan& layer, ExpertId e) {
+  // Nodes holding e pool for their own holders; the nodes without a holder pool together.
+  int64_t remote = 0;
+  for (NodeId n = 0; n < static_cast<NodeId>(pool_tokens_.size()); ++n) {
+    if (pool_tokens_[n] <= 0) continue;
+    if (NodeHolds(layer, e, n)) {
+      pools_.push_back(Pool{e, n, pool_tokens_[n]});
+    } else {
+      remote += pool_tokens_[n];
+    }
+  }
+  if (remote > 0) pools_.push_back(Pool{e, kRemote, remote});
+}
+
+void Dispatcher::SortPools() {
   std::sort(pools_.begin(), pools_.end(), [](const Pool& a, const Pool& b) {
     if (a.tokens != b.tokens) return a.tokens > b.tokens;
     if (a.expert != b.expert) return a.expert < b.expert;
     return a.node < b.node;
   });
-  for (const Pool& pool : pools_) {
-    const std::vector<DeviceId>& holders = layer.replicas[pool.expert];
+}
+
+void Dispatcher::Split(const LayerPlan& layer, const Pool& pool, bool even) {
+  const std::vector<DeviceId>& holders = layer.replicas[pool.expert];
+  if (pool.node == kRemote) {
+    candidates_ = holders;
+  } else {
     candidates_.clear();
     for (DeviceId h : holders) {
       if (cluster_.node_of(h) == pool.node) candidates_.push_back(h);
     }
-    if (candidates_.empty()) candidates_ = holders;
-    if (even) {
-      SplitEven(pool.tokens, static_cast<int>(candidates_.size()), pool.node + pool.expert,
-                &shares_);
-    } else {
-      SplitWaterFill(pool.tokens, candidates_, load_, &order_, &shares_);
-    }
-    for (size_t i = 0; i < candidates_.size(); ++i) load_[candidates_[i]] += shares_[i];
-    sink.Pool(pool.node, pool.expert, candidates_, shares_, /*include_holders=*/!even);
   }
+  if (even) {
+    const int rotation = (pool.node == kRemote ? cluster_.num_nodes() : pool.node) + pool.expert;
+    SplitEven(pool.tokens, static_cast<int>(candidates_.size()), rotation, &shares_);
+  } else {
+    SplitWaterFill(pool.tokens, candidates_, load_, &order_, &shares_);
+  }
+  for (size_t i = 0; i < candidates_.size(); ++i) load_[candidates_[i]] += shares_[i];
 }
 
 namespace {
@@ -129,10 +169,9 @@ namespace {
 // ascending order (north-west corner). Calls emit(src, dst, tokens) for every piece.
 template <typename Emit>
 void Apportion(const Cluster& cluster, const LayerPlan& layer, const LoadMatrix& load, NodeId n,
-               ExpertId e, const std::vector<DeviceId>& cands, const std::vector<int64_t>& shares,
-               bool include_holders, std::vector<int64_t>* left, std::vector<int64_t>* room,
-               Emit emit) {
-  const std::vector<DeviceId>& sources = cluster.devices_of(n);
+               ExpertId e, const std::vector<DeviceId>& sources, const std::vector<DeviceId>& cands,
+               const std::vector<int64_t>& shares, bool include_holders, std::vector<int64_t>* left,
+               std::vector<int64_t>* room, Emit emit) {
   left->assign(sources.size(), 0);
   for (size_t i = 0; i < sources.size(); ++i) {
     const DeviceId s = sources[i];
@@ -164,36 +203,6 @@ void Apportion(const Cluster& cluster, const LayerPlan& layer, const LoadMatrix&
   }
 }
 
-struct SummarySink {
-  const Cluster& cluster;
-  const LayerPlan& layer;
-  const LoadMatrix& load;
-  DispatchSummary* out;
-  std::vector<int64_t> left, room;
-  void Local(DeviceId s, ExpertId, int64_t k) { out->device_tokens[s] += k; }
-  void Send(DeviceId s, ExpertId, DeviceId h, int64_t k) {
-    out->device_tokens[h] += k;
-    if (cluster.same_node(s, h)) {
-      out->out_intra[s] += k;
-      out->in_intra[h] += k;
-    } else {
-      out->out_inter[s] += k;
-      out->in_inter[h] += k;
-    }
-  }
-  void Pool(NodeId n, ExpertId e, const std::vector<DeviceId>& cands,
-            const std::vector<int64_t>& shares, bool include_holders) {
-    Apportion(cluster, layer, load, n, e, cands, shares, include_holders, &left, &room,
-              [this](DeviceId s, DeviceId d, int64_t k) {
-                if (s == d) {
-                  Local(s, 0, k);
-                } else {
-                  Send(s, 0, d, k);
-                }
-              });
-  }
-};
-
 struct FlowSink {
   const Cluster& cluster;
   const LayerPlan& layer;
@@ -208,9 +217,10 @@ struct FlowSink {
     out->by_expert[e].push_back(Flow{s, h, k});
     out->device_tokens[h] += k;
   }
-  void Pool(NodeId n, ExpertId e, const std::vector<DeviceId>& cands,
-            const std::vector<int64_t>& shares, bool include_holders) {
-    Apportion(cluster, layer, load, n, e, cands, shares, include_holders, &left, &room,
+  void Pool(NodeId n, ExpertId e, const std::vector<DeviceId>& sources,
+            const std::vector<DeviceId>& cands, const std::vector<int64_t>& shares,
+            bool include_holders) {
+    Apportion(cluster, layer, load, n, e, sources, cands, shares, include_holders, &left, &room,
               [this, e](DeviceId s, DeviceId d, int64_t k) { Send(s, e, d, k); });
   }
 };
@@ -218,14 +228,95 @@ struct FlowSink {
 }  // namespace
 
 void Dispatcher::Summarize(const LayerPlan& layer, const LoadMatrix& load, DispatchRule rule,
-                           DispatchSummary* out) {
+                           DispatchSummary* out, const LoadAggregate* aggregate) {
   const int devices = cluster_.num_devices();
+  const int nodes = cluster_.num_nodes();
+  const int experts = layer.num_experts();
+  const bool even = rule == DispatchRule::kEven;
+  LoadAggregate computed;
+  if (aggregate == nullptr) {
+    computed = LoadAggregate::Of(load, cluster_);
+    aggregate = &computed;
+  }
+  const LoadAggregate& agg = *aggregate;
   for (std::vector<int64_t>* v :
        {&out->device_tokens, &out->out_intra, &out->out_inter, &out->in_intra, &out->in_inter}) {
     v->assign(devices, 0);
   }
-  SummarySink sink{cluster_, layer, load, out, {}, {}};
-  Run(layer, load, rule, sink);
+  load_.assign(devices, 0);
+  kept_.assign(devices, 0);
+  pools_.clear();
+  node_mark_.assign(nodes, -1);
+  node_held_.resize(nodes);
+  for (std::vector<ExpertId>& v : node_held_) v.clear();
+
+  // Pass 1, as Run: single-holder experts take their whole column; multi-holder experts pool per
+  // node (the even rule keeps a holder's own tokens local first).
+  for (ExpertId e = 0; e < experts; ++e) {
+    const std::vector<DeviceId>& holders = layer.replicas[e];
+    for (DeviceId h : holders) {
+      const NodeId n = cluster_.node_of(h);
+      if (node_mark_[n] != e) {
+        node_mark_[n] = e;
+        node_held_[n].push_back(e);
+      }
+    }
+    if (holders.size() == 1) {
+      const DeviceId h = holders[0];
+      const int64_t total = agg.expert_total[e];
+      const int64_t near = agg.mass(cluster_.node_of(h), e);
+      const int64_t own = load.at(h, e);
+      load_[h] += total;
+      out->device_tokens[h] += total;
+      kept_[h] += own;
+      out->in_intra[h] += near - own;
+      out->in_inter[h] += total - near;
+      continue;
+    }
+    std::fill(pool_tokens_.begin(), pool_tokens_.end(), 0);
+    for (NodeId n = 0; n < nodes; ++n) pool_tokens_[n] = agg.mass(n, e);
+    if (even) {
+      for (DeviceId h : holders) {
+        const int64_t k = load.at(h, e);
+        load_[h] += k;
+        out->device_tokens[h] += k;
+        kept_[h] += k;
+        pool_tokens_[cluster_.node_of(h)] -= k;
+      }
+    }
+    AddPools(layer, e);
+  }
+
+  // Pass 2, as Run; a pool's shares arrive from its node's sources (intra-node when the node holds
+  // the expert, where a holder first keeps its own tokens under the load-aware rule).
+  SortPools();
+  for (const Pool& pool : pools_) {
+    Split(layer, pool, even);
+    const bool on_node = pool.node != kRemote;
+    for (size_t i = 0; i < candidates_.size(); ++i) {
+      const DeviceId d = candidates_[i];
+      const int64_t share = shares_[i];
+      out->device_tokens[d] += share;
+      if (on_node) {
+        const int64_t keep = even ? 0 : std::min(load.at(d, pool.expert), share);
+        kept_[d] += keep;
+        out->in_intra[d] += share - keep;
+      } else {
+        out->in_inter[d] += share;
+      }
+    }
+  }
+
+  // Sources: tokens for experts their node holds stay inside the node (or on the source itself).
+  for (NodeId n = 0; n < nodes; ++n) {
+    for (DeviceId s : cluster_.devices_of(n)) {
+      const int64_t* row = load.row(s);
+      int64_t near = 0;
+      for (ExpertId e : node_held_[n]) near += row[e];
+      out->out_inter[s] = agg.source_total[s] - near;
+      out->out_intra[s] = near - kept_[s];
+    }
+  }
 }
 
 LayerDispatch Dispatcher::Compute(const LayerPlan& layer, const LoadMatrix& load,

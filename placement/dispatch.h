@@ -3,11 +3,13 @@
 // Every expert with one holder gets all its tokens there. Otherwise, for each (source device s,
 // expert e) with k tokens:
 //   kEven (the paper):      s holds e -> all k stay on s; else the node's holders of e share the
-//                           node's pooled tokens evenly; else all holders share them evenly.
+//                           node's pooled tokens evenly; the nodes without a holder pool theirs
+//                           and share it evenly over all holders.
 //   kLoadAware (default):   locality by node: if s's node holds e, all of the node's tokens for
 //                           e (those of holders included) are pooled and water-filled over the
-//                           node's holders, least loaded first; else the node's pool is
-//                           water-filled over all holders. Pools are processed largest first,
+//                           node's holders, least loaded first; the nodes without a holder pool
+//                           their tokens together, water-filled over all holders (one pool per
+//                           expert, as the greedy estimates it). Pools are processed largest first,
 //                           after every single-holder expert's tokens are placed. Each holder keeps
 //                           its own tokens up to its share before anything moves.
 // Each holder's share is then apportioned back to the pooled sources in ascending order
@@ -58,21 +60,31 @@ class Dispatcher {
  public:
   explicit Dispatcher(const Cluster& cluster);
 
-  // Fast path for the cost model: totals only. Precondition: plan and load shapes match.
+  // Fast path for the cost model: totals only, from node-level aggregates (`aggregate` when
+  // given, computed from `load` otherwise) plus the few per-source counts of experts held on the
+  // source's node. Precondition: plan, load and aggregate shapes match.
   void Summarize(const LayerPlan& layer, const LoadMatrix& load, DispatchRule rule,
-                 DispatchSummary* out);
+                 DispatchSummary* out, const LoadAggregate* aggregate = nullptr);
   // Full per-flow dispatch (workers). Consistent with Summarize on the same input.
   LayerDispatch Compute(const LayerPlan& layer, const LoadMatrix& load, DispatchRule rule);
 
  private:
+  // The pool of the nodes that hold no copy of the expert (they water-fill over all holders).
+  static constexpr NodeId kRemote = -1;
   struct Pool {
     ExpertId expert;
-    NodeId node;
+    NodeId node;  // or kRemote
     int64_t tokens;
   };
+  bool NodeHolds(const LayerPlan& layer, ExpertId e, NodeId n) const;
+  // Turns pool_tokens_ (per node) of multi-holder expert e into pools.
+  void AddPools(const LayerPlan& layer, ExpertId e);
+  void SortPools();
+  // Candidates and shares of one pool into candidates_ / shares_; adds the shares to load_.
+  void Split(const LayerPlan& layer, const Pool& pool, bool even);
   // Runs the algorithm; calls sink.Local(s, e, k) for tokens that stay on s, sink.Send(s, e, dst,
-  // k) for a single holder's tokens, and sink.Pool(node, e, candidates, shares, include_holders)
-  // for each pooled split.
+  // k) for a single holder's tokens, and sink.Pool(node, e, sources, candidates, shares,
+  // include_holders) for each pooled split.
   template <typename Sink>
   void Run(const LayerPlan& layer, const LoadMatrix& load, DispatchRule rule, Sink& sink);
 
@@ -84,6 +96,11 @@ class Dispatcher {
   std::vector<DeviceId> candidates_;
   std::vector<int64_t> shares_;
   std::vector<int> order_;
+  std::vector<DeviceId> sources_;
+  std::vector<char> node_flag_;
+  std::vector<int64_t> kept_;                     // Summarize: tokens each source keeps
+  std::vector<ExpertId> node_mark_;               // Summarize: last expert marked per node
+  std::vector<std::vector<ExpertId>> node_held_;  // Summarize: experts with a holder per node
 };
 
 // Splits `tokens` over `candidates` (ascending device ids): evenly, rotating the remainder by

@@ -46,6 +46,27 @@ TEST(SplitTest, WaterFillLevelsTheLeastLoaded) {
   EXPECT_THAT(shares, ElementsAre(4, 15, 11));
 }
 
+TEST(LoadAggregateTest, SumsPerNodeExpertAndSource) {
+  // 2 nodes: devices {0, 1} and {2}.
+  ClusterSpec spec;
+  spec.nodes.push_back({"a", 2, 1 << 30, 1e12});
+  spec.nodes.push_back({"b", 1, 1 << 30, 1e12});
+  spec.intra_node_bandwidth_bytes_per_second = 1e11;
+  spec.inter_node_bandwidth_bytes_per_second = 1e10;
+  Cluster c = *Cluster::Create(spec);
+  LoadMatrix load(3, 5);
+  int64_t v = 1;
+  for (DeviceId d = 0; d < 3; ++d) {
+    for (ExpertId e = 0; e < 5; ++e) load.at(d, e) = v++;  // 1..15
+  }
+  const LoadAggregate a = LoadAggregate::Of(load, c);
+  EXPECT_EQ(a.mass(0, 0), 1 + 6);
+  EXPECT_EQ(a.mass(0, 4), 5 + 10);
+  EXPECT_EQ(a.mass(1, 2), 13);
+  EXPECT_THAT(a.expert_total, ElementsAre(18, 21, 24, 27, 30));
+  EXPECT_THAT(a.source_total, ElementsAre(15, 40, 65));
+}
+
 TEST(DispatchTest, LocalThenSameNodeThenRemote) {
   Cluster c = TwoByTwo();
   // Expert 0: held by 0 and 1 (node 0). Expert 1: only by 3.
@@ -158,12 +179,26 @@ TEST(DispatchTest, ConservesTokensOnRandomInputs) {
         for (DeviceId s = 0; s < devices; ++s) ASSERT_EQ(sent[s], load.at(s, e));
       }
       ASSERT_EQ(device_total, full.device_tokens);
-      int64_t out = 0, in = 0;
-      for (DeviceId d = 0; d < devices; ++d) {
-        out += summary.out_intra[d] + summary.out_inter[d];
-        in += summary.in_intra[d] + summary.in_inter[d];
+      // The summary's traffic is the full dispatch's, device by device.
+      std::vector<int64_t> out_intra(devices, 0), out_inter(devices, 0), in_intra(devices, 0),
+          in_inter(devices, 0);
+      for (ExpertId e = 0; e < experts; ++e) {
+        for (const Flow& f : full.by_expert[e]) {
+          if (f.src == f.dst) continue;
+          (c.same_node(f.src, f.dst) ? out_intra : out_inter)[f.src] += f.tokens;
+          (c.same_node(f.src, f.dst) ? in_intra : in_inter)[f.dst] += f.tokens;
+        }
       }
-      ASSERT_EQ(out, in);
+      ASSERT_EQ(summary.out_intra, out_intra);
+      ASSERT_EQ(summary.out_inter, out_inter);
+      ASSERT_EQ(summary.in_intra, in_intra);
+      ASSERT_EQ(summary.in_inter, in_inter);
+      // Given aggregates change nothing.
+      DispatchSummary again;
+      const LoadAggregate agg = LoadAggregate::Of(load, c);
+      dispatcher.Summarize(layer, load, rule, &again, &agg);
+      ASSERT_EQ(again.device_tokens, summary.device_tokens);
+      ASSERT_EQ(again.in_inter, summary.in_inter);
     }
   }
 }

