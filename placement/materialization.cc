@@ -288,8 +288,7 @@ class GreedyState {
       }
     }
     stamp_.assign(devices_, -1);
-    after_.assign(devices_, 0.0);
-    node_in_after_.assign(nodes_, 0.0);
+    SortNodes();
   }
 
   // Tokens of expert e that holder h computes.
@@ -310,12 +309,21 @@ class GreedyState {
     return worst + 0.25 * total / (2.0 * nodes);
   }
   double A2a() const {
-    double worst = 0, total = 0;
+    return A2aSurrogate(node_key_[node_order_[0]], node_total_, nodes_) * a2a_sec_per_token_;
+  }
+  // Re-sorts the nodes by cross-node traffic (busiest first, ties by id) after a commit.
+  void SortNodes() {
+    node_key_.resize(nodes_);
+    node_order_.resize(nodes_);
+    node_total_ = 0;
     for (NodeId n = 0; n < nodes_; ++n) {
-      worst = std::max(worst, std::max(node_in_[n], node_out_[n]));
-      total += node_in_[n] + node_out_[n];
+      node_key_[n] = std::max(node_in_[n], node_out_[n]);
+      node_total_ += node_in_[n] + node_out_[n];
+      node_order_[n] = n;
     }
-    return A2aSurrogate(worst, total, nodes_) * a2a_sec_per_token_;
+    std::sort(node_order_.begin(), node_order_.end(), [&](NodeId a, NodeId b) {
+      return node_key_[a] != node_key_[b] ? node_key_[a] > node_key_[b] : a < b;
+    });
   }
   // by_time_ orders every device slowest first (ties: lower id first); it is kept sorted as
   // commits change device times (Touch), so reading it costs nothing.
@@ -352,13 +360,7 @@ class GreedyState {
     for (int i = std::min(from, to); i <= std::max(from, to); ++i) pos_[by_time_[i]] = i;
   }
   DeviceId slowest() const { return by_time_[0]; }
-  NodeId BottleneckNode() const {
-    NodeId best = 0;
-    for (NodeId n = 1; n < nodes_; ++n) {
-      if (std::max(node_in_[n], node_out_[n]) > std::max(node_in_[best], node_out_[best])) best = n;
-    }
-    return best;
-  }
+  NodeId BottleneckNode() const { return node_order_[0]; }
   bool OutBound(NodeId n) const { return node_out_[n] >= node_in_[n]; }
 
   // Feasible receivers for e on node n (free slot, no copy), least loaded first.
@@ -466,18 +468,25 @@ class GreedyState {
       }
     }
     new_max = WalkMax(e, new_max, after);
-    // Cross-node All-to-All.
-    double worst = 0, total = 0;
-    const double inv_k = 1.0 / k, inv_kr = 1.0 / (k + r);
-    for (NodeId n = 0; n < nodes_; ++n) {
-      const int h_before = node_holders_[Idx(e, n)];
-      const int h_after = h_before + (n == m ? r : 0);
-      const double in =
-          node_in_[n] - remote_[e] * h_before * inv_k + remote_after * h_after * inv_kr;
-      const double out = node_out_[n] - (n == m && on_m == 0 ? mass_[Idx(e, m)] : 0.0);
-      worst = std::max(worst, std::max(in, out));
-      total += in + out;
+    // Cross-node All-to-All. Node m gains r holders (and, if it had none, stops sending); every
+    // other node holding e receives delta less per holder (delta <= 0): only nodes that stay
+    // busiest need a look, slowest first, and the total moves by a closed form.
+    const double delta = remote_after / (k + r) - remote_[e] / k;
+    const double in_m = node_in_[m] - remote_[e] * on_m / k + remote_after * (on_m + r) / (k + r);
+    const double out_m = node_out_[m] - (on_m == 0 ? mass_[Idx(e, m)] : 0.0);
+    double worst = std::max(in_m, out_m);
+    for (NodeId n : node_order_) {
+      if (n == m) continue;
+      if (node_key_[n] <= worst) break;
+      const int h = node_holders_[Idx(e, n)];
+      if (h == 0) {
+        worst = node_key_[n];
+        break;
+      }
+      worst = std::max(worst, std::max(node_in_[n] + h * delta, node_out_[n]));
     }
+    const double total =
+        node_total_ + delta * (k - on_m) + (in_m - node_in_[m]) + (out_m - node_out_[m]);
     const double a2a_after = A2aSurrogate(worst, total, nodes_) * a2a_sec_per_token_;
     const double exposed_now = Exposed(links_.worst());
     const double exposed_after = Exposed(links_.WithTransfers(plan_.owner[e], set, pb_));
@@ -552,6 +561,7 @@ class GreedyState {
     links_.Remove(plan_.owner[e], c, pb_);
     for (DeviceId h : holders) Touch(h);
     Touch(c);
+    SortNodes();
   }
 
   // The k non-owner copies that take the least compute off their holder (share x seconds per
@@ -594,6 +604,7 @@ class GreedyState {
       links_.Add(plan_.owner[e], c, pb_);
     }
     for (DeviceId h : holders) Touch(h);
+    SortNodes();
   }
 
  private:
@@ -610,6 +621,9 @@ class GreedyState {
   std::vector<double> remote_;              // tokens of nodes without a holder
   std::vector<double> tokens_;              // per device
   std::vector<double> node_in_, node_out_;  // cross-node tokens per node
+  std::vector<double> node_key_;            // max(in, out) per node
+  std::vector<NodeId> node_order_;          // nodes, busiest first
+  double node_total_ = 0;                   // sum of in + out over nodes
   std::vector<ExpertId> held_;              // Held's result
   std::vector<int> left_;
   std::vector<DeviceId> by_time_;  // every device, slowest first
@@ -619,7 +633,6 @@ class GreedyState {
   std::vector<DeviceId> receivers_;
   std::vector<std::pair<double, std::pair<ExpertId, DeviceId>>> scored_;
   std::vector<int> stamp_;
-  std::vector<double> after_, node_in_after_;
   int generation_ = 0;
 };
 
@@ -863,6 +876,91 @@ LayerPlan MaterializeGreedy(const CostModel& cost, LayerId l, const LayerPlan& b
     }
   }
   if (added != nullptr) *added = greedy.added();
+  return out;
+}
+
+LayerPlan BalancedSeed(const Cluster& cluster, const LayerPlan& base, const LoadAggregate& load,
+                       const std::vector<int>& max_copies) {
+  LayerPlan out = base;
+  const int devices = cluster.num_devices();
+  const int nodes = cluster.num_nodes();
+  const int experts = base.num_experts();
+  std::vector<int> left(devices, 0);
+  int64_t slots = 0;
+  const std::vector<int> used = base.ExtraCopies(devices);
+  for (DeviceId d = 0; d < devices; ++d) {
+    left[d] = std::max(0, (d < static_cast<int>(max_copies.size()) ? max_copies[d] : 0) - used[d]);
+    slots += left[d];
+  }
+  double total = 0;
+  for (ExpertId e = 0; e < experts; ++e) total += static_cast<double>(load.expert_total[e]);
+  const double mean = total / devices;
+  // Copy counts: the highest load per copy gets the next slot (ties: lower expert id).
+  std::vector<int> copies(experts);
+  std::vector<std::pair<double, ExpertId>> heap;
+  for (ExpertId e = 0; e < experts; ++e) {
+    copies[e] = static_cast<int>(out.replicas[e].size());
+    heap.push_back({static_cast<double>(load.expert_total[e]) / copies[e], -e});
+  }
+  std::make_heap(heap.begin(), heap.end());
+  std::vector<int> target = copies;
+  while (slots > 0 && !heap.empty()) {
+    std::pop_heap(heap.begin(), heap.end());
+    auto [per_copy, neg_e] = heap.back();
+    heap.pop_back();
+    const ExpertId e = -neg_e;
+    if (per_copy <= mean) break;
+    if (target[e] >= devices) continue;
+    ++target[e];
+    --slots;
+    heap.push_back({static_cast<double>(load.expert_total[e]) / target[e], neg_e});
+    std::push_heap(heap.begin(), heap.end());
+  }
+  // Placement, heaviest copies first.
+  std::vector<double> device_load(devices, 0.0);
+  for (ExpertId e = 0; e < experts; ++e) {
+    for (DeviceId h : out.replicas[e]) {
+      device_load[h] += static_cast<double>(load.expert_total[e]) / target[e];
+    }
+  }
+  std::vector<ExpertId> order;
+  for (ExpertId e = 0; e < experts; ++e) {
+    if (target[e] > copies[e]) order.push_back(e);
+  }
+  std::stable_sort(order.begin(), order.end(), [&](ExpertId a, ExpertId b) {
+    return load.expert_total[a] * static_cast<double>(target[b]) >
+           load.expert_total[b] * static_cast<double>(target[a]);
+  });
+  std::vector<int> node_holders(nodes);
+  for (ExpertId e : order) {
+    const double per = static_cast<double>(load.expert_total[e]) / target[e];
+    std::fill(node_holders.begin(), node_holders.end(), 0);
+    for (DeviceId h : out.replicas[e]) ++node_holders[cluster.node_of(h)];
+    for (int c = copies[e]; c < target[e]; ++c) {
+      DeviceId best = -1;
+      double best_node_score = -1;
+      for (NodeId n = 0; n < nodes; ++n) {
+        // The node's own tokens per holder if it got one more (nodes without a holder first).
+        const double score = static_cast<double>(load.mass(n, e) + 1) / (node_holders[n] + 1);
+        DeviceId pick = -1;
+        for (DeviceId d : cluster.devices_of(n)) {
+          if (left[d] <= 0 || out.Holds(e, d)) continue;
+          if (pick < 0 || device_load[d] < device_load[pick]) pick = d;
+        }
+        if (pick < 0) continue;
+        if (best < 0 || score > best_node_score ||
+            (score == best_node_score && device_load[pick] < device_load[best])) {
+          best = pick;
+          best_node_score = score;
+        }
+      }
+      if (best < 0) break;
+      InsertSorted(&out.replicas[e], best);
+      ++node_holders[cluster.node_of(best)];
+      --left[best];
+      device_load[best] += per;
+    }
+  }
   return out;
 }
 

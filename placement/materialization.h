@@ -63,6 +63,14 @@ LayerPlan MaterializeGreedy(const CostModel& cost, LayerId l, const LayerPlan& b
                             const LoadMatrix& load, const GreedyBudget& budget,
                             int* added = nullptr, const LoadAggregate* aggregate = nullptr);
 
+// A balance-first starting point for the greedy (EPLB-like, for the load-aware dispatch): copy
+// counts by water-filling load per copy over the free slots (only while an expert's load per copy
+// exceeds the mean device load), then each copy on the node whose tokens per holder of the expert
+// are highest, least-loaded device with a free slot there. Never exceeds `max_copies`, never two
+// copies on one device. Starts from `base`'s holders.
+LayerPlan BalancedSeed(const Cluster& cluster, const LayerPlan& base, const LoadAggregate& load,
+                       const std::vector<int>& max_copies);
+
 struct CalibrationResult {
   bool accepted = false;
   LayerPlan layer;                // the calibrated layer when accepted, else the input layer

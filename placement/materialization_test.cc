@@ -166,6 +166,28 @@ TEST(MaterializeGreedyTest, ReviseSwapsIdleCopiesForUsefulOnes) {
   EXPECT_THAT(p.replicas[0], ElementsAre(0, 1, 3));
 }
 
+TEST(BalancedSeedTest, CopiesWhileLoadPerCopyExceedsTheMeanOnTheBusiestNodes) {
+  // One node of 4: expert 0 takes all 400 tokens (mean 100 per device): 4 copies.
+  Cluster one = Cluster::Uniform(1, 4, 1 << 30, 1e12, 100e9, 100e9);
+  LoadMatrix load = Spread({400, 0, 0, 0});
+  LayerPlan p =
+      BalancedSeed(one, OwnersOnly({0, 1, 2, 3}), LoadAggregate::Of(load, one), {1, 1, 1, 1});
+  EXPECT_THAT(p.replicas[0], ElementsAre(0, 1, 2, 3));
+  EXPECT_THAT(p.replicas[1], ElementsAre(1));
+  // Two nodes of 2; expert 0 (owned on node 0) gets its tokens from node 1's sources only: its
+  // first copy goes to node 1, on a device with a free slot; then no slot is left.
+  Cluster two = Cluster::Uniform(2, 2, 1 << 30, 1e12, 100e9, 10e9);
+  LoadMatrix remote(4, 4);
+  remote.at(2, 0) = 200;
+  remote.at(3, 0) = 200;
+  p = BalancedSeed(two, OwnersOnly({0, 1, 2, 3}), LoadAggregate::Of(remote, two), {1, 0, 0, 1});
+  EXPECT_THAT(p.replicas[0], ElementsAre(0, 3));
+  // Balanced loads: nothing to do.
+  p = BalancedSeed(one, OwnersOnly({0, 1, 2, 3}),
+                   LoadAggregate::Of(Spread({100, 100, 100, 100}), one), {1, 1, 1, 1});
+  for (ExpertId e = 0; e < 4; ++e) EXPECT_EQ(p.replicas[e].size(), 1u);
+}
+
 ModelSpec CalibModel(double flops_per_token) {
   ModelSpec m;
   m.top_k = 1;

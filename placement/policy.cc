@@ -273,18 +273,44 @@ class HecatePolicy : public Policy {
                       r.previous->semantics == ReplicaSemantics::kEphemeral &&
                       r.previous->layers.size() == owners.size();
     std::vector<LayerPlan> layers;
+    Dispatcher dispatcher(*r.cluster);
     for (LayerId l = 0; l < r.model->num_layers(); ++l) {
       LayerPlan base = OwnersOnlyLayer(owners[l]);
       base.remat = mode;
       budget.revise = warm && r.previous->layers[l].owner == owners[l];
-      // Every revise_period-th iteration (a different share of the layers each time) also drops
-      // the copies worth less than revise_gain of the layer time and lets the greedy regrow them.
-      const int period = std::max(1, r.config.revise_period);
-      budget.keep_gain =
-          static_cast<int>(r.iteration % period) == l % period ? r.config.revise_gain : 0.0;
-      if (budget.revise) SeedCopies(r.previous->layers[l], budget.max_copies, &base);
-      layers.push_back(
-          MaterializeGreedy(cost, l, base, (*r.load)[l], budget, nullptr, &aggregates[l]));
+      if (budget.revise) {
+        SeedCopies(r.previous->layers[l], budget.max_copies, &base);
+        // Every revise_period-th iteration (a different share of the layers each time) also
+        // drops the copies worth less than revise_gain of the layer time and lets the greedy
+        // regrow them.
+        const int period = std::max(1, r.config.revise_period);
+        budget.keep_gain =
+            static_cast<int>(r.iteration % period) == l % period ? r.config.revise_gain : 0.0;
+        layers.push_back(
+            MaterializeGreedy(cost, l, base, (*r.load)[l], budget, nullptr, &aggregates[l]));
+        continue;
+      }
+      // Cold: the greedy from the owners alone, and from a balance-first seed (pruned of what
+      // does not pay); the faster of the two.
+      LayerPlan from_owners =
+          MaterializeGreedy(cost, l, base, (*r.load)[l], budget, nullptr, &aggregates[l]);
+      GreedyBudget seeded = budget;
+      seeded.revise = true;
+      seeded.keep_gain = 0;
+      LayerPlan from_seed = MaterializeGreedy(
+          cost, l, BalancedSeed(*r.cluster, base, aggregates[l], budget.max_copies), (*r.load)[l],
+          seeded, nullptr, &aggregates[l]);
+      auto layer_seconds = [&](const LayerPlan& p) {
+        return cost
+            .EvaluateLayer(l, p, (*r.load)[l], r.config.dispatch_rule, ReplicaSemantics::kEphemeral,
+                           &dispatcher, &aggregates[l])
+            .total_seconds;
+      };
+      if (layer_seconds(from_seed) < layer_seconds(from_owners)) {
+        layers.push_back(std::move(from_seed));
+      } else {
+        layers.push_back(std::move(from_owners));
+      }
     }
     return layers;
   }
