@@ -142,6 +142,14 @@ void ControllerCore::RestoreWorker(const WorkerRegistration& reg, absl::Time now
   info.reg = reg;
   info.last_seen = now;  // restarted: give every rank a fresh liveness deadline
   job->workers[reg.rank] = info;
+  Recount(*job);
+}
+
+void ControllerCore::Recount(Job& job) {
+  job.not_lost = 0;
+  for (const auto& w : job.workers) {
+    if (w.has_value() && w->state != WorkerState::kLost) ++job.not_lost;
+  }
 }
 
 void ControllerCore::RestorePlan(const pl::Plan& plan) {
@@ -202,12 +210,14 @@ absl::Status ControllerCore::Register(const WorkerRegistration& reg, absl::Time 
   if (slot.has_value() && slot->reg.incarnation == reg.incarnation) {
     slot->last_seen = now;
     slot->state = WorkerState::kLive;
+    Recount(*job);
     return absl::OkStatus();
   }
   WorkerInfo info;
   info.reg = reg;
   info.last_seen = now;
   slot = info;
+  Recount(*job);
   return absl::OkStatus();
 }
 
@@ -291,6 +301,7 @@ IngestOutcome ControllerCore::Ingest(const LoadReport& r, absl::Time now) {
   worker.last_report_hash = hash;
   worker.last_plan = r.plan;
   worker.last_seen = now;
+  if (worker.state == WorkerState::kLost) ++job->not_lost;
   worker.state = WorkerState::kLive;
   if (job->has_finalized && r.iteration <= job->last_finalized) {
     return IngestOutcome{ReportResult::kLate, absl::OkStatus()};
@@ -316,15 +327,16 @@ IngestOutcome ControllerCore::Ingest(const LoadReport& r, absl::Time now) {
       std::copy(r.layers[l].begin(), r.layers[l].end(), p.load[l].row(r.rank));
     }
   }
-  int waiting_for = 0;
-  for (const auto& w : job->workers) {
-    if (w.has_value() && w->state != WorkerState::kLost) ++waiting_for;
+  IngestOutcome outcome{ReportResult::kAccepted, absl::OkStatus()};
+  if (p.count >= job->not_lost) {
+    FinalizeUpTo(*job, r.iteration);
+    outcome.finalized = true;
   }
-  if (p.count >= waiting_for) FinalizeUpTo(*job, r.iteration);
   while (static_cast<int>(job->pending.size()) > config_.max_pending_iterations) {
     FinalizeUpTo(*job, job->pending.begin()->first);
+    outcome.finalized = true;
   }
-  return IngestOutcome{ReportResult::kAccepted, absl::OkStatus()};
+  return outcome;
 }
 
 void ControllerCore::Finalize(Job& job, uint64_t iteration) {
@@ -370,6 +382,7 @@ void ControllerCore::UpdateLiveness(Job& job, absl::Time now) {
                : quiet >= config_.stale_after ? WorkerState::kStale
                                               : WorkerState::kLive;
   }
+  Recount(job);
 }
 
 void ControllerCore::Tick(absl::Time now) {
@@ -386,10 +399,7 @@ void ControllerCore::Tick(absl::Time now) {
     }
     if (any) FinalizeUpTo(*job, due);
     // A lost rank no longer holds up an iteration everyone else has reported.
-    int waiting_for = 0;
-    for (const auto& w : job->workers) {
-      if (w.has_value() && w->state != WorkerState::kLost) ++waiting_for;
-    }
+    const int waiting_for = job->not_lost;
     if (waiting_for > 0) {
       uint64_t complete = 0;
       bool found = false;

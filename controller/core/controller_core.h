@@ -114,7 +114,8 @@ std::vector<ReportResult> AllReportResults();
 
 struct IngestOutcome {
   ReportResult result = ReportResult::kAccepted;
-  absl::Status status;  // OK for accepted / duplicate / late
+  absl::Status status;     // OK for accepted / duplicate / late
+  bool finalized = false;  // the report completed an iteration (planning may be due)
 };
 
 // Everything ComputePlan needs, copied out of the core.
@@ -250,6 +251,7 @@ class ControllerCore {
   struct Job {
     JobRecord record;
     std::vector<std::optional<WorkerInfo>> workers;  // by rank
+    int not_lost = 0;  // registered ranks not lost (kept by Recount and Ingest)
     placement::LoadWindow window;
     std::map<uint64_t, Pending> pending;
     bool has_finalized = false;
@@ -276,6 +278,8 @@ class ControllerCore {
   // until every rank registered.
   std::optional<placement::ClusterSpec> DeriveCluster(const Job& job) const;
   void Finalize(Job& job, uint64_t iteration);
+  // Recomputes job.not_lost from the workers' states.
+  static void Recount(Job& job);
   void FinalizeUpTo(Job& job, uint64_t iteration);
   std::shared_ptr<const placement::Plan> Publish(Job& job, placement::Plan plan, absl::Time now);
   void UpdateLiveness(Job& job, absl::Time now);

@@ -182,6 +182,36 @@ TEST_F(CoreTest, PlansWhenAllRanksReported) {
   EXPECT_GT(plan->layers[0].replicas[0].size(), 1u);  // the hot expert got copies
 }
 
+// Ingest says when a report completes an iteration (the service wakes the planner only then); a
+// lost rank is not waited for, and counts again once it reports.
+TEST_F(CoreTest, IngestTellsWhenAnIterationCompletesAndLostRanksAreNotAwaited) {
+  RegisterAll();
+  for (int r = 0; r < kWorld - 1; ++r) {
+    EXPECT_FALSE(core_.Ingest(Report(r, 0), clock_.Now()).finalized);
+  }
+  EXPECT_TRUE(core_.Ingest(Report(kWorld - 1, 0), clock_.Now()).finalized);
+  // Rank 3 goes quiet until lost; the others keep reporting.
+  for (int s = 0; s < 4; ++s) {
+    clock_.Advance(absl::Seconds(9));
+    for (int r = 0; r < kWorld - 1; ++r) {
+      ASSERT_TRUE(core_.Ingest(Report(r, 1 + s), clock_.Now()).status.ok());
+    }
+    core_.Tick(clock_.Now());
+    core_.TakePlanningTasks();
+  }
+  ASSERT_EQ(core_.Jobs()[0].lost, 1);
+  for (int r = 0; r < kWorld - 2; ++r) {
+    EXPECT_FALSE(core_.Ingest(Report(r, 5), clock_.Now()).finalized);
+  }
+  EXPECT_TRUE(core_.Ingest(Report(kWorld - 2, 5), clock_.Now()).finalized);  // 3 of 3 not lost
+  // Rank 3 is back: the next iteration waits for all four again.
+  EXPECT_FALSE(core_.Ingest(Report(kWorld - 1, 6), clock_.Now()).finalized);
+  for (int r = 0; r < kWorld - 2; ++r) {
+    EXPECT_FALSE(core_.Ingest(Report(r, 6), clock_.Now()).finalized);
+  }
+  EXPECT_TRUE(core_.Ingest(Report(kWorld - 2, 6), clock_.Now()).finalized);
+}
+
 TEST_F(CoreTest, DeadlineFinalizesWithoutALaggard) {
   RegisterAll();
   for (int r = 0; r < kWorld - 1; ++r) {

@@ -179,7 +179,7 @@ uint64_t ControllerService::epoch() const {
 }
 
 int ControllerService::watcher_count() const {
-  absl::MutexLock lock(&mu_);
+  absl::MutexLock lock(&watchers_mu_);
   int n = 0;
   for (const auto& [job, set] : watchers_) n += static_cast<int>(set.size());
   return n;
@@ -222,20 +222,24 @@ void ControllerService::Start() {
 }
 
 void ControllerService::Shutdown() {
-  std::vector<Watcher*> all;
   {
     absl::MutexLock lock(&mu_);
     if (shutting_down_) return;
-    shutting_down_ = true;
-    for (auto& [job, set] : watchers_) all.insert(all.end(), set.begin(), set.end());
-    for (Watcher* w : all)
-      w->Close(grpc::Status(grpc::StatusCode::UNAVAILABLE, "controller is shutting down"));
+    shutting_down_ = true;  // no watcher registers after this
+  }
+  {
+    absl::MutexLock lock(&watchers_mu_);
+    for (auto& [job, set] : watchers_) {
+      for (Watcher* w : set) {
+        w->Close(grpc::Status(grpc::StatusCode::UNAVAILABLE, "controller is shutting down"));
+      }
+    }
   }
   if (planner_.joinable()) planner_.join();
 }
 
 void ControllerService::RemoveWatcher(Watcher* w) {
-  absl::MutexLock lock(&mu_);
+  absl::MutexLock lock(&watchers_mu_);
   auto it = watchers_.find(w->job());
   if (it != watchers_.end()) {
     it->second.erase(w);
@@ -319,7 +323,7 @@ void ControllerService::Deliver(const std::shared_ptr<const pl::Plan>& plan) {
   const Encoded bytes{Serialize(Lean(proto)), Serialize(proto)};
   size_t watchers = 0;
   {
-    absl::MutexLock lock(&mu_);
+    absl::MutexLock lock(&watchers_mu_);
     auto it = watchers_.find(plan->job_id);
     if (it != watchers_.end()) {
       for (Watcher* w : it->second) w->Push(plan->id, bytes);
@@ -380,7 +384,8 @@ absl::Status ControllerService::IngestReport(const v1::LoadReport& p) {
   {
     absl::MutexLock lock(&mu_);
     outcome = core_->Ingest(r, clock_->Now());
-    if (outcome.status.ok()) wake_ = true;
+    // Only a completed iteration can make planning due; deadlines and liveness are the tick's.
+    if (outcome.finalized) wake_ = true;
   }
   if (metrics_ != nullptr) metrics_->Report(outcome.result);
   return outcome.status;
@@ -444,8 +449,12 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ControllerService::WatchPlans(
                           absl::StrCat("unknown job '", req->job_id(), "'")));
     return w;
   }
-  watchers_[req->job_id()].insert(w);
-  // A late watcher gets the current plan first.
+  {
+    absl::MutexLock watchers_lock(&watchers_mu_);
+    watchers_[req->job_id()].insert(w);
+  }
+  // A late watcher gets the current plan first (a newer one delivered meanwhile makes this a
+  // no-op: Push ignores anything not newer than what the watcher has).
   if (auto plan = core_->CurrentPlan(req->job_id())) {
     const v1::Plan proto = wire::ToProto(*plan);
     w->Push(plan->id, req->device_detail() ? Encoded{nullptr, Serialize(proto)}

@@ -115,7 +115,9 @@ class ControllerService final
   absl::Mutex publish_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   mutable absl::Mutex mu_;
   std::unique_ptr<ControllerCore> core_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, std::set<Watcher*>> watchers_ ABSL_GUARDED_BY(mu_);
+  // Watchers have their own lock: pushing a plan to thousands of them must not hold up ingest.
+  mutable absl::Mutex watchers_mu_ ABSL_ACQUIRED_AFTER(mu_);
+  std::map<std::string, std::set<Watcher*>> watchers_ ABSL_GUARDED_BY(watchers_mu_);
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
   bool wake_ ABSL_GUARDED_BY(mu_) = false;
   std::thread planner_;
