@@ -38,6 +38,8 @@ ABSL_FLAG(int, experts, 256, "Experts per layer");
 ABSL_FLAG(int, top_k, 8, "Experts per token");
 ABSL_FLAG(int, seconds, 20, "Iterations to run (one per second)");
 ABSL_FLAG(int, threads, 16, "Sender threads");
+ABSL_FLAG(bool, deltas, true,
+          "Watchers ask for plan deltas (WatchPlansRequest.accept_deltas), as worker agents do");
 ABSL_FLAG(int, watch_connections, 64, "Connections the WatchPlans streams are spread over");
 ABSL_FLAG(int, watch_threads, 4, "Completion-queue threads receiving plans");
 ABSL_FLAG(std::string, policy, "hecate", "Controller policy");
@@ -119,6 +121,7 @@ class Watchers {
       auto w = std::make_unique<Watch>();
       w->id = i;
       w->req.set_job_id("bench");
+      w->req.set_accept_deltas(absl::GetFlag(FLAGS_deltas));
       grpc::CompletionQueue* cq = &queues_[i % threads];
       w->reader.reset(grpc::internal::ClientAsyncReaderFactory<grpc::ByteBuffer>::Create(
           channels[i % channels.size()].get(), cq, method_, &w->ctx, w->req, true,
@@ -138,9 +141,10 @@ class Watchers {
     std::lock_guard<std::mutex> lock(mu_);
     return arrivals_;
   }
-  size_t plan_bytes() {
+  // Bytes of each plan version as watcher 0 received it (a delta after the first, with --deltas).
+  std::map<uint64_t, size_t> bytes() {
     std::lock_guard<std::mutex> lock(mu_);
-    return plan_bytes_;
+    return bytes_;
   }
 
  private:
@@ -171,7 +175,7 @@ class Watchers {
         last = std::max(last, t);
         ++count;
         published = h.published;
-        if (w->id == 0) plan_bytes_ = h.bytes;
+        if (w->id == 0) bytes_[h.version] = h.bytes;
       }
       w->reader->Read(&w->plan, Tag(w, kRead));
     }
@@ -182,7 +186,7 @@ class Watchers {
   std::vector<std::thread> threads_;
   std::mutex mu_;
   std::map<uint64_t, std::tuple<int64_t, int64_t, int, double>> arrivals_;
-  size_t plan_bytes_ = 0;
+  std::map<uint64_t, size_t> bytes_;
 };
 
 int Main(int argc, char** argv) {
@@ -340,21 +344,30 @@ int Main(int argc, char** argv) {
                : latencies_us[static_cast<size_t>(p * (latencies_us.size() - 1))] / 1e3;
   };
   std::vector<double> fanout_ms;
+  double first_fanout_ms = 0;
+  const std::map<uint64_t, size_t> bytes = watchers.bytes();
+  std::printf("\nplan,bytes_to_watcher_0,fanout_ms\n");
   for (const auto& [version, a] : watchers.arrivals()) {
     const auto& [first, last, count, published] = a;
     if (count == workers && published > 0) {
-      fanout_ms.push_back((last / 1e6 - published) * 1e3);
+      const double ms = (last / 1e6 - published) * 1e3;
+      if (fanout_ms.empty()) first_fanout_ms = ms;
+      fanout_ms.push_back(ms);
+      auto b = bytes.find(version);
+      std::printf("%llu,%zu,%.1f\n", static_cast<unsigned long long>(version),
+                  b == bytes.end() ? size_t{0} : b->second, ms);
     }
   }
+  size_t last_bytes = bytes.empty() ? 0 : bytes.rbegin()->second;
   std::sort(fanout_ms.begin(), fanout_ms.end());
   std::printf(
       "\nworkers,layers,experts,reports,failed,reports_per_s,ingest_p50_ms,ingest_p99_ms,"
-      "plans_fully_delivered,plan_bytes,fanout_p50_ms,fanout_max_ms,controller_cpu_s,"
-      "controller_cpu_util,controller_rss_mib,controller_peak_rss_mib\n");
-  std::printf("%d,%d,%d,%lld,%lld,%.0f,%.2f,%.2f,%zu,%zu,%.1f,%.1f,%.1f,%.2f,%.0f,%.0f\n", workers,
-              layers, experts, static_cast<long long>(sent.load()),
+      "plans_fully_delivered,last_plan_bytes,first_fanout_ms,fanout_p50_ms,fanout_max_ms,"
+      "controller_cpu_s,controller_cpu_util,controller_rss_mib,controller_peak_rss_mib\n");
+  std::printf("%d,%d,%d,%lld,%lld,%.0f,%.2f,%.2f,%zu,%zu,%.1f,%.1f,%.1f,%.1f,%.2f,%.0f,%.0f\n",
+              workers, layers, experts, static_cast<long long>(sent.load()),
               static_cast<long long>(failed.load()), sent.load() / elapsed, pct(0.5), pct(0.99),
-              fanout_ms.size(), watchers.plan_bytes(),
+              fanout_ms.size(), last_bytes, first_fanout_ms,
               fanout_ms.empty() ? 0.0 : fanout_ms[fanout_ms.size() / 2],
               fanout_ms.empty() ? 0.0 : fanout_ms.back(), after.cpu_s - before.cpu_s,
               (after.cpu_s - before.cpu_s) / elapsed, after.rss_kb / 1024.0, after.hwm_kb / 1024.0);

@@ -1,5 +1,6 @@
 #include "common/wire.h"
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -236,6 +237,98 @@ absl::Status ReadJsonFile(const std::string& path, google::protobuf::Message* m)
   absl::Status s = FromJson(ss.str(), m);
   if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", s.message()));
   return absl::OkStatus();
+}
+
+namespace {
+
+bool SameIds(const google::protobuf::RepeatedField<uint32_t>& a,
+             const google::protobuf::RepeatedField<uint32_t>& b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin());
+}
+
+bool SamePrediction(const v1::LayerPrediction& a, const v1::LayerPrediction& b) {
+  return a.SerializeAsString() == b.SerializeAsString();
+}
+
+}  // namespace
+
+v1::Plan MakeDelta(const v1::Plan& base, const v1::Plan& next) {
+  if (base.layers_size() != next.layers_size()) return next;
+  for (int l = 0; l < next.layers_size(); ++l) {
+    if (base.layers(l).replicas_size() != next.layers(l).replicas_size() ||
+        base.layers(l).layer() != next.layers(l).layer()) {
+      return next;
+    }
+  }
+  v1::Plan delta = next;
+  delta.clear_layers();
+  *delta.mutable_delta_base() = base.id();
+  for (int l = 0; l < next.layers_size(); ++l) {
+    const v1::LayerPlan& a = base.layers(l);
+    const v1::LayerPlan& b = next.layers(l);
+    v1::LayerPlan out;
+    bool changed = a.remat() != b.remat() || !SamePrediction(a.prediction(), b.prediction()) ||
+                   !SameIds(a.owner(), b.owner());
+    for (int e = 0; e < b.replicas_size(); ++e) {
+      if (!SameIds(a.replicas(e).devices(), b.replicas(e).devices())) {
+        out.add_changed_experts(static_cast<uint32_t>(e));
+        *out.add_replicas() = b.replicas(e);
+        changed = true;
+      }
+    }
+    if (!changed) continue;
+    out.set_layer(b.layer());
+    out.set_remat(b.remat());
+    *out.mutable_prediction() = b.prediction();
+    if (!SameIds(a.owner(), b.owner())) *out.mutable_owner() = b.owner();
+    *delta.add_layers() = std::move(out);
+  }
+  return delta;
+}
+
+absl::StatusOr<v1::Plan> ApplyDelta(const v1::Plan& base, const v1::Plan& delta) {
+  if (!delta.has_delta_base()) return delta;
+  if (!(FromProto(delta.delta_base()) == FromProto(base.id()))) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "delta is against plan ", delta.delta_base().epoch(), ".", delta.delta_base().version(),
+        ", have ", base.id().epoch(), ".", base.id().version()));
+  }
+  v1::Plan out = delta;
+  out.clear_delta_base();
+  *out.mutable_layers() = base.layers();
+  int next_layer = 0;  // delta layers are in layer order
+  for (const v1::LayerPlan& d : delta.layers()) {
+    while (next_layer < out.layers_size() && out.layers(next_layer).layer() != d.layer()) {
+      ++next_layer;
+    }
+    if (next_layer >= out.layers_size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("delta names layer ", d.layer(), ", absent or out of order in the base"));
+    }
+    v1::LayerPlan& target = *out.mutable_layers(next_layer);
+    if (d.changed_experts_size() != d.replicas_size()) {
+      return absl::InvalidArgumentError(absl::StrCat("delta layer ", d.layer(), ": ",
+                                                     d.changed_experts_size(), " experts but ",
+                                                     d.replicas_size(), " holder lists"));
+    }
+    if (d.owner_size() != 0 && d.owner_size() != target.owner_size()) {
+      return absl::InvalidArgumentError(absl::StrCat("delta layer ", d.layer(), ": ",
+                                                     d.owner_size(), " owners, base has ",
+                                                     target.owner_size()));
+    }
+    for (int i = 0; i < d.changed_experts_size(); ++i) {
+      const uint32_t e = d.changed_experts(i);
+      if (e >= static_cast<uint32_t>(target.replicas_size())) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("delta layer ", d.layer(), ": expert ", e, " out of range"));
+      }
+      *target.mutable_replicas(static_cast<int>(e)) = d.replicas(i);
+    }
+    if (d.owner_size() != 0) *target.mutable_owner() = d.owner();
+    target.set_remat(d.remat());
+    *target.mutable_prediction() = d.prediction();
+  }
+  return out;
 }
 
 }  // namespace hecate::wire

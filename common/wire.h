@@ -26,6 +26,15 @@ v1::PlanId ToProto(const placement::PlanId& id);
 placement::Plan FromProto(const v1::Plan& p);
 v1::Plan ToProto(const placement::Plan& plan);
 
+// Plan deltas (WatchPlansRequest.accept_deltas). MakeDelta(base, next) carries next's top-level
+// fields and, per layer that differs, its remat, prediction, owners (only if changed) and the
+// holders of the experts whose holders changed. ApplyDelta(base, delta) rebuilds next exactly:
+// FAILED_PRECONDITION when `base` is not the delta's base, INVALID_ARGUMENT when the delta does not
+// fit the base's shape. MakeDelta requires both plans to have the same layers and experts (it
+// returns next itself otherwise).
+v1::Plan MakeDelta(const v1::Plan& base, const v1::Plan& next);
+absl::StatusOr<v1::Plan> ApplyDelta(const v1::Plan& base, const v1::Plan& delta);
+
 // proto3 canonical JSON (what hecatectl -o json prints and what grpcurl speaks).
 std::string ToJson(const google::protobuf::Message& m, bool pretty = true);
 absl::Status FromJson(const std::string& json, google::protobuf::Message* m);

@@ -32,6 +32,46 @@ TEST(WireTest, PlanRoundTripIsExact) {
   EXPECT_TRUE(placement::Validate(back, c, m).ok());
 }
 
+// Consecutive hecate plans under moving loads: the delta rebuilds the next plan byte for byte, is
+// smaller, and refuses a base it was not made against.
+TEST(WireTest, PlanDeltaRebuildsTheNextPlanExactly) {
+  placement::Cluster c = placement::Cluster::Uniform(4, 4, int64_t{1} << 30, 1e13, 1e11, 1e10);
+  placement::ModelSpec m = placement::UniformModel("m", 4, 16, 2, 64, 128, 4, 512, 1e-3);
+  auto policy = *placement::MakePolicy("hecate");
+  placement::SkewOptions opt;
+  opt.zipf_s = 1.2;
+  placement::ModelLoad load = placement::SkewedLoad(c, m, opt, 0);
+  placement::Plan previous = policy->Compute({&c, &m, &load});
+  previous.id = {1, 1};
+  for (uint64_t i = 1; i <= 12; ++i) {
+    load = placement::SkewedLoad(c, m, opt, i);
+    placement::PlanRequest r{&c, &m, &load, &previous};
+    r.iteration = i;
+    placement::Plan next = policy->Compute(r);
+    next.id = {1, i + 1};
+    if (i % 5 == 0) std::swap(next.layers[1].owner[0], next.layers[1].owner[1]);  // a re-shard
+    const v1::Plan base_proto = ToProto(previous), next_proto = ToProto(next);
+    const v1::Plan delta = MakeDelta(base_proto, next_proto);
+    ASSERT_TRUE(delta.has_delta_base());
+    absl::StatusOr<v1::Plan> rebuilt = ApplyDelta(base_proto, delta);
+    ASSERT_TRUE(rebuilt.ok()) << rebuilt.status();
+    EXPECT_EQ(rebuilt->SerializeAsString(), next_proto.SerializeAsString()) << "iteration " << i;
+    EXPECT_LT(delta.ByteSizeLong(), next_proto.ByteSizeLong());
+    // Against any other base: refused.
+    EXPECT_EQ(ApplyDelta(next_proto, delta).status().code(), absl::StatusCode::kFailedPrecondition);
+    previous = std::move(next);
+  }
+  // A plan without a base applies as itself; a delta that does not fit is INVALID_ARGUMENT.
+  const v1::Plan full = ToProto(previous);
+  EXPECT_EQ(ApplyDelta(full, full)->SerializeAsString(), full.SerializeAsString());
+  v1::Plan bad = MakeDelta(full, full);
+  v1::LayerPlan* layer = bad.add_layers();
+  layer->set_layer(0);
+  layer->add_changed_experts(999);
+  layer->add_replicas()->add_devices(0);
+  EXPECT_EQ(ApplyDelta(full, bad).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(WireTest, SpecsRoundTripAndJson) {
   placement::ModelSpec m = placement::UniformModel("gpt", 3, 16, 2, 64, 128, 4, 256, 2e-3);
   placement::ModelSpec back = FromProto(ToProto(m));

@@ -58,9 +58,11 @@ v1::Plan Lean(v1::Plan plan) {
 
 }  // namespace
 
-// Both encodings of one published plan.
+// The encodings of one published plan: lean (no per-device predictions), full, and lean as a
+// delta against the plan published before it (null when there is none).
 struct ControllerService::Encoded {
-  std::shared_ptr<const grpc::ByteBuffer> lean, full;
+  std::shared_ptr<const grpc::ByteBuffer> lean, full, delta;
+  pl::PlanId delta_base;
 };
 
 // ------------------------------------------------------------------------------------------
@@ -70,8 +72,13 @@ struct ControllerService::Encoded {
 // service mutex held; the reactor's own mutex guards its queue.
 class ControllerService::Watcher : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
-  Watcher(ControllerService* service, std::string job, pl::PlanId after, bool device_detail)
-      : service_(service), job_(std::move(job)), device_detail_(device_detail), last_(after) {}
+  Watcher(ControllerService* service, std::string job, pl::PlanId after, bool device_detail,
+          bool accept_deltas)
+      : service_(service),
+        job_(std::move(job)),
+        device_detail_(device_detail),
+        accept_deltas_(accept_deltas && !device_detail),
+        last_(after) {}
 
   const std::string& job() const { return job_; }
 
@@ -79,8 +86,10 @@ class ControllerService::Watcher : public grpc::ServerWriteReactor<grpc::ByteBuf
     absl::MutexLock lock(&mu_);
     if (finishing_) return;
     if (!(last_ < id)) return;  // re-delivery of an older or the same plan: no-op
+    // A delta only on top of the plan this stream delivered last.
+    const bool delta = accept_deltas_ && plan.delta != nullptr && last_ == plan.delta_base;
     last_ = id;
-    queue_.push_back(device_detail_ ? plan.full : plan.lean);
+    queue_.push_back(device_detail_ ? plan.full : delta ? plan.delta : plan.lean);
     if (!writing_) {
       writing_ = true;
       StartWrite(queue_.front().get());
@@ -124,6 +133,7 @@ class ControllerService::Watcher : public grpc::ServerWriteReactor<grpc::ByteBuf
   ControllerService* const service_;
   const std::string job_;
   const bool device_detail_;
+  const bool accept_deltas_;
   absl::Mutex mu_;
   pl::PlanId last_ ABSL_GUARDED_BY(mu_);
   std::deque<std::shared_ptr<const grpc::ByteBuffer>> queue_ ABSL_GUARDED_BY(mu_);
@@ -320,7 +330,14 @@ void ControllerService::Deliver(const std::shared_ptr<const pl::Plan>& plan) {
              LogFields()("job", plan->job_id)("version", plan->id.version)("error", s.ToString()));
   }
   const absl::Time persisted = absl::Now();
-  const Encoded bytes{Serialize(Lean(proto)), Serialize(proto)};
+  v1::Plan lean = Lean(proto);
+  Encoded bytes{Serialize(lean), Serialize(proto), nullptr, {}};
+  std::shared_ptr<const v1::Plan>& last = last_lean_[plan->job_id];
+  if (last != nullptr) {
+    bytes.delta = Serialize(wire::MakeDelta(*last, lean));
+    bytes.delta_base = wire::FromProto(last->id());
+  }
+  last = std::make_shared<const v1::Plan>(std::move(lean));
   size_t watchers = 0;
   {
     absl::MutexLock lock(&watchers_mu_);
@@ -336,7 +353,8 @@ void ControllerService::Deliver(const std::shared_ptr<const pl::Plan>& plan) {
           LogFields()("job", plan->job_id)("version", plan->id.version)("watchers", watchers)(
               "persist_ms", absl::ToDoubleMilliseconds(persisted - t0))(
               "queue_ms", absl::ToDoubleMilliseconds(queued - persisted))(
-              "lean_bytes", bytes.lean->Length())("full_bytes", bytes.full->Length()));
+              "lean_bytes", bytes.lean->Length())("full_bytes", bytes.full->Length())(
+              "delta_bytes", bytes.delta != nullptr ? bytes.delta->Length() : 0));
 }
 
 absl::Status ControllerService::PersistJob(const std::string& job) {
@@ -434,7 +452,8 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ControllerService::WatchPlans(
     bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
   ok = ok && parsed.ParseFromString(bytes);
   const v1::WatchPlansRequest* req = &parsed;
-  auto* w = new Watcher(this, req->job_id(), wire::FromProto(req->after()), req->device_detail());
+  auto* w = new Watcher(this, req->job_id(), wire::FromProto(req->after()), req->device_detail(),
+                        req->accept_deltas());
   if (!ok) {
     w->Close(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "malformed WatchPlansRequest"));
     return w;
@@ -457,8 +476,8 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ControllerService::WatchPlans(
   // no-op: Push ignores anything not newer than what the watcher has).
   if (auto plan = core_->CurrentPlan(req->job_id())) {
     const v1::Plan proto = wire::ToProto(*plan);
-    w->Push(plan->id, req->device_detail() ? Encoded{nullptr, Serialize(proto)}
-                                           : Encoded{Serialize(Lean(proto)), nullptr});
+    w->Push(plan->id, req->device_detail() ? Encoded{nullptr, Serialize(proto), nullptr, {}}
+                                           : Encoded{Serialize(Lean(proto)), nullptr, nullptr, {}});
   }
   return w;
 }

@@ -120,6 +120,8 @@ class ControllerService final
   std::map<std::string, std::set<Watcher*>> watchers_ ABSL_GUARDED_BY(watchers_mu_);
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
   bool wake_ ABSL_GUARDED_BY(mu_) = false;
+  // The lean encoding of each job's last delivered plan: the base of the next delta.
+  std::map<std::string, std::shared_ptr<const v1::Plan>> last_lean_ ABSL_GUARDED_BY(publish_mu_);
   std::thread planner_;
 };
 

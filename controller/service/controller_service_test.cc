@@ -114,19 +114,33 @@ TEST_F(ServiceTest, HealthIsServingAfterRecovery) {
 
 TEST_F(ServiceTest, ConcurrentWorkersSeeStrictlyIncreasingPlans) {
   for (int r = 0; r < kWorld; ++r) ASSERT_TRUE(Register(r).ok());
-  // One watcher per worker, each on its own thread, collecting every plan it sees.
+  // One watcher per worker, each on its own thread, collecting every plan it sees. Odd ranks
+  // ask for deltas and rebuild every plan from them.
   std::vector<std::vector<std::pair<uint64_t, uint64_t>>> seen(kWorld);
+  std::vector<std::vector<v1::Plan>> rebuilt(kWorld);
+  std::vector<int> deltas(kWorld, 0);
   std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
   std::vector<std::thread> watchers;
   for (int r = 0; r < kWorld; ++r) {
     contexts.push_back(std::make_unique<grpc::ClientContext>());
-    watchers.emplace_back([this, r, ctx = contexts.back().get(), &seen] {
+    watchers.emplace_back([this, r, ctx = contexts.back().get(), &seen, &rebuilt, &deltas] {
       v1::WatchPlansRequest req;
       req.set_job_id("job");
       req.set_rank(r);
+      req.set_accept_deltas(r % 2 == 1);
       auto reader = stub_->WatchPlans(ctx, req);
       v1::Plan plan;
-      while (reader->Read(&plan)) seen[r].push_back({plan.id().epoch(), plan.id().version()});
+      while (reader->Read(&plan)) {
+        seen[r].push_back({plan.id().epoch(), plan.id().version()});
+        if (plan.has_delta_base()) {
+          ++deltas[r];
+          ASSERT_FALSE(rebuilt[r].empty()) << "a delta before any full plan";
+          absl::StatusOr<v1::Plan> full = wire::ApplyDelta(rebuilt[r].back(), plan);
+          ASSERT_TRUE(full.ok()) << full.status();
+          plan = *std::move(full);
+        }
+        rebuilt[r].push_back(plan);
+      }
       reader->Finish();
     });
   }
@@ -180,6 +194,15 @@ TEST_F(ServiceTest, ConcurrentWorkersSeeStrictlyIncreasingPlans) {
     ctx.TryCancel();
     reader->Finish();
   }
+  // Every published plan, for comparison with what delta watchers rebuilt.
+  std::map<uint64_t, v1::Plan> by_version;
+  for (uint64_t v = 1; v <= last.version(); ++v) {
+    grpc::ClientContext ctx;
+    v1::GetPlanRequest req;
+    req.set_job_id("job");
+    req.set_version(v);
+    ASSERT_TRUE(stub_->GetPlan(&ctx, req, &by_version[v]).ok()) << "version " << v;
+  }
   server_->Shutdown();  // finishes every watcher stream after its queued plans
   for (auto& t : watchers) t.join();
   for (int r = 0; r < kWorld; ++r) {
@@ -188,6 +211,21 @@ TEST_F(ServiceTest, ConcurrentWorkersSeeStrictlyIncreasingPlans) {
       EXPECT_LT(seen[r][i - 1], seen[r][i]) << "watcher " << r;
     }
     EXPECT_EQ(seen[r].back().second, last.version()) << "watcher " << r;
+    // Deltas only where asked for; rebuilt plans equal the published ones.
+    if (r % 2 == 0) EXPECT_EQ(deltas[r], 0) << "watcher " << r;
+    if (r % 2 == 1) EXPECT_GT(deltas[r], 0) << "watcher " << r;
+    for (const v1::Plan& plan : rebuilt[r]) {
+      const v1::Plan& published = by_version[plan.id().version()];
+      ASSERT_EQ(plan.layers_size(), published.layers_size());
+      for (int l = 0; l < plan.layers_size(); ++l) {
+        EXPECT_EQ(plan.layers(l).owner_size(), published.layers(l).owner_size());
+        for (int e = 0; e < plan.layers(l).replicas_size(); ++e) {
+          EXPECT_THAT(plan.layers(l).replicas(e).devices(),
+                      ::testing::ElementsAreArray(published.layers(l).replicas(e).devices()))
+              << "watcher " << r << " version " << plan.id().version() << " layer " << l;
+        }
+      }
+    }
   }
 }
 

@@ -220,14 +220,31 @@ void ControllerAgent::WatchLoop() {
     {
       absl::MutexLock lock(&mu_);
       if (stopping_) return;
-      if (!plans_.empty()) *req.mutable_after() = wire::ToProto(plans_.rbegin()->first);
+      if (!plans_.empty() && !resync_) {
+        *req.mutable_after() = wire::ToProto(plans_.rbegin()->first);
+      }
       watch_ctx_ = &ctx;
     }
+    req.set_accept_deltas(true);
+    resync_ = false;
     std::unique_ptr<grpc::ClientReader<v1::Plan>> reader = stub_->WatchPlans(&ctx, req);
     watching_ = true;
     v1::Plan proto;
     while (reader->Read(&proto)) {
       backoff = config_.backoff_min;
+      if (proto.has_delta_base()) {
+        absl::StatusOr<v1::Plan> full = wire::ApplyDelta(last_proto_, proto);
+        if (!full.ok()) {
+          // Cannot happen with a well-behaved controller; start over from its current plan.
+          LogWarn("plan delta does not apply; watching again from the current plan",
+                  LogFields()("error", full.status().ToString()));
+          resync_ = true;
+          ctx.TryCancel();
+          break;
+        }
+        proto = *std::move(full);
+      }
+      last_proto_ = proto;
       auto plan = std::make_shared<const pl::Plan>(wire::FromProto(proto));
       absl::MutexLock lock(&mu_);
       // Fencing: only strictly newer plans are kept.

@@ -85,6 +85,10 @@ class ControllerAgent {
 
   std::atomic<bool> connected_{false};
   std::atomic<bool> watching_{false};
+  // WatchLoop's own: the last plan received as sent (lean), the base of the next delta; and
+  // whether the next watch must start over from the current plan (a delta did not apply).
+  v1::Plan last_proto_;
+  bool resync_ = false;
   std::atomic<uint64_t> epoch_{0};
   std::atomic<int64_t> reports_sent_{0}, reports_dropped_{0}, reports_rejected_{0};
   std::atomic<int64_t> reconnects_{0}, plans_received_{0};
