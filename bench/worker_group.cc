@@ -106,8 +106,8 @@ std::vector<std::string> BenchModelFlags(int iterations) {
           "--batch=16",
           "--skew_experts=2",
           "--attention_ms=0",
-          "--device_gflops=30",
-          "--link_gbytes=2"};
+          "--device_gflops=90",
+          "--link_gbytes=2.4"};
 }
 
 }  // namespace hecate::bench
