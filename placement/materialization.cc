@@ -200,9 +200,16 @@ class LinkState {
     }
     worst_ = WithoutTransfer(from, to, 0);
   }
-  // Link time (without latency) after removing one transfer of `bytes` from -> to: a full scan.
+  // Link time (without latency) after removing one transfer of `bytes` from -> to. Unchanged unless
+  // a link the transfer uses is (one of) the busiest; then a full scan.
   double WithoutTransfer(DeviceId from, DeviceId to, double bytes) const {
     const bool intra = c_.same_node(from, to);
+    const double touched =
+        intra ? std::max(out_intra_[from], in_intra_[to]) / c_.intra_bw()
+              : std::max(std::max(out_inter_[from], in_inter_[to]) / c_.device_nic_bw(),
+                         std::max(node_out_[c_.node_of(from)], node_in_[c_.node_of(to)]) /
+                             c_.inter_bw());
+    if (bytes > 0 && touched < worst_) return worst_;
     double t = 0;
     for (DeviceId d = 0; d < c_.num_devices(); ++d) {
       double oi = out_intra_[d], ii = in_intra_[d], oe = out_inter_[d], ie = in_inter_[d];

@@ -246,7 +246,18 @@ class HecatePolicy : public Policy {
     }
 
     std::vector<LayerPlan> keep = Materialize(r, cost, owners, aggregates, RematMode::kKeep);
-    const bool memory_bound = r.config.allow_remat && MemoryBound(r, owners, keep);
+    bool memory_bound = r.config.allow_remat && MemoryBound(r, owners, keep);
+    if (memory_bound && r.config.warm_start && r.previous != nullptr &&
+        r.config.revise_period > 1 && r.iteration % r.config.revise_period != 0) {
+      // Steady state: while the plan in force keeps every layer resident, the re-gathered
+      // alternative (a second full materialization) is re-examined every revise_period-th
+      // iteration only.
+      bool previous_regathers = false;
+      for (const LayerPlan& l : r.previous->layers) {
+        previous_regathers = previous_regathers || l.remat == RematMode::kRegather;
+      }
+      memory_bound = previous_regathers;
+    }
     Plan plan_keep = Finish(r, name(), semantics(), r.config.dispatch_rule, std::move(keep),
                             memory_bound ? migrations : std::move(migrations), &aggregates);
     if (!memory_bound) return plan_keep;
