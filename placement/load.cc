@@ -109,37 +109,21 @@ absl::Status LoadWindow::Push(std::shared_ptr<const ModelLoad> shared,
                               std::shared_ptr<const ModelLoad>* evicted) {
   if (evicted != nullptr) evicted->reset();
   const ModelLoad& load = *shared;
-  const ModelLoad& sums = *sum_;
-  if (!sums.empty()) {
-    if (load.size() != sums.size()) {
+  if (!history_.empty()) {
+    const ModelLoad& last = *history_.back();
+    if (load.size() != last.size()) {
       return absl::InvalidArgumentError(
-          absl::StrCat("load has ", load.size(), " layers, window has ", sums.size()));
+          absl::StrCat("load has ", load.size(), " layers, window has ", last.size()));
     }
     for (size_t l = 0; l < load.size(); ++l) {
-      if (load[l].num_devices() != sums[l].num_devices() ||
-          load[l].num_experts() != sums[l].num_experts()) {
+      if (load[l].num_devices() != last[l].num_devices() ||
+          load[l].num_experts() != last[l].num_experts()) {
         return absl::InvalidArgumentError(absl::StrCat("layer ", l, ": shape changed"));
       }
     }
   }
-  // A snapshot still reads the sums: leave them to it.
-  if (sum_.use_count() > 1) sum_ = std::make_shared<ModelLoad>(*sum_);
-  if (sum_->empty()) {
-    for (const LoadMatrix& m : load) sum_->emplace_back(m.num_devices(), m.num_experts());
-  }
-  auto add = [this](const ModelLoad& x, int sign) {
-    for (size_t l = 0; l < x.size(); ++l) {
-      for (int d = 0; d < x[l].num_devices(); ++d) {
-        const int64_t* src = x[l].row(d);
-        int64_t* dst = (*sum_)[l].row(d);
-        for (int e = 0; e < x[l].num_experts(); ++e) dst[e] += sign * src[e];
-      }
-    }
-  };
-  add(load, +1);
   history_.push_back(std::move(shared));
   if (static_cast<int>(history_.size()) > window_) {
-    add(*history_.front(), -1);
     if (evicted != nullptr) *evicted = std::move(history_.front());
     history_.pop_front();
   }
@@ -147,18 +131,23 @@ absl::Status LoadWindow::Push(std::shared_ptr<const ModelLoad> shared,
 }
 
 WindowSnapshot LoadWindow::Snapshot() const {
-  if (history_.empty()) return {};
-  return WindowSnapshot{sum_, static_cast<int64_t>(history_.size())};
+  return WindowSnapshot{{history_.begin(), history_.end()}};
 }
 
 ModelLoad WindowSnapshot::Estimate() const {
   ModelLoad out;
-  if (sum == nullptr || count <= 0) return out;
-  const int64_t n = count;
-  for (const LoadMatrix& s : *sum) {
-    LoadMatrix m(s.num_devices(), s.num_experts());
-    for (int d = 0; d < s.num_devices(); ++d) {
-      for (int e = 0; e < s.num_experts(); ++e) m.at(d, e) = (s.at(d, e) + n / 2) / n;
+  if (history.empty()) return out;
+  const int64_t n = static_cast<int64_t>(history.size());
+  const ModelLoad& first = *history.front();
+  for (size_t l = 0; l < first.size(); ++l) {
+    LoadMatrix m(first[l].num_devices(), first[l].num_experts());
+    for (int d = 0; d < m.num_devices(); ++d) {
+      int64_t* __restrict dst = m.row(d);
+      for (const std::shared_ptr<const ModelLoad>& it : history) {
+        const int64_t* __restrict src = (*it)[l].row(d);
+        for (int e = 0; e < m.num_experts(); ++e) dst[e] += src[e];
+      }
+      for (int e = 0; e < m.num_experts(); ++e) dst[e] = (dst[e] + n / 2) / n;
     }
     out.push_back(std::move(m));
   }
@@ -166,18 +155,19 @@ ModelLoad WindowSnapshot::Estimate() const {
 }
 
 std::vector<double> LoadWindow::ExpertMeans(LayerId layer) const {
-  if (history_.empty() || layer < 0 || layer >= static_cast<int>(sum_->size())) return {};
-  std::vector<int64_t> totals = (*sum_)[layer].ExpertTotals();
-  std::vector<double> means(totals.size());
-  for (size_t e = 0; e < totals.size(); ++e) {
-    means[e] = static_cast<double>(totals[e]) / static_cast<double>(history_.size());
+  if (history_.empty() || layer < 0 || layer >= static_cast<int>(history_.front()->size())) {
+    return {};
   }
+  std::vector<double> means;
+  for (const std::shared_ptr<const ModelLoad>& it : history_) {
+    const std::vector<int64_t> totals = (*it)[layer].ExpertTotals();
+    means.resize(totals.size(), 0.0);
+    for (size_t e = 0; e < totals.size(); ++e) means[e] += static_cast<double>(totals[e]);
+  }
+  for (double& m : means) m /= static_cast<double>(history_.size());
   return means;
 }
 
-void LoadWindow::Clear() {
-  history_.clear();
-  sum_ = std::make_shared<ModelLoad>();
-}
+void LoadWindow::Clear() { history_.clear(); }
 
 }  // namespace hecate::placement

@@ -77,14 +77,14 @@ LoadMatrix SpreadOverSources(const std::vector<int64_t>& expert_totals, int num_
 // negative count.
 absl::Status CheckShape(const ModelLoad& load, const Cluster& cluster, const ModelSpec& model);
 
-// Sliding-window mean of the last `window` iterations' matrices, per layer. Push is O(size of
-// one ModelLoad); Estimate rounds the mean to whole tokens.
-// An immutable view of a window's sums: taken in O(1) (under a caller's lock), turned into the
-// estimate later (off it).
+// Sliding-window mean of the last `window` iterations' matrices, per layer. Push is O(1) (it keeps
+// references, no sums); the mean is computed from a snapshot, off any caller's lock, and rounds to
+// whole tokens.
+// An immutable view of a window: the iterations in it, shared. Taken in O(window) (under a
+// caller's lock), turned into the estimate later (off it).
 struct WindowSnapshot {
-  std::shared_ptr<const ModelLoad> sum;  // null when the window was empty
-  int64_t count = 0;
-  // Rounded mean per layer; empty for an empty window.
+  std::vector<std::shared_ptr<const ModelLoad>> history;  // oldest first; empty when empty
+  // Rounded mean per layer; empty for an empty window. O(window x size of one ModelLoad).
   ModelLoad Estimate() const;
 };
 
@@ -101,7 +101,7 @@ class LoadWindow {
                     std::shared_ptr<const ModelLoad>* evicted = nullptr);
   // Rounded window mean per layer; empty when nothing was pushed.
   ModelLoad Estimate() const { return Snapshot().Estimate(); }
-  // O(1); the next Push copies the sums if a snapshot still holds them.
+  // O(window): shares the iterations, copies nothing.
   WindowSnapshot Snapshot() const;
   // Window mean of global tokens per expert for one layer (fractional).
   std::vector<double> ExpertMeans(LayerId layer) const;
@@ -112,8 +112,6 @@ class LoadWindow {
  private:
   int window_;
   std::deque<std::shared_ptr<const ModelLoad>> history_;
-  // Running per-layer sums over history_, same shape as one ModelLoad (shared with snapshots).
-  std::shared_ptr<ModelLoad> sum_ = std::make_shared<ModelLoad>();
 };
 
 }  // namespace hecate::placement

@@ -470,7 +470,7 @@ std::vector<PlanningTask> ControllerCore::TakePlanningTasks() {
   return tasks;
 }
 
-PlanningResult ComputePlan(const PlanningTask& task) {
+PlanningResult ComputePlan(PlanningTask task) {
   PlanningResult result;
   result.job_id = task.job_id;
   result.iteration = task.iteration;
@@ -522,6 +522,7 @@ PlanningResult ComputePlan(const PlanningTask& task) {
     return result;
   }
   const pl::ModelLoad estimate = task.window.Estimate();
+  task.window = pl::WindowSnapshot();
   pl::PlanRequest request{&*cluster, &task.model,    &estimate,   task.current.get(),
                           nullptr,   task.iteration, task.planner};
   pl::PlanDecision d =

@@ -155,7 +155,9 @@ struct PlanningResult {
 };
 
 // Runs the job's policy (and, when due, heterogeneous sharding) and applies damping. Pure.
-PlanningResult ComputePlan(const PlanningTask& task);
+// Takes the task by value: the window snapshot is released as soon as the estimate is computed,
+// so the core can recycle the iteration that leaves the window next.
+PlanningResult ComputePlan(PlanningTask task);
 
 struct JobStatusView {
   std::string job_id;

@@ -288,9 +288,11 @@ void ControllerService::RunPlannerOnce() {
       metrics_->Workers(live, stale, lost);
     }
   }
-  for (const PlanningTask& task : tasks) {
+  for (PlanningTask& task : tasks) {
     const absl::Time t0 = absl::Now();
-    PlanningResult result = ComputePlan(task);
+    const std::string job_id = task.job_id;
+    std::shared_ptr<const pl::ModelLoad> observed = task.observed;
+    PlanningResult result = ComputePlan(std::move(task));
     const double compute_s = absl::ToDoubleSeconds(absl::Now() - t0);
     absl::StatusOr<std::shared_ptr<const pl::Plan>> committed;
     {
@@ -299,11 +301,11 @@ void ControllerService::RunPlannerOnce() {
     }
     if (metrics_ != nullptr) {
       metrics_->PlanComputed(compute_s);
-      metrics_->Observed(task.job_id, result.layers);
-      if (task.observed != nullptr) metrics_->ExpertTokens(task.job_id, *task.observed);
+      metrics_->Observed(job_id, result.layers);
+      if (observed != nullptr) metrics_->ExpertTokens(job_id, *observed);
     }
     if (result.decision == "error") {
-      LogWarn("planning failed", LogFields()("job", task.job_id)("error", result.error));
+      LogWarn("planning failed", LogFields()("job", job_id)("error", result.error));
     }
     if (!committed.ok() || *committed == nullptr) continue;
     const std::shared_ptr<const pl::Plan>& plan = *committed;
