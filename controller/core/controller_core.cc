@@ -77,22 +77,28 @@ bool SameModel(const pl::ModelSpec& a, const pl::ModelSpec& b) {
   return true;
 }
 
+// Identifies a report's content for duplicate detection (in memory only). Runs under the
+// service's lock for every report (15k counts at 58 x 256): four independent multiply-xorshift
+// lanes, about a nanosecond per count (a byte-wise FNV-1a took ~0.2 ms per report).
 uint64_t HashReport(const LoadReport& r) {
-  uint64_t h = 1469598103934665603ULL;
-  auto mix = [&h](uint64_t v) {
-    for (int i = 0; i < 8; ++i) {
-      h ^= (v >> (8 * i)) & 0xff;
-      h *= 1099511628211ULL;
-    }
+  auto mix = [](uint64_t h, uint64_t v) {
+    h = (h ^ v) * 0x9E3779B97F4A7C15ULL;
+    return h ^ (h >> 29);
   };
-  mix(r.iteration);
-  mix(r.plan.epoch);
-  mix(r.plan.version);
+  uint64_t lane[4] = {0x243F6A8885A308D3ULL, 0x13198A2E03707344ULL, 0xA4093822299F31D0ULL,
+                      0x082EFA98EC4E6C89ULL};
+  lane[0] = mix(lane[0], r.iteration);
+  lane[1] = mix(lane[1], r.plan.epoch);
+  lane[2] = mix(lane[2], r.plan.version);
   for (const auto& row : r.layers) {
-    mix(row.size());
-    for (int64_t v : row) mix(static_cast<uint64_t>(v));
+    lane[3] = mix(lane[3], row.size());
+    size_t i = 0;
+    for (; i + 4 <= row.size(); i += 4) {
+      for (int k = 0; k < 4; ++k) lane[k] = mix(lane[k], static_cast<uint64_t>(row[i + k]));
+    }
+    for (; i < row.size(); ++i) lane[0] = mix(lane[0], static_cast<uint64_t>(row[i]));
   }
-  return h;
+  return mix(mix(mix(lane[0], lane[1]), lane[2]), lane[3]);
 }
 
 IngestOutcome Reject(ReportResult result, absl::Status status) {
