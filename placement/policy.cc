@@ -317,11 +317,17 @@ class HecatePolicy : public Policy {
                            &dispatcher, &aggregates[l])
             .total_seconds;
       };
-      if (layer_seconds(from_seed) < layer_seconds(from_owners)) {
-        layers.push_back(std::move(from_seed));
-      } else {
-        layers.push_back(std::move(from_owners));
-      }
+      const double t_seed = layer_seconds(from_seed), t_owners = layer_seconds(from_owners);
+      LayerPlan best = t_seed < t_owners ? std::move(from_seed) : std::move(from_owners);
+      // One revision round on top (drop what is worth < revise_gain, regrow), as a warm start
+      // would do over the next iterations; kept if faster.
+      GreedyBudget revise = budget;
+      revise.revise = true;
+      revise.keep_gain = r.config.revise_gain;
+      LayerPlan revised =
+          MaterializeGreedy(cost, l, best, (*r.load)[l], revise, nullptr, &aggregates[l]);
+      if (layer_seconds(revised) < std::min(t_seed, t_owners)) best = std::move(revised);
+      layers.push_back(std::move(best));
     }
     return layers;
   }
