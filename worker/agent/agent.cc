@@ -243,6 +243,7 @@ void ControllerAgent::WatchLoop() {
           break;
         }
         proto = *std::move(full);
+        ++deltas_applied_;
       }
       last_proto_ = proto;
       auto plan = std::make_shared<const pl::Plan>(wire::FromProto(proto));

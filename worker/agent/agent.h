@@ -59,6 +59,8 @@ class ControllerAgent {
   int64_t reports_rejected() const { return reports_rejected_.load(); }
   int64_t reconnects() const { return reconnects_.load(); }
   int64_t plans_received() const { return plans_received_.load(); }
+  // Plans that arrived as deltas (WatchPlansRequest.accept_deltas) and were rebuilt.
+  int64_t deltas_applied() const { return deltas_applied_.load(); }
 
  private:
   void SendLoop();
@@ -91,7 +93,7 @@ class ControllerAgent {
   bool resync_ = false;
   std::atomic<uint64_t> epoch_{0};
   std::atomic<int64_t> reports_sent_{0}, reports_dropped_{0}, reports_rejected_{0};
-  std::atomic<int64_t> reconnects_{0}, plans_received_{0};
+  std::atomic<int64_t> reconnects_{0}, plans_received_{0}, deltas_applied_{0};
 };
 
 // Per-iteration plan agreement across ranks: every rank proposes the newest controller plan it

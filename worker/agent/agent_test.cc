@@ -1,0 +1,143 @@
+// The agent against an in-process controller on port 0: it registers, watches plans with deltas
+// and rebuilds every published plan exactly.
+#include "worker/agent/agent.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <gtest/gtest.h>
+
+#include "absl/time/clock.h"
+#include "common/wire.h"
+#include "controller/server.h"
+
+namespace hecate::worker {
+namespace {
+
+constexpr int kWorld = 4;
+
+v1::RegisterWorkerRequest Registration(int rank) {
+  v1::RegisterWorkerRequest r;
+  r.set_job_id("job");
+  r.set_rank(rank);
+  r.set_world_size(kWorld);
+  r.set_node(rank < kWorld / 2 ? "n0" : "n1");
+  r.set_local_rank(rank % (kWorld / 2));
+  r.set_device_kind("cpu");
+  r.set_device_memory_bytes(int64_t{1} << 30);
+  r.set_incarnation(1);
+  *r.mutable_model() = wire::ToProto(placement::UniformModel("m", 2, 8, 2, 32, 64, 4, 128, 1e-3));
+  r.mutable_links()->set_intra_node_bandwidth_bytes_per_second(1e10);
+  r.mutable_links()->set_inter_node_bandwidth_bytes_per_second(1e9);
+  r.mutable_links()->add_nodes()->set_device_flops_per_second(1e10);
+  return r;
+}
+
+v1::LoadReport Report(int rank, uint64_t iteration, v1::PlanId plan) {
+  v1::LoadReport r;
+  r.set_job_id("job");
+  r.set_rank(rank);
+  r.set_incarnation(1);
+  r.set_iteration(iteration);
+  *r.mutable_plan() = plan;
+  const int hot = static_cast<int>(iteration / 2) % 8;  // the hot expert moves
+  for (int l = 0; l < 2; ++l) {
+    v1::LayerLoad* layer = r.add_layers();
+    layer->set_layer(l);
+    for (int e = 0; e < 8; ++e) layer->add_expert_tokens(e == hot ? 144 : 16);
+  }
+  r.mutable_timings()->set_attention_seconds(1e-3);
+  r.set_tokens(128);
+  return r;
+}
+
+// Waits (bounded) for an asynchronous condition of the agent's threads.
+template <typename Cond>
+bool Eventually(Cond cond) {
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (!cond()) {
+    if (absl::Now() > deadline) return false;
+    absl::SleepFor(absl::Milliseconds(2));
+  }
+  return true;
+}
+
+TEST(AgentTest, RebuildsEveryPlanFromDeltas) {
+  controller::ServerConfig config;
+  config.listen = "127.0.0.1:0";
+  config.metrics_listen = "";
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  config.state_dir = std::string(tmp ? tmp : "/tmp") + "/agent_test";
+  config.service.manual_planning = true;
+  config.service.core.window = 2;
+  config.service.core.damping = 0.0;
+  controller::ControllerServer server(config);
+  ASSERT_TRUE(server.Start().ok());
+  auto stub = v1::Controller::NewStub(
+      grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials()));
+
+  std::vector<std::unique_ptr<ControllerAgent>> agents;
+  for (int r = 0; r < kWorld; ++r) {
+    AgentConfig ac;
+    ac.controller = server.address();
+    ac.registration = Registration(r);
+    agents.push_back(std::make_unique<ControllerAgent>(ac));
+    agents.back()->Start();
+  }
+  ASSERT_TRUE(Eventually([&] {
+    for (const auto& a : agents) {
+      if (!a->connected()) return false;
+    }
+    return true;
+  }));
+
+  auto current = [&]() {
+    grpc::ClientContext ctx;
+    v1::GetPlanRequest req;
+    req.set_job_id("job");
+    v1::Plan plan;
+    return stub->GetPlan(&ctx, req, &plan).ok() ? plan.id() : v1::PlanId();
+  };
+  for (uint64_t it = 0; it < 16; ++it) {
+    const v1::PlanId plan = current();
+    for (int r = 0; r < kWorld; ++r) {
+      grpc::ClientContext ctx;
+      v1::ReportLoadResponse resp;
+      auto writer = stub->ReportLoad(&ctx, &resp);
+      writer->Write(Report(r, it, plan));
+      writer->WritesDone();
+      ASSERT_TRUE(writer->Finish().ok());
+    }
+    server.service()->RunPlannerOnce();
+  }
+  const v1::PlanId last = current();
+  ASSERT_GT(last.version(), 3u);
+  for (const auto& a : agents) {
+    ASSERT_TRUE(Eventually([&] { return a->Get(wire::FromProto(last)) != nullptr; }));
+    EXPECT_GT(a->deltas_applied(), 0);
+  }
+  // Every plan an agent holds is the published one, holder for holder.
+  for (uint64_t v = 1; v <= last.version(); ++v) {
+    grpc::ClientContext ctx;
+    v1::GetPlanRequest req;
+    req.set_job_id("job");
+    req.set_version(v);
+    v1::Plan published_proto;
+    ASSERT_TRUE(stub->GetPlan(&ctx, req, &published_proto).ok());
+    const placement::Plan published = wire::FromProto(published_proto);
+    for (const auto& a : agents) {
+      std::shared_ptr<const placement::Plan> mine = a->Get(published.id);
+      if (mine == nullptr) continue;  // a rank may have connected after an early plan
+      ASSERT_EQ(mine->layers.size(), published.layers.size());
+      for (size_t l = 0; l < published.layers.size(); ++l) {
+        EXPECT_EQ(mine->layers[l].owner, published.layers[l].owner) << "version " << v;
+        EXPECT_EQ(mine->layers[l].replicas, published.layers[l].replicas) << "version " << v;
+        EXPECT_EQ(mine->layers[l].remat, published.layers[l].remat) << "version " << v;
+      }
+    }
+  }
+  for (auto& a : agents) a->Stop();
+  server.Shutdown();
+}
+
+}  // namespace
+}  // namespace hecate::worker
