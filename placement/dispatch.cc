@@ -114,19 +114,14 @@ void Dispatcher::Run(const LayerPlan& layer, const LoadMatrix& load, DispatchRul
   }
 }
 
-bool Dispatcher::NodeHolds(const LayerPlan& layer, ExpertId e, NodeId n) const {
-  for (DeviceId h : layer.replicas[e]) {
-    if (cluster_.node_of(h) == n) return true;
-  }
-  return false;
-}
-
 void Dispatcher::AddPools(const LayerPlan& layer, ExpertId e) {
   // Nodes holding e pool for their own holders; the nodes without a holder pool together.
+  node_flag_.assign(pool_tokens_.size(), 0);
+  for (DeviceId h : layer.replicas[e]) node_flag_[cluster_.node_of(h)] = 1;
   int64_t remote = 0;
   for (NodeId n = 0; n < static_cast<NodeId>(pool_tokens_.size()); ++n) {
     if (pool_tokens_[n] <= 0) continue;
-    if (NodeHolds(layer, e, n)) {
+    if (node_flag_[n]) {
       pools_.push_back(Pool{e, n, pool_tokens_[n]});
     } else {
       remote += pool_tokens_[n];

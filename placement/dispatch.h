@@ -76,7 +76,6 @@ class Dispatcher {
     NodeId node;  // or kRemote
     int64_t tokens;
   };
-  bool NodeHolds(const LayerPlan& layer, ExpertId e, NodeId n) const;
   // Turns pool_tokens_ (per node) of multi-holder expert e into pools.
   void AddPools(const LayerPlan& layer, ExpertId e);
   void SortPools();

@@ -114,54 +114,52 @@ LayerPlan StaleCopies() {
   return base;
 }
 
-TEST(MaterializeGreedyTest, WithoutReviseCopiesAreOnlyAddedTo) {
-  Cluster c = Cluster::Uniform(1, 4, 1 << 30, 1e12, 100e9, 100e9);
-  ModelSpec m = GreedyModel(1e6, 1e-3);
-  CostModel cost(c, m);
-  GreedyBudget budget;
-  budget.max_copies = {1, 1, 1, 1};
-  LayerPlan p = MaterializeGreedy(cost, 0, StaleCopies(), Spread({0, 400, 0, 0}), budget);
+// One node of 4 devices, 1 MB experts, one free slot each; the last plan's copies as the start.
+class ReviseTest : public ::testing::Test {
+ protected:
+  ReviseTest() { budget_.max_copies = {1, 1, 1, 1}; }
+  LayerPlan Run(int* added = nullptr) {
+    return MaterializeGreedy(cost_, 0, StaleCopies(), Spread({0, 400, 0, 0}), budget_, added);
+  }
+  Cluster c_ = Cluster::Uniform(1, 4, 1 << 30, 1e12, 100e9, 100e9);
+  ModelSpec m_ = GreedyModel(1e6, 1e-3);
+  CostModel cost_{c_, m_};
+  GreedyBudget budget_;
+};
+
+TEST_F(ReviseTest, WithoutReviseCopiesAreOnlyAddedTo) {
+  LayerPlan p = Run();
   EXPECT_THAT(p.replicas[0], ElementsAre(0, 1, 2, 3));  // kept
   EXPECT_THAT(p.replicas[1], ElementsAre(0, 1));        // device 0's slot is the only one left
 }
 
-TEST(MaterializeGreedyTest, RevisePrunesCopiesWorthLessThanKeepGain) {
-  Cluster c = Cluster::Uniform(1, 4, 1 << 30, 1e12, 100e9, 100e9);
-  ModelSpec m = GreedyModel(1e6, 1e-3);
-  CostModel cost(c, m);
-  GreedyBudget budget;
-  budget.max_copies = {1, 1, 1, 1};
-  budget.revise = true;
-  budget.max_swaps = 0;
+TEST_F(ReviseTest, PrunesCopiesWorthLessThanKeepGain) {
+  budget_.revise = true;
+  budget_.max_swaps = 0;
   // keep_gain 0: the idle copies cost nothing (hidden intra-node gather), so they stay.
-  LayerPlan p = MaterializeGreedy(cost, 0, StaleCopies(), Spread({0, 400, 0, 0}), budget);
+  LayerPlan p = Run();
   EXPECT_THAT(p.replicas[0], ElementsAre(0, 1, 2, 3));
   // keep_gain 1%: they are worth less than that, are dropped, and the hot expert regrows.
-  budget.keep_gain = 1e-2;
+  budget_.keep_gain = 1e-2;
   int added = 0;
-  p = MaterializeGreedy(cost, 0, StaleCopies(), Spread({0, 400, 0, 0}), budget, &added);
+  p = Run(&added);
   EXPECT_THAT(p.replicas[0], ElementsAre(0));
   EXPECT_THAT(p.replicas[1], ElementsAre(0, 1, 2, 3));
   EXPECT_EQ(added, 3);
 }
 
-TEST(MaterializeGreedyTest, ReviseSwapsIdleCopiesForUsefulOnes) {
-  Cluster c = Cluster::Uniform(1, 4, 1 << 30, 1e12, 100e9, 100e9);
-  ModelSpec m = GreedyModel(1e6, 1e-3);
-  CostModel cost(c, m);
-  GreedyBudget budget;
-  budget.max_copies = {1, 1, 1, 1};
-  budget.revise = true;
-  budget.keep_gain = 0;
-  budget.max_swaps = 8;
+TEST_F(ReviseTest, SwapsIdleCopiesForUsefulOnes) {
+  budget_.revise = true;
+  budget_.keep_gain = 0;
+  budget_.max_swaps = 8;
   // Device 0's free slot goes to expert 1 first; then idle copies of expert 0 give way on
   // devices 2 and 3 (the one on device 1 would free a slot expert 1's owner cannot use).
-  LayerPlan p = MaterializeGreedy(cost, 0, StaleCopies(), Spread({0, 400, 0, 0}), budget);
+  LayerPlan p = Run();
   EXPECT_THAT(p.replicas[1], ElementsAre(0, 1, 2, 3));
   EXPECT_THAT(p.replicas[0], ElementsAre(0, 1));
   // One swap allowed: one idle copy gives way.
-  budget.max_swaps = 1;
-  p = MaterializeGreedy(cost, 0, StaleCopies(), Spread({0, 400, 0, 0}), budget);
+  budget_.max_swaps = 1;
+  p = Run();
   EXPECT_THAT(p.replicas[1], ElementsAre(0, 1, 2));
   EXPECT_THAT(p.replicas[0], ElementsAre(0, 1, 3));
 }

@@ -9,46 +9,12 @@
 #include "absl/time/clock.h"
 #include "common/wire.h"
 #include "controller/server.h"
+#include "controller/test_job.h"
 
 namespace hecate::worker {
 namespace {
 
 constexpr int kWorld = 4;
-
-v1::RegisterWorkerRequest Registration(int rank) {
-  v1::RegisterWorkerRequest r;
-  r.set_job_id("job");
-  r.set_rank(rank);
-  r.set_world_size(kWorld);
-  r.set_node(rank < kWorld / 2 ? "n0" : "n1");
-  r.set_local_rank(rank % (kWorld / 2));
-  r.set_device_kind("cpu");
-  r.set_device_memory_bytes(int64_t{1} << 30);
-  r.set_incarnation(1);
-  *r.mutable_model() = wire::ToProto(placement::UniformModel("m", 2, 8, 2, 32, 64, 4, 128, 1e-3));
-  r.mutable_links()->set_intra_node_bandwidth_bytes_per_second(1e10);
-  r.mutable_links()->set_inter_node_bandwidth_bytes_per_second(1e9);
-  r.mutable_links()->add_nodes()->set_device_flops_per_second(1e10);
-  return r;
-}
-
-v1::LoadReport Report(int rank, uint64_t iteration, v1::PlanId plan) {
-  v1::LoadReport r;
-  r.set_job_id("job");
-  r.set_rank(rank);
-  r.set_incarnation(1);
-  r.set_iteration(iteration);
-  *r.mutable_plan() = plan;
-  const int hot = static_cast<int>(iteration / 2) % 8;  // the hot expert moves
-  for (int l = 0; l < 2; ++l) {
-    v1::LayerLoad* layer = r.add_layers();
-    layer->set_layer(l);
-    for (int e = 0; e < 8; ++e) layer->add_expert_tokens(e == hot ? 144 : 16);
-  }
-  r.mutable_timings()->set_attention_seconds(1e-3);
-  r.set_tokens(128);
-  return r;
-}
 
 // Waits (bounded) for an asynchronous condition of the agent's threads.
 template <typename Cond>
@@ -79,7 +45,7 @@ TEST(AgentTest, RebuildsEveryPlanFromDeltas) {
   for (int r = 0; r < kWorld; ++r) {
     AgentConfig ac;
     ac.controller = server.address();
-    ac.registration = Registration(r);
+    ac.registration = controller::testing::Registration(r, kWorld);
     agents.push_back(std::make_unique<ControllerAgent>(ac));
     agents.back()->Start();
   }
@@ -103,7 +69,7 @@ TEST(AgentTest, RebuildsEveryPlanFromDeltas) {
       grpc::ClientContext ctx;
       v1::ReportLoadResponse resp;
       auto writer = stub->ReportLoad(&ctx, &resp);
-      writer->Write(Report(r, it, plan));
+      writer->Write(controller::testing::Report(r, it, plan, /*hot_period=*/2));
       writer->WritesDone();
       ASSERT_TRUE(writer->Finish().ok());
     }
