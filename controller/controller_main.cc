@@ -31,6 +31,15 @@ ABSL_FLAG(int, lead, 2, "A plan from iteration i takes effect at i + lead (>= 2)
 ABSL_FLAG(int, reshard_period, 100,
           "Re-shard every this many iterations when worth it (0 = never)");
 ABSL_FLAG(double, damping, 0.02, "Minimum predicted relative gain to publish a new plan");
+ABSL_FLAG(bool, warm_start, true,
+          "hecate: start each iteration's placement from the plan in force and revise it "
+          "(false: plan every iteration from scratch)");
+ABSL_FLAG(int, revise_period, 4,
+          "hecate, warm start: every this many iterations each layer also drops copies worth "
+          "less than --revise_gain and regrows (>= 1)");
+ABSL_FLAG(double, revise_gain, 0.01,
+          "hecate, warm start: the share of a layer's predicted time below which a copy is dropped "
+          "on a revision (0 <= x < 1)");
 ABSL_FLAG(int, report_deadline_ms, 5000,
           "Finalize an iteration this long after its first report even if ranks are missing");
 ABSL_FLAG(int, stale_after_s, 10, "A rank silent this long is stale");
@@ -58,10 +67,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (absl::GetFlag(FLAGS_window) < 1 || absl::GetFlag(FLAGS_lead) < 2 ||
-      absl::GetFlag(FLAGS_max_message_bytes) < 1024) {
+      absl::GetFlag(FLAGS_max_message_bytes) < 1024 || absl::GetFlag(FLAGS_revise_period) < 1 ||
+      !(absl::GetFlag(FLAGS_revise_gain) >= 0 && absl::GetFlag(FLAGS_revise_gain) < 1)) {
     std::fprintf(stderr,
                  "hecate-controller: need --window >= 1, --lead >= 2, "
-                 "--max_message_bytes >= 1024\n");
+                 "--max_message_bytes >= 1024, --revise_period >= 1, 0 <= --revise_gain < 1\n");
     return 2;
   }
   hecate::controller::ServerConfig config;
@@ -76,6 +86,9 @@ int main(int argc, char** argv) {
   core.lead = absl::GetFlag(FLAGS_lead);
   core.reshard_period = absl::GetFlag(FLAGS_reshard_period);
   core.damping = absl::GetFlag(FLAGS_damping);
+  core.planner.warm_start = absl::GetFlag(FLAGS_warm_start);
+  core.planner.revise_period = absl::GetFlag(FLAGS_revise_period);
+  core.planner.revise_gain = absl::GetFlag(FLAGS_revise_gain);
   core.report_deadline = absl::Milliseconds(absl::GetFlag(FLAGS_report_deadline_ms));
   core.stale_after = absl::Seconds(absl::GetFlag(FLAGS_stale_after_s));
   core.lost_after = absl::Seconds(absl::GetFlag(FLAGS_lost_after_s));
