@@ -370,7 +370,9 @@ TEST(PolicyPropertyTest, HecateWarmStartKeepsInvariants) {
       const std::vector<int> extra = layer.ExtraCopies(s.cluster.num_devices());
       for (DeviceId d = 0; d < s.cluster.num_devices(); ++d) {
         ASSERT_EQ(extra[d], layer.ExtraCopiesOn(d));
-        if (r.config.extra_slots >= 0) ASSERT_LE(extra[d], r.config.extra_slots);
+        if (r.config.extra_slots >= 0) {
+          ASSERT_LE(extra[d], r.config.extra_slots);
+        }
       }
     }
     const std::vector<int64_t> mem = MemoryPerDevice(p, s.cluster, s.model);
@@ -380,7 +382,9 @@ TEST(PolicyPropertyTest, HecateWarmStartKeepsInvariants) {
     }
     const std::vector<int64_t> base = MemoryPerDevice(owners_only, s.cluster, s.model);
     for (DeviceId d = 0; d < s.cluster.num_devices(); ++d) {
-      if (mem[d] > base[d]) ASSERT_LE(mem[d], s.cluster.memory_bytes(d)) << "device " << d;
+      if (mem[d] > base[d]) {
+        ASSERT_LE(mem[d], s.cluster.memory_bytes(d)) << "device " << d;
+      }
     }
   }
 }

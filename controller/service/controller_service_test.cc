@@ -183,8 +183,11 @@ TEST_F(ServiceTest, ConcurrentWorkersSeeStrictlyIncreasingPlans) {
     }
     EXPECT_EQ(seen[r].back().second, last.version()) << "watcher " << r;
     // Deltas only where asked for; rebuilt plans equal the published ones.
-    if (r % 2 == 0) EXPECT_EQ(deltas[r], 0) << "watcher " << r;
-    if (r % 2 == 1) EXPECT_GT(deltas[r], 0) << "watcher " << r;
+    if (r % 2 == 0) {
+      EXPECT_EQ(deltas[r], 0) << "watcher " << r;
+    } else {
+      EXPECT_GT(deltas[r], 0) << "watcher " << r;
+    }
     for (const v1::Plan& plan : rebuilt[r]) {
       const v1::Plan& published = by_version[plan.id().version()];
       ASSERT_EQ(plan.layers_size(), published.layers_size());
