@@ -52,7 +52,10 @@ int Rank(int rank, int port, int pipe_fd) {
   const int64_t own = experts / 2 * floats;
   std::vector<float> mine(own, 1.0f), all(2 * own);
   std::vector<int64_t> counts_send = {own, own}, counts_recv = {own, own};
-  (*comm)->Barrier();
+  if (absl::Status s = (*comm)->Barrier(); !s.ok()) {
+    std::fprintf(stderr, "barrier: %s\n", s.ToString().c_str());
+    return 1;
+  }
   absl::Time t0 = absl::Now();
   for (int i = 0; i < repeats; ++i) {
     // An all-gather of owned chunks: send my block to the other rank, receive theirs.
@@ -73,7 +76,10 @@ int Rank(int rank, int port, int pipe_fd) {
   }
   const SparseSchedule sched = BuildSparseSchedule(layer, rank);
   ChunkAccess access{[&](int e) { return static_cast<void*>(chunks[e].data()); }, floats * 4};
-  (*comm)->Barrier();
+  if (absl::Status s = (*comm)->Barrier(); !s.ok()) {
+    std::fprintf(stderr, "barrier: %s\n", s.ToString().c_str());
+    return 1;
+  }
   t0 = absl::Now();
   for (int i = 0; i < repeats; ++i) (void)SparseAllGather(**comm, sched, access, 1000);
   const double sparse_s = absl::ToDoubleSeconds(absl::Now() - t0) / repeats;
