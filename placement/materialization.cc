@@ -295,6 +295,7 @@ class GreedyState {
       }
     }
     stamp_.assign(devices_, -1);
+    SortDevices();
     SortNodes();
   }
 
@@ -332,10 +333,9 @@ class GreedyState {
       return node_key_[a] != node_key_[b] ? node_key_[a] > node_key_[b] : a < b;
     });
   }
-  // by_time_ orders every device slowest first (ties: lower id first); it is kept sorted as
-  // commits change device times (Touch), so reading it costs nothing.
+  // by_time_ orders every device slowest first (ties: lower id first): sorted once here, then
+  // kept sorted as commits change device times (Touch).
   void SortDevices() {
-    if (static_cast<int>(by_time_.size()) == devices_) return;
     key_.resize(devices_);
     by_time_.resize(devices_);
     for (DeviceId d = 0; d < devices_; ++d) {
@@ -353,7 +353,6 @@ class GreedyState {
   }
   // Re-sorts d after its tokens changed.
   void Touch(DeviceId d) {
-    if (by_time_.empty()) return;
     const double t = TimeOf(d);
     if (t == key_[d]) return;
     const int from = pos_[d];
@@ -713,7 +712,6 @@ class Greedy {
     const LayerPlan& out = out_;
     const CostModel& cost = cost_;
     const int devices = devices_;
-    state.SortDevices();
     moves_.Clear();
     {
       const DeviceId slow = state.slowest();
@@ -815,13 +813,11 @@ void Prune(GreedyState* state, double keep_gain) {
   std::vector<std::pair<ExpertId, DeviceId>> candidates;
   for (bool dropped = true; dropped;) {
     dropped = false;
-    state->SortDevices();
     const double threshold = keep_gain * state->Objective() - 1e-12;
     state->LeastUseful(kDropCandidates, &candidates);
     for (const auto& [e, c] : candidates) {
       if (state->EvaluateRemove(e, c) < threshold) {
         state->CommitRemove(e, c);
-        state->SortDevices();
         dropped = true;
       }
     }
@@ -853,7 +849,6 @@ LayerPlan MaterializeGreedy(const CostModel& cost, LayerId l, const LayerPlan& b
     for (int swap = 0; swap < budget.max_swaps; ++swap) {
       // Drop one of the least useful copies and take the best move; keep both only if that pays.
       // The drops that cost least are tried first, a few of them (the freed slot may not suit).
-      state.SortDevices();
       const double threshold = -budget.swap_gain * state.Objective();
       state.LeastUseful(kDropCandidates, &candidates);
       drops.clear();
