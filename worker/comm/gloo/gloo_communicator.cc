@@ -1,5 +1,7 @@
 #include "worker/comm/gloo/gloo_communicator.h"
 
+#include <csignal>
+
 #include <gloo/allgather.h>
 #include <gloo/allreduce.h>
 #include <gloo/alltoallv.h>
@@ -205,6 +207,7 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateGlooCommunicator(const GlooO
     return absl::InvalidArgumentError(
         absl::StrCat("rank ", o.rank, " / world size ", o.world_size, " is not a valid group"));
   }
+  std::signal(SIGPIPE, SIG_IGN);  // a dead peer is an error status, not a killed process
   const auto timeout = std::chrono::milliseconds(absl::ToInt64Milliseconds(o.timeout));
   try {
     c10d::TCPStoreOptions store_opts;

@@ -30,6 +30,9 @@ struct GlooOptions {
   absl::Duration timeout = absl::Seconds(60);
 };
 
+// Also sets SIGPIPE to ignored for the process: Gloo's TCP transport writes with plain write(), so
+// a peer that dies mid-collective would otherwise kill this process with SIGPIPE instead of failing
+// the collective with UNAVAILABLE.
 absl::StatusOr<std::unique_ptr<Communicator>> CreateGlooCommunicator(const GlooOptions& options);
 
 }  // namespace hecate::worker
