@@ -6,6 +6,7 @@
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
+#include "absl/synchronization/mutex.h"
 
 namespace hecate {
 
@@ -36,6 +37,10 @@ std::vector<std::string> ParseFlags(int argc, char** argv, const std::string& us
     args.push_back(a.data());
   }
   std::vector<char*> rest = absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+  // Debian's abseil is built without NDEBUG, so every absl::Mutex lock -- ours and gRPC's -- runs
+  // the deadlock detector (a global graph under a spinlock). That is a debugging aid; production
+  // binaries turn it off (tests keep it).
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   return std::vector<std::string>(rest.begin() + 1, rest.end());
 }
 

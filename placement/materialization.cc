@@ -320,18 +320,40 @@ class GreedyState {
     return A2aSurrogate(node_key_[node_order_[0]], node_total_, nodes_) * a2a_sec_per_token_;
   }
   // Re-sorts the nodes by cross-node traffic (busiest first, ties by id) after a commit.
+  // The keys and the total are recomputed in one pass (the same sums as from scratch); only the
+  // nodes whose key changed are taken out, sorted and merged back, so that a commit touching a
+  // few nodes costs a pass over the nodes, not a sort of them.
   void SortNodes() {
+    const bool fresh = node_order_.size() != static_cast<size_t>(nodes_);
     node_key_.resize(nodes_);
-    node_order_.resize(nodes_);
     node_total_ = 0;
+    moved_nodes_.clear();
     for (NodeId n = 0; n < nodes_; ++n) {
-      node_key_[n] = std::max(node_in_[n], node_out_[n]);
+      const double key = std::max(node_in_[n], node_out_[n]);
+      if (fresh || key != node_key_[n]) moved_nodes_.push_back(n);
+      node_key_[n] = key;
       node_total_ += node_in_[n] + node_out_[n];
-      node_order_[n] = n;
     }
-    std::sort(node_order_.begin(), node_order_.end(), [&](NodeId a, NodeId b) {
+    if (moved_nodes_.empty()) return;
+    auto busier = [&](NodeId a, NodeId b) {
       return node_key_[a] != node_key_[b] ? node_key_[a] > node_key_[b] : a < b;
-    });
+    };
+    if (fresh || moved_nodes_.size() * 8 > static_cast<size_t>(nodes_)) {
+      node_order_.resize(nodes_);
+      for (NodeId n = 0; n < nodes_; ++n) node_order_[n] = n;
+      std::sort(node_order_.begin(), node_order_.end(), busier);
+      return;
+    }
+    node_moved_.resize(nodes_, 0);
+    for (NodeId n : moved_nodes_) node_moved_[n] = 1;
+    node_rest_.clear();
+    for (NodeId n : node_order_) {
+      if (!node_moved_[n]) node_rest_.push_back(n);
+    }
+    for (NodeId n : moved_nodes_) node_moved_[n] = 0;
+    std::sort(moved_nodes_.begin(), moved_nodes_.end(), busier);
+    std::merge(node_rest_.begin(), node_rest_.end(), moved_nodes_.begin(), moved_nodes_.end(),
+               node_order_.begin(), busier);
   }
   // by_time_ orders every device slowest first (ties: lower id first): sorted once here, then
   // kept sorted as commits change device times (Touch).
@@ -355,15 +377,27 @@ class GreedyState {
   void Touch(DeviceId d) {
     const double t = TimeOf(d);
     if (t == key_[d]) return;
-    const int from = pos_[d];
-    by_time_.erase(by_time_.begin() + from);
     key_[d] = t;
-    const int to =
-        static_cast<int>(std::partition_point(by_time_.begin(), by_time_.end(),
-                                              [&](DeviceId x) { return Before(x, key_[x], d); }) -
-                         by_time_.begin());
-    by_time_.insert(by_time_.begin() + to, d);
-    for (int i = std::min(from, to); i <= std::max(from, to); ++i) pos_[by_time_[i]] = i;
+    const int from = pos_[d];
+    const auto at = by_time_.begin() + from;
+    int lo = from, hi = from;
+    if (from > 0 && Before(d, t, by_time_[from - 1])) {
+      // Slower now: moves towards the front, before the first device it now sorts before.
+      lo =
+          static_cast<int>(std::partition_point(by_time_.begin(), at,
+                                                [&](DeviceId x) { return Before(x, key_[x], d); }) -
+                           by_time_.begin());
+      std::rotate(by_time_.begin() + lo, at, at + 1);
+    } else if (from + 1 < devices_ && Before(by_time_[from + 1], key_[by_time_[from + 1]], d)) {
+      // Faster now: moves towards the back, after the last device that still sorts before it.
+      hi =
+          static_cast<int>(std::partition_point(at + 1, by_time_.end(),
+                                                [&](DeviceId x) { return Before(x, key_[x], d); }) -
+                           by_time_.begin()) -
+          1;
+      std::rotate(at, at + 1, by_time_.begin() + hi + 1);
+    }
+    for (int i = lo; i <= hi; ++i) pos_[by_time_[i]] = i;
   }
   DeviceId slowest() const { return by_time_[0]; }
   NodeId BottleneckNode() const { return node_order_[0]; }
@@ -622,15 +656,17 @@ class GreedyState {
   bool regather_ = false;
   std::vector<double> sec_per_token_;
   size_t Idx(ExpertId e, NodeId n) const { return static_cast<size_t>(e) * nodes_ + n; }
-  std::vector<double> mass_;                // [expert * nodes + node] tokens
-  std::vector<int> node_holders_;           // [expert * nodes + node] holders
-  std::vector<double> remote_;              // tokens of nodes without a holder
-  std::vector<double> tokens_;              // per device
-  std::vector<double> node_in_, node_out_;  // cross-node tokens per node
-  std::vector<double> node_key_;            // max(in, out) per node
-  std::vector<NodeId> node_order_;          // nodes, busiest first
-  double node_total_ = 0;                   // sum of in + out over nodes
-  std::vector<ExpertId> held_;              // Held's result
+  std::vector<double> mass_;                     // [expert * nodes + node] tokens
+  std::vector<int> node_holders_;                // [expert * nodes + node] holders
+  std::vector<double> remote_;                   // tokens of nodes without a holder
+  std::vector<double> tokens_;                   // per device
+  std::vector<double> node_in_, node_out_;       // cross-node tokens per node
+  std::vector<double> node_key_;                 // max(in, out) per node
+  std::vector<NodeId> node_order_;               // nodes, busiest first
+  std::vector<NodeId> moved_nodes_, node_rest_;  // SortNodes scratch
+  std::vector<char> node_moved_;
+  double node_total_ = 0;       // sum of in + out over nodes
+  std::vector<ExpertId> held_;  // Held's result
   std::vector<int> left_;
   std::vector<DeviceId> by_time_;  // every device, slowest first
   std::vector<double> key_;        // time each device is sorted by
@@ -933,35 +969,50 @@ LayerPlan BalancedSeed(const Cluster& cluster, const LayerPlan& base, const Load
     return load.expert_total[a] * static_cast<double>(target[b]) >
            load.expert_total[b] * static_cast<double>(target[a]);
   });
+  // Per node, the device a copy of `e` would go to there: the least loaded one with a slot left
+  // that does not hold `e` (ties: lower id). A copy changes only its own node's pick.
   std::vector<int> node_holders(nodes);
+  std::vector<DeviceId> pick(nodes);
+  std::vector<char> holds(devices, 0);
+  auto pick_in = [&](NodeId n) {
+    DeviceId p = -1;
+    for (DeviceId d : cluster.devices_of(n)) {
+      if (left[d] <= 0 || holds[d]) continue;
+      if (p < 0 || device_load[d] < device_load[p]) p = d;
+    }
+    return p;
+  };
   for (ExpertId e : order) {
     const double per = static_cast<double>(load.expert_total[e]) / target[e];
     std::fill(node_holders.begin(), node_holders.end(), 0);
-    for (DeviceId h : out.replicas[e]) ++node_holders[cluster.node_of(h)];
+    for (DeviceId h : out.replicas[e]) {
+      ++node_holders[cluster.node_of(h)];
+      holds[h] = 1;
+    }
+    for (NodeId n = 0; n < nodes; ++n) pick[n] = pick_in(n);
     for (int c = copies[e]; c < target[e]; ++c) {
       DeviceId best = -1;
       double best_node_score = -1;
       for (NodeId n = 0; n < nodes; ++n) {
         // The node's own tokens per holder if it got one more (nodes without a holder first).
+        if (pick[n] < 0) continue;
         const double score = static_cast<double>(load.mass(n, e) + 1) / (node_holders[n] + 1);
-        DeviceId pick = -1;
-        for (DeviceId d : cluster.devices_of(n)) {
-          if (left[d] <= 0 || out.Holds(e, d)) continue;
-          if (pick < 0 || device_load[d] < device_load[pick]) pick = d;
-        }
-        if (pick < 0) continue;
         if (best < 0 || score > best_node_score ||
-            (score == best_node_score && device_load[pick] < device_load[best])) {
-          best = pick;
+            (score == best_node_score && device_load[pick[n]] < device_load[best])) {
+          best = pick[n];
           best_node_score = score;
         }
       }
       if (best < 0) break;
       InsertSorted(&out.replicas[e], best);
-      ++node_holders[cluster.node_of(best)];
+      const NodeId n = cluster.node_of(best);
+      ++node_holders[n];
+      holds[best] = 1;
       --left[best];
       device_load[best] += per;
+      pick[n] = pick_in(n);
     }
+    for (DeviceId h : out.replicas[e]) holds[h] = 0;
   }
   return out;
 }
