@@ -7,6 +7,10 @@
 // Ends with "ep_s=<s/iter> fssdp_s=<s/iter> speedup=<ep/fssdp>" for the skewed case. Also
 // reports the ideal speedup (EP's time if its skewed tokens were perfectly balanced, from the
 // balanced run's expert phase) and FSSDP's share of it.
+//
+// This machine is shared and noisy: the four configurations run in --rounds interleaved rounds
+// (a slow spell hits all four, not one), and the ratios use the median iteration over all rounds
+// (a stalled iteration does not move it). The phase table shows means.
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -16,7 +20,8 @@
 #include "bench/worker_group.h"
 #include "common/flags.h"
 
-ABSL_FLAG(int, iterations, 40, "Iterations per configuration");
+ABSL_FLAG(int, iterations, 40, "Iterations per configuration and round");
+ABSL_FLAG(int, rounds, 2, "Interleaved rounds of the four configurations");
 ABSL_FLAG(int, warmup, 8, "Iterations excluded from the means");
 ABSL_FLAG(double, skew_bias, 6.0, "Gate bias toward rank 0's experts in the skewed case");
 
@@ -28,6 +33,11 @@ int Main(int argc, char** argv) {
   const std::string worker = FindBinary("worker/hecate-worker");
   const int iters = absl::GetFlag(FLAGS_iterations);
   const int warmup = absl::GetFlag(FLAGS_warmup);
+  const int rounds = absl::GetFlag(FLAGS_rounds);
+  if (iters <= warmup || rounds < 1) {
+    std::fprintf(stderr, "need --iterations > --warmup and --rounds >= 1\n");
+    return 2;
+  }
   const std::vector<std::string> model = BenchModelFlags(iters);
   struct Case {
     std::string name;
@@ -43,29 +53,47 @@ int Main(int argc, char** argv) {
                           "combine", "spag",      "sprs", "optimizer"};
   std::printf(
       "case,step_ms,attention_ms,gate_ms,dispatch_ms,expert_ms,combine_ms,spag_ms,sprs_ms,"
-      "optimizer_ms,balancedness,tokens_per_s\n");
-  for (const Case& c : cases) {
-    std::vector<std::string> flags = model;
-    flags.push_back("--mode=" + c.mode);
-    flags.push_back(absl::StrCat("--gate_bias=", c.bias));
-    GroupResult r = RunWorkers(worker, 2, flags, {}, warmup, "/tmp/hecate-bench-" + c.name);
-    if (!r.ok) {
-      std::fprintf(stderr, "%s: %s\n", c.name.c_str(), r.error.c_str());
-      return 1;
+      "optimizer_ms,balancedness,tokens_per_s,median_step_ms\n");
+  for (int round = 0; round < rounds; ++round) {
+    for (const Case& c : cases) {
+      std::vector<std::string> flags = model;
+      flags.push_back("--mode=" + c.mode);
+      flags.push_back(absl::StrCat("--gate_bias=", c.bias));
+      GroupResult r = RunWorkers(worker, 2, flags, {}, warmup, "/tmp/hecate-bench-" + c.name);
+      if (!r.ok) {
+        std::fprintf(stderr, "%s: %s\n", c.name.c_str(), r.error.c_str());
+        return 1;
+      }
+      std::fprintf(stderr, "round %d/%d %s: median step %.2f ms\n", round + 1, rounds,
+                   c.name.c_str(), Median(r.samples_ms["step"]));
+      GroupResult& all = results[c.name];
+      for (const auto& [phase, v] : r.samples_ms) {
+        all.samples_ms[phase].insert(all.samples_ms[phase].end(), v.begin(), v.end());
+      }
+      all.balancedness += r.balancedness / rounds;
+      all.tokens_per_s += r.tokens_per_s / rounds;
     }
-    std::printf("%s", c.name.c_str());
-    for (const char* p : phases) std::printf(",%.2f", r.mean_ms[p]);
-    std::printf(",%.3f,%.0f\n", r.balancedness, r.tokens_per_s);
-    std::fflush(stdout);
-    results[c.name] = r;
   }
-  const double ep = results["ep-skewed"].mean_ms["step"] / 1e3;
-  const double fs = results["fssdp-skewed"].mean_ms["step"] / 1e3;
-  const double ep_bal = results["ep-balanced"].mean_ms["step"] / 1e3;
-  const double fs_bal = results["fssdp-balanced"].mean_ms["step"] / 1e3;
+  auto mean = [](const std::vector<double>& v) {
+    double sum = 0;
+    for (double x : v) sum += x;
+    return v.empty() ? 0.0 : sum / v.size();
+  };
+  for (const Case& c : cases) {
+    GroupResult& r = results[c.name];
+    std::printf("%s", c.name.c_str());
+    for (const char* p : phases) std::printf(",%.2f", mean(r.samples_ms[p]));
+    std::printf(",%.3f,%.0f,%.2f\n", r.balancedness, r.tokens_per_s, Median(r.samples_ms["step"]));
+  }
+  auto median_s = [&](const char* name, const char* phase) {
+    return Median(results[name].samples_ms[phase]) / 1e3;
+  };
+  const double ep = median_s("ep-skewed", "step");
+  const double fs = median_s("fssdp-skewed", "step");
+  const double ep_bal = median_s("ep-balanced", "step");
+  const double fs_bal = median_s("fssdp-balanced", "step");
   // Ideal: EP's skewed step with its expert phase replaced by the balanced run's expert phase.
-  const double ideal = ep - results["ep-skewed"].mean_ms["expert"] / 1e3 +
-                       results["ep-balanced"].mean_ms["expert"] / 1e3;
+  const double ideal = ep - median_s("ep-skewed", "expert") + median_s("ep-balanced", "expert");
   const double ideal_speedup = ep / ideal;
   std::printf("\nbalanced: ep %.4f s/iter, fssdp %.4f s/iter (fssdp/ep = %.3f)\n", ep_bal, fs_bal,
               fs_bal / ep_bal);

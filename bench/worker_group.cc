@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <memory>
 #include <thread>
 
@@ -75,7 +76,10 @@ GroupResult RunWorkers(const std::string& worker_binary, int world,
     if (it < skip) continue;
     for (const auto& [k, v] : kv) {
       double d;
-      if (absl::SimpleAtod(v, &d) && k != "iter" && k != "loss") sums[k] += d;
+      if (absl::SimpleAtod(v, &d) && k != "iter" && k != "loss") {
+        sums[k] += d;
+        if (absl::EndsWith(k, "_ms")) out.samples_ms[k.substr(0, k.size() - 3)].push_back(d);
+      }
     }
     ++n;
   }
@@ -94,20 +98,24 @@ GroupResult RunWorkers(const std::string& worker_binary, int world,
   return out;
 }
 
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  const size_t mid = v.size() / 2;
+  std::nth_element(v.begin(), v.begin() + mid, v.end());
+  if (v.size() % 2 == 1) return v[mid];
+  const double hi = v[mid];
+  return (hi + *std::max_element(v.begin(), v.begin() + mid)) / 2;
+}
+
 std::vector<std::string> BenchModelFlags(int iterations) {
-  return {"--iterations=" + std::to_string(iterations),
-          "--layers=2",
-          "--d_model=128",
-          "--heads=2",
-          "--experts=4",
-          "--top_k=2",
-          "--d_ffn=2048",
-          "--seq_len=32",
-          "--batch=16",
-          "--skew_experts=2",
-          "--attention_ms=0",
-          "--device_gflops=90",
-          "--link_gbytes=2.4"};
+  return {"--iterations=" + std::to_string(iterations), "--layers=2", "--d_model=128", "--heads=2",
+          "--experts=4", "--top_k=2", "--d_ffn=2048", "--seq_len=32", "--batch=16",
+          "--skew_experts=2", "--attention_ms=0", "--device_gflops=90", "--link_gbytes=2.4",
+          // A copy's fixed cost (replica and gradient buffers, one more GEMM per pass):
+          // //bench:calibration's balanced A/B measured 2.3-5.7 ms per copy and iteration in
+          // three runs on this noisy machine; with 4 ms the planner leaves the balanced case
+          // alone and places the same skewed copies as with 0 to 6 ms (docs/benchmarks.md).
+          "--copy_overhead_ms=4"};
 }
 
 }  // namespace hecate::bench

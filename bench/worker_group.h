@@ -14,6 +14,8 @@ struct GroupResult {
   std::string error;
   // Means over the iterations after `skip` warm-up iterations, milliseconds.
   std::map<std::string, double> mean_ms;  // step, attention, gate, dispatch, expert, ...
+  // Every kept iteration's value, in order, milliseconds (for medians and for pooling runs).
+  std::map<std::string, std::vector<double>> samples_ms;
   double tokens_per_s = 0;
   double balancedness = 0;
   std::map<std::string, std::string> summary;
@@ -24,6 +26,9 @@ struct GroupResult {
 GroupResult RunWorkers(const std::string& worker_binary, int world,
                        const std::vector<std::string>& extra, const std::vector<std::string>& env,
                        int skip, const std::string& log_prefix);
+
+// The median of `v` (the mean of the middle two for an even count); 0 when empty.
+double Median(std::vector<double> v);
 
 std::string FindBinary(const std::string& runfile_path);
 

@@ -52,9 +52,10 @@ pl::ModelSpec FromProto(const v1::ModelSpec& p) {
   m.attention_forward_seconds = p.attention_forward_seconds();
   m.attention_flops_per_token = p.attention_flops_per_token();
   for (const v1::LayerSpec& l : p.layers()) {
-    m.layers.push_back(pl::LayerSpec{
-        static_cast<int>(l.num_experts()), static_cast<int64_t>(l.expert_param_bytes()),
-        static_cast<int64_t>(l.expert_optimizer_bytes()), l.expert_flops_per_token()});
+    m.layers.push_back(pl::LayerSpec{static_cast<int>(l.num_experts()),
+                                     static_cast<int64_t>(l.expert_param_bytes()),
+                                     static_cast<int64_t>(l.expert_optimizer_bytes()),
+                                     l.expert_flops_per_token(), l.copy_seconds()});
   }
   return m;
 }
@@ -73,6 +74,7 @@ v1::ModelSpec ToProto(const pl::ModelSpec& m) {
     lp->set_expert_param_bytes(l.expert_param_bytes);
     lp->set_expert_optimizer_bytes(l.expert_optimizer_bytes);
     lp->set_expert_flops_per_token(l.expert_flops_per_token);
+    lp->set_copy_seconds(l.copy_seconds);
   }
   return p;
 }

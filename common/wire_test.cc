@@ -74,9 +74,12 @@ TEST(WireTest, PlanDeltaRebuildsTheNextPlanExactly) {
 
 TEST(WireTest, SpecsRoundTripAndJson) {
   placement::ModelSpec m = placement::UniformModel("gpt", 3, 16, 2, 64, 128, 4, 256, 2e-3);
+  m.layers[2].copy_seconds = 4e-3;
   placement::ModelSpec back = FromProto(ToProto(m));
   EXPECT_EQ(back.layers.size(), 3u);
   EXPECT_EQ(back.layers[1].expert_param_bytes, m.layers[1].expert_param_bytes);
+  EXPECT_EQ(back.layers[1].copy_seconds, 0);
+  EXPECT_EQ(back.layers[2].copy_seconds, 4e-3);
   EXPECT_EQ(back.attention_forward_seconds, 2e-3);
   v1::ModelSpec parsed;
   ASSERT_TRUE(FromJson(ToJson(ToProto(m)), &parsed).ok());

@@ -97,6 +97,11 @@ struct LayerSpec {
   int64_t expert_optimizer_bytes = 0;
   // Forward FLOPs per token through one expert; backward costs 2x.
   double expert_flops_per_token = 0;
+  // Fixed compute a non-owner copy adds to its holder per iteration, forward + backward, seconds:
+  // what splitting an expert's tokens over one more device costs beyond the FLOPs (the replica's
+  // parameter and gradient buffers, one more and smaller GEMM per pass). 0 = none (the paper's
+  // model); //bench:calibration fits it for the CPU workers.
+  double copy_seconds = 0;
 };
 
 struct ModelSpec {

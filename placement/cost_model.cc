@@ -71,18 +71,20 @@ LayerPrediction CostModel::EvaluateLayer(LayerId l, const LayerPlan& layer, cons
   dispatcher->Summarize(layer, load, rule, &summary, aggregate);
 
   p.device_tokens.resize(devices);
-  double worst_compute = 0;
+  std::vector<int> copies;
+  if (spec.copy_seconds > 0) copies = layer.ExtraCopies(devices);
   double sum = 0;
   for (DeviceId d = 0; d < devices; ++d) {
     const double t = static_cast<double>(summary.device_tokens[d]);
     p.device_tokens[d] = t;
     sum += t;
     p.max_tokens = std::max(p.max_tokens, t);
-    worst_compute = std::max(worst_compute, t * spec.expert_flops_per_token / cluster_.flops(d));
+    double compute = 3.0 * (t * spec.expert_flops_per_token / cluster_.flops(d));
+    if (!copies.empty()) compute += copies[d] * spec.copy_seconds;
+    p.compute_seconds = std::max(p.compute_seconds, compute);
   }
   p.mean_tokens = sum / devices;
   p.balancedness = p.max_tokens > 0 ? p.mean_tokens / p.max_tokens : 1.0;
-  p.compute_seconds = 3.0 * worst_compute;
 
   const double tb = static_cast<double>(model_.token_bytes);
   double worst_a2a = 0;

@@ -4,7 +4,8 @@
 // Cluster; expert sizes, FLOPs per token, token bytes and attention time from the ModelSpec. Per
 // layer and iteration (docs/cost-model.md derives each term):
 //
-//   compute   = 3 * max_d(tokens_d * flops_per_token / flops_d)          forward + 2x backward
+//   compute   = max_d(3 * tokens_d * flops_per_token / flops_d           forward + 2x backward
+//                       + copies held by d (not owned) * copy_seconds)
 //   a2a       = 4 * (slowest link + latency), dispatch and combine, forward and backward;
 //               links: each device's intra-node in/out bytes / intra bandwidth, each device's
 //               cross-node in/out bytes / its NIC cap, each node's cross-node in/out / node NIC

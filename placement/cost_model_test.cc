@@ -51,6 +51,27 @@ TEST(CostModelTest, ComputeAndAllToAllByHand) {
   EXPECT_NEAR(p.total_seconds, 1.2e-3 + 4 * 2.1e-5, 1e-15);
 }
 
+TEST(CostModelTest, CopiesAddTheirFixedCostToTheHolder) {
+  Cluster c = Small();
+  ModelSpec m = OneLayer(0);
+  // Expert 0 owned by device 0 and copied to device 1 (same node); every device sends it 100
+  // tokens: node 0's 200 split 100/100, node 1's 200 (no holder) split 100/100, so devices 0 and
+  // 1 compute 200 tokens each: 3 x 200 x 1e6 / 1e12 = 6e-4 s.
+  LayerPlan layer = Layer({0, 3}, {{0, 1}, {3}});
+  LoadMatrix load(4, 2);
+  for (DeviceId d = 0; d < 4; ++d) load.at(d, 0) = 100;
+  Dispatcher dispatcher(c);
+  LayerPrediction free_copy = CostModel(c, m).EvaluateLayer(
+      0, layer, load, DispatchRule::kEven, ReplicaSemantics::kEphemeral, &dispatcher);
+  EXPECT_DOUBLE_EQ(free_copy.compute_seconds, 6e-4);
+  // A copy costing its holder 1 ms: device 1 takes 6e-4 + 1e-3; the owner pays nothing.
+  m.layers[0].copy_seconds = 1e-3;
+  LayerPrediction costly = CostModel(c, m).EvaluateLayer(0, layer, load, DispatchRule::kEven,
+                                                         ReplicaSemantics::kEphemeral, &dispatcher);
+  EXPECT_DOUBLE_EQ(costly.compute_seconds, 1.6e-3);
+  EXPECT_DOUBLE_EQ(costly.total_seconds - free_copy.total_seconds, 1e-3);
+}
+
 TEST(CostModelTest, AllLocalDispatchStillPaysAllToAllLatency) {
   Cluster c = Small();
   ModelSpec m = OneLayer(0);

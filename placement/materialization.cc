@@ -256,6 +256,7 @@ class GreedyState {
     regather_ = plan->remat == RematMode::kRegather;
     pb_ = static_cast<double>(spec.expert_param_bytes);
     a2a_sec_per_token_ = 4.0 * static_cast<double>(cost.model().token_bytes) / cluster_.inter_bw();
+    copy_s_ = spec.copy_seconds;
     sec_per_token_.resize(devices_);
     for (DeviceId d = 0; d < devices_; ++d) {
       sec_per_token_[d] = 3.0 * spec.expert_flops_per_token / cluster_.flops(d);
@@ -268,6 +269,7 @@ class GreedyState {
         mass_[Idx(e, n)] = static_cast<double>(load.mass(n, e));
     }
     tokens_.assign(devices_, 0.0);
+    copies_.assign(devices_, 0);
     left_.assign(devices_, 0);
     for (DeviceId d = 0; d < devices_; ++d) {
       left_[d] = d < static_cast<int>(budget.max_copies.size()) ? budget.max_copies[d] : 0;
@@ -290,6 +292,7 @@ class GreedyState {
         tokens_[h] += Share(e, h);
         if (h != plan_.owner[e]) {
           --left_[h];
+          ++copies_[h];
           links_.Add(plan_.owner[e], h, pb_);
         }
       }
@@ -304,7 +307,9 @@ class GreedyState {
     const NodeId n = cluster_.node_of(h);
     return mass_[Idx(e, n)] / node_holders_[Idx(e, n)] + remote_[e] / plan_.replicas[e].size();
   }
-  double TimeOf(DeviceId d) const { return tokens_[d] * sec_per_token_[d]; }
+  // Compute time of device d: its tokens, plus the fixed cost of the copies it holds.
+  double TimeOf(DeviceId d) const { return tokens_[d] * sec_per_token_[d] + Fixed(d); }
+  double Fixed(DeviceId d) const { return copies_[d] * copy_s_; }
   double Exposed(double link_seconds) const {
     if (link_seconds <= 0) return 0.0;
     const double t = link_seconds + cluster_.latency();
@@ -465,7 +470,7 @@ class GreedyState {
       if (t <= best) return best;
       if (stamp_[d] == generation_) continue;
       if (!Holds(e, d)) return t;
-      best = std::max(best, after(d) * sec_per_token_[d]);
+      best = std::max(best, after(d) * sec_per_token_[d] + Fixed(d));
     }
     return best;
   }
@@ -498,13 +503,14 @@ class GreedyState {
       stamp_[c] = generation_;
       new_max =
           std::max(new_max, (tokens_[c] + mass_[Idx(e, m)] / (on_m + r) + remote_after / (k + r)) *
-                                sec_per_token_[c]);
+                                    sec_per_token_[c] +
+                                Fixed(c) + copy_s_);
     }
     if (on_m > 0) {
       for (DeviceId h : cluster_.devices_of(m)) {
         if (!Holds(e, h)) continue;
         stamp_[h] = generation_;
-        new_max = std::max(new_max, after(h) * sec_per_token_[h]);
+        new_max = std::max(new_max, after(h) * sec_per_token_[h] + Fixed(h));
       }
     }
     new_max = WalkMax(e, new_max, after);
@@ -561,7 +567,7 @@ class GreedyState {
             (n == m ? mass_[Idx(e, n)] / (on_m - 1) : mass_[Idx(e, n)] / node_holders_[Idx(e, n)]) +
             remote_after / (k - 1);
       }
-      new_max = std::max(new_max, after * sec_per_token_[h]);
+      new_max = std::max(new_max, after * sec_per_token_[h] + Fixed(h) - (h == c ? copy_s_ : 0.0));
     }
     new_max = std::max(new_max, UnaffectedMax());
     double worst = 0, total = 0;
@@ -598,6 +604,7 @@ class GreedyState {
     for (DeviceId h : holders) tokens_[h] += Share(e, h);
     holds_[static_cast<size_t>(c) * experts_ + e] = 0;
     ++left_[c];
+    --copies_[c];
     links_.Remove(plan_.owner[e], c, pb_);
     for (DeviceId h : holders) Touch(h);
     Touch(c);
@@ -641,6 +648,7 @@ class GreedyState {
     for (DeviceId c : set) {
       holds_[static_cast<size_t>(c) * experts_ + e] = 1;
       --left_[c];
+      ++copies_[c];
       links_.Add(plan_.owner[e], c, pb_);
     }
     for (DeviceId h : holders) Touch(h);
@@ -652,7 +660,7 @@ class GreedyState {
   LayerPlan& plan_;
   const int devices_, nodes_, experts_;
   LinkState links_;
-  double attention_ = 0, pb_ = 0, a2a_sec_per_token_ = 0;
+  double attention_ = 0, pb_ = 0, a2a_sec_per_token_ = 0, copy_s_ = 0;
   bool regather_ = false;
   std::vector<double> sec_per_token_;
   size_t Idx(ExpertId e, NodeId n) const { return static_cast<size_t>(e) * nodes_ + n; }
@@ -660,6 +668,7 @@ class GreedyState {
   std::vector<int> node_holders_;                // [expert * nodes + node] holders
   std::vector<double> remote_;                   // tokens of nodes without a holder
   std::vector<double> tokens_;                   // per device
+  std::vector<int> copies_;                      // non-owner copies per device
   std::vector<double> node_in_, node_out_;       // cross-node tokens per node
   std::vector<double> node_key_;                 // max(in, out) per node
   std::vector<NodeId> node_order_;               // nodes, busiest first

@@ -71,6 +71,29 @@ TEST(MaterializeGreedyTest, ReplicatesUntilBalanced) {
   EXPECT_EQ(added, 0);
 }
 
+TEST(MaterializeGreedyTest, CopiesPayTheirFixedCost) {
+  Cluster c = Cluster::Uniform(1, 4, 1 << 30, 1e12, 100e9, 100e9);
+  ModelSpec m = GreedyModel(1e6, 1e-3);
+  GreedyBudget budget;
+  budget.max_copies = {1, 1, 1, 1};
+  int added = 0;
+  // Mild skew: device 0 computes 200 tokens (6e-4 s), the others 60. A free copy saves up to
+  // 1.2e-4 s; one costing its holder 1 ms cannot pay.
+  const LoadMatrix mild = Spread({200, 60, 60, 60});
+  MaterializeGreedy(CostModel(c, m), 0, OwnersOnly({0, 1, 2, 3}), mild, budget, &added);
+  EXPECT_GE(added, 1);
+  m.layers[0].copy_seconds = 1e-3;
+  LayerPlan p =
+      MaterializeGreedy(CostModel(c, m), 0, OwnersOnly({0, 1, 2, 3}), mild, budget, &added);
+  EXPECT_EQ(added, 0);
+  EXPECT_THAT(p.replicas[0], ElementsAre(0));
+  // Under heavy skew (12 ms on device 0) the copies still pay for themselves.
+  p = MaterializeGreedy(CostModel(c, m), 0, OwnersOnly({0, 1, 2, 3}), Spread({4000, 0, 0, 0}),
+                        budget, &added);
+  EXPECT_EQ(added, 3);
+  EXPECT_THAT(p.replicas[0], ElementsAre(0, 1, 2, 3));
+}
+
 TEST(MaterializeGreedyTest, RespectsMemory) {
   Cluster c = Cluster::Uniform(1, 4, 1 << 30, 1e12, 100e9, 100e9);
   ModelSpec m = GreedyModel(1e6, 1e-3);

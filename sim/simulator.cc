@@ -38,12 +38,20 @@ absl::StatusOr<SimResult> Simulate(const pl::Cluster& cluster, const pl::ModelSp
     return absl::InvalidArgumentError(absl::StrCat("planning cluster has ", planning.num_devices(),
                                                    " devices, simulated ", cluster.num_devices()));
   }
+  const pl::ModelSpec& believed = options.planning_model ? *options.planning_model : model;
+  bool same_shape = believed.num_layers() == model.num_layers();
+  for (int l = 0; same_shape && l < model.num_layers(); ++l) {
+    same_shape = believed.layers[l].num_experts == model.layers[l].num_experts;
+  }
+  if (!same_shape) {
+    return absl::InvalidArgumentError("planning model differs from the simulated one in shape");
+  }
   const pl::CostModel cost(cluster, model,
                            options.overlap_seconds >= 0
                                ? options.overlap_seconds
                                : options.planner.attention_forward_seconds);
   const double planner_attention =
-      pl::CostModel(planning, model, options.planner.attention_forward_seconds)
+      pl::CostModel(planning, believed, options.planner.attention_forward_seconds)
           .attention_forward_seconds();
   const int layers = model.num_layers();
   pl::LoadWindow window(options.window);
@@ -62,8 +70,8 @@ absl::StatusOr<SimResult> Simulate(const pl::Cluster& cluster, const pl::ModelSp
     // (the first iteration plans from its own counts, as a profiling step would).
     const bool after_gate = options.policy == "fastermoe" || window.size() == 0;
     const pl::ModelLoad estimate = after_gate ? actual : window.Estimate();
-    pl::PlanRequest request{&planning,      &model,  &estimate,
-                            current.get(),  nullptr, static_cast<uint64_t>(i),
+    pl::PlanRequest request{&planning,      &believed, &estimate,
+                            current.get(),  nullptr,   static_cast<uint64_t>(i),
                             options.planner};
     const bool reshard_due = options.reshard_period > 0 && i > 0 && i % options.reshard_period == 0;
     pl::PlanDecision d =

@@ -41,6 +41,9 @@ struct SimOptions {
   // the simulator takes the same decisions they took; times still come from the simulated
   // cluster. Null: plan on the simulated cluster.
   const placement::Cluster* planning_cluster = nullptr;
+  // The model the planner believes, when it differs from the timed one only in cost parameters
+  // (e.g. the fixed copy cost the workers assumed; same layers and experts). Null: the timed one.
+  const placement::ModelSpec* planning_model = nullptr;
   // Attention forward time that hides the sparse collectives when timing, when it differs from
   // what the planner assumes (a CPU data plane that overlaps nothing: 0); < 0: the planner's.
   double overlap_seconds = -1;

@@ -133,6 +133,35 @@ TEST(SimulatorTest, PlanningClusterDecidesSimulatedClusterTimes) {
   EXPECT_EQ(Simulate(c, m, loads, 2, o).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST(SimulatorTest, PlanningModelDecidesWithItsCopyCost) {
+  pl::Cluster c = pl::Cluster::Uniform(2, 4, int64_t{2} << 30, 1e14, 1e10, 1e9, 5e-6);
+  pl::ModelSpec m = pl::UniformModel("m", 2, 16, 2, 256, 512, 2, 2048, 3e-4);
+  pl::SkewOptions opt;
+  opt.zipf_s = 0.6;
+  auto loads = [&](int i) { return pl::SkewedLoad(c, m, opt, i); };
+  SimOptions o;
+  absl::StatusOr<SimResult> plain = Simulate(c, m, loads, 8, o);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  ASSERT_GT(plain->sparse_bytes_per_iter, 0);
+  // Workers that believed every copy costs its holder a second place none, and the simulated
+  // model times those copy-free plans (slower than the plans with copies).
+  pl::ModelSpec costly = m;
+  for (pl::LayerSpec& l : costly.layers) l.copy_seconds = 1.0;
+  o.planning_model = &costly;
+  absl::StatusOr<SimResult> believed = Simulate(c, m, loads, 8, o);
+  ASSERT_TRUE(believed.ok()) << believed.status();
+  EXPECT_EQ(believed->sparse_bytes_per_iter, 0);
+  EXPECT_GT(believed->mean.total(), plain->mean.total());
+  // Timed with that cost as well, the same plans take no longer (they hold no copy).
+  absl::StatusOr<SimResult> timed = Simulate(c, costly, loads, 8, o);
+  ASSERT_TRUE(timed.ok());
+  EXPECT_EQ(timed->mean.total(), believed->mean.total());
+  // A planning model of another shape is an error.
+  pl::ModelSpec other = pl::UniformModel("m", 3, 16, 2, 256, 512, 2, 2048, 3e-4);
+  o.planning_model = &other;
+  EXPECT_EQ(Simulate(c, m, loads, 2, o).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(SimulatorTest, FitRecoversGeneratorParameters) {
   pl::Cluster c = pl::Cluster::Uniform(1, 8, int64_t{1} << 30, 1e12, 1e11, 1e10);
   pl::ModelSpec m = pl::UniformModel("m", 2, 32, 2, 64, 128, 2, 4096, 1e-3);

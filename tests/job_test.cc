@@ -146,6 +146,19 @@ struct Job {
   }
 };
 
+TEST(JobTest, WorkerRejectsBadPlannerFlagsAsUsageErrors) {
+  for (const char* bad : {"--copy_overhead_ms=-1", "--device_gflops=0", "--link_gbytes=-2"}) {
+    Job job;
+    job.dir = TempDir("bad_flags");
+    job.master_port = FreePort();
+    job.StartWorkers(1, 2, {bad});
+    EXPECT_EQ(job.workers[0]->Wait(absl::Seconds(60)), 2) << bad;
+    std::ifstream log(job.dir + "/worker0.log");
+    std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+    EXPECT_THAT(text, ::testing::HasSubstr("--copy_overhead_ms >= 0")) << bad;
+  }
+}
+
 TEST(JobTest, ControllerKilledMidRunAndLatePlanDelivery) {
   Job job;
   job.dir = TempDir("controller_kill");

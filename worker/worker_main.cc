@@ -84,6 +84,9 @@ ABSL_FLAG(double, attention_ms, 0.5,
           "Attention forward time the local planner assumes per block, ms");
 ABSL_FLAG(double, device_gflops, 20, "Expert FLOP rate the planner assumes, GFLOP/s");
 ABSL_FLAG(double, link_gbytes, 2, "Link bandwidth the planner assumes, GB/s");
+ABSL_FLAG(double, copy_overhead_ms, 0,
+          "Fixed compute the planner assumes an expert copy costs its holder per iteration "
+          "(forward + backward; //bench:calibration measures it), ms");
 ABSL_FLAG(int, debug_plan_delay_ms, 0, "Test hook: delay each received plan by this long");
 ABSL_FLAG(int, debug_exit_at, -1, "Test hook: exit(1) at the start of this iteration");
 ABSL_FLAG(bool, report_loads, true, "Stream load reports to the controller");
@@ -238,6 +241,13 @@ int Main(int argc, char** argv) {
                  "1 <= top_k <= experts, d_model divisible by heads)\n");
     return kUsage;
   }
+  if (!(absl::GetFlag(FLAGS_copy_overhead_ms) >= 0) || !(absl::GetFlag(FLAGS_device_gflops) > 0) ||
+      !(absl::GetFlag(FLAGS_link_gbytes) > 0)) {
+    std::fprintf(stderr,
+                 "hecate-worker: need --copy_overhead_ms >= 0, --device_gflops > 0, "
+                 "--link_gbytes > 0\n");
+    return kUsage;
+  }
   absl::StatusOr<TextData> data = TextData::Load(tc.data_path, tc.seq_len);
   if (!data.ok()) {
     std::fprintf(stderr, "hecate-worker: %s\n", data.status().ToString().c_str());
@@ -276,6 +286,8 @@ int Main(int argc, char** argv) {
   }
   pl::ModelSpec model = PlacementModelFor(tc);
   model.attention_forward_seconds = absl::GetFlag(FLAGS_attention_ms) * 1e-3;
+  for (pl::LayerSpec& l : model.layers)
+    l.copy_seconds = absl::GetFlag(FLAGS_copy_overhead_ms) * 1e-3;
   pl::CostModel cost(*cluster, model);
   Trainer trainer(tc, comm, &*cluster, tc.calibration ? &cost : nullptr, *data);
   Trainer* t = &trainer;
