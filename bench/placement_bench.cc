@@ -5,12 +5,14 @@
 // Targets (issue 3): per-iteration planning (materialization + dispatch + prediction for all
 // layers) <= 1 ms at paper scale and <= 10 ms at DeepSeek-V3-like scale; sharding (Alg. 2)
 // <= 100 ms at DeepSeek-V3-like scale. BM_PlanSteady is the planning loop's per-iteration cost
-// (warm start from the previous plan, new loads every call); BM_PlanCold plans from scratch.
+// (warm start from the previous plan, new loads every call; the replan2pct variants keep the
+// layers whose loads moved less than 2%); BM_PlanCold plans from scratch.
 #include <benchmark/benchmark.h>
 
 #include <vector>
 
 #include "bench/scales.h"
+#include "placement/cost_model.h"
 #include "placement/policy.h"
 #include "placement/sharding.h"
 #include "placement/synthetic.h"
@@ -53,7 +55,11 @@ void BM_PlanCold(benchmark::State& state, bool deepseek, const char* policy_name
 // Steady state: every call plans the next iteration's loads (per-source noise around the same
 // Zipf hot set) from the previous call's plan, as the controller's planning loop does. Warm-up
 // iterations (not timed) let the warm start settle first.
-void BM_PlanSteady(benchmark::State& state, bool deepseek, const char* policy_name) {
+// `replan_threshold` > 0 keeps the layers whose load did not move (PlannerConfig). The counter
+// next_moe_s is each plan's predicted MoE time on the next call's loads (the plan's real use),
+// predicted_moe_s the plan's own prediction.
+void BM_PlanSteady(benchmark::State& state, bool deepseek, const char* policy_name,
+                   double replan_threshold) {
   Fixture f = Make(deepseek);
   auto policy = *placement::MakePolicy(policy_name);
   placement::SkewOptions opt;
@@ -67,22 +73,28 @@ void BM_PlanSteady(benchmark::State& state, bool deepseek, const char* policy_na
   uint64_t iteration = 0;
   auto next = [&]() {
     placement::PlanRequest r{&f.cluster, &f.model, &loads[iteration % kLoads]};
+    r.config.replan_threshold = replan_threshold;
     if (iteration > 0) r.previous = &previous;
     r.iteration = iteration++;
     return policy->Compute(r);
   };
   for (int i = 0; i < 16; ++i) previous = next();
-  double moe = 0;
+  double moe = 0, next_moe = 0;
   int64_t planned = 0;
+  const placement::CostModel cost(f.cluster, f.model);
   for (auto _ : state) {
     placement::Plan p = next();
     moe += p.prediction.moe_seconds;
     ++planned;
     state.PauseTiming();
+    placement::Plan on_next = p;
+    cost.Evaluate(&on_next, loads[iteration % kLoads]);
+    next_moe += on_next.prediction.moe_seconds;
     previous = std::move(p);
     state.ResumeTiming();
   }
   state.counters["predicted_moe_s"] = planned > 0 ? moe / planned : 0;
+  state.counters["next_moe_s"] = planned > 0 ? next_moe / planned : 0;
 }
 
 void BM_Sharding(benchmark::State& state, bool deepseek) {
@@ -100,11 +112,16 @@ void BM_Sharding(benchmark::State& state, bool deepseek) {
   }
 }
 
-BENCHMARK_CAPTURE(BM_PlanSteady, paper_hecate, false, "hecate")->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_PlanSteady, paper_hecate, false, "hecate", 0.0)->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_PlanSteady, paper_hecate_replan2pct, false, "hecate", 0.02)
+    ->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_PlanCold, paper_hecate, false, "hecate")->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_PlanCold, paper_hecate_paper, false, "hecate-paper")
     ->Unit(benchmark::kMicrosecond);
-BENCHMARK_CAPTURE(BM_PlanSteady, deepseek_hecate, true, "hecate")->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_PlanSteady, deepseek_hecate, true, "hecate", 0.0)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_PlanSteady, deepseek_hecate_replan2pct, true, "hecate", 0.02)
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_PlanCold, deepseek_hecate, true, "hecate")->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_PlanCold, deepseek_hecate_paper, true, "hecate-paper")
     ->Unit(benchmark::kMillisecond);

@@ -40,6 +40,9 @@ ABSL_FLAG(int, revise_period, 4,
 ABSL_FLAG(double, revise_gain, 0.01,
           "hecate, warm start: the share of a layer's predicted time below which a copy is dropped "
           "on a revision (0 <= x < 1)");
+ABSL_FLAG(double, replan_threshold, 0,
+          "hecate, warm start: keep the plan and prediction of a layer whose expert shares moved "
+          "less than this (L1, 0 <= x < 2) since it was planned; 0 re-plans every layer");
 ABSL_FLAG(int, report_deadline_ms, 5000,
           "Finalize an iteration this long after its first report even if ranks are missing");
 ABSL_FLAG(int, stale_after_s, 10, "A rank silent this long is stale");
@@ -68,10 +71,12 @@ int main(int argc, char** argv) {
   }
   if (absl::GetFlag(FLAGS_window) < 1 || absl::GetFlag(FLAGS_lead) < 2 ||
       absl::GetFlag(FLAGS_max_message_bytes) < 1024 || absl::GetFlag(FLAGS_revise_period) < 1 ||
-      !(absl::GetFlag(FLAGS_revise_gain) >= 0 && absl::GetFlag(FLAGS_revise_gain) < 1)) {
+      !(absl::GetFlag(FLAGS_revise_gain) >= 0 && absl::GetFlag(FLAGS_revise_gain) < 1) ||
+      !(absl::GetFlag(FLAGS_replan_threshold) >= 0 && absl::GetFlag(FLAGS_replan_threshold) < 2)) {
     std::fprintf(stderr,
                  "hecate-controller: need --window >= 1, --lead >= 2, "
-                 "--max_message_bytes >= 1024, --revise_period >= 1, 0 <= --revise_gain < 1\n");
+                 "--max_message_bytes >= 1024, --revise_period >= 1, 0 <= --revise_gain < 1, "
+                 "0 <= --replan_threshold < 2\n");
     return 2;
   }
   hecate::controller::ServerConfig config;
@@ -89,6 +94,7 @@ int main(int argc, char** argv) {
   core.planner.warm_start = absl::GetFlag(FLAGS_warm_start);
   core.planner.revise_period = absl::GetFlag(FLAGS_revise_period);
   core.planner.revise_gain = absl::GetFlag(FLAGS_revise_gain);
+  core.planner.replan_threshold = absl::GetFlag(FLAGS_replan_threshold);
   core.report_deadline = absl::Milliseconds(absl::GetFlag(FLAGS_report_deadline_ms));
   core.stale_after = absl::Seconds(absl::GetFlag(FLAGS_stale_after_s));
   core.lost_after = absl::Seconds(absl::GetFlag(FLAGS_lost_after_s));

@@ -150,15 +150,20 @@ double CostModel::MigrationSeconds(const std::vector<Migration>& migrations) con
 }
 
 void CostModel::Evaluate(Plan* plan, const ModelLoad& load,
-                         const std::vector<LoadAggregate>* aggregates) const {
+                         const std::vector<LoadAggregate>* aggregates,
+                         const std::vector<const LayerPrediction*>* reuse) const {
   Dispatcher dispatcher(cluster_);
   Prediction& pred = plan->prediction;
   pred = Prediction();
   double balance_sum = 0;
   for (LayerId l = 0; l < static_cast<int>(plan->layers.size()); ++l) {
-    pred.layers.push_back(EvaluateLayer(l, plan->layers[l], load[l], plan->dispatch_rule,
-                                        plan->semantics, &dispatcher,
-                                        aggregates != nullptr ? &(*aggregates)[l] : nullptr));
+    if (reuse != nullptr && (*reuse)[l] != nullptr) {
+      pred.layers.push_back(*(*reuse)[l]);
+    } else {
+      pred.layers.push_back(EvaluateLayer(l, plan->layers[l], load[l], plan->dispatch_rule,
+                                          plan->semantics, &dispatcher,
+                                          aggregates != nullptr ? &(*aggregates)[l] : nullptr));
+    }
     const LayerPrediction& lp = pred.layers.back();
     pred.moe_seconds += lp.total_seconds;
     pred.sparse_bytes += lp.spag_bytes + lp.sprs_bytes;

@@ -71,8 +71,11 @@ class CostModel {
                                 const LoadAggregate* aggregate = nullptr) const;
   // Fills plan->prediction for `load` (one matrix per layer), including migration time and memory.
   // `aggregates`, when given, holds LoadAggregate::Of of every layer's matrix.
+  // `reuse`, when given, names per layer a prediction to copy instead of evaluating (null:
+  // evaluate; the aggregate of a reused layer is not read).
   void Evaluate(Plan* plan, const ModelLoad& load,
-                const std::vector<LoadAggregate>* aggregates = nullptr) const;
+                const std::vector<LoadAggregate>* aggregates = nullptr,
+                const std::vector<const LayerPrediction*>* reuse = nullptr) const;
 
   // Time of the sparse collective of one layer: owner -> every other holder, parameter bytes.
   double SparseCollectiveSeconds(LayerId l, const LayerPlan& layer, int64_t* bytes) const;

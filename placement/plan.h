@@ -76,6 +76,12 @@ struct LayerPrediction {
   double total_seconds = 0;         // compute + all_to_all + exposed_comm
   int64_t spag_bytes = 0;           // bytes moved by spAG per iteration (all devices)
   int64_t sprs_bytes = 0;           // bytes moved by spRS per iteration (all devices)
+  // Token count per expert of the load the layer was planned for (kept in memory by `hecate`'s
+  // warm start to tell whether the load moved since; not part of the wire format). Empty: unknown.
+  std::vector<int64_t> planned_expert_tokens;
+  // Warm start with a replan threshold: the last revision of this layer gained less than
+  // revise_gain on an unmoved load; it is not revised again until its load moves.
+  bool settled = false;
 };
 
 struct Migration {

@@ -40,7 +40,20 @@ PlanDecision DecidePlan(const Policy& policy, const PlanRequest& request, bool r
   const CostModel cost(cluster, model, request.config.attention_forward_seconds);
   Plan in_force = *current;
   in_force.migrations.clear();  // already paid
-  cost.Evaluate(&in_force, *request.load);
+  // A layer the candidate left exactly as it is in force predicts the same on both plans: it is
+  // not evaluated twice (with the warm start's unmoved layers, most of them).
+  std::vector<const LayerPrediction*> same(in_force.layers.size(), nullptr);
+  if (candidate.layers.size() == in_force.layers.size() &&
+      candidate.prediction.layers.size() == in_force.layers.size()) {
+    for (size_t l = 0; l < in_force.layers.size(); ++l) {
+      const LayerPlan& a = candidate.layers[l];
+      const LayerPlan& b = in_force.layers[l];
+      if (a.owner == b.owner && a.replicas == b.replicas && a.remat == b.remat) {
+        same[l] = &candidate.prediction.layers[l];
+      }
+    }
+  }
+  cost.Evaluate(&in_force, *request.load, nullptr, &same);
   const double now_s = in_force.prediction.moe_seconds;
   auto gain_of = [&](const Plan& p) {
     return now_s > 0 ? (now_s - p.prediction.moe_seconds - p.prediction.migration_seconds) / now_s

@@ -1,6 +1,7 @@
 #include "placement/policy.h"
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 #include <utility>
 
@@ -177,9 +178,13 @@ std::vector<Migration> CopyMigrations(const PlanRequest& r, const std::vector<La
   return out;
 }
 
+// `reuse` (per layer, may be null) names predictions to keep instead of evaluating; `totals`, when
+// given, are recorded as what each evaluated layer was planned for.
 Plan Finish(const PlanRequest& r, std::string_view name, ReplicaSemantics semantics,
             DispatchRule rule, std::vector<LayerPlan> layers, std::vector<Migration> migrations,
-            const std::vector<LoadAggregate>* aggregates = nullptr) {
+            const std::vector<LoadAggregate>* aggregates = nullptr,
+            const std::vector<const LayerPrediction*>* reuse = nullptr,
+            const std::vector<std::vector<int64_t>>* totals = nullptr) {
   Plan plan;
   plan.policy = std::string(name);
   plan.semantics = semantics;
@@ -187,8 +192,41 @@ Plan Finish(const PlanRequest& r, std::string_view name, ReplicaSemantics semant
   plan.layers = std::move(layers);
   plan.migrations = std::move(migrations);
   CostModel cost(*r.cluster, *r.model, r.config.attention_forward_seconds);
-  cost.Evaluate(&plan, *r.load, aggregates);
+  cost.Evaluate(&plan, *r.load, aggregates, reuse);
+  for (size_t l = 0; totals != nullptr && l < plan.prediction.layers.size(); ++l) {
+    if (reuse == nullptr || (*reuse)[l] == nullptr) {
+      plan.prediction.layers[l].planned_expert_tokens = (*totals)[l];
+    }
+  }
   return plan;
+}
+
+// Tokens per expert of every layer: one pass over each matrix, row by row.
+std::vector<std::vector<int64_t>> ExpertTotals(const ModelLoad& load) {
+  std::vector<std::vector<int64_t>> out;
+  out.reserve(load.size());
+  for (const LoadMatrix& m : load) {
+    std::vector<int64_t> t(m.num_experts(), 0);
+    for (DeviceId d = 0; d < m.num_devices(); ++d) {
+      const int64_t* row = m.row(d);
+      for (ExpertId e = 0; e < m.num_experts(); ++e) t[e] += row[e];
+    }
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
+// L1 distance between the per-expert shares of two count vectors (0-2; 0 when both are empty).
+double ShareDistance(const std::vector<int64_t>& a, const std::vector<int64_t>& b) {
+  double sa = 0, sb = 0;
+  for (int64_t x : a) sa += static_cast<double>(x);
+  for (int64_t x : b) sb += static_cast<double>(x);
+  if (sa <= 0 || sb <= 0) return sa == sb ? 0.0 : 2.0;
+  double d = 0;
+  for (size_t e = 0; e < a.size(); ++e) {
+    d += std::abs(static_cast<double>(a[e]) / sa - static_cast<double>(b[e]) / sb);
+  }
+  return d;
 }
 
 // ------------------------------------------------------------------------------------------
@@ -213,14 +251,22 @@ class HecatePolicy : public Policy {
 
   Plan Compute(const PlanRequest& r) const override {
     const Owners owners = ResolveOwners(r);
-    // One pass over each load matrix; everything below works on node-level totals.
-    std::vector<LoadAggregate> aggregates;
-    aggregates.reserve(r.load->size());
-    for (const LoadMatrix& m : *r.load) aggregates.push_back(LoadAggregate::Of(m, *r.cluster));
-    std::vector<std::vector<double>> loads;
-    for (const LoadAggregate& a : aggregates) {
-      loads.emplace_back(a.expert_total.begin(), a.expert_total.end());
+    const std::vector<std::vector<int64_t>> totals = ExpertTotals(*r.load);
+    // Warm start: the layers whose load has not moved keep their copies and prediction.
+    std::vector<char> revise_only(totals.size(), 0);
+    const std::vector<const LayerPrediction*> reuse =
+        variant_ == Variant::kDefault ? Unmoved(r, owners, totals, &revise_only)
+                                      : std::vector<const LayerPrediction*>(totals.size());
+    const bool all_reused =
+        !reuse.empty() && std::all_of(reuse.begin(), reuse.end(),
+                                      [](const LayerPrediction* p) { return p != nullptr; });
+    // One pass over each load matrix still planned; everything below works on node-level totals.
+    std::vector<LoadAggregate> aggregates(r.load->size());
+    for (size_t l = 0; l < aggregates.size(); ++l) {
+      if (reuse[l] == nullptr) aggregates[l] = LoadAggregate::Of((*r.load)[l], *r.cluster);
     }
+    std::vector<std::vector<double>> loads;
+    for (const std::vector<int64_t>& t : totals) loads.emplace_back(t.begin(), t.end());
     CostModel cost(*r.cluster, *r.model, r.config.attention_forward_seconds);
     std::vector<Migration> migrations = OwnerMigrations(r, owners);
 
@@ -245,8 +291,11 @@ class HecatePolicy : public Policy {
                     std::move(migrations), &aggregates);
     }
 
-    std::vector<LayerPlan> keep = Materialize(r, cost, owners, aggregates, RematMode::kKeep);
-    bool memory_bound = r.config.allow_remat && MemoryBound(r, owners, keep);
+    std::vector<LayerPlan> keep =
+        Materialize(r, cost, owners, aggregates, RematMode::kKeep, &reuse, &revise_only);
+    // Nothing moved and nothing is due: the comparison with re-gathering made for these loads
+    // stands.
+    bool memory_bound = !all_reused && r.config.allow_remat && MemoryBound(r, owners, keep);
     if (memory_bound && r.config.warm_start && r.previous != nullptr &&
         r.config.revise_period > 1 && r.iteration % r.config.revise_period != 0) {
       // Steady state: while the plan in force keeps every layer resident, the re-gathered
@@ -258,25 +307,82 @@ class HecatePolicy : public Policy {
       }
       memory_bound = previous_regathers;
     }
-    Plan plan_keep = Finish(r, name(), semantics(), r.config.dispatch_rule, std::move(keep),
-                            memory_bound ? migrations : std::move(migrations), &aggregates);
+    Plan plan_keep =
+        Finish(r, name(), semantics(), r.config.dispatch_rule, std::move(keep),
+               memory_bound ? migrations : std::move(migrations), &aggregates, &reuse, &totals);
+    // A revision on an unmoved load that gains less than revise_gain settles the layer: it is
+    // not revised again until its load moves.
+    for (size_t l = 0; l < revise_only.size(); ++l) {
+      if (!revise_only[l]) continue;
+      LayerPrediction& now = plan_keep.prediction.layers[l];
+      now.settled = now.total_seconds >= r.previous->prediction.layers[l].total_seconds *
+                                             (1 - std::max(r.config.revise_gain, 1e-9));
+    }
     if (!memory_bound) return plan_keep;
     // Memory binds: size copies for re-gathering, keep resident what still fits, and take
     // whichever plan the cost model predicts faster.
+    for (size_t l = 0; l < aggregates.size(); ++l) {
+      if (reuse[l] != nullptr) aggregates[l] = LoadAggregate::Of((*r.load)[l], *r.cluster);
+    }
     std::vector<LayerPlan> regather =
         Materialize(r, cost, owners, aggregates, RematMode::kRegather);
     PlanRemat(cost, &regather);
     Plan plan_rm = Finish(r, name(), semantics(), r.config.dispatch_rule, std::move(regather),
-                          std::move(migrations), &aggregates);
+                          std::move(migrations), &aggregates, nullptr, &totals);
     if (plan_rm.prediction.moe_seconds < plan_keep.prediction.moe_seconds) return plan_rm;
     return plan_keep;
   }
 
  private:
+  // Per layer, the previous plan's prediction when the layer may be kept as it is (warm start,
+  // same owners, resident copies within this plan's budget, expert shares within
+  // replan_threshold of what it was planned for, and settled or not due for its periodic
+  // revision); null where it is planned. `revise_only` marks the unmoved layers planned only
+  // because their revision is due (they keep the previous plan unless the revision is faster).
+  static std::vector<const LayerPrediction*> Unmoved(
+      const PlanRequest& r, const Owners& owners, const std::vector<std::vector<int64_t>>& totals,
+      std::vector<char>* revise_only) {
+    std::vector<const LayerPrediction*> out(totals.size(), nullptr);
+    revise_only->assign(totals.size(), 0);
+    const Plan* prev = r.previous;
+    if (!r.config.warm_start || r.config.replan_threshold <= 0 || prev == nullptr ||
+        prev->semantics != ReplicaSemantics::kEphemeral || prev->layers.size() != owners.size() ||
+        prev->prediction.layers.size() != owners.size()) {
+      return out;
+    }
+    const std::vector<int> budget =
+        CopyBudget(*r.cluster, *r.model, owners, ReplicaSemantics::kEphemeral, RematMode::kKeep,
+                   r.config.extra_slots);
+    const int devices = r.cluster->num_devices();
+    const int period = std::max(1, r.config.revise_period);
+    for (size_t l = 0; l < owners.size(); ++l) {
+      const LayerPlan& layer = prev->layers[l];
+      const LayerPrediction& p = prev->prediction.layers[l];
+      if (layer.owner != owners[l] || layer.remat != RematMode::kKeep ||
+          p.planned_expert_tokens.size() != totals[l].size() ||
+          ShareDistance(totals[l], p.planned_expert_tokens) >= r.config.replan_threshold) {
+        continue;
+      }
+      const std::vector<int> extra = layer.ExtraCopies(devices);
+      bool fits = true;
+      for (DeviceId d = 0; d < devices && fits; ++d) fits = extra[d] <= budget[d];
+      if (!fits) continue;
+      const bool revise_due =
+          static_cast<int>(r.iteration % period) == static_cast<int>(l) % period;
+      if (revise_due && !p.settled) {
+        (*revise_only)[l] = 1;
+      } else {
+        out[l] = &p;
+      }
+    }
+    return out;
+  }
+
   std::vector<LayerPlan> Materialize(const PlanRequest& r, const CostModel& cost,
                                      const Owners& owners,
-                                     const std::vector<LoadAggregate>& aggregates,
-                                     RematMode mode) const {
+                                     const std::vector<LoadAggregate>& aggregates, RematMode mode,
+                                     const std::vector<const LayerPrediction*>* reuse = nullptr,
+                                     const std::vector<char>* revise_only = nullptr) const {
     GreedyBudget budget;
     budget.max_copies = CopyBudget(*r.cluster, *r.model, owners, ReplicaSemantics::kEphemeral, mode,
                                    r.config.extra_slots);
@@ -286,6 +392,10 @@ class HecatePolicy : public Policy {
     std::vector<LayerPlan> layers;
     Dispatcher dispatcher(*r.cluster);
     for (LayerId l = 0; l < r.model->num_layers(); ++l) {
+      if (reuse != nullptr && (*reuse)[l] != nullptr) {
+        layers.push_back(r.previous->layers[l]);
+        continue;
+      }
       LayerPlan base = OwnersOnlyLayer(owners[l]);
       base.remat = mode;
       budget.revise = warm && r.previous->layers[l].owner == owners[l];
@@ -297,8 +407,21 @@ class HecatePolicy : public Policy {
         const int period = std::max(1, r.config.revise_period);
         budget.keep_gain =
             static_cast<int>(r.iteration % period) == l % period ? r.config.revise_gain : 0.0;
-        layers.push_back(
-            MaterializeGreedy(cost, l, base, (*r.load)[l], budget, nullptr, &aggregates[l]));
+        LayerPlan revised =
+            MaterializeGreedy(cost, l, base, (*r.load)[l], budget, nullptr, &aggregates[l]);
+        if (revise_only != nullptr && (*revise_only)[l]) {
+          // Revised only because it was due, on a load that has not moved: the layer is kept as
+          // it was unless the revision is faster (a kept layer is not revised again next
+          // iteration, so a worse one would stay).
+          auto seconds = [&](const LayerPlan& p) {
+            return cost
+                .EvaluateLayer(l, p, (*r.load)[l], r.config.dispatch_rule,
+                               ReplicaSemantics::kEphemeral, &dispatcher, &aggregates[l])
+                .total_seconds;
+          };
+          if (seconds(revised) >= seconds(r.previous->layers[l])) revised = r.previous->layers[l];
+        }
+        layers.push_back(std::move(revised));
         continue;
       }
       // Cold: the greedy from the owners alone, and from a balance-first seed (pruned of what

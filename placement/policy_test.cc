@@ -163,6 +163,60 @@ TEST(PolicyTest, HecateChoosesRematWhenMemoryBinds) {
   EXPECT_GT(regathered, 0);
 }
 
+TEST(PolicyTest, HecateReplanThresholdKeepsUnmovedLayers) {
+  Cluster c = SmallCluster();
+  ModelSpec m = SmallModel(3);
+  const ModelLoad first = HotLoad(c, m, 0, 500, 50);
+  const Plan previous = RunPolicy("hecate", PlanRequest{&c, &m, &first});
+  for (const LayerPrediction& lp : previous.prediction.layers) {
+    ASSERT_EQ(lp.planned_expert_tokens.size(), 4u);
+    EXPECT_EQ(lp.planned_expert_tokens[0], 4 * 500);
+  }
+  // Layer 1's hot expert moves from 0 to 2; layers 0 and 2 keep their load. No revision is due
+  // (iteration 50 % 100 names no layer of 3).
+  ModelLoad next = first;
+  next[1] = HotLoad(c, m, 2, 500, 50)[1];
+  PlanRequest r{&c, &m, &next, &previous};
+  r.iteration = 50;
+  r.config.revise_period = 100;
+  r.config.replan_threshold = 0.02;
+  const Plan p = RunPolicy("hecate", r);
+  ASSERT_TRUE(Validate(p, c, m).ok());
+  for (int l : {0, 2}) {
+    EXPECT_EQ(p.layers[l].replicas, previous.layers[l].replicas) << l;
+    EXPECT_EQ(p.prediction.layers[l].total_seconds, previous.prediction.layers[l].total_seconds);
+    EXPECT_EQ(p.prediction.layers[l].planned_expert_tokens,
+              previous.prediction.layers[l].planned_expert_tokens);
+  }
+  EXPECT_EQ(p.prediction.layers[1].planned_expert_tokens[2], 4 * 500);
+  EXPECT_GT(p.layers[1].replicas[2].size(), 1u) << "the new hot expert is copied";
+  EXPECT_NEAR(p.prediction.moe_seconds,
+              p.prediction.layers[0].total_seconds + p.prediction.layers[1].total_seconds +
+                  p.prediction.layers[2].total_seconds,
+              1e-15);
+  // Threshold 0 (the default): every layer is planned and evaluated afresh.
+  r.config.replan_threshold = 0;
+  const Plan fresh = RunPolicy("hecate", r);
+  EXPECT_EQ(fresh.prediction.layers[1].planned_expert_tokens,
+            p.prediction.layers[1].planned_expert_tokens);
+  // On a load that does not move, revisions settle every layer within a few periods; from then
+  // on the plan is kept as it is.
+  Plan current = previous;
+  r.load = &first;
+  r.config.replan_threshold = 0.02;
+  r.config.revise_period = 2;
+  for (int i = 1; i <= 12; ++i) {
+    r.previous = &current;
+    r.iteration = static_cast<uint64_t>(i);
+    current = RunPolicy("hecate", r);
+  }
+  for (const LayerPrediction& lp : current.prediction.layers) EXPECT_TRUE(lp.settled);
+  r.previous = &current;
+  r.iteration = 13;
+  const Plan kept = RunPolicy("hecate", r);
+  for (int l = 0; l < 3; ++l) EXPECT_EQ(kept.layers[l].replicas, current.layers[l].replicas);
+}
+
 TEST(PolicyTest, FasterMoeShadowsOnlyWhenItPays) {
   Cluster c = SmallCluster();
   ModelSpec m = SmallModel(1);
@@ -341,6 +395,7 @@ TEST(PolicyPropertyTest, InvariantsHoldForEveryPolicy) {
 TEST(PolicyPropertyTest, HecateWarmStartKeepsInvariants) {
   Rng rng(77);
   auto policy = *MakePolicy("hecate");
+  int kept_layers = 0;
   for (int trial = 0; trial < 120; ++trial) {
     SCOPED_TRACE("trial " + std::to_string(trial));
     Scenario s = RandomScenario(rng, trial);
@@ -356,14 +411,26 @@ TEST(PolicyPropertyTest, HecateWarmStartKeepsInvariants) {
     PlanRequest r{&s.cluster, &s.model, &next, &previous};
     r.iteration = static_cast<uint64_t>(trial);
     if (trial % 3 == 0) r.config.extra_slots = 1;
+    // Every other trial keeps every layer it may (any load counts as unmoved): what is kept must
+    // still fit this plan's budget.
+    if (trial % 2 == 1) r.config.replan_threshold = 1.99;
     const Plan p = policy->Compute(r);
     ASSERT_TRUE(Validate(p, s.cluster, s.model).ok()) << Validate(p, s.cluster, s.model);
     ASSERT_EQ(DebugString(policy->Compute(r)), DebugString(p));
     int64_t total = 0;
-    for (const LoadMatrix& x : next) total += x.Total();
     double dispatched = 0;
-    for (const LayerPrediction& lp : p.prediction.layers) {
-      for (double t : lp.device_tokens) dispatched += t;
+    for (size_t l = 0; l < next.size(); ++l) {
+      const LayerPrediction& lp = p.prediction.layers[l];
+      // A kept layer's prediction is the one made for the load it was planned on.
+      const bool kept =
+          lp.planned_expert_tokens != previous.prediction.layers[l].planned_expert_tokens
+              ? false
+              : p.layers[l].replicas == previous.layers[l].replicas &&
+                    lp.total_seconds == previous.prediction.layers[l].total_seconds;
+      const int64_t t = kept ? s.load[l].Total() : next[l].Total();
+      total += t;
+      kept_layers += kept ? 1 : 0;
+      for (double x : lp.device_tokens) dispatched += x;
     }
     ASSERT_EQ(dispatched, static_cast<double>(total));
     for (const LayerPlan& layer : p.layers) {
@@ -387,6 +454,7 @@ TEST(PolicyPropertyTest, HecateWarmStartKeepsInvariants) {
       }
     }
   }
+  EXPECT_GT(kept_layers, 0) << "the replan threshold never kept a layer";
 }
 
 // On a skewed cluster-scale load whose hot set stays put, warm starts (with their periodic

@@ -107,8 +107,9 @@ bool FirstPlan(v1::Controller::Stub* stub, v1::PlanId after, v1::Plan* plan) {
 
 // Bad planning flags are a usage error (exit 2) before anything starts.
 TEST(ControllerFlagsTest, BadPlanningFlagsAreUsageErrors) {
-  for (const char* bad : {"--revise_period=0", "--revise_gain=1", "--revise_gain=-0.5",
-                          "--window=0", "--policy=nope"}) {
+  for (const char* bad :
+       {"--revise_period=0", "--revise_gain=1", "--revise_gain=-0.5", "--replan_threshold=2",
+        "--replan_threshold=-0.1", "--window=0", "--policy=nope"}) {
     const std::string dir = proc::TempDir("bad_flags");
     proc::Subprocess p;
     ASSERT_TRUE(p.Start({proc::Runfile("controller/hecate-controller"), "--listen=127.0.0.1:0",
