@@ -40,9 +40,10 @@ ABSL_FLAG(int, revise_period, 4,
 ABSL_FLAG(double, revise_gain, 0.01,
           "hecate, warm start: the share of a layer's predicted time below which a copy is dropped "
           "on a revision (0 <= x < 1)");
-ABSL_FLAG(double, replan_threshold, 0,
-          "hecate, warm start: keep the plan and prediction of a layer whose expert shares moved "
-          "less than this (L1, 0 <= x < 2) since it was planned; 0 re-plans every layer");
+ABSL_FLAG(double, replan_threshold, 0.02,
+          "hecate, warm start: keep the plan and prediction of a settled layer whose expert "
+          "shares moved less than this (L1, 0 <= x < 2) since it was planned; 0 re-plans every "
+          "layer every iteration");
 ABSL_FLAG(int, report_deadline_ms, 5000,
           "Finalize an iteration this long after its first report even if ranks are missing");
 ABSL_FLAG(int, stale_after_s, 10, "A rank silent this long is stale");

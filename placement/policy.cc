@@ -310,10 +310,10 @@ class HecatePolicy : public Policy {
     Plan plan_keep =
         Finish(r, name(), semantics(), r.config.dispatch_rule, std::move(keep),
                memory_bound ? migrations : std::move(migrations), &aggregates, &reuse, &totals);
-    // A revision on an unmoved load that gains less than revise_gain settles the layer: it is
-    // not revised again until its load moves.
+    // A revision (on its turn) on an unmoved load that gains less than revise_gain settles the
+    // layer: it is not planned again until its load moves.
     for (size_t l = 0; l < revise_only.size(); ++l) {
-      if (!revise_only[l]) continue;
+      if (revise_only[l] != 2) continue;
       LayerPrediction& now = plan_keep.prediction.layers[l];
       now.settled = now.total_seconds >= r.previous->prediction.layers[l].total_seconds *
                                              (1 - std::max(r.config.revise_gain, 1e-9));
@@ -336,9 +336,10 @@ class HecatePolicy : public Policy {
  private:
   // Per layer, the previous plan's prediction when the layer may be kept as it is (warm start,
   // same owners, resident copies within this plan's budget, expert shares within
-  // replan_threshold of what it was planned for, and settled or not due for its periodic
-  // revision); null where it is planned. `revise_only` marks the unmoved layers planned only
-  // because their revision is due (they keep the previous plan unless the revision is faster).
+  // replan_threshold of what it was planned for, and settled); null where it is planned.
+  // `revise_only` marks the unmoved layers planned only because they have not settled: 2 on their
+  // revision turn (which may settle them), 1 otherwise. Either keeps the previous plan unless the
+  // new one is faster.
   static std::vector<const LayerPrediction*> Unmoved(
       const PlanRequest& r, const Owners& owners, const std::vector<std::vector<int64_t>>& totals,
       std::vector<char>* revise_only) {
@@ -369,8 +370,8 @@ class HecatePolicy : public Policy {
       if (!fits) continue;
       const bool revise_due =
           static_cast<int>(r.iteration % period) == static_cast<int>(l) % period;
-      if (revise_due && !p.settled) {
-        (*revise_only)[l] = 1;
+      if (!p.settled) {
+        (*revise_only)[l] = revise_due ? 2 : 1;
       } else {
         out[l] = &p;
       }
@@ -410,9 +411,8 @@ class HecatePolicy : public Policy {
         LayerPlan revised =
             MaterializeGreedy(cost, l, base, (*r.load)[l], budget, nullptr, &aggregates[l]);
         if (revise_only != nullptr && (*revise_only)[l]) {
-          // Revised only because it was due, on a load that has not moved: the layer is kept as
-          // it was unless the revision is faster (a kept layer is not revised again next
-          // iteration, so a worse one would stay).
+          // Planned only because it has not settled, on a load that has not moved: the layer is
+          // kept as it was unless the new plan is faster (a worse one could settle and stay).
           auto seconds = [&](const LayerPlan& p) {
             return cost
                 .EvaluateLayer(l, p, (*r.load)[l], r.config.dispatch_rule,

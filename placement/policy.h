@@ -49,12 +49,11 @@ struct PlannerConfig {
   int revise_period = 4;
   double revise_gain = 1e-2;
   // Warm start: a layer whose expert token shares moved by less than this (L1 distance of the
-  // per-expert shares, 0-2) since it was last planned keeps its copies and its prediction, and is
-  // neither re-planned nor re-evaluated, except for its periodic revision until one gains less
-  // than revise_gain. 0 (default): every layer is re-planned every iteration. Measured at
-  // DeepSeek-V3 scale with 0.02: 12x less planning time, +1.9% predicted iteration time (the
-  // continuous re-planning keeps finding better plans); docs/placement.md.
-  double replan_threshold = 0;
+  // per-expert shares, 0-2) since it was last planned keeps its copies and its prediction and is
+  // not aggregated or re-evaluated; until it settles (a revision on its turn gains less than
+  // revise_gain) it still gets a warm pass every iteration, kept only when faster. 0: every layer
+  // is re-planned every iteration. docs/placement.md has the measurements.
+  double replan_threshold = 0.02;
   // Attention forward time per block, seconds; < 0: the model spec's.
   double attention_forward_seconds = -1;
   // Whether `hecate` may re-gather layers to fit more copies.

@@ -194,7 +194,7 @@ TEST(PolicyTest, HecateReplanThresholdKeepsUnmovedLayers) {
               p.prediction.layers[0].total_seconds + p.prediction.layers[1].total_seconds +
                   p.prediction.layers[2].total_seconds,
               1e-15);
-  // Threshold 0 (the default): every layer is planned and evaluated afresh.
+  // Threshold 0: every layer is planned and evaluated afresh.
   r.config.replan_threshold = 0;
   const Plan fresh = RunPolicy("hecate", r);
   EXPECT_EQ(fresh.prediction.layers[1].planned_expert_tokens,
@@ -400,7 +400,12 @@ TEST(PolicyPropertyTest, HecateWarmStartKeepsInvariants) {
     SCOPED_TRACE("trial " + std::to_string(trial));
     Scenario s = RandomScenario(rng, trial);
     PlanRequest r0{&s.cluster, &s.model, &s.load};
-    const Plan previous = policy->Compute(r0);
+    Plan previous = policy->Compute(r0);
+    // Every other trial keeps every layer it may: settled, and any load counts as unmoved (what
+    // is kept must still fit this plan's budget).
+    if (trial % 2 == 1) {
+      for (LayerPrediction& lp : previous.prediction.layers) lp.settled = true;
+    }
     // Next iteration: loads move.
     ModelLoad next = s.load;
     for (LoadMatrix& x : next) {
@@ -411,8 +416,6 @@ TEST(PolicyPropertyTest, HecateWarmStartKeepsInvariants) {
     PlanRequest r{&s.cluster, &s.model, &next, &previous};
     r.iteration = static_cast<uint64_t>(trial);
     if (trial % 3 == 0) r.config.extra_slots = 1;
-    // Every other trial keeps every layer it may (any load counts as unmoved): what is kept must
-    // still fit this plan's budget.
     if (trial % 2 == 1) r.config.replan_threshold = 1.99;
     const Plan p = policy->Compute(r);
     ASSERT_TRUE(Validate(p, s.cluster, s.model).ok()) << Validate(p, s.cluster, s.model);
