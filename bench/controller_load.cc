@@ -268,42 +268,48 @@ int Main(int argc, char** argv) {
   std::vector<int64_t> latencies_us;
   std::mutex lat_mu;
   std::atomic<int64_t> sent{0}, failed{0};
-  const ProcStats before = ReadProc(controller.pid());
-  const int64_t t_start = Now_us();
+  // Build and serialize every iteration's reports before the clock starts, so that neither the
+  // ingest latency nor a plan's fan-out pays for the generator's own work on the same 2 cores
+  // (building iteration i's reports while the first plan went out cost that fan-out ~20%).
+  std::vector<std::vector<grpc::ByteBuffer>> all_reports(seconds);
   for (int it = 0; it < seconds; ++it) {
-    const int64_t tick = t_start + int64_t{it} * 1'000'000;
     placement::SkewOptions opt;
     opt.zipf_s = 1.0;
     opt.drift_per_iteration = 0.5;
     const placement::ModelLoad load = placement::SkewedLoad(cluster, model, opt, it);
-    // Build and serialize every rank's report before the clock starts, so that the latency
-    // measured is the controller's, not the generator's encoding on the same 2 cores.
-    std::vector<grpc::ByteBuffer> reports(workers);
-    {
-      std::vector<std::thread> builders;
-      for (int t = 0; t < threads; ++t) {
-        builders.emplace_back([&, t] {
-          for (int r = t; r < workers; r += threads) {
-            v1::LoadReport rep;
-            rep.set_job_id("bench");
-            rep.set_rank(r);
-            rep.set_incarnation(1);
-            rep.set_iteration(it);
-            rep.set_tokens(tokens);
-            for (int l = 0; l < layers; ++l) {
-              v1::LayerLoad* ll = rep.add_layers();
-              ll->set_layer(l);
-              const int64_t* row = load[l].row(r);
-              for (int e = 0; e < experts; ++e) ll->add_expert_tokens(row[e]);
-            }
-            rep.mutable_timings()->set_attention_seconds(2e-3);
-            grpc::Slice slice(rep.SerializeAsString());
-            reports[r] = grpc::ByteBuffer(&slice, 1);
+    std::vector<grpc::ByteBuffer>& reports = all_reports[it];
+    reports.resize(workers);
+    std::vector<std::thread> builders;
+    for (int t = 0; t < threads; ++t) {
+      builders.emplace_back([&, t] {
+        for (int r = t; r < workers; r += threads) {
+          v1::LoadReport rep;
+          rep.set_job_id("bench");
+          rep.set_rank(r);
+          rep.set_incarnation(1);
+          rep.set_iteration(it);
+          rep.set_tokens(tokens);
+          for (int l = 0; l < layers; ++l) {
+            v1::LayerLoad* ll = rep.add_layers();
+            ll->set_layer(l);
+            const int64_t* row = load[l].row(r);
+            for (int e = 0; e < experts; ++e) ll->add_expert_tokens(row[e]);
           }
-        });
-      }
-      for (auto& b : builders) b.join();
+          rep.mutable_timings()->set_attention_seconds(2e-3);
+          grpc::Slice slice(rep.SerializeAsString());
+          reports[r] = grpc::ByteBuffer(&slice, 1);
+        }
+      });
     }
+    for (auto& b : builders) b.join();
+    std::printf("built the reports of iteration %d of %d\n", it + 1, seconds);
+    std::fflush(stdout);
+  }
+  const ProcStats before = ReadProc(controller.pid());
+  const int64_t t_start = Now_us();
+  for (int it = 0; it < seconds; ++it) {
+    const int64_t tick = t_start + int64_t{it} * 1'000'000;
+    const std::vector<grpc::ByteBuffer>& reports = all_reports[it];
     const grpc::internal::RpcMethod report_method("/hecate.v1.Controller/ReportLoad",
                                                   grpc::internal::RpcMethod::CLIENT_STREAMING);
     std::vector<std::thread> pool;
