@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -75,7 +76,12 @@ int Main(int argc, char** argv) {
   ParseFlags(argc, argv, "Regenerates the paper comparison by simulation (see bench/paper.cc).");
   const std::string out =
       absl::GetFlag(FLAGS_out).empty() ? Workspace() + "/bench/paper" : absl::GetFlag(FLAGS_out);
-  std::system(absl::StrCat("mkdir -p '", out, "'").c_str());
+  std::error_code ec;
+  std::filesystem::create_directories(out, ec);
+  if (ec) {
+    std::fprintf(stderr, "paper: cannot create %s: %s\n", out.c_str(), ec.message().c_str());
+    return 1;
+  }
   const int iterations = absl::GetFlag(FLAGS_iterations);
 
   // Generator parameters: fitted to the recorded trace when it is readable, else the values

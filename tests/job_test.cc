@@ -204,6 +204,11 @@ TEST(JobTest, WorkerDeathIsAClearErrorAndResumeReproducesLosses) {
   std::map<int, double> want = Losses(ref.workers[0]->ReadLines(absl::Minutes(3)));
   for (auto& w : ref.workers) ASSERT_EQ(w->Wait(absl::Seconds(60)), 0);
   ASSERT_EQ(want.size(), 20u);
+  // Checkpoints at 5, 10, 15 and 20; only the newest two are kept.
+  for (int step : {5, 10, 15, 20}) {
+    const bool present = access(absl::StrCat(ref.dir, "/ckpt/step-", step).c_str(), F_OK) == 0;
+    EXPECT_EQ(present, step >= 15) << "step " << step;
+  }
 
   // Rank 2 dies at iteration 12; the others must fail fast with the collective error (exit 3).
   Job crash;

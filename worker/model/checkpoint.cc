@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -93,7 +94,14 @@ absl::Status SaveCheckpoint(const std::string& dir, uint64_t next_iteration, Tra
         for (uint64_t n = old + 1; n <= next_iteration; ++n) {
           if (stat(StepDir(dir, n).c_str(), &st) == 0) ++newer;
         }
-        if (newer >= keep) std::system(absl::StrCat("rm -rf '", d, "'").c_str());
+        if (newer >= keep) {
+          std::error_code ec;
+          std::filesystem::remove_all(d, ec);
+          if (ec) {
+            std::fprintf(stderr, "hecate-worker: could not remove old checkpoint %s: %s\n",
+                         d.c_str(), ec.message().c_str());
+          }
+        }
       }
     }
   }
