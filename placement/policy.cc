@@ -201,21 +201,6 @@ Plan Finish(const PlanRequest& r, std::string_view name, ReplicaSemantics semant
   return plan;
 }
 
-// Tokens per expert of every layer: one pass over each matrix, row by row.
-std::vector<std::vector<int64_t>> ExpertTotals(const ModelLoad& load) {
-  std::vector<std::vector<int64_t>> out;
-  out.reserve(load.size());
-  for (const LoadMatrix& m : load) {
-    std::vector<int64_t> t(m.num_experts(), 0);
-    for (DeviceId d = 0; d < m.num_devices(); ++d) {
-      const int64_t* row = m.row(d);
-      for (ExpertId e = 0; e < m.num_experts(); ++e) t[e] += row[e];
-    }
-    out.push_back(std::move(t));
-  }
-  return out;
-}
-
 // L1 distance between the per-expert shares of two count vectors (0-2; 0 when both are empty).
 double ShareDistance(const std::vector<int64_t>& a, const std::vector<int64_t>& b) {
   double sa = 0, sb = 0;
@@ -251,7 +236,8 @@ class HecatePolicy : public Policy {
 
   Plan Compute(const PlanRequest& r) const override {
     const Owners owners = ResolveOwners(r);
-    const std::vector<std::vector<int64_t>> totals = ExpertTotals(*r.load);
+    std::vector<std::vector<int64_t>> totals;
+    for (const LoadMatrix& m : *r.load) totals.push_back(m.ExpertTotals());
     // Warm start: the layers whose load has not moved keep their copies and prediction.
     std::vector<char> revise_only(totals.size(), 0);
     const std::vector<const LayerPrediction*> reuse =
