@@ -201,6 +201,13 @@ Plan Finish(const PlanRequest& r, std::string_view name, ReplicaSemantics semant
   return plan;
 }
 
+// Whether layer l's periodic revision falls on this request's iteration (every revise_period-th
+// iteration, a different share of the layers each time).
+bool RevisionDue(const PlanRequest& r, LayerId l) {
+  const int period = std::max(1, r.config.revise_period);
+  return static_cast<int>(r.iteration % period) == l % period;
+}
+
 // L1 distance between the per-expert shares of two count vectors (0-2; 0 when both are empty).
 double ShareDistance(const std::vector<int64_t>& a, const std::vector<int64_t>& b) {
   double sa = 0, sb = 0;
@@ -299,7 +306,7 @@ class HecatePolicy : public Policy {
     // A revision (on its turn) on an unmoved load that gains less than revise_gain settles the
     // layer: it is not planned again until its load moves.
     for (size_t l = 0; l < revise_only.size(); ++l) {
-      if (revise_only[l] != 2) continue;
+      if (!revise_only[l] || !RevisionDue(r, static_cast<LayerId>(l))) continue;
       LayerPrediction& now = plan_keep.prediction.layers[l];
       now.settled = now.total_seconds >= r.previous->prediction.layers[l].total_seconds *
                                              (1 - std::max(r.config.revise_gain, 1e-9));
@@ -323,9 +330,8 @@ class HecatePolicy : public Policy {
   // Per layer, the previous plan's prediction when the layer may be kept as it is (warm start,
   // same owners, resident copies within this plan's budget, expert shares within
   // replan_threshold of what it was planned for, and settled); null where it is planned.
-  // `revise_only` marks the unmoved layers planned only because they have not settled: 2 on their
-  // revision turn (which may settle them), 1 otherwise. Either keeps the previous plan unless the
-  // new one is faster.
+  // `revise_only` marks the unmoved layers planned only because they have not settled (their
+  // revision turn may settle them); they keep the previous plan unless the new one is faster.
   static std::vector<const LayerPrediction*> Unmoved(
       const PlanRequest& r, const Owners& owners, const std::vector<std::vector<int64_t>>& totals,
       std::vector<char>* revise_only) {
@@ -341,7 +347,6 @@ class HecatePolicy : public Policy {
         CopyBudget(*r.cluster, *r.model, owners, ReplicaSemantics::kEphemeral, RematMode::kKeep,
                    r.config.extra_slots);
     const int devices = r.cluster->num_devices();
-    const int period = std::max(1, r.config.revise_period);
     for (size_t l = 0; l < owners.size(); ++l) {
       const LayerPlan& layer = prev->layers[l];
       const LayerPrediction& p = prev->prediction.layers[l];
@@ -354,10 +359,8 @@ class HecatePolicy : public Policy {
       bool fits = true;
       for (DeviceId d = 0; d < devices && fits; ++d) fits = extra[d] <= budget[d];
       if (!fits) continue;
-      const bool revise_due =
-          static_cast<int>(r.iteration % period) == static_cast<int>(l) % period;
       if (!p.settled) {
-        (*revise_only)[l] = revise_due ? 2 : 1;
+        (*revise_only)[l] = 1;
       } else {
         out[l] = &p;
       }
@@ -391,9 +394,7 @@ class HecatePolicy : public Policy {
         // Every revise_period-th iteration (a different share of the layers each time) also
         // drops the copies worth less than revise_gain of the layer time and lets the greedy
         // regrow them.
-        const int period = std::max(1, r.config.revise_period);
-        budget.keep_gain =
-            static_cast<int>(r.iteration % period) == l % period ? r.config.revise_gain : 0.0;
+        budget.keep_gain = RevisionDue(r, l) ? r.config.revise_gain : 0.0;
         LayerPlan revised =
             MaterializeGreedy(cost, l, base, (*r.load)[l], budget, nullptr, &aggregates[l]);
         if (revise_only != nullptr && (*revise_only)[l]) {

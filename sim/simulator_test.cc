@@ -94,13 +94,23 @@ TEST(SimulatorTest, InvariantsForEveryPolicy) {
   EXPECT_EQ(Simulate(c, m, loads, 2, bad).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
-// Replaying a recorded run: decisions come from the planning cluster, times from the simulated one.
-TEST(SimulatorTest, PlanningClusterDecidesSimulatedClusterTimes) {
+// 2 nodes x 4 devices, 2 layers x 16 experts, Zipf loads of skew `zipf`: the replay tests' setup.
+struct ReplayCase {
+  explicit ReplayCase(double zipf) { opt.zipf_s = zipf; }
   pl::Cluster c = pl::Cluster::Uniform(2, 4, int64_t{2} << 30, 1e14, 1e10, 1e9, 5e-6);
   pl::ModelSpec m = pl::UniformModel("m", 2, 16, 2, 256, 512, 2, 2048, 3e-4);
   pl::SkewOptions opt;
-  opt.zipf_s = 1.2;
-  auto loads = [&](int i) { return pl::SkewedLoad(c, m, opt, i); };
+  LoadSource loads() const {
+    return [this](int i) { return pl::SkewedLoad(c, m, opt, i); };
+  }
+};
+
+// Replaying a recorded run: decisions come from the planning cluster, times from the simulated one.
+TEST(SimulatorTest, PlanningClusterDecidesSimulatedClusterTimes) {
+  const ReplayCase rc(1.2);
+  const pl::Cluster& c = rc.c;
+  const pl::ModelSpec& m = rc.m;
+  const LoadSource loads = rc.loads();
   SimOptions o;
   absl::StatusOr<SimResult> plain = Simulate(c, m, loads, 12, o);
   ASSERT_TRUE(plain.ok()) << plain.status();
@@ -134,11 +144,10 @@ TEST(SimulatorTest, PlanningClusterDecidesSimulatedClusterTimes) {
 }
 
 TEST(SimulatorTest, PlanningModelDecidesWithItsCopyCost) {
-  pl::Cluster c = pl::Cluster::Uniform(2, 4, int64_t{2} << 30, 1e14, 1e10, 1e9, 5e-6);
-  pl::ModelSpec m = pl::UniformModel("m", 2, 16, 2, 256, 512, 2, 2048, 3e-4);
-  pl::SkewOptions opt;
-  opt.zipf_s = 0.6;
-  auto loads = [&](int i) { return pl::SkewedLoad(c, m, opt, i); };
+  const ReplayCase rc(0.6);
+  const pl::Cluster& c = rc.c;
+  const pl::ModelSpec& m = rc.m;
+  const LoadSource loads = rc.loads();
   SimOptions o;
   absl::StatusOr<SimResult> plain = Simulate(c, m, loads, 8, o);
   ASSERT_TRUE(plain.ok()) << plain.status();
