@@ -8,6 +8,7 @@
 // Rank 0 prints one "progress ..." line per logged iteration and a final "summary ..." line on
 // stdout (hecate run parses them); logs go to stderr. Exit codes: 0 done, 2 usage, 3 a collective
 // failed (a peer died or timed out), 4 bad input (data, checkpoint), 1 other.
+#include <malloc.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -87,6 +88,9 @@ ABSL_FLAG(double, link_gbytes, 2, "Link bandwidth the planner assumes, GB/s");
 ABSL_FLAG(double, copy_overhead_ms, 0,
           "Fixed compute the planner assumes an expert copy costs its holder per iteration "
           "(forward + backward; //bench:calibration measures it), ms");
+ABSL_FLAG(int, reshard_period, 100,
+          "Local planning: consider heterogeneous re-sharding every N iterations (taken when the "
+          "predicted saving over N iterations covers the migration; 0: never)");
 ABSL_FLAG(int, debug_plan_delay_ms, 0, "Test hook: delay each received plan by this long");
 ABSL_FLAG(int, debug_exit_at, -1, "Test hook: exit(1) at the start of this iteration");
 ABSL_FLAG(bool, report_loads, true, "Stream load reports to the controller");
@@ -157,7 +161,20 @@ double Balancedness(const pl::Cluster& cluster, const pl::Plan& plan, const pl::
   return load.empty() ? 1.0 : sum / load.size();
 }
 
+// LibTorch's CPU allocator takes every tensor from malloc. glibc serves blocks above its mmap
+// threshold (128 KiB, rising dynamically) with fresh mappings and returns freed heap tops to the
+// kernel, so the activations a step allocates and frees (tens of MiB per MoE layer) fault their
+// pages in again every iteration: 20% of EP's skewed step in //bench:ep_vs_fssdp (226 -> 176 ms),
+// 9% of FSSDP's. Blocks up to 32 MiB (glibc's largest threshold) come from the heap, and freed
+// memory up to 1 GiB stays mapped for the next step.
+void KeepFreedMemory() {
+  const bool ok = mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 &&
+                  mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1 && mallopt(M_TOP_PAD, 64 << 20) == 1;
+  if (!ok) std::fprintf(stderr, "hecate-worker: mallopt refused a setting (continuing)\n");
+}
+
 int Main(int argc, char** argv) {
+  KeepFreedMemory();
   const std::vector<std::string> args =
       ParseFlags(argc, argv,
                  "One Hecate training rank (GPT-MoE over FSSDP). See docs/launching.md.\n"
@@ -242,10 +259,10 @@ int Main(int argc, char** argv) {
     return kUsage;
   }
   if (!(absl::GetFlag(FLAGS_copy_overhead_ms) >= 0) || !(absl::GetFlag(FLAGS_device_gflops) > 0) ||
-      !(absl::GetFlag(FLAGS_link_gbytes) > 0)) {
+      !(absl::GetFlag(FLAGS_link_gbytes) > 0) || absl::GetFlag(FLAGS_reshard_period) < 0) {
     std::fprintf(stderr,
                  "hecate-worker: need --copy_overhead_ms >= 0, --device_gflops > 0, "
-                 "--link_gbytes > 0\n");
+                 "--link_gbytes > 0, --reshard_period >= 0\n");
     return kUsage;
   }
   absl::StatusOr<TextData> data = TextData::Load(tc.data_path, tc.seq_len);
@@ -320,6 +337,7 @@ int Main(int argc, char** argv) {
   if (mode == "fssdp" && absl::GetFlag(FLAGS_local_planning)) {
     LocalPlannerConfig lc;
     lc.policy = absl::GetFlag(FLAGS_policy);
+    lc.reshard_period = absl::GetFlag(FLAGS_reshard_period);
     auto lp = LocalPlanner::Create(*cluster, model, lc);
     if (!lp.ok()) {
       std::fprintf(stderr, "hecate-worker: %s\n", lp.status().ToString().c_str());
@@ -522,12 +540,14 @@ int Main(int argc, char** argv) {
   if (rank == 0) {
     std::printf(
         "summary iterations=%d first_loss=%.4f last_loss=%.4f mean_step_ms=%.1f "
-        "tokens_per_s=%.0f plans_applied=%d final_plan=%llu.%llu spag_bytes=%lld "
+        "tokens_per_s=%.0f plans_applied=%d final_plan=%llu.%llu sharding_version=%llu "
+        "spag_bytes=%lld "
         "sprs_bytes=%lld a2a_bytes=%lld reports_dropped=%lld\n",
         steps, first_loss, last_loss, steps ? step_sum / steps * 1e3 : 0.0,
         step_sum > 0 ? tokens_sum / step_sum : 0.0, plans_applied,
         static_cast<unsigned long long>(applied->id.epoch),
         static_cast<unsigned long long>(applied->id.version),
+        static_cast<unsigned long long>(applied->sharding_version),
         static_cast<long long>(comm->counters().sent(CommKind::kSparseAllGather)),
         static_cast<long long>(comm->counters().sent(CommKind::kSparseReduceScatter)),
         static_cast<long long>(comm->counters().sent(CommKind::kAllToAll)),
