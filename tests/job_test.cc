@@ -147,7 +147,8 @@ struct Job {
 };
 
 TEST(JobTest, WorkerRejectsBadPlannerFlagsAsUsageErrors) {
-  for (const char* bad : {"--copy_overhead_ms=-1", "--device_gflops=0", "--link_gbytes=-2"}) {
+  for (const char* bad :
+       {"--copy_overhead_ms=-1", "--device_gflops=0", "--link_gbytes=-2", "--reshard_period=-1"}) {
     Job job;
     job.dir = TempDir("bad_flags");
     job.master_port = FreePort();
@@ -156,6 +157,35 @@ TEST(JobTest, WorkerRejectsBadPlannerFlagsAsUsageErrors) {
     std::ifstream log(job.dir + "/worker0.log");
     std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
     EXPECT_THAT(text, ::testing::HasSubstr("--copy_overhead_ms >= 0")) << bad;
+  }
+}
+
+// The local planner re-shards on --reshard_period: under a skew toward rank 0's two experts,
+// heterogeneous sharding gives one of them to rank 1 rather than paying for copies every
+// iteration (the final plan's sharding version rises); with 0 it never re-shards.
+TEST(JobTest, LocalPlannerReshardsOnItsPeriod) {
+  for (const int period : {4, 0}) {
+    Job job;
+    job.dir = TempDir("reshard");
+    job.master_port = FreePort();
+    job.StartWorkers(
+        2, 12,
+        {absl::StrCat("--reshard_period=", period), "--gate_bias=6", "--skew_experts=2",
+         "--log_every=1", "--d_ffn=1024", "--batch=8", "--copy_overhead_ms=4"});
+    std::string summary;
+    ASSERT_TRUE(job.workers[0]->WaitForLine("summary ", absl::Minutes(2), &summary));
+    for (auto& w : job.workers) ASSERT_EQ(w->Wait(absl::Minutes(1)), 0) << "period " << period;
+    const size_t at = summary.find("sharding_version=");
+    ASSERT_NE(at, std::string::npos) << summary;
+    int version = 0;
+    const size_t from = at + std::string("sharding_version=").size();
+    ASSERT_TRUE(absl::SimpleAtoi(summary.substr(from, summary.find(' ', from) - from), &version))
+        << summary;
+    if (period > 0) {
+      EXPECT_GT(version, 1) << "no re-shard with --reshard_period=" << period;
+    } else {
+      EXPECT_EQ(version, 1);
+    }
   }
 }
 
