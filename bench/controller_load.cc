@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -85,15 +86,9 @@ struct PlanHeader {
   size_t bytes = 0;
 };
 
-bool ParseHeader(const grpc::ByteBuffer& buffer, PlanHeader* out) {
-  std::vector<grpc::Slice> slices;
-  if (!buffer.Dump(&slices).ok()) return false;
-  std::string bytes;
-  for (const grpc::Slice& s : slices)
-    bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
-  out->bytes = bytes.size();
-  google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()),
-                                            static_cast<int>(bytes.size()));
+// Reads the header fields from `data`; false if a field is malformed or cut off.
+bool ParseFields(const uint8_t* data, size_t size, PlanHeader* out, bool* have_version) {
+  google::protobuf::io::CodedInputStream in(data, static_cast<int>(size));
   using WFL = google::protobuf::internal::WireFormatLite;
   while (uint32_t tag = in.ReadTag()) {
     const int field = WFL::GetTagFieldNumber(tag);
@@ -101,6 +96,7 @@ bool ParseHeader(const grpc::ByteBuffer& buffer, PlanHeader* out) {
       v1::PlanId id;
       if (!WFL::ReadMessage(&in, &id)) return false;
       out->version = id.version();
+      *have_version = true;
     } else if (field == v1::Plan::kPublishedUnixSecondsFieldNumber) {
       if (!WFL::ReadPrimitive<double, WFL::TYPE_DOUBLE>(&in, &out->published)) return false;
     } else if (!WFL::SkipField(&in, tag)) {
@@ -108,6 +104,27 @@ bool ParseHeader(const grpc::ByteBuffer& buffer, PlanHeader* out) {
     }
   }
   return true;
+}
+
+// `full`: decode every top-level field (version, publication time, size). Otherwise only the
+// version, from the message's first slice when it holds it (the id is the second field, a few
+// bytes in): the other watchers only time their arrival, without copying the plan.
+bool ParseHeader(const grpc::ByteBuffer& buffer, PlanHeader* out, bool full) {
+  out->bytes = buffer.Length();
+  std::vector<grpc::Slice> slices;
+  if (!buffer.Dump(&slices).ok()) return false;
+  bool have_version = false;
+  if (!full && !slices.empty()) {
+    // A cut-off field at the slice's end fails the parse; the version may still be read.
+    (void)ParseFields(slices[0].begin(), slices[0].size(), out, &have_version);
+    if (have_version) return true;
+  }
+  std::string bytes;
+  for (const grpc::Slice& s : slices)
+    bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  return ParseFields(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), out,
+                     &have_version) &&
+         have_version;
 }
 
 // Watchers spread over several connections (a real cluster has one per worker process) and
@@ -167,14 +184,14 @@ class Watchers {
       Watch* w = reinterpret_cast<Watch*>(v & ~uintptr_t{1});
       if (!ok) continue;
       PlanHeader h;
-      if ((v & 1) == kRead && ParseHeader(w->plan, &h)) {
+      if ((v & 1) == kRead && ParseHeader(w->plan, &h, w->id == 0)) {
         const int64_t t = Now_us();
         std::lock_guard<std::mutex> lock(mu_);
         auto& [first, last, count, published] = arrivals_[h.version];
         if (count == 0) first = t;
         last = std::max(last, t);
         ++count;
-        published = h.published;
+        if (h.published > 0) published = h.published;
         if (w->id == 0) bytes_[h.version] = h.bytes;
       }
       w->reader->Read(&w->plan, Tag(w, kRead));
@@ -352,7 +369,7 @@ int Main(int argc, char** argv) {
   std::vector<double> fanout_ms;
   double first_fanout_ms = 0;
   const std::map<uint64_t, size_t> bytes = watchers.bytes();
-  std::printf("\nplan,bytes_to_watcher_0,fanout_ms\n");
+  std::printf("\nplan,bytes_to_watcher_0,first_watcher_ms,fanout_ms\n");
   for (const auto& [version, a] : watchers.arrivals()) {
     const auto& [first, last, count, published] = a;
     if (count == workers && published > 0) {
@@ -360,8 +377,8 @@ int Main(int argc, char** argv) {
       if (fanout_ms.empty()) first_fanout_ms = ms;
       fanout_ms.push_back(ms);
       auto b = bytes.find(version);
-      std::printf("%llu,%zu,%.1f\n", static_cast<unsigned long long>(version),
-                  b == bytes.end() ? size_t{0} : b->second, ms);
+      std::printf("%llu,%zu,%.1f,%.1f\n", static_cast<unsigned long long>(version),
+                  b == bytes.end() ? size_t{0} : b->second, (first / 1e6 - published) * 1e3, ms);
     }
   }
   size_t last_bytes = bytes.empty() ? 0 : bytes.rbegin()->second;
@@ -379,7 +396,11 @@ int Main(int argc, char** argv) {
               (after.cpu_s - before.cpu_s) / elapsed, after.rss_kb / 1024.0, after.hwm_kb / 1024.0);
   controller.Signal(SIGTERM);
   controller.Wait(absl::Seconds(30));
-  return failed.load() == 0 ? 0 : 1;
+  // A clean run leaves nothing behind; a failed one keeps the controller's log and state.
+  if (failed.load() != 0) return 1;
+  std::error_code ignored;
+  std::filesystem::remove_all(state, ignored);
+  return 0;
 }
 
 }  // namespace

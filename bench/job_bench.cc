@@ -4,6 +4,7 @@
 //
 //   bazel run //bench:job_bench [-- --iterations=40]
 #include <cstdio>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -81,6 +82,8 @@ int Main(int argc, char** argv) {
               100.0 * (mean(step["ep+agent"]) / ep - 1));
   controller.Signal(SIGTERM);
   controller.Wait(absl::Seconds(20));
+  std::error_code ignored;  // a clean run leaves nothing behind; failures keep their logs
+  std::filesystem::remove_all(dir, ignored);
   return 0;
 }
 

@@ -115,7 +115,7 @@ std::vector<std::string> BenchModelFlags(int iterations) {
           // //bench:calibration's balanced A/B measured 2.3-5.7 ms per copy and iteration in
           // three runs on this noisy machine; with 4 ms the planner leaves the balanced case
           // alone and places the same skewed copies as with 0 to 6 ms (docs/benchmarks.md).
-          "--copy_overhead_ms=4"};
+          "--copy_overhead_ms=4", "--reshard_period=" + std::to_string(kBenchReshardPeriod)};
 }
 
 }  // namespace hecate::bench

@@ -32,6 +32,11 @@ double Median(std::vector<double> v);
 
 std::string FindBinary(const std::string& runfile_path);
 
+// The local planner's re-sharding period in the CPU benchmarks: a run of 2 x 40 iterations never
+// reaches the default 100, so without it the benchmarks would measure FSSDP without its
+// heterogeneous sharding (paper Alg. 2). The simulator replaying them uses the same period.
+inline constexpr int kBenchReshardPeriod = 10;
+
 // The GPT-MoE every CPU benchmark trains (ep_vs_fssdp, job_bench, calibration: the calibration
 // fits the simulator to exactly this model). Expert compute dominates: wide experts, few heads,
 // short sequences. 4 experts: EP puts 0,1 on rank 0 and 2,3 on rank 1; the skew (--gate_bias)
