@@ -32,7 +32,9 @@ int Main(int argc, char** argv) {
   proc::Subprocess controller;
   if (!controller.Start({controller_bin, "--listen=127.0.0.1:0",
                          "--metrics-listen=", "--state-dir=" + dir + "/state", "--policy=hecate",
-                         "--report-deadline-ms=1000"},
+                         "--report-deadline-ms=1000",
+                         // The workers' local planner re-shards on this period too.
+                         absl::StrCat("--reshard_period=", kBenchReshardPeriod)},
                         {}, dir + "/controller.log")) {
     return 1;
   }
