@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "placement/materialization.h"
+#include "worker/fssdp/adam.h"
 #include "worker/fssdp/expert_ffn.h"
 
 namespace hecate::worker {
@@ -400,15 +401,8 @@ absl::Status MoELayer::ReduceGradients() {
 
 void MoELayer::Step(double lr, double beta1, double beta2, double eps, int64_t step) {
   const absl::Time t0 = absl::Now();
-  const double c1 = 1.0 - std::pow(beta1, static_cast<double>(step));
-  const double c2 = 1.0 - std::pow(beta2, static_cast<double>(step));
-  torch::NoGradGuard no_grad;
-  for (auto& [e, o] : owned_) {
-    torch::Tensor g = grads_.at(e);
-    o.m.mul_(beta1).add_(g, 1.0 - beta1);
-    o.v.mul_(beta2).addcmul_(g, g, 1.0 - beta2);
-    o.param.addcdiv_(o.m / c1, (o.v / c2).sqrt_().add_(eps), -lr);
-  }
+  const AdamConfig adam{lr, beta1, beta2, eps};
+  for (auto& [e, o] : owned_) AdamStep(o.param, grads_.at(e), o.m, o.v, adam, step);
   times_.optimizer += Since(t0);
 }
 

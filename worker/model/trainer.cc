@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "worker/fssdp/adam.h"
 
 namespace hecate::worker {
 
@@ -236,15 +237,12 @@ absl::StatusOr<StepResult> Trainer::Step(uint64_t iteration) {
   t0 = absl::Now();
   {
     torch::NoGradGuard no_grad;
-    const double c1 = 1.0 - std::pow(config_.beta1, static_cast<double>(step_));
-    const double c2 = 1.0 - std::pow(config_.beta2, static_cast<double>(step_));
+    const AdamConfig adam{config_.lr, config_.beta1, config_.beta2, config_.eps};
     int64_t offset = 0;
     for (size_t i = 0; i < params.size(); ++i) {
       torch::Tensor g = flat.narrow(0, offset, params[i].numel()).view(params[i].sizes());
       offset += params[i].numel();
-      m_[i].mul_(config_.beta1).add_(g, 1.0 - config_.beta1);
-      v_[i].mul_(config_.beta2).addcmul_(g, g, 1.0 - config_.beta2);
-      params[i].addcdiv_(m_[i] / c1, (v_[i] / c2).sqrt_().add_(config_.eps), -config_.lr);
+      AdamStep(params[i], g, m_[i], v_[i], adam, step_);
     }
   }
   const double dense_opt = Since(t0);
