@@ -288,8 +288,122 @@ v1::Plan MakeDelta(const v1::Plan& base, const v1::Plan& next) {
   return delta;
 }
 
+namespace {
+
+// Whether the layer carries compact holder lists.
+bool IsCompact(const v1::LayerPlan& layer) {
+  return layer.holder_counts_size() != 0 || layer.holder_gaps_size() != 0;
+}
+
+// Appends `holders` without `owner` to the layer's compact lists; false when `holders` is not
+// strictly ascending or does not contain `owner`.
+bool AppendCompact(const v1::ExpertReplicas& holders, uint32_t owner, v1::LayerPlan* out) {
+  uint32_t count = 0, prev = 0;
+  bool first = true, has_owner = false;
+  for (int i = 0; i < holders.devices_size(); ++i) {
+    const uint32_t d = holders.devices(i);
+    if (i > 0 && d <= holders.devices(i - 1)) return false;
+    if (d == owner) {
+      has_owner = true;
+      continue;
+    }
+    out->add_holder_gaps(first ? d : d - prev);
+    prev = d;
+    first = false;
+    ++count;
+  }
+  out->add_holder_counts(count);
+  return has_owner;
+}
+
+// Restores `replicas` of a compact layer: one list per entry of holder_counts, the owner of entry i
+// being owners[experts[i]] (experts = null: entry i is expert i).
+absl::Status ExpandLayer(const google::protobuf::RepeatedField<uint32_t>& owners,
+                         const google::protobuf::RepeatedField<uint32_t>* experts,
+                         v1::LayerPlan* layer) {
+  const auto fail = [&](const std::string& what) {
+    return absl::InvalidArgumentError(absl::StrCat("layer ", layer->layer(), ": ", what));
+  };
+  if (layer->replicas_size() != 0) return fail("both replicas and compact holder lists");
+  const int entries = experts != nullptr ? experts->size() : owners.size();
+  if (layer->holder_counts_size() != entries) {
+    return fail(
+        absl::StrCat(layer->holder_counts_size(), " holder counts for ", entries, " experts"));
+  }
+  int next = 0;
+  for (int i = 0; i < entries; ++i) {
+    const uint32_t e = experts != nullptr ? experts->Get(i) : static_cast<uint32_t>(i);
+    if (e >= static_cast<uint32_t>(owners.size())) {
+      return fail(absl::StrCat("expert ", e, " out of range"));
+    }
+    const uint32_t owner = owners.Get(static_cast<int>(e));
+    const uint32_t count = layer->holder_counts(i);
+    if (count > static_cast<uint32_t>(layer->holder_gaps_size() - next)) {
+      return fail("holder counts exceed the holder gaps");
+    }
+    v1::ExpertReplicas* out = layer->add_replicas();
+    out->mutable_devices()->Reserve(static_cast<int>(count) + 1);
+    uint64_t id = 0;
+    bool owner_placed = false;
+    for (uint32_t k = 0; k < count; ++k) {
+      const uint32_t gap = layer->holder_gaps(next++);
+      if (k > 0 && gap == 0) return fail(absl::StrCat("expert ", e, ": a repeated holder"));
+      id += gap;
+      if (id > 0x7fffffffu) return fail(absl::StrCat("expert ", e, ": holder out of range"));
+      if (id == owner) return fail(absl::StrCat("expert ", e, ": the owner is listed"));
+      if (!owner_placed && owner < id) {
+        out->add_devices(owner);
+        owner_placed = true;
+      }
+      out->add_devices(static_cast<uint32_t>(id));
+    }
+    if (!owner_placed) out->add_devices(owner);
+  }
+  if (next != layer->holder_gaps_size()) return fail("holder gaps left over");
+  layer->clear_holder_counts();
+  layer->clear_holder_gaps();
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+v1::Plan CompactHolders(v1::Plan plan, const v1::Plan& full) {
+  const v1::Plan original = plan;
+  int full_layer = 0;
+  for (v1::LayerPlan& layer : *plan.mutable_layers()) {
+    while (full_layer < full.layers_size() && full.layers(full_layer).layer() != layer.layer()) {
+      ++full_layer;
+    }
+    if (full_layer >= full.layers_size() || IsCompact(layer)) return original;
+    const auto& owners = full.layers(full_layer).owner();
+    const bool delta = plan.has_delta_base();
+    if (!delta && layer.replicas_size() != owners.size()) return original;
+    if (delta && layer.replicas_size() != layer.changed_experts_size()) return original;
+    for (int i = 0; i < layer.replicas_size(); ++i) {
+      const uint32_t e = delta ? layer.changed_experts(i) : static_cast<uint32_t>(i);
+      if (e >= static_cast<uint32_t>(owners.size()) ||
+          !AppendCompact(layer.replicas(i), owners.Get(static_cast<int>(e)), &layer)) {
+        return original;
+      }
+    }
+    layer.clear_replicas();
+  }
+  return plan;
+}
+
 absl::StatusOr<v1::Plan> ApplyDelta(const v1::Plan& base, const v1::Plan& delta) {
-  if (!delta.has_delta_base()) return delta;
+  if (!delta.has_delta_base()) {
+    bool compact = false;
+    for (const v1::LayerPlan& layer : delta.layers()) compact = compact || IsCompact(layer);
+    if (!compact) return delta;
+    v1::Plan out = delta;
+    for (v1::LayerPlan& layer : *out.mutable_layers()) {
+      if (!IsCompact(layer)) continue;
+      const google::protobuf::RepeatedField<uint32_t> owners = layer.owner();
+      if (absl::Status s = ExpandLayer(owners, nullptr, &layer); !s.ok()) return s;
+    }
+    return out;
+  }
   if (!(FromProto(delta.delta_base()) == FromProto(base.id()))) {
     return absl::FailedPreconditionError(absl::StrCat(
         "delta is against plan ", delta.delta_base().epoch(), ".", delta.delta_base().version(),
@@ -308,10 +422,33 @@ absl::StatusOr<v1::Plan> ApplyDelta(const v1::Plan& base, const v1::Plan& delta)
           absl::StrCat("delta names layer ", d.layer(), ", absent or out of order in the base"));
     }
     v1::LayerPlan& target = *out.mutable_layers(next_layer);
-    if (d.changed_experts_size() != d.replicas_size()) {
+    v1::LayerPlan expanded;
+    if (IsCompact(d)) {
+      // The holders exclude the owners of the plan being rebuilt: the delta's if it carries
+      // them, else the base's (unchanged).
+      expanded.set_layer(d.layer());
+      *expanded.mutable_holder_counts() = d.holder_counts();
+      *expanded.mutable_holder_gaps() = d.holder_gaps();
+      if (d.replicas_size() != 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("delta layer ", d.layer(), ": both replicas and compact holder lists"));
+      }
+      if (d.owner_size() != 0 && d.owner_size() != target.owner_size()) {
+        return absl::InvalidArgumentError(absl::StrCat("delta layer ", d.layer(), ": ",
+                                                       d.owner_size(), " owners, base has ",
+                                                       target.owner_size()));
+      }
+      if (absl::Status s = ExpandLayer(d.owner_size() != 0 ? d.owner() : target.owner(),
+                                       &d.changed_experts(), &expanded);
+          !s.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("delta ", s.message()));
+      }
+    }
+    const auto& replicas = IsCompact(d) ? expanded.replicas() : d.replicas();
+    if (d.changed_experts_size() != replicas.size()) {
       return absl::InvalidArgumentError(absl::StrCat("delta layer ", d.layer(), ": ",
                                                      d.changed_experts_size(), " experts but ",
-                                                     d.replicas_size(), " holder lists"));
+                                                     replicas.size(), " holder lists"));
     }
     if (d.owner_size() != 0 && d.owner_size() != target.owner_size()) {
       return absl::InvalidArgumentError(absl::StrCat("delta layer ", d.layer(), ": ",
@@ -324,7 +461,7 @@ absl::StatusOr<v1::Plan> ApplyDelta(const v1::Plan& base, const v1::Plan& delta)
         return absl::InvalidArgumentError(
             absl::StrCat("delta layer ", d.layer(), ": expert ", e, " out of range"));
       }
-      *target.mutable_replicas(static_cast<int>(e)) = d.replicas(i);
+      *target.mutable_replicas(static_cast<int>(e)) = replicas.Get(i);
     }
     if (d.owner_size() != 0) *target.mutable_owner() = d.owner();
     target.set_remat(d.remat());

@@ -35,6 +35,15 @@ v1::Plan ToProto(const placement::Plan& plan);
 v1::Plan MakeDelta(const v1::Plan& base, const v1::Plan& next);
 absl::StatusOr<v1::Plan> ApplyDelta(const v1::Plan& base, const v1::Plan& delta);
 
+// Compact holder lists (WatchPlansRequest.compact_holders). CompactHolders(plan, full) takes `full`
+// itself or MakeDelta(base, full) and replaces every layer's `replicas` by holder_counts and
+// holder_gaps, reading the owners from `full`; it returns `plan` unchanged when some holder list is
+// not ascending or lacks its owner (never the case for a valid plan). ApplyDelta accepts compact
+// plans and deltas and returns `replicas` form: INVALID_ARGUMENT when the compact lists do not
+// decode (counts that do not match the experts or the gaps, a gap of 0 after the first holder, the
+// owner listed, both forms in one layer).
+v1::Plan CompactHolders(v1::Plan plan, const v1::Plan& full);
+
 // proto3 canonical JSON (what hecatectl -o json prints and what grpcurl speaks).
 std::string ToJson(const google::protobuf::Message& m, bool pretty = true);
 absl::Status FromJson(const std::string& json, google::protobuf::Message* m);

@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <functional>
+#include <vector>
+
 #include "placement/policy.h"
 #include "placement/synthetic.h"
 
@@ -70,6 +74,116 @@ TEST(WireTest, PlanDeltaRebuildsTheNextPlanExactly) {
   layer->add_changed_experts(999);
   layer->add_replicas()->add_devices(0);
   EXPECT_EQ(ApplyDelta(full, bad).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// What WatchPlans pushes: the plan without per-device predictions.
+v1::Plan Lean(v1::Plan plan) {
+  for (v1::LayerPlan& layer : *plan.mutable_layers()) {
+    layer.mutable_prediction()->clear_device_tokens();
+  }
+  plan.clear_predicted_device_memory_bytes();
+  return plan;
+}
+
+// Compact holder lists: full plans and deltas decode to exactly the replicas form, in fewer bytes
+// (many devices, many holders per expert: the case they are for).
+TEST(WireTest, CompactHoldersRebuildPlansAndDeltasExactly) {
+  placement::Cluster c = placement::Cluster::Uniform(32, 8, int64_t{80} << 30, 4e14, 4.5e11, 4e11);
+  placement::ModelSpec m = placement::UniformModel("m", 3, 16, 8, 1024, 2048, 2, 4096, 2e-3);
+  auto policy = *placement::MakePolicy("hecate");
+  placement::SkewOptions opt;
+  opt.zipf_s = 1.0;
+  opt.drift_per_iteration = 0.5;
+  placement::ModelLoad load = placement::SkewedLoad(c, m, opt, 0);
+  placement::Plan previous = policy->Compute({&c, &m, &load});
+  previous.id = {1, 1};
+  v1::Plan base = Lean(ToProto(previous));
+  const v1::Plan compact = CompactHolders(base, base);
+  for (const v1::LayerPlan& layer : compact.layers()) {
+    EXPECT_EQ(layer.replicas_size(), 0);
+    EXPECT_EQ(layer.holder_counts_size(), layer.owner_size());
+  }
+  EXPECT_LT(compact.ByteSizeLong(), base.ByteSizeLong() * 3 / 4);
+  absl::StatusOr<v1::Plan> expanded = ApplyDelta(v1::Plan(), compact);
+  ASSERT_TRUE(expanded.ok()) << expanded.status();
+  EXPECT_EQ(expanded->SerializeAsString(), base.SerializeAsString());
+  int compact_deltas = 0;
+  for (uint64_t i = 1; i <= 8; ++i) {
+    load = placement::SkewedLoad(c, m, opt, i);
+    placement::PlanRequest r{&c, &m, &load, &previous};
+    r.iteration = i;
+    placement::Plan next = policy->Compute(r);
+    next.id = {1, i + 1};
+    if (i % 3 == 0) {  // a re-shard: experts 0 and 5 swap owners, each new owner a holder
+      placement::LayerPlan& lp = next.layers[2];
+      std::swap(lp.owner[0], lp.owner[5]);
+      for (int e : {0, 5}) {
+        std::vector<placement::DeviceId>& h = lp.replicas[e];
+        if (!std::binary_search(h.begin(), h.end(), lp.owner[e])) {
+          h.insert(std::lower_bound(h.begin(), h.end(), lp.owner[e]), lp.owner[e]);
+        }
+      }
+    }
+    const v1::Plan next_proto = Lean(ToProto(next));
+    const v1::Plan delta = MakeDelta(base, next_proto);
+    const v1::Plan compact_delta = CompactHolders(delta, next_proto);
+    for (const v1::LayerPlan& layer : compact_delta.layers()) {
+      EXPECT_EQ(layer.replicas_size(), 0);
+      EXPECT_EQ(layer.holder_counts_size(), layer.changed_experts_size());
+      compact_deltas += layer.holder_counts_size() > 0;
+    }
+    absl::StatusOr<v1::Plan> rebuilt = ApplyDelta(base, compact_delta);
+    ASSERT_TRUE(rebuilt.ok()) << rebuilt.status();
+    EXPECT_EQ(rebuilt->SerializeAsString(), next_proto.SerializeAsString()) << "iteration " << i;
+    base = next_proto;
+    previous = std::move(next);
+  }
+  EXPECT_GT(compact_deltas, 0) << "the drifting loads should change some holders";
+}
+
+// Malformed compact lists are INVALID_ARGUMENT; a holder list that CompactHolders cannot code
+// (owner missing) leaves the plan as it was.
+TEST(WireTest, MalformedCompactHoldersAreRejected) {
+  v1::Plan plan;
+  plan.mutable_id()->set_version(1);
+  v1::LayerPlan* layer = plan.add_layers();
+  layer->add_owner(2);
+  layer->add_owner(0);
+  for (const std::vector<uint32_t>& holders : {std::vector<uint32_t>{1, 2, 5}, {0}}) {
+    v1::ExpertReplicas* r = layer->add_replicas();
+    for (uint32_t d : holders) r->add_devices(d);
+  }
+  const v1::Plan good = CompactHolders(plan, plan);
+  ASSERT_EQ(good.layers(0).holder_counts_size(), 2);
+  EXPECT_EQ(good.layers(0).holder_counts(0), 2u);  // 1 and 5 besides owner 2
+  EXPECT_EQ(good.layers(0).holder_gaps(1), 4u);    // 1, then +4 = 5
+  EXPECT_EQ(ApplyDelta(plan, good)->SerializeAsString(), plan.SerializeAsString());
+  auto rejected = [&](const std::function<void(v1::LayerPlan*)>& edit) {
+    v1::Plan bad = good;
+    edit(bad.mutable_layers(0));
+    return ApplyDelta(plan, bad).status().code() == absl::StatusCode::kInvalidArgument;
+  };
+  EXPECT_TRUE(rejected([](v1::LayerPlan* l) { l->add_holder_counts(0); }));  // 3 counts, 2 experts
+  EXPECT_TRUE(rejected([](v1::LayerPlan* l) { l->set_holder_counts(0, 3); }));  // past the gaps
+  EXPECT_TRUE(rejected([](v1::LayerPlan* l) { l->add_holder_gaps(7); }));       // gaps left over
+  EXPECT_TRUE(rejected([](v1::LayerPlan* l) { l->set_holder_gaps(1, 0); }));    // repeated holder
+  EXPECT_TRUE(rejected([](v1::LayerPlan* l) { l->set_holder_gaps(0, 2); }));    // the owner listed
+  EXPECT_TRUE(rejected([](v1::LayerPlan* l) { l->add_replicas()->add_devices(0); }));  // both forms
+  EXPECT_TRUE(rejected([](v1::LayerPlan* l) { l->set_holder_gaps(1, 0xffffffffu); }));  // overflow
+  // A delta whose compact lists name more experts than it changed.
+  v1::Plan delta = MakeDelta(plan, plan);
+  v1::LayerPlan* d = delta.add_layers();
+  d->set_layer(0);
+  d->add_changed_experts(1);
+  d->add_holder_counts(0);
+  d->add_holder_counts(0);
+  EXPECT_EQ(ApplyDelta(plan, delta).status().code(), absl::StatusCode::kInvalidArgument);
+  d->mutable_holder_counts()->RemoveLast();
+  EXPECT_TRUE(ApplyDelta(plan, delta).ok());
+  // Not codable: expert 1's list lacks its owner (0).
+  v1::Plan no_owner = plan;
+  no_owner.mutable_layers(0)->mutable_replicas(1)->set_devices(0, 3);
+  EXPECT_EQ(CompactHolders(no_owner, no_owner).SerializeAsString(), no_owner.SerializeAsString());
 }
 
 TEST(WireTest, SpecsRoundTripAndJson) {

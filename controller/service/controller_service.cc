@@ -58,10 +58,11 @@ v1::Plan Lean(v1::Plan plan) {
 
 }  // namespace
 
-// The encodings of one published plan: lean (no per-device predictions), full, and lean as a
-// delta against the plan published before it (null when there is none).
+// The encodings of one published plan: lean (no per-device predictions), full, lean as a delta
+// against the plan published before it (null when there is none), and lean and delta with compact
+// holder lists (WatchPlansRequest.compact_holders).
 struct ControllerService::Encoded {
-  std::shared_ptr<const grpc::ByteBuffer> lean, full, delta;
+  std::shared_ptr<const grpc::ByteBuffer> lean, full, delta, compact_lean, compact_delta;
   pl::PlanId delta_base;
 };
 
@@ -73,11 +74,12 @@ struct ControllerService::Encoded {
 class ControllerService::Watcher : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
   Watcher(ControllerService* service, std::string job, pl::PlanId after, bool device_detail,
-          bool accept_deltas)
+          bool accept_deltas, bool compact_holders)
       : service_(service),
         job_(std::move(job)),
         device_detail_(device_detail),
         accept_deltas_(accept_deltas && !device_detail),
+        compact_(compact_holders && !device_detail),
         last_(after) {}
 
   const std::string& job() const { return job_; }
@@ -89,7 +91,9 @@ class ControllerService::Watcher : public grpc::ServerWriteReactor<grpc::ByteBuf
     // A delta only on top of the plan this stream delivered last.
     const bool delta = accept_deltas_ && plan.delta != nullptr && last_ == plan.delta_base;
     last_ = id;
-    queue_.push_back(device_detail_ ? plan.full : delta ? plan.delta : plan.lean);
+    queue_.push_back(device_detail_ ? plan.full
+                     : delta        ? (compact_ ? plan.compact_delta : plan.delta)
+                                    : (compact_ ? plan.compact_lean : plan.lean));
     if (!writing_) {
       writing_ = true;
       StartWrite(queue_.front().get());
@@ -134,6 +138,7 @@ class ControllerService::Watcher : public grpc::ServerWriteReactor<grpc::ByteBuf
   const std::string job_;
   const bool device_detail_;
   const bool accept_deltas_;
+  const bool compact_;
   absl::Mutex mu_;
   pl::PlanId last_ ABSL_GUARDED_BY(mu_);
   std::deque<std::shared_ptr<const grpc::ByteBuffer>> queue_ ABSL_GUARDED_BY(mu_);
@@ -333,10 +338,14 @@ void ControllerService::Deliver(const std::shared_ptr<const pl::Plan>& plan) {
   }
   const absl::Time persisted = absl::Now();
   v1::Plan lean = Lean(proto);
-  Encoded bytes{Serialize(lean), Serialize(proto), nullptr, {}};
+  Encoded bytes{Serialize(lean), Serialize(proto),
+                nullptr,         Serialize(wire::CompactHolders(lean, lean)),
+                nullptr,         {}};
   std::shared_ptr<const v1::Plan>& last = last_lean_[plan->job_id];
   if (last != nullptr) {
-    bytes.delta = Serialize(wire::MakeDelta(*last, lean));
+    v1::Plan delta = wire::MakeDelta(*last, lean);
+    bytes.compact_delta = Serialize(wire::CompactHolders(delta, lean));
+    bytes.delta = Serialize(delta);
     bytes.delta_base = wire::FromProto(last->id());
   }
   last = std::make_shared<const v1::Plan>(std::move(lean));
@@ -356,7 +365,10 @@ void ControllerService::Deliver(const std::shared_ptr<const pl::Plan>& plan) {
               "persist_ms", absl::ToDoubleMilliseconds(persisted - t0))(
               "queue_ms", absl::ToDoubleMilliseconds(queued - persisted))(
               "lean_bytes", bytes.lean->Length())("full_bytes", bytes.full->Length())(
-              "delta_bytes", bytes.delta != nullptr ? bytes.delta->Length() : 0));
+              "delta_bytes", bytes.delta != nullptr ? bytes.delta->Length() : 0)(
+              "compact_bytes", bytes.compact_lean->Length())(
+              "compact_delta_bytes",
+              bytes.compact_delta != nullptr ? bytes.compact_delta->Length() : 0));
 }
 
 absl::Status ControllerService::PersistJob(const std::string& job) {
@@ -455,7 +467,7 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ControllerService::WatchPlans(
   ok = ok && parsed.ParseFromString(bytes);
   const v1::WatchPlansRequest* req = &parsed;
   auto* w = new Watcher(this, req->job_id(), wire::FromProto(req->after()), req->device_detail(),
-                        req->accept_deltas());
+                        req->accept_deltas(), req->compact_holders());
   if (!ok) {
     w->Close(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "malformed WatchPlansRequest"));
     return w;
@@ -478,8 +490,15 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ControllerService::WatchPlans(
   // no-op: Push ignores anything not newer than what the watcher has).
   if (auto plan = core_->CurrentPlan(req->job_id())) {
     const v1::Plan proto = wire::ToProto(*plan);
-    w->Push(plan->id, req->device_detail() ? Encoded{nullptr, Serialize(proto), nullptr, {}}
-                                           : Encoded{Serialize(Lean(proto)), nullptr, nullptr, {}});
+    Encoded encoded;
+    if (req->device_detail()) {
+      encoded.full = Serialize(proto);
+    } else {
+      const v1::Plan lean = Lean(proto);
+      (req->compact_holders() ? encoded.compact_lean : encoded.lean) =
+          Serialize(req->compact_holders() ? wire::CompactHolders(lean, lean) : lean);
+    }
+    w->Push(plan->id, encoded);
   }
   return w;
 }

@@ -86,34 +86,42 @@ TEST_F(ServiceTest, HealthIsServingAfterRecovery) {
 TEST_F(ServiceTest, ConcurrentWorkersSeeStrictlyIncreasingPlans) {
   for (int r = 0; r < kWorld; ++r) ASSERT_TRUE(Register(r).ok());
   // One watcher per worker, each on its own thread, collecting every plan it sees. Odd ranks
-  // ask for deltas and rebuild every plan from them.
+  // ask for deltas and rebuild every plan from them; ranks 2 and 3 mod 4 ask for compact holder
+  // lists and expand them.
   std::vector<std::vector<std::pair<uint64_t, uint64_t>>> seen(kWorld);
   std::vector<std::vector<v1::Plan>> rebuilt(kWorld);
-  std::vector<int> deltas(kWorld, 0);
+  std::vector<int> deltas(kWorld, 0), compact(kWorld, 0);
   std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
   std::vector<std::thread> watchers;
   for (int r = 0; r < kWorld; ++r) {
     contexts.push_back(std::make_unique<grpc::ClientContext>());
-    watchers.emplace_back([this, r, ctx = contexts.back().get(), &seen, &rebuilt, &deltas] {
-      v1::WatchPlansRequest req;
-      req.set_job_id("job");
-      req.set_rank(r);
-      req.set_accept_deltas(r % 2 == 1);
-      auto reader = stub_->WatchPlans(ctx, req);
-      v1::Plan plan;
-      while (reader->Read(&plan)) {
-        seen[r].push_back({plan.id().epoch(), plan.id().version()});
-        if (plan.has_delta_base()) {
-          ++deltas[r];
-          ASSERT_FALSE(rebuilt[r].empty()) << "a delta before any full plan";
-          absl::StatusOr<v1::Plan> full = wire::ApplyDelta(rebuilt[r].back(), plan);
-          ASSERT_TRUE(full.ok()) << full.status();
-          plan = *std::move(full);
-        }
-        rebuilt[r].push_back(plan);
-      }
-      reader->Finish();
-    });
+    watchers.emplace_back(
+        [this, r, ctx = contexts.back().get(), &seen, &rebuilt, &deltas, &compact] {
+          v1::WatchPlansRequest req;
+          req.set_job_id("job");
+          req.set_rank(r);
+          req.set_accept_deltas(r % 2 == 1);
+          req.set_compact_holders(r % 4 >= 2);
+          auto reader = stub_->WatchPlans(ctx, req);
+          v1::Plan plan;
+          while (reader->Read(&plan)) {
+            seen[r].push_back({plan.id().epoch(), plan.id().version()});
+            for (const v1::LayerPlan& layer : plan.layers()) {
+              if (layer.holder_counts_size() > 0) ++compact[r];
+              if (layer.holder_counts_size() > 0 && layer.replicas_size() > 0) ADD_FAILURE();
+            }
+            if (plan.has_delta_base()) {
+              ++deltas[r];
+              ASSERT_FALSE(rebuilt[r].empty()) << "a delta before any full plan";
+            }
+            absl::StatusOr<v1::Plan> full =
+                wire::ApplyDelta(rebuilt[r].empty() ? v1::Plan() : rebuilt[r].back(), plan);
+            ASSERT_TRUE(full.ok()) << full.status();
+            plan = *std::move(full);
+            rebuilt[r].push_back(plan);
+          }
+          reader->Finish();
+        });
   }
   constexpr int kIterations = 12;
   for (uint64_t it = 0; it < kIterations; ++it) {
@@ -188,11 +196,17 @@ TEST_F(ServiceTest, ConcurrentWorkersSeeStrictlyIncreasingPlans) {
     } else {
       EXPECT_GT(deltas[r], 0) << "watcher " << r;
     }
+    if (r % 4 >= 2) {
+      EXPECT_GT(compact[r], 0) << "watcher " << r;
+    } else {
+      EXPECT_EQ(compact[r], 0) << "watcher " << r;
+    }
     for (const v1::Plan& plan : rebuilt[r]) {
       const v1::Plan& published = by_version[plan.id().version()];
       ASSERT_EQ(plan.layers_size(), published.layers_size());
       for (int l = 0; l < plan.layers_size(); ++l) {
         EXPECT_EQ(plan.layers(l).owner_size(), published.layers(l).owner_size());
+        ASSERT_EQ(plan.layers(l).replicas_size(), published.layers(l).replicas_size());
         for (int e = 0; e < plan.layers(l).replicas_size(); ++e) {
           EXPECT_THAT(plan.layers(l).replicas(e).devices(),
                       ::testing::ElementsAreArray(published.layers(l).replicas(e).devices()))

@@ -226,13 +226,17 @@ void ControllerAgent::WatchLoop() {
       watch_ctx_ = &ctx;
     }
     req.set_accept_deltas(true);
+    req.set_compact_holders(true);
     resync_ = false;
     std::unique_ptr<grpc::ClientReader<v1::Plan>> reader = stub_->WatchPlans(&ctx, req);
     watching_ = true;
     v1::Plan proto;
     while (reader->Read(&proto)) {
       backoff = config_.backoff_min;
-      if (proto.has_delta_base()) {
+      {
+        // Rebuilds a delta and restores compact holder lists (a full plan in replicas form comes
+        // back as itself).
+        const bool delta = proto.has_delta_base();
         absl::StatusOr<v1::Plan> full = wire::ApplyDelta(last_proto_, proto);
         if (!full.ok()) {
           // Cannot happen with a well-behaved controller; start over from its current plan.
@@ -243,7 +247,7 @@ void ControllerAgent::WatchLoop() {
           break;
         }
         proto = *std::move(full);
-        ++deltas_applied_;
+        if (delta) ++deltas_applied_;
       }
       last_proto_ = proto;
       auto plan = std::make_shared<const pl::Plan>(wire::FromProto(proto));
