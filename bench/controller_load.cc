@@ -44,7 +44,6 @@ ABSL_FLAG(bool, deltas, true,
 ABSL_FLAG(
     bool, compact, true,
     "Watchers ask for compact holder lists (WatchPlansRequest.compact_holders), as workers do");
-ABSL_FLAG(int, fanout_yield_ms, 200, "The controller's --fanout_yield_ms");
 ABSL_FLAG(int, watch_connections, 64, "Connections the WatchPlans streams are spread over");
 ABSL_FLAG(int, watch_threads, 4, "Completion-queue threads receiving plans");
 ABSL_FLAG(std::string, policy, "hecate", "Controller policy");
@@ -272,8 +271,7 @@ int Main(int argc, char** argv) {
   proc::Subprocess controller;
   if (!controller.Start({binary, "--listen=127.0.0.1:0", "--metrics-listen=",
                          "--state-dir=" + state, "--policy=" + absl::GetFlag(FLAGS_policy),
-                         "--report-deadline-ms=2000", "--max-message-bytes=67108864",
-                         absl::StrCat("--fanout_yield_ms=", absl::GetFlag(FLAGS_fanout_yield_ms))},
+                         "--report-deadline-ms=2000", "--max-message-bytes=67108864"},
                         {}, state + "/controller.log")) {
     std::fprintf(stderr, "cannot start %s\n", binary.c_str());
     return 1;

@@ -46,9 +46,6 @@ ABSL_FLAG(double, replan_threshold, 0.02,
           "layer every iteration");
 ABSL_FLAG(int, report_deadline_ms, 5000,
           "Finalize an iteration this long after its first report even if ranks are missing");
-ABSL_FLAG(int, fanout_yield_ms, 200,
-          "Before planning again, wait up to this long for the watcher streams to finish writing "
-          "the last plan (0 = do not wait)");
 ABSL_FLAG(int, stale_after_s, 10, "A rank silent this long is stale");
 ABSL_FLAG(int, lost_after_s, 60, "A rank silent this long is lost (planning stops waiting)");
 ABSL_FLAG(int, max_message_bytes, 16 << 20, "Largest accepted gRPC message (load report), bytes");
@@ -76,12 +73,11 @@ int main(int argc, char** argv) {
   if (absl::GetFlag(FLAGS_window) < 1 || absl::GetFlag(FLAGS_lead) < 2 ||
       absl::GetFlag(FLAGS_max_message_bytes) < 1024 || absl::GetFlag(FLAGS_revise_period) < 1 ||
       !(absl::GetFlag(FLAGS_revise_gain) >= 0 && absl::GetFlag(FLAGS_revise_gain) < 1) ||
-      !(absl::GetFlag(FLAGS_replan_threshold) >= 0 && absl::GetFlag(FLAGS_replan_threshold) < 2) ||
-      absl::GetFlag(FLAGS_fanout_yield_ms) < 0) {
+      !(absl::GetFlag(FLAGS_replan_threshold) >= 0 && absl::GetFlag(FLAGS_replan_threshold) < 2)) {
     std::fprintf(stderr,
                  "hecate-controller: need --window >= 1, --lead >= 2, "
                  "--max_message_bytes >= 1024, --revise_period >= 1, 0 <= --revise_gain < 1, "
-                 "0 <= --replan_threshold < 2, --fanout_yield_ms >= 0\n");
+                 "0 <= --replan_threshold < 2\n");
     return 2;
   }
   hecate::controller::ServerConfig config;
@@ -104,7 +100,6 @@ int main(int argc, char** argv) {
   core.stale_after = absl::Seconds(absl::GetFlag(FLAGS_stale_after_s));
   core.lost_after = absl::Seconds(absl::GetFlag(FLAGS_lost_after_s));
   config.service.max_report_bytes = absl::GetFlag(FLAGS_max_message_bytes);
-  config.service.fanout_yield = absl::Milliseconds(absl::GetFlag(FLAGS_fanout_yield_ms));
   config.service.version = hecate::kVersion;
 
   // Block SIGTERM/SIGINT in every thread (gRPC's inherit this mask) and take them in main.

@@ -109,7 +109,7 @@ bool FirstPlan(v1::Controller::Stub* stub, v1::PlanId after, v1::Plan* plan) {
 TEST(ControllerFlagsTest, BadPlanningFlagsAreUsageErrors) {
   for (const char* bad :
        {"--revise_period=0", "--revise_gain=1", "--revise_gain=-0.5", "--replan_threshold=2",
-        "--replan_threshold=-0.1", "--window=0", "--policy=nope", "--fanout_yield_ms=-1"}) {
+        "--replan_threshold=-0.1", "--window=0", "--policy=nope"}) {
     const std::string dir = proc::TempDir("bad_flags");
     proc::Subprocess p;
     ASSERT_TRUE(p.Start({proc::Runfile("controller/hecate-controller"), "--listen=127.0.0.1:0",

@@ -96,7 +96,6 @@ class ControllerService::Watcher : public grpc::ServerWriteReactor<grpc::ByteBuf
                                     : (compact_ ? plan.compact_lean : plan.lean));
     if (!writing_) {
       writing_ = true;
-      service_->WritingStarted();
       StartWrite(queue_.front().get());
     }
   }
@@ -124,7 +123,6 @@ class ControllerService::Watcher : public grpc::ServerWriteReactor<grpc::ByteBuf
       return;
     }
     writing_ = false;
-    service_->WritingDrained();
     if (finishing_) Finish(final_status_);
   }
 
@@ -264,23 +262,6 @@ void ControllerService::RemoveWatcher(Watcher* w) {
   }
 }
 
-void ControllerService::WritingStarted() {
-  absl::MutexLock lock(&writing_mu_);
-  ++writing_;
-}
-
-void ControllerService::WritingDrained() {
-  absl::MutexLock lock(&writing_mu_);
-  --writing_;
-}
-
-bool ControllerService::AwaitFanout(absl::Duration limit) {
-  absl::MutexLock lock(&writing_mu_);
-  auto drained = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(writing_mu_) { return writing_ == 0; };
-  if (limit <= absl::ZeroDuration()) return drained();
-  return writing_mu_.AwaitWithTimeout(absl::Condition(&drained), limit);
-}
-
 void ControllerService::PlannerLoop() {
   for (;;) {
     {
@@ -313,10 +294,6 @@ void ControllerService::RunPlannerOnce() {
     }
   }
   for (PlanningTask& task : tasks) {
-    // Let the last plan's fan-out finish first (bounded): see ServiceConfig::fanout_yield.
-    const absl::Time waiting = absl::Now();
-    AwaitFanout(config_.fanout_yield);
-    const absl::Duration waited = absl::Now() - waiting;
     const absl::Time t0 = absl::Now();
     const std::string job_id = task.job_id;
     std::shared_ptr<const pl::ModelLoad> observed = task.observed;
@@ -342,8 +319,7 @@ void ControllerService::RunPlannerOnce() {
         LogFields()("job", plan->job_id)("epoch", plan->id.epoch)("version", plan->id.version)(
             "effective_iteration", plan->effective_iteration)("decision", result.decision)(
             "gain", result.predicted_gain)("predicted_moe_seconds", plan->prediction.moe_seconds)(
-            "balancedness", plan->prediction.balancedness)("compute_seconds", compute_s)(
-            "fanout_wait_ms", absl::ToDoubleMilliseconds(waited)));
+            "balancedness", plan->prediction.balancedness)("compute_seconds", compute_s));
     if (metrics_ != nullptr) {
       metrics_->PlanPublished(plan->job_id, *plan, UnixSeconds(clock_->Now()), result.reshard);
     }

@@ -34,10 +34,6 @@ struct ServiceConfig {
   absl::Duration tick = absl::Milliseconds(200);
   // Plans kept in the store per job.
   int store_keep_plans = 1000;
-  // Before computing a plan, the planning thread waits up to this long for the watcher streams
-  // to finish writing the plans already pushed: a plan computed meanwhile competes with that
-  // fan-out for CPU and would queue behind it on every stream anyway. Zero: no wait.
-  absl::Duration fanout_yield = absl::Milliseconds(200);
   // No planning thread: tests call RunPlannerOnce() themselves.
   bool manual_planning = false;
   std::string version = "dev";
@@ -64,9 +60,6 @@ class ControllerService final
   // One planning pass: tick, take due tasks, compute, commit, persist, push.
   void RunPlannerOnce();
   int watcher_count() const;
-  // Waits until no watcher stream has a plan queued or in flight, at most `limit`; returns whether
-  // they drained. The planning thread calls it with fanout_yield before computing a plan.
-  bool AwaitFanout(absl::Duration limit) ABSL_LOCKS_EXCLUDED(writing_mu_);
 
   // hecate.v1.Controller
   grpc::ServerUnaryReactor* RegisterWorker(grpc::CallbackServerContext* ctx,
@@ -109,10 +102,6 @@ class ControllerService final
   void Deliver(const std::shared_ptr<const placement::Plan>& plan)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(publish_mu_);
   void RemoveWatcher(Watcher* w);
-  // A watcher stream started / finished writing its queued plans.
-  void WritingStarted() ABSL_LOCKS_EXCLUDED(writing_mu_);
-  void WritingDrained() ABSL_LOCKS_EXCLUDED(writing_mu_);
-
   void PlannerLoop();
   absl::Status PersistJob(const std::string& job) ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -134,9 +123,6 @@ class ControllerService final
   // The lean encoding of each job's last delivered plan: the base of the next delta.
   std::map<std::string, std::shared_ptr<const v1::Plan>> last_lean_ ABSL_GUARDED_BY(publish_mu_);
   std::thread planner_;
-  // Streams with plans queued or in flight (a leaf lock: taken under a watcher's own).
-  absl::Mutex writing_mu_;
-  int writing_ ABSL_GUARDED_BY(writing_mu_) = 0;
 };
 
 }  // namespace hecate::controller

@@ -182,8 +182,6 @@ TEST_F(ServiceTest, ConcurrentWorkersSeeStrictlyIncreasingPlans) {
     req.set_version(v);
     ASSERT_TRUE(stub_->GetPlan(&ctx, req, &by_version[v]).ok()) << "version " << v;
   }
-  // Every stream has written what it was given: the planning thread's fan-out wait would end.
-  EXPECT_TRUE(server_->service()->AwaitFanout(absl::Seconds(30)));
   server_->Shutdown();  // finishes every watcher stream after its queued plans
   for (auto& t : watchers) t.join();
   for (int r = 0; r < kWorld; ++r) {
