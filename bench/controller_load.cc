@@ -96,8 +96,16 @@ bool ParseFields(const uint8_t* data, size_t size, PlanHeader* out, bool* have_v
   while (uint32_t tag = in.ReadTag()) {
     const int field = WFL::GetTagFieldNumber(tag);
     if (field == v1::Plan::kIdFieldNumber) {
+      // The id must lie whole in `data`: a sub-message cut off by the end of a slice would parse
+      // as a shorter one (epoch read, version missing: "version 0"), not fail.
+      uint32_t length = 0;
+      if (!in.ReadVarint32(&length) || length > size - static_cast<size_t>(in.CurrentPosition())) {
+        return false;
+      }
       v1::PlanId id;
-      if (!WFL::ReadMessage(&in, &id)) return false;
+      const auto limit = in.PushLimit(static_cast<int>(length));
+      if (!id.MergePartialFromCodedStream(&in) || !in.ConsumedEntireMessage()) return false;
+      in.PopLimit(limit);
       out->version = id.version();
       *have_version = true;
     } else if (field == v1::Plan::kPublishedUnixSecondsFieldNumber) {
@@ -417,6 +425,11 @@ int Main(int argc, char** argv) {
   std::printf("\nplan,bytes_to_watcher_0,first_watcher_ms,fanout_ms\n");
   for (const auto& [version, a] : watchers.arrivals()) {
     const auto& [first, last, count, published] = a;
+    if (count != workers) {
+      // Only the last plan may still be on its way when the run ends.
+      std::printf("(plan %llu reached %d of %d watchers)\n",
+                  static_cast<unsigned long long>(version), count, workers);
+    }
     if (count == workers && published > 0) {
       const double ms = (last / 1e6 - published) * 1e3;
       if (fanout_ms.empty()) first_fanout_ms = ms;
