@@ -189,6 +189,8 @@ class LinkState {
     }
   }
   void Remove(DeviceId from, DeviceId to, double bytes) {
+    // The busiest link stays the busiest unless this transfer uses (one of) the busiest.
+    const bool rescan = Touched(from, to) >= worst_;
     if (c_.same_node(from, to)) {
       out_intra_[from] -= bytes;
       in_intra_[to] -= bytes;
@@ -198,18 +200,21 @@ class LinkState {
       node_out_[c_.node_of(from)] -= bytes;
       node_in_[c_.node_of(to)] -= bytes;
     }
-    worst_ = WithoutTransfer(from, to, 0);
+    if (rescan) worst_ = WithoutTransfer(from, to, 0);
+  }
+  // Time of the busiest link a transfer from -> to uses.
+  double Touched(DeviceId from, DeviceId to) const {
+    return c_.same_node(from, to)
+               ? std::max(out_intra_[from], in_intra_[to]) / c_.intra_bw()
+               : std::max(std::max(out_inter_[from], in_inter_[to]) / c_.device_nic_bw(),
+                          std::max(node_out_[c_.node_of(from)], node_in_[c_.node_of(to)]) /
+                              c_.inter_bw());
   }
   // Link time (without latency) after removing one transfer of `bytes` from -> to. Unchanged unless
   // a link the transfer uses is (one of) the busiest; then a full scan.
   double WithoutTransfer(DeviceId from, DeviceId to, double bytes) const {
     const bool intra = c_.same_node(from, to);
-    const double touched =
-        intra ? std::max(out_intra_[from], in_intra_[to]) / c_.intra_bw()
-              : std::max(std::max(out_inter_[from], in_inter_[to]) / c_.device_nic_bw(),
-                         std::max(node_out_[c_.node_of(from)], node_in_[c_.node_of(to)]) /
-                             c_.inter_bw());
-    if (bytes > 0 && touched < worst_) return worst_;
+    if (bytes > 0 && Touched(from, to) < worst_) return worst_;
     double t = 0;
     for (DeviceId d = 0; d < c_.num_devices(); ++d) {
       double oi = out_intra_[d], ii = in_intra_[d], oe = out_inter_[d], ie = in_inter_[d];
@@ -322,35 +327,48 @@ class GreedyState {
     return worst + 0.25 * total / (2.0 * nodes);
   }
   double A2a() const {
-    return A2aSurrogate(node_key_[node_order_[0]], node_total_, nodes_) * a2a_sec_per_token_;
+    return A2aSurrogate(node_key_[busiest_], node_total_, nodes_) * a2a_sec_per_token_;
   }
-  // Re-sorts the nodes by cross-node traffic (busiest first, ties by id) after a commit.
-  // The keys and the total are recomputed in one pass (the same sums as from scratch); only the
-  // nodes whose key changed are taken out, sorted and merged back, so that a commit touching a
-  // few nodes costs a pass over the nodes, not a sort of them.
+  // Refreshes the nodes' cross-node traffic keys after a commit: the keys, their total and the
+  // busiest node (ties by id) in one pass (the same sums as from scratch). The full order
+  // (busiest first) is only needed by Evaluate's walk, so it is brought up to date there
+  // (SortedNodes): a run of removals (Prune) re-sorts nothing.
   void SortNodes() {
-    const bool fresh = node_order_.size() != static_cast<size_t>(nodes_);
+    const bool fresh = node_key_.size() != static_cast<size_t>(nodes_);
     node_key_.resize(nodes_);
+    node_moved_.resize(nodes_, 0);
     node_total_ = 0;
-    moved_nodes_.clear();
+    busiest_ = 0;
     for (NodeId n = 0; n < nodes_; ++n) {
       const double key = std::max(node_in_[n], node_out_[n]);
-      if (fresh || key != node_key_[n]) moved_nodes_.push_back(n);
+      if ((fresh || key != node_key_[n]) && !node_moved_[n]) {
+        node_moved_[n] = 1;
+        moved_nodes_.push_back(n);
+      }
       node_key_[n] = key;
       node_total_ += node_in_[n] + node_out_[n];
+      if (key > node_key_[busiest_]) busiest_ = n;
     }
-    if (moved_nodes_.empty()) return;
+    if (fresh) {
+      node_order_.resize(nodes_);
+      for (NodeId n = 0; n < nodes_; ++n) node_order_[n] = n;
+    }
+  }
+  // Every node, busiest first (ties by id). Only the nodes whose key changed since the last call
+  // are taken out, sorted and merged back, so a commit touching a few nodes costs a pass over the
+  // nodes, not a sort of them.
+  const std::vector<NodeId>& SortedNodes() {
+    if (moved_nodes_.empty()) return node_order_;
     auto busier = [&](NodeId a, NodeId b) {
       return node_key_[a] != node_key_[b] ? node_key_[a] > node_key_[b] : a < b;
     };
-    if (fresh || moved_nodes_.size() * 8 > static_cast<size_t>(nodes_)) {
-      node_order_.resize(nodes_);
+    if (moved_nodes_.size() * 8 > static_cast<size_t>(nodes_)) {
+      for (NodeId n : moved_nodes_) node_moved_[n] = 0;
+      moved_nodes_.clear();
       for (NodeId n = 0; n < nodes_; ++n) node_order_[n] = n;
       std::sort(node_order_.begin(), node_order_.end(), busier);
-      return;
+      return node_order_;
     }
-    node_moved_.resize(nodes_, 0);
-    for (NodeId n : moved_nodes_) node_moved_[n] = 1;
     node_rest_.clear();
     for (NodeId n : node_order_) {
       if (!node_moved_[n]) node_rest_.push_back(n);
@@ -359,6 +377,8 @@ class GreedyState {
     std::sort(moved_nodes_.begin(), moved_nodes_.end(), busier);
     std::merge(node_rest_.begin(), node_rest_.end(), moved_nodes_.begin(), moved_nodes_.end(),
                node_order_.begin(), busier);
+    moved_nodes_.clear();
+    return node_order_;
   }
   // by_time_ orders every device slowest first (ties: lower id first): sorted once here, then
   // kept sorted as commits change device times (Touch).
@@ -405,7 +425,7 @@ class GreedyState {
     for (int i = lo; i <= hi; ++i) pos_[by_time_[i]] = i;
   }
   DeviceId slowest() const { return by_time_[0]; }
-  NodeId BottleneckNode() const { return node_order_[0]; }
+  NodeId BottleneckNode() const { return busiest_; }
   bool OutBound(NodeId n) const { return node_out_[n] >= node_in_[n]; }
 
   // Feasible receivers for e on node n (free slot, no copy), least loaded first.
@@ -521,7 +541,7 @@ class GreedyState {
     const double in_m = node_in_[m] - remote_[e] * on_m / k + remote_after * (on_m + r) / (k + r);
     const double out_m = node_out_[m] - (on_m == 0 ? mass_[Idx(e, m)] : 0.0);
     double worst = std::max(in_m, out_m);
-    for (NodeId n : node_order_) {
+    for (NodeId n : SortedNodes()) {
       if (n == m) continue;
       if (node_key_[n] <= worst) break;
       const int h = node_holders_[Idx(e, n)];
@@ -671,7 +691,8 @@ class GreedyState {
   std::vector<int> copies_;                      // non-owner copies per device
   std::vector<double> node_in_, node_out_;       // cross-node tokens per node
   std::vector<double> node_key_;                 // max(in, out) per node
-  std::vector<NodeId> node_order_;               // nodes, busiest first
+  std::vector<NodeId> node_order_;               // nodes, busiest first (SortedNodes)
+  NodeId busiest_ = 0;                           // node_order_[0] once sorted
   std::vector<NodeId> moved_nodes_, node_rest_;  // SortNodes scratch
   std::vector<char> node_moved_;
   double node_total_ = 0;       // sum of in + out over nodes
