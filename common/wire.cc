@@ -254,6 +254,14 @@ bool SamePrediction(const v1::LayerPrediction& a, const v1::LayerPrediction& b) 
 
 }  // namespace
 
+v1::Plan Lean(v1::Plan plan) {
+  for (v1::LayerPlan& layer : *plan.mutable_layers()) {
+    layer.mutable_prediction()->clear_device_tokens();
+  }
+  plan.clear_predicted_device_memory_bytes();
+  return plan;
+}
+
 v1::Plan MakeDelta(const v1::Plan& base, const v1::Plan& next) {
   if (base.layers_size() != next.layers_size()) return next;
   for (int l = 0; l < next.layers_size(); ++l) {

@@ -26,6 +26,10 @@ v1::PlanId ToProto(const placement::PlanId& id);
 placement::Plan FromProto(const v1::Plan& p);
 v1::Plan ToProto(const placement::Plan& plan);
 
+// The plan as WatchPlans sends it unless asked for device detail: without the per-device
+// predictions (LayerPrediction.device_tokens, Plan.predicted_device_memory_bytes).
+v1::Plan Lean(v1::Plan plan);
+
 // Plan deltas (WatchPlansRequest.accept_deltas). MakeDelta(base, next) carries next's top-level
 // fields and, per layer that differs, its remat, prediction, owners (only if changed) and the
 // holders of the experts whose holders changed. ApplyDelta(base, delta) rebuilds next exactly:

@@ -12,6 +12,25 @@
 namespace hecate::wire {
 namespace {
 
+// Consecutive hecate plans (ids 1.1, 1.2, ...), each from the previous one under loads that move
+// every iteration; `edit` may change plan i >= 1 before it becomes the next one's base.
+std::vector<placement::Plan> PlanSequence(
+    const placement::Cluster& c, const placement::ModelSpec& m, const placement::SkewOptions& opt,
+    int count, const std::function<void(uint64_t, placement::Plan*)>& edit) {
+  auto policy = *placement::MakePolicy("hecate");
+  std::vector<placement::Plan> plans;
+  for (uint64_t i = 0; i < static_cast<uint64_t>(count); ++i) {
+    const placement::ModelLoad load = placement::SkewedLoad(c, m, opt, i);
+    placement::PlanRequest r{&c, &m, &load, plans.empty() ? nullptr : &plans.back()};
+    r.iteration = i;
+    placement::Plan next = policy->Compute(r);
+    next.id = {1, i + 1};
+    if (i > 0) edit(i, &next);
+    plans.push_back(std::move(next));
+  }
+  return plans;
+}
+
 TEST(WireTest, PlanRoundTripIsExact) {
   placement::Cluster c = placement::Cluster::Uniform(2, 2, int64_t{1} << 30, 1e12, 1e11, 1e10);
   placement::ModelSpec m = placement::UniformModel("m", 2, 8, 2, 64, 128, 4, 256, 1e-3);
@@ -41,20 +60,14 @@ TEST(WireTest, PlanRoundTripIsExact) {
 TEST(WireTest, PlanDeltaRebuildsTheNextPlanExactly) {
   placement::Cluster c = placement::Cluster::Uniform(4, 4, int64_t{1} << 30, 1e13, 1e11, 1e10);
   placement::ModelSpec m = placement::UniformModel("m", 4, 16, 2, 64, 128, 4, 512, 1e-3);
-  auto policy = *placement::MakePolicy("hecate");
   placement::SkewOptions opt;
   opt.zipf_s = 1.2;
-  placement::ModelLoad load = placement::SkewedLoad(c, m, opt, 0);
-  placement::Plan previous = policy->Compute({&c, &m, &load});
-  previous.id = {1, 1};
-  for (uint64_t i = 1; i <= 12; ++i) {
-    load = placement::SkewedLoad(c, m, opt, i);
-    placement::PlanRequest r{&c, &m, &load, &previous};
-    r.iteration = i;
-    placement::Plan next = policy->Compute(r);
-    next.id = {1, i + 1};
-    if (i % 5 == 0) std::swap(next.layers[1].owner[0], next.layers[1].owner[1]);  // a re-shard
-    const v1::Plan base_proto = ToProto(previous), next_proto = ToProto(next);
+  const std::vector<placement::Plan> plans =
+      PlanSequence(c, m, opt, 13, [](uint64_t i, placement::Plan* next) {
+        if (i % 5 == 0) std::swap(next->layers[1].owner[0], next->layers[1].owner[1]);  // re-shard
+      });
+  for (size_t i = 1; i < plans.size(); ++i) {
+    const v1::Plan base_proto = ToProto(plans[i - 1]), next_proto = ToProto(plans[i]);
     const v1::Plan delta = MakeDelta(base_proto, next_proto);
     ASSERT_TRUE(delta.has_delta_base());
     absl::StatusOr<v1::Plan> rebuilt = ApplyDelta(base_proto, delta);
@@ -63,10 +76,9 @@ TEST(WireTest, PlanDeltaRebuildsTheNextPlanExactly) {
     EXPECT_LT(delta.ByteSizeLong(), next_proto.ByteSizeLong());
     // Against any other base: refused.
     EXPECT_EQ(ApplyDelta(next_proto, delta).status().code(), absl::StatusCode::kFailedPrecondition);
-    previous = std::move(next);
   }
   // A plan without a base applies as itself; a delta that does not fit is INVALID_ARGUMENT.
-  const v1::Plan full = ToProto(previous);
+  const v1::Plan full = ToProto(plans.back());
   EXPECT_EQ(ApplyDelta(full, full)->SerializeAsString(), full.SerializeAsString());
   v1::Plan bad = MakeDelta(full, full);
   v1::LayerPlan* layer = bad.add_layers();
@@ -76,28 +88,28 @@ TEST(WireTest, PlanDeltaRebuildsTheNextPlanExactly) {
   EXPECT_EQ(ApplyDelta(full, bad).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
-// What WatchPlans pushes: the plan without per-device predictions.
-v1::Plan Lean(v1::Plan plan) {
-  for (v1::LayerPlan& layer : *plan.mutable_layers()) {
-    layer.mutable_prediction()->clear_device_tokens();
-  }
-  plan.clear_predicted_device_memory_bytes();
-  return plan;
-}
-
 // Compact holder lists: full plans and deltas decode to exactly the replicas form, in fewer bytes
 // (many devices, many holders per expert: the case they are for).
 TEST(WireTest, CompactHoldersRebuildPlansAndDeltasExactly) {
   placement::Cluster c = placement::Cluster::Uniform(32, 8, int64_t{80} << 30, 4e14, 4.5e11, 4e11);
   placement::ModelSpec m = placement::UniformModel("m", 3, 16, 8, 1024, 2048, 2, 4096, 2e-3);
-  auto policy = *placement::MakePolicy("hecate");
   placement::SkewOptions opt;
   opt.zipf_s = 1.0;
   opt.drift_per_iteration = 0.5;
-  placement::ModelLoad load = placement::SkewedLoad(c, m, opt, 0);
-  placement::Plan previous = policy->Compute({&c, &m, &load});
-  previous.id = {1, 1};
-  v1::Plan base = Lean(ToProto(previous));
+  const std::vector<placement::Plan> plans =
+      PlanSequence(c, m, opt, 9, [](uint64_t i, placement::Plan* next) {
+        if (i % 3 != 0) return;
+        // A re-shard: experts 0 and 5 swap owners, each new owner becoming a holder.
+        placement::LayerPlan& lp = next->layers[2];
+        std::swap(lp.owner[0], lp.owner[5]);
+        for (int e : {0, 5}) {
+          std::vector<placement::DeviceId>& h = lp.replicas[e];
+          if (!std::binary_search(h.begin(), h.end(), lp.owner[e])) {
+            h.insert(std::lower_bound(h.begin(), h.end(), lp.owner[e]), lp.owner[e]);
+          }
+        }
+      });
+  v1::Plan base = Lean(ToProto(plans[0]));
   const v1::Plan compact = CompactHolders(base, base);
   for (const v1::LayerPlan& layer : compact.layers()) {
     EXPECT_EQ(layer.replicas_size(), 0);
@@ -108,23 +120,8 @@ TEST(WireTest, CompactHoldersRebuildPlansAndDeltasExactly) {
   ASSERT_TRUE(expanded.ok()) << expanded.status();
   EXPECT_EQ(expanded->SerializeAsString(), base.SerializeAsString());
   int compact_deltas = 0;
-  for (uint64_t i = 1; i <= 8; ++i) {
-    load = placement::SkewedLoad(c, m, opt, i);
-    placement::PlanRequest r{&c, &m, &load, &previous};
-    r.iteration = i;
-    placement::Plan next = policy->Compute(r);
-    next.id = {1, i + 1};
-    if (i % 3 == 0) {  // a re-shard: experts 0 and 5 swap owners, each new owner a holder
-      placement::LayerPlan& lp = next.layers[2];
-      std::swap(lp.owner[0], lp.owner[5]);
-      for (int e : {0, 5}) {
-        std::vector<placement::DeviceId>& h = lp.replicas[e];
-        if (!std::binary_search(h.begin(), h.end(), lp.owner[e])) {
-          h.insert(std::lower_bound(h.begin(), h.end(), lp.owner[e]), lp.owner[e]);
-        }
-      }
-    }
-    const v1::Plan next_proto = Lean(ToProto(next));
+  for (size_t i = 1; i < plans.size(); ++i) {
+    const v1::Plan next_proto = Lean(ToProto(plans[i]));
     const v1::Plan delta = MakeDelta(base, next_proto);
     const v1::Plan compact_delta = CompactHolders(delta, next_proto);
     for (const v1::LayerPlan& layer : compact_delta.layers()) {
@@ -136,7 +133,6 @@ TEST(WireTest, CompactHoldersRebuildPlansAndDeltasExactly) {
     ASSERT_TRUE(rebuilt.ok()) << rebuilt.status();
     EXPECT_EQ(rebuilt->SerializeAsString(), next_proto.SerializeAsString()) << "iteration " << i;
     base = next_proto;
-    previous = std::move(next);
   }
   EXPECT_GT(compact_deltas, 0) << "the drifting loads should change some holders";
 }

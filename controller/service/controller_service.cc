@@ -47,15 +47,6 @@ std::shared_ptr<const grpc::ByteBuffer> Serialize(const v1::Plan& plan) {
   return std::make_shared<const grpc::ByteBuffer>(&slice, 1);
 }
 
-// The plan as watchers get it by default: without the per-device predictions.
-v1::Plan Lean(v1::Plan plan) {
-  for (v1::LayerPlan& layer : *plan.mutable_layers()) {
-    layer.mutable_prediction()->clear_device_tokens();
-  }
-  plan.clear_predicted_device_memory_bytes();
-  return plan;
-}
-
 }  // namespace
 
 // The encodings of one published plan: lean (no per-device predictions), full, lean as a delta
@@ -337,7 +328,7 @@ void ControllerService::Deliver(const std::shared_ptr<const pl::Plan>& plan) {
              LogFields()("job", plan->job_id)("version", plan->id.version)("error", s.ToString()));
   }
   const absl::Time persisted = absl::Now();
-  v1::Plan lean = Lean(proto);
+  v1::Plan lean = wire::Lean(proto);
   Encoded bytes{Serialize(lean), Serialize(proto),
                 nullptr,         Serialize(wire::CompactHolders(lean, lean)),
                 nullptr,         {}};
@@ -494,7 +485,7 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ControllerService::WatchPlans(
     if (req->device_detail()) {
       encoded.full = Serialize(proto);
     } else {
-      const v1::Plan lean = Lean(proto);
+      const v1::Plan lean = wire::Lean(proto);
       (req->compact_holders() ? encoded.compact_lean : encoded.lean) =
           Serialize(req->compact_holders() ? wire::CompactHolders(lean, lean) : lean);
     }
