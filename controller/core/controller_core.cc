@@ -321,7 +321,10 @@ IngestOutcome ControllerCore::Ingest(const LoadReport& r, absl::Time now) {
       p.load = std::move(*job->spare);  // same shape; rows are overwritten or zeroed at finalize
       job->spare.reset();
     } else {
-      for (const pl::LayerSpec& spec : model.layers) p.load.emplace_back(devices, spec.num_experts);
+      // Unset, not zeroed: every reported row is copied in whole and Finalize zeroes the others.
+      for (const pl::LayerSpec& spec : model.layers) {
+        p.load.emplace_back(devices, spec.num_experts, pl::LoadMatrix::Unset{});
+      }
     }
     p.first_seen = now;
   }
