@@ -97,7 +97,8 @@ class CoreTest : public ::testing::Test {
 };
 
 // Finalized matrices that leave the window are reused for later iterations; a rank that does not
-// report in such an iteration still counts zero, never its old numbers.
+// report in such an iteration still counts zero, never its old numbers. (Fresh matrices are not
+// zeroed either: the same Finalize step keeps them honest.)
 TEST_F(CoreTest, RecycledLoadMatricesCountMissingRanksAsZero) {
   RegisterAll();
   for (uint64_t it = 0; it < 3; ++it) ReportAll(it);  // window 2: iteration 0 left the window
