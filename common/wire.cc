@@ -430,22 +430,22 @@ absl::StatusOr<v1::Plan> ApplyDelta(const v1::Plan& base, const v1::Plan& delta)
           absl::StrCat("delta names layer ", d.layer(), ", absent or out of order in the base"));
     }
     v1::LayerPlan& target = *out.mutable_layers(next_layer);
+    if (d.owner_size() != 0 && d.owner_size() != target.owner_size()) {
+      return absl::InvalidArgumentError(absl::StrCat("delta layer ", d.layer(), ": ",
+                                                     d.owner_size(), " owners, base has ",
+                                                     target.owner_size()));
+    }
     v1::LayerPlan expanded;
     if (IsCompact(d)) {
+      if (d.replicas_size() != 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("delta layer ", d.layer(), ": both replicas and compact holder lists"));
+      }
       // The holders exclude the owners of the plan being rebuilt: the delta's if it carries
       // them, else the base's (unchanged).
       expanded.set_layer(d.layer());
       *expanded.mutable_holder_counts() = d.holder_counts();
       *expanded.mutable_holder_gaps() = d.holder_gaps();
-      if (d.replicas_size() != 0) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("delta layer ", d.layer(), ": both replicas and compact holder lists"));
-      }
-      if (d.owner_size() != 0 && d.owner_size() != target.owner_size()) {
-        return absl::InvalidArgumentError(absl::StrCat("delta layer ", d.layer(), ": ",
-                                                       d.owner_size(), " owners, base has ",
-                                                       target.owner_size()));
-      }
       if (absl::Status s = ExpandLayer(d.owner_size() != 0 ? d.owner() : target.owner(),
                                        &d.changed_experts(), &expanded);
           !s.ok()) {
@@ -457,11 +457,6 @@ absl::StatusOr<v1::Plan> ApplyDelta(const v1::Plan& base, const v1::Plan& delta)
       return absl::InvalidArgumentError(absl::StrCat("delta layer ", d.layer(), ": ",
                                                      d.changed_experts_size(), " experts but ",
                                                      replicas.size(), " holder lists"));
-    }
-    if (d.owner_size() != 0 && d.owner_size() != target.owner_size()) {
-      return absl::InvalidArgumentError(absl::StrCat("delta layer ", d.layer(), ": ",
-                                                     d.owner_size(), " owners, base has ",
-                                                     target.owner_size()));
     }
     for (int i = 0; i < d.changed_experts_size(); ++i) {
       const uint32_t e = d.changed_experts(i);
