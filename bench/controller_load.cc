@@ -117,6 +117,14 @@ bool ParseFields(const uint8_t* data, size_t size, PlanHeader* out, bool* have_v
   return true;
 }
 
+// The slices of `slices` joined into one string.
+std::string Join(const std::vector<grpc::Slice>& slices) {
+  std::string bytes;
+  for (const grpc::Slice& s : slices)
+    bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  return bytes;
+}
+
 // `full`: decode every top-level field (version, publication time, size). Otherwise only the
 // version, from the message's first slice when it holds it (the id is the second field, a few
 // bytes in): the other watchers only time their arrival, without copying the plan.
@@ -130,9 +138,7 @@ bool ParseHeader(const grpc::ByteBuffer& buffer, PlanHeader* out, bool full) {
     (void)ParseFields(slices[0].begin(), slices[0].size(), out, &have_version);
     if (have_version) return true;
   }
-  std::string bytes;
-  for (const grpc::Slice& s : slices)
-    bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  const std::string bytes = Join(slices);
   return ParseFields(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), out,
                      &have_version) &&
          have_version;
@@ -219,12 +225,8 @@ class Watchers {
   void Rebuild(const grpc::ByteBuffer& buffer) {
     v1::Plan pushed;
     std::vector<grpc::Slice> slices;
-    std::string bytes;
-    if (buffer.Dump(&slices).ok()) {
-      for (const grpc::Slice& s : slices)
-        bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
-    }
-    absl::StatusOr<v1::Plan> full = pushed.ParseFromString(bytes)
+    const bool dumped = buffer.Dump(&slices).ok();
+    absl::StatusOr<v1::Plan> full = dumped && pushed.ParseFromString(Join(slices))
                                         ? wire::ApplyDelta(rebuilt_, pushed)
                                         : absl::InvalidArgumentError("does not parse");
     bool whole = full.ok() && full->layers_size() > 0;

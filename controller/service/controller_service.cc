@@ -484,10 +484,11 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ControllerService::WatchPlans(
     Encoded encoded;
     if (req->device_detail()) {
       encoded.full = Serialize(proto);
-    } else {
+    } else if (req->compact_holders()) {
       const v1::Plan lean = wire::Lean(proto);
-      (req->compact_holders() ? encoded.compact_lean : encoded.lean) =
-          Serialize(req->compact_holders() ? wire::CompactHolders(lean, lean) : lean);
+      encoded.compact_lean = Serialize(wire::CompactHolders(lean, lean));
+    } else {
+      encoded.lean = Serialize(wire::Lean(proto));
     }
     w->Push(plan->id, encoded);
   }
