@@ -47,6 +47,8 @@ ABSL_FLAG(
 ABSL_FLAG(int, watch_connections, 64, "Connections the WatchPlans streams are spread over");
 ABSL_FLAG(int, watch_threads, 4, "Completion-queue threads receiving plans");
 ABSL_FLAG(std::string, policy, "hecate", "Controller policy");
+ABSL_FLAG(bool, keep_state, false,
+          "Keep the controller's state directory and log (its path is printed) after a clean run");
 ABSL_FLAG(std::string, controller_binary, "controller/hecate-controller",
           "Path of hecate-controller (relative paths resolve in runfiles or the cwd)");
 
@@ -459,7 +461,14 @@ int Main(int argc, char** argv) {
   std::printf("watcher 0 rebuilt every plan: %s\n",
               watchers.rebuild_failures() == 0 ? "yes" : "NO");
   // A clean run leaves nothing behind; a failed one keeps the controller's log and state.
-  if (failed.load() != 0 || watchers.rebuild_failures() != 0) return 1;
+  if (failed.load() != 0 || watchers.rebuild_failures() != 0) {
+    std::printf("controller state and log kept in %s\n", state.c_str());
+    return 1;
+  }
+  if (absl::GetFlag(FLAGS_keep_state)) {
+    std::printf("controller state and log kept in %s\n", state.c_str());
+    return 0;
+  }
   std::error_code ignored;
   std::filesystem::remove_all(state, ignored);
   return 0;

@@ -373,6 +373,37 @@ absl::Status ExpandLayer(const google::protobuf::RepeatedField<uint32_t>& owners
   return absl::OkStatus();
 }
 
+// Replaces `owner` by owner_deltas.
+void CompactOwners(v1::LayerPlan* layer) {
+  int64_t prev = 0;
+  for (uint32_t o : layer->owner()) {
+    layer->add_owner_deltas(static_cast<int32_t>(static_cast<int64_t>(o) - prev));
+    prev = o;
+  }
+  layer->clear_owner();
+}
+
+// Restores `owner` from owner_deltas (a layer without them is left as it is).
+absl::Status ExpandOwners(v1::LayerPlan* layer) {
+  if (layer->owner_deltas_size() == 0) return absl::OkStatus();
+  if (layer->owner_size() != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("layer ", layer->layer(), ": both owner and owner_deltas"));
+  }
+  int64_t owner = 0;
+  layer->mutable_owner()->Reserve(layer->owner_deltas_size());
+  for (int32_t d : layer->owner_deltas()) {
+    owner += d;
+    if (owner < 0 || owner > 0x7fffffff) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("layer ", layer->layer(), ": owner_deltas leave the device range"));
+    }
+    layer->add_owner(static_cast<uint32_t>(owner));
+  }
+  layer->clear_owner_deltas();
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 v1::Plan CompactHolders(v1::Plan plan, const v1::Plan& full) {
@@ -382,7 +413,9 @@ v1::Plan CompactHolders(v1::Plan plan, const v1::Plan& full) {
     while (full_layer < full.layers_size() && full.layers(full_layer).layer() != layer.layer()) {
       ++full_layer;
     }
-    if (full_layer >= full.layers_size() || IsCompact(layer)) return original;
+    if (full_layer >= full.layers_size() || IsCompact(layer) || layer.owner_deltas_size() != 0) {
+      return original;
+    }
     const auto& owners = full.layers(full_layer).owner();
     const bool delta = plan.has_delta_base();
     if (!delta && layer.replicas_size() != owners.size()) return original;
@@ -395,11 +428,24 @@ v1::Plan CompactHolders(v1::Plan plan, const v1::Plan& full) {
       }
     }
     layer.clear_replicas();
+    CompactOwners(&layer);
   }
   return plan;
 }
 
-absl::StatusOr<v1::Plan> ApplyDelta(const v1::Plan& base, const v1::Plan& delta) {
+absl::StatusOr<v1::Plan> ApplyDelta(const v1::Plan& base, const v1::Plan& compact_delta) {
+  bool compact_owners = false;
+  for (const v1::LayerPlan& layer : compact_delta.layers()) {
+    compact_owners = compact_owners || layer.owner_deltas_size() != 0;
+  }
+  v1::Plan owners_restored;
+  if (compact_owners) {
+    owners_restored = compact_delta;
+    for (v1::LayerPlan& layer : *owners_restored.mutable_layers()) {
+      if (absl::Status s = ExpandOwners(&layer); !s.ok()) return s;
+    }
+  }
+  const v1::Plan& delta = compact_owners ? owners_restored : compact_delta;
   if (!delta.has_delta_base()) {
     bool compact = false;
     for (const v1::LayerPlan& layer : delta.layers()) compact = compact || IsCompact(layer);

@@ -1,5 +1,6 @@
 #include "common/wire.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -11,6 +12,8 @@
 
 namespace hecate::wire {
 namespace {
+
+using ::testing::ElementsAre;
 
 // Consecutive hecate plans (ids 1.1, 1.2, ...), each from the previous one under loads that move
 // every iteration; `edit` may change plan i >= 1 before it becomes the next one's base.
@@ -113,13 +116,14 @@ TEST(WireTest, CompactHoldersRebuildPlansAndDeltasExactly) {
   const v1::Plan compact = CompactHolders(base, base);
   for (const v1::LayerPlan& layer : compact.layers()) {
     EXPECT_EQ(layer.replicas_size(), 0);
-    EXPECT_EQ(layer.holder_counts_size(), layer.owner_size());
+    EXPECT_EQ(layer.owner_size(), 0);
+    EXPECT_EQ(layer.holder_counts_size(), layer.owner_deltas_size());
   }
   EXPECT_LT(compact.ByteSizeLong(), base.ByteSizeLong() * 3 / 4);
   absl::StatusOr<v1::Plan> expanded = ApplyDelta(v1::Plan(), compact);
   ASSERT_TRUE(expanded.ok()) << expanded.status();
   EXPECT_EQ(expanded->SerializeAsString(), base.SerializeAsString());
-  int compact_deltas = 0;
+  int compact_deltas = 0, owner_changes = 0;
   for (size_t i = 1; i < plans.size(); ++i) {
     const v1::Plan next_proto = Lean(ToProto(plans[i]));
     const v1::Plan delta = MakeDelta(base, next_proto);
@@ -128,6 +132,8 @@ TEST(WireTest, CompactHoldersRebuildPlansAndDeltasExactly) {
       EXPECT_EQ(layer.replicas_size(), 0);
       EXPECT_EQ(layer.holder_counts_size(), layer.changed_experts_size());
       compact_deltas += layer.holder_counts_size() > 0;
+      EXPECT_EQ(layer.owner_size(), 0);  // a re-shard's owners go as deltas too
+      owner_changes += layer.owner_deltas_size() > 0;
     }
     absl::StatusOr<v1::Plan> rebuilt = ApplyDelta(base, compact_delta);
     ASSERT_TRUE(rebuilt.ok()) << rebuilt.status();
@@ -135,6 +141,7 @@ TEST(WireTest, CompactHoldersRebuildPlansAndDeltasExactly) {
     base = next_proto;
   }
   EXPECT_GT(compact_deltas, 0) << "the drifting loads should change some holders";
+  EXPECT_EQ(owner_changes, 2) << "the re-shards of iterations 3 and 6";
 }
 
 // Malformed compact lists are INVALID_ARGUMENT; a holder list that CompactHolders cannot code
@@ -153,6 +160,8 @@ TEST(WireTest, MalformedCompactHoldersAreRejected) {
   ASSERT_EQ(good.layers(0).holder_counts_size(), 2);
   EXPECT_EQ(good.layers(0).holder_counts(0), 2u);  // 1 and 5 besides owner 2
   EXPECT_EQ(good.layers(0).holder_gaps(1), 4u);    // 1, then +4 = 5
+  EXPECT_EQ(good.layers(0).owner_size(), 0);
+  EXPECT_THAT(good.layers(0).owner_deltas(), ElementsAre(2, -2));  // owners 2, 0
   EXPECT_EQ(ApplyDelta(plan, good)->SerializeAsString(), plan.SerializeAsString());
   auto rejected = [&](const std::function<void(v1::LayerPlan*)>& edit) {
     v1::Plan bad = good;
@@ -166,6 +175,9 @@ TEST(WireTest, MalformedCompactHoldersAreRejected) {
   EXPECT_TRUE(rejected([](v1::LayerPlan* l) { l->set_holder_gaps(0, 2); }));    // the owner listed
   EXPECT_TRUE(rejected([](v1::LayerPlan* l) { l->add_replicas()->add_devices(0); }));  // both forms
   EXPECT_TRUE(rejected([](v1::LayerPlan* l) { l->set_holder_gaps(1, 0xffffffffu); }));  // overflow
+  EXPECT_TRUE(rejected([](v1::LayerPlan* l) { l->add_owner(2); }));  // both owner forms
+  EXPECT_TRUE(rejected([](v1::LayerPlan* l) { l->set_owner_deltas(1, -3); }));  // owner -1
+  EXPECT_TRUE(rejected([](v1::LayerPlan* l) { l->add_owner_deltas(0); }));  // 3 owners, 2 lists
   // A delta whose compact lists name more experts than it changed.
   v1::Plan delta = MakeDelta(plan, plan);
   v1::LayerPlan* d = delta.add_layers();

@@ -449,34 +449,53 @@ std::optional<pl::ClusterSpec> ControllerCore::DeriveCluster(const Job& job) con
   return spec;
 }
 
+std::optional<PlanningTask> ControllerCore::MakeTask(Job& job) {
+  if (!job.planning_due) return std::nullopt;
+  std::optional<pl::ClusterSpec> cluster = DeriveCluster(job);
+  if (!cluster.has_value()) return std::nullopt;  // wait until every rank registered
+  job.planning_due = false;
+  PlanningTask t;
+  t.job_id = job.record.job_id;
+  t.iteration = job.last_finalized;
+  t.cluster = *std::move(cluster);
+  t.model = job.record.model;
+  t.window = job.window.Snapshot();
+  t.observed = std::move(job.last_observed);
+  job.last_observed.reset();
+  t.current = job.current;
+  t.policy = job.record.policy;
+  t.planner = config_.planner;
+  if (job.attention_ema > 0) t.planner.attention_forward_seconds = job.attention_ema;
+  t.reshard_period = config_.reshard_period;
+  t.damping = config_.damping;
+  t.frozen = job.record.frozen;
+  return t;
+}
+
 std::vector<PlanningTask> ControllerCore::TakePlanningTasks() {
   std::vector<PlanningTask> tasks;
   for (auto& [id, job] : jobs_) {
-    if (!job->planning_due) continue;
-    std::optional<pl::ClusterSpec> cluster = DeriveCluster(*job);
-    if (!cluster.has_value()) continue;  // wait until every rank registered
-    job->planning_due = false;
-    PlanningTask t;
-    t.job_id = id;
-    t.iteration = job->last_finalized;
-    t.cluster = *cluster;
-    t.model = job->record.model;
-    t.window = job->window.Snapshot();
-    t.observed = std::move(job->last_observed);
-    job->last_observed.reset();
-    t.current = job->current;
-    t.policy = job->record.policy;
-    t.planner = config_.planner;
-    if (job->attention_ema > 0) t.planner.attention_forward_seconds = job->attention_ema;
-    t.reshard_period = config_.reshard_period;
-    t.reshard_due = config_.reshard_period > 0 && job->current != nullptr &&
-                    t.iteration >= job->last_reshard_iteration + config_.reshard_period;
-    if (t.reshard_due) job->last_reshard_iteration = t.iteration;
-    t.damping = config_.damping;
-    t.frozen = job->record.frozen;
-    tasks.push_back(std::move(t));
+    std::optional<PlanningTask> t = MakeTask(*job);
+    if (!t.has_value()) continue;
+    t->reshard_due = config_.reshard_period > 0 && job->current != nullptr &&
+                     t->iteration >= job->last_reshard_iteration + config_.reshard_period;
+    if (t->reshard_due) job->last_reshard_iteration = t->iteration;
+    tasks.push_back(*std::move(t));
   }
   return tasks;
+}
+
+std::optional<PlanningTask> ControllerCore::TakeRevisionTask(const PlanningResult& first) {
+  Job* job = FindJob(first.job_id);
+  if (job == nullptr || first.decision != "first" || !first.plan.has_value() ||
+      job->current != nullptr || job->record.frozen || first.revisions >= kMaxFirstPlanRevisions) {
+    return std::nullopt;
+  }
+  std::optional<PlanningTask> t = MakeTask(*job);
+  if (!t.has_value()) return std::nullopt;
+  t->revise = std::make_shared<const pl::Plan>(*first.plan);
+  t->revisions = first.revisions;
+  return t;
 }
 
 PlanningResult ComputePlan(PlanningTask task) {
@@ -532,7 +551,8 @@ PlanningResult ComputePlan(PlanningTask task) {
   }
   const pl::ModelLoad estimate = task.window.Estimate();
   task.window = pl::WindowSnapshot();
-  pl::PlanRequest request{&*cluster, &task.model,    &estimate,   task.current.get(),
+  const pl::Plan* previous = task.revise != nullptr ? task.revise.get() : task.current.get();
+  pl::PlanRequest request{&*cluster, &task.model,    &estimate,   previous,
                           nullptr,   task.iteration, task.planner};
   pl::PlanDecision d =
       pl::DecidePlan(**policy, request, task.reshard_due, task.reshard_period, task.damping);
@@ -541,13 +561,20 @@ PlanningResult ComputePlan(PlanningTask task) {
   result.predicted_gain = d.predicted_gain;
   result.reshard = d.reshard;
   result.error = d.error;
+  if (task.revise != nullptr && d.decision != "error") {
+    // A revised first plan is still the job's first; damped, the first plan goes out as it is.
+    result.revisions = task.revisions + (result.plan.has_value() ? 1 : 0);
+    if (!result.plan.has_value()) result.plan = *task.revise;
+    result.decision = "first";
+  }
   return result;
 }
 
-std::shared_ptr<const pl::Plan> ControllerCore::Publish(Job& job, pl::Plan plan, absl::Time now) {
+std::shared_ptr<const pl::Plan> ControllerCore::Publish(Job& job, pl::Plan plan,
+                                                       uint64_t computed_from, absl::Time now) {
   plan.job_id = job.record.job_id;
   plan.id = pl::PlanId{epoch_, job.next_version++};
-  plan.computed_from_iteration = job.last_finalized;
+  plan.computed_from_iteration = computed_from;
   plan.effective_iteration = job.last_finalized + static_cast<uint64_t>(config_.lead);
   if (job.current == nullptr) {
     plan.sharding_version = 1;
@@ -578,7 +605,7 @@ absl::StatusOr<std::shared_ptr<const pl::Plan>> ControllerCore::CommitPlan(
   job->observations = result.layers;
   if (!result.plan.has_value() || job->record.frozen) return nullptr;
   job->last_planned_iteration = result.iteration;
-  return Publish(*job, *result.plan, now);
+  return Publish(*job, *result.plan, result.iteration, now);
 }
 
 void ControllerCore::RecordObservations(const std::string& job_id,
@@ -736,7 +763,8 @@ absl::StatusOr<std::shared_ptr<const pl::Plan>> ControllerCore::Rollback(const s
   if (job->current != nullptr) {
     plan.migrations = pl::Migrations(OwnersOf(*job->current), OwnersOf(plan), job->record.model);
   }
-  return Publish(*job, std::move(plan), now);
+  const uint64_t computed_from = plan.computed_from_iteration;
+  return Publish(*job, std::move(plan), computed_from, now);
 }
 
 }  // namespace hecate::controller

@@ -118,6 +118,10 @@ struct IngestOutcome {
   bool finalized = false;  // the report completed an iteration (planning may be due)
 };
 
+// Revisions of a job's stale first plan before it is published (see TakeRevisionTask): each is a
+// warm plan (a fraction of the cold one), and after two the plan goes out whatever finalized.
+inline constexpr int kMaxFirstPlanRevisions = 2;
+
 // Everything ComputePlan needs, copied out of the core.
 struct PlanningTask {
   std::string job_id;
@@ -128,6 +132,10 @@ struct PlanningTask {
   // The finalized iteration's actual counts (shared with the window; null when none).
   std::shared_ptr<const placement::ModelLoad> observed;
   std::shared_ptr<const placement::Plan> current;
+  // Set only on a revision task (TakeRevisionTask): the unpublished first plan to revise warm.
+  // It is the policy's starting point and damping's reference; `current` stays the plan in force.
+  std::shared_ptr<const placement::Plan> revise;
+  int revisions = 0;  // of `revise` so far
   std::string policy;
   placement::PlannerConfig planner;
   bool reshard_due = false;
@@ -150,6 +158,9 @@ struct PlanningResult {
   std::string decision;       // "first", "gain", "reshard", "policy", "damped", "frozen", "error"
   double predicted_gain = 0;  // relative, vs the plan in force on the same estimate
   bool reshard = false;
+  // How many times the job's first plan was revised on a newer window before publication (at
+  // most kMaxFirstPlanRevisions).
+  int revisions = 0;
   std::vector<LayerObservation> layers;
   std::string error;
 };
@@ -211,6 +222,15 @@ class ControllerCore {
   void Tick(absl::Time now);
   // Iterations finalized since the last call, as planning work (one task per job, newest).
   std::vector<PlanningTask> TakePlanningTasks();
+  // A job's first plan is cold and can take seconds at thousands of devices; when iterations
+  // finalized while it was computed, it is stale before it is out. For such a result (decision
+  // "first", a plan, the job still without one, not frozen, a newer iteration finalized, fewer
+  // than kMaxFirstPlanRevisions revisions so far), returns a task that revises it warm on the
+  // newest window (consuming that iteration's trigger), so workers get one current plan instead of
+  // a stale one and its corrections a moment later. ComputePlan on it returns the revision, or the
+  // plan it revised when the revision does not pass damping; either way with decision "first".
+  // Nullopt otherwise.
+  std::optional<PlanningTask> TakeRevisionTask(const PlanningResult& first);
   // Publishes `result.plan` (if any) as the job's next version. Returns the published plan, or
   // null when the result carries no plan or the job is frozen. FAILED_PRECONDITION when the job
   // no longer exists.
@@ -283,7 +303,10 @@ class ControllerCore {
   // Recomputes job.not_lost from the workers' states.
   static void Recount(Job& job);
   void FinalizeUpTo(Job& job, uint64_t iteration);
-  std::shared_ptr<const placement::Plan> Publish(Job& job, placement::Plan plan, absl::Time now);
+  // `computed_from`: the last iteration in the plan's window.
+  std::shared_ptr<const placement::Plan> Publish(Job& job, placement::Plan plan,
+                                                 uint64_t computed_from, absl::Time now);
+  std::optional<PlanningTask> MakeTask(Job& job);
   void UpdateLiveness(Job& job, absl::Time now);
 
   CoreConfig config_;

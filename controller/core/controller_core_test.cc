@@ -280,6 +280,95 @@ TEST_F(CoreTest, SetPolicyReplans) {
   EXPECT_EQ(plan->policy, "ep");
 }
 
+// A first plan that is already stale when it is done (iterations finalized while it was computed)
+// is revised on the newest window before it is published, at most kMaxFirstPlanRevisions times;
+// each revision uses up the trigger of the iteration it plans from.
+TEST_F(CoreTest, StaleFirstPlanIsRevisedBeforePublication) {
+  RegisterAll();
+  std::vector<PlanningTask> tasks = ReportAll(0, /*hot=*/70, /*hot_expert=*/0);
+  ASSERT_EQ(tasks.size(), 1u);
+  PlanningResult first = ComputePlan(tasks[0]);
+  ASSERT_EQ(first.decision, "first");
+  ASSERT_TRUE(first.plan.has_value());
+  // Nothing newer yet: no revision.
+  EXPECT_FALSE(core_.TakeRevisionTask(first).has_value());
+
+  // While it was computed, two iterations finalized with expert 3 hot instead of expert 0.
+  for (uint64_t it = 1; it <= 2; ++it) {
+    for (int r = 0; r < kWorld; ++r) {
+      ASSERT_TRUE(core_.Ingest(Report(r, it, 70, {}, /*hot_expert=*/3), clock_.Now()).status.ok());
+    }
+  }
+  std::optional<PlanningTask> revision = core_.TakeRevisionTask(first);
+  ASSERT_TRUE(revision.has_value());
+  EXPECT_EQ(revision->iteration, 2u);
+  ASSERT_NE(revision->revise, nullptr);
+  EXPECT_EQ(revision->current, nullptr);  // still no plan in force
+  EXPECT_TRUE(core_.TakePlanningTasks().empty());  // the trigger went to the revision
+
+  PlanningResult revised = ComputePlan(*revision);
+  EXPECT_EQ(revised.decision, "first");
+  EXPECT_EQ(revised.revisions, 1);
+  ASSERT_TRUE(revised.plan.has_value());
+  EXPECT_FALSE(core_.TakeRevisionTask(revised).has_value());  // nothing newer
+  // The revision copies the now-hot expert 3 more than the first plan did (window: iterations 1-2).
+  EXPECT_GT(revised.plan->layers[0].replicas[3].size(), first.plan->layers[0].replicas[3].size());
+
+  // A newer iteration again: revisions stop at kMaxFirstPlanRevisions.
+  for (int r = 0; r < kWorld; ++r) {
+    ASSERT_TRUE(core_.Ingest(Report(r, 3, 70, {}, /*hot_expert=*/3), clock_.Now()).status.ok());
+  }
+  PlanningResult at_max = revised;
+  at_max.revisions = kMaxFirstPlanRevisions;
+  EXPECT_FALSE(core_.TakeRevisionTask(at_max).has_value());
+  revision = core_.TakeRevisionTask(revised);
+  ASSERT_TRUE(revision.has_value());
+  EXPECT_EQ(revision->revisions, 1);
+  EXPECT_EQ(revision->iteration, 3u);
+  PlanningResult again = ComputePlan(*revision);  // the same hot expert: damped, kept as it was
+  EXPECT_EQ(again.revisions, 1);
+  EXPECT_EQ(again.decision, "first");
+  EXPECT_EQ(again.plan->layers[0].replicas, revised.plan->layers[0].replicas);
+
+  auto published = core_.CommitPlan(revised, clock_.Now());
+  ASSERT_TRUE(published.ok());
+  ASSERT_NE(*published, nullptr);
+  EXPECT_EQ((*published)->id.version, 1u);
+  EXPECT_EQ((*published)->computed_from_iteration, 2u);
+  EXPECT_EQ((*published)->layers[0].replicas, revised.plan->layers[0].replicas);
+  // With a plan in force there is nothing to revise.
+  for (int r = 0; r < kWorld; ++r) {
+    ASSERT_TRUE(core_.Ingest(Report(r, 4, 70, (*published)->id, 3), clock_.Now()).status.ok());
+  }
+  EXPECT_FALSE(core_.TakeRevisionTask(first).has_value());
+  EXPECT_EQ(core_.TakePlanningTasks().size(), 1u);
+}
+
+// A revision that does not pass damping publishes the first plan as it is.
+TEST_F(CoreTest, DampedRevisionPublishesTheFirstPlan) {
+  RegisterAll();
+  PlanningResult first = ComputePlan(ReportAll(0)[0]);
+  for (int r = 0; r < kWorld; ++r) {
+    ASSERT_TRUE(core_.Ingest(Report(r, 1), clock_.Now()).status.ok());  // the same loads
+  }
+  std::optional<PlanningTask> revision = core_.TakeRevisionTask(first);
+  ASSERT_TRUE(revision.has_value());
+  PlanningResult revised = ComputePlan(*revision);
+  EXPECT_EQ(revised.decision, "first");
+  EXPECT_EQ(revised.revisions, 0);
+  ASSERT_TRUE(revised.plan.has_value());
+  for (size_t l = 0; l < first.plan->layers.size(); ++l) {
+    EXPECT_EQ(revised.plan->layers[l].replicas, first.plan->layers[l].replicas) << "layer " << l;
+    EXPECT_EQ(revised.plan->layers[l].owner, first.plan->layers[l].owner) << "layer " << l;
+  }
+  // A frozen job gets no revision.
+  for (int r = 0; r < kWorld; ++r) {
+    ASSERT_TRUE(core_.Ingest(Report(r, 2), clock_.Now()).status.ok());
+  }
+  ASSERT_TRUE(core_.Freeze("job").ok());
+  EXPECT_FALSE(core_.TakeRevisionTask(first).has_value());
+}
+
 TEST_F(CoreTest, RollbackPublishesANewVersion) {
   RegisterAll();
   auto v1 = PlanAndCommit(ReportAll(0));

@@ -289,6 +289,22 @@ void ControllerService::RunPlannerOnce() {
     const std::string job_id = task.job_id;
     std::shared_ptr<const pl::ModelLoad> observed = task.observed;
     PlanningResult result = ComputePlan(std::move(task));
+    for (;;) {
+      std::optional<PlanningTask> revision;
+      {
+        absl::MutexLock lock(&mu_);
+        revision = core_->TakeRevisionTask(result);
+      }
+      if (!revision.has_value()) break;
+      observed = revision->observed;
+      const double stale_s = absl::ToDoubleSeconds(absl::Now() - t0);
+      const int before = result.revisions;
+      result = ComputePlan(*std::move(revision));
+      LogInfo("first plan revised before publication",
+              LogFields()("job", job_id)("iteration", result.iteration)("seconds_so_far", stale_s)(
+                  "revision_gain", result.revisions > before ? result.predicted_gain : 0.0));
+      if (result.revisions == before) break;  // damped: nothing newer to gain
+    }
     const double compute_s = absl::ToDoubleSeconds(absl::Now() - t0);
     absl::StatusOr<std::shared_ptr<const pl::Plan>> committed;
     {
