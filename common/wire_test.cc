@@ -175,9 +175,9 @@ TEST(WireTest, MalformedCompactHoldersAreRejected) {
   EXPECT_TRUE(rejected([](v1::LayerPlan* l) { l->set_holder_gaps(0, 2); }));    // the owner listed
   EXPECT_TRUE(rejected([](v1::LayerPlan* l) { l->add_replicas()->add_devices(0); }));  // both forms
   EXPECT_TRUE(rejected([](v1::LayerPlan* l) { l->set_holder_gaps(1, 0xffffffffu); }));  // overflow
-  EXPECT_TRUE(rejected([](v1::LayerPlan* l) { l->add_owner(2); }));  // both owner forms
+  EXPECT_TRUE(rejected([](v1::LayerPlan* l) { l->add_owner(2); }));             // both owner forms
   EXPECT_TRUE(rejected([](v1::LayerPlan* l) { l->set_owner_deltas(1, -3); }));  // owner -1
-  EXPECT_TRUE(rejected([](v1::LayerPlan* l) { l->add_owner_deltas(0); }));  // 3 owners, 2 lists
+  EXPECT_TRUE(rejected([](v1::LayerPlan* l) { l->add_owner_deltas(0); }));      // 3 owners, 2 lists
   // A delta whose compact lists name more experts than it changed.
   v1::Plan delta = MakeDelta(plan, plan);
   v1::LayerPlan* d = delta.add_layers();

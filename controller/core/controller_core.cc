@@ -571,7 +571,7 @@ PlanningResult ComputePlan(PlanningTask task) {
 }
 
 std::shared_ptr<const pl::Plan> ControllerCore::Publish(Job& job, pl::Plan plan,
-                                                       uint64_t computed_from, absl::Time now) {
+                                                        uint64_t computed_from, absl::Time now) {
   plan.job_id = job.record.job_id;
   plan.id = pl::PlanId{epoch_, job.next_version++};
   plan.computed_from_iteration = computed_from;
