@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "placement/sparse_tree.h"
+
 namespace hecate::placement {
 
 void TrafficMatrix::Add(const Cluster& c, DeviceId from, DeviceId to, double bytes) {
@@ -46,18 +48,21 @@ CostModel::CostModel(const Cluster& cluster, const ModelSpec& model,
                                                   : model.attention_forward_seconds) {}
 
 double CostModel::SparseCollectiveSeconds(LayerId l, const LayerPlan& layer, int64_t* bytes) const {
-  const int64_t pb = model_.layers[l].expert_param_bytes;
-  TrafficMatrix traffic(cluster_);
+  const double pb = static_cast<double>(model_.layers[l].expert_param_bytes);
+  // The two phases of the relay tree (placement/sparse_tree.h) run one after the other.
+  TrafficMatrix phase0(cluster_), phase1(cluster_);
   int64_t moved = 0;
+  std::vector<SparseEdge> edges;
   for (ExpertId e = 0; e < layer.num_experts(); ++e) {
-    for (DeviceId d : layer.replicas[e]) {
-      if (d == layer.owner[e]) continue;
-      traffic.Add(cluster_, layer.owner[e], d, static_cast<double>(pb));
-      moved += pb;
+    edges.clear();
+    AppendSparseEdges(&cluster_, layer, e, &edges);
+    for (const SparseEdge& edge : edges) {
+      (edge.phase == 0 ? phase0 : phase1).Add(cluster_, edge.from, edge.to, pb);
+      moved += model_.layers[l].expert_param_bytes;
     }
   }
   if (bytes != nullptr) *bytes = moved;
-  return traffic.Seconds(cluster_);
+  return phase0.Seconds(cluster_) + phase1.Seconds(cluster_);
 }
 
 LayerPrediction CostModel::EvaluateLayer(LayerId l, const LayerPlan& layer, const LoadMatrix& load,

@@ -9,8 +9,10 @@
 //   a2a       = 4 * (slowest link + latency), dispatch and combine, forward and backward;
 //               links: each device's intra-node in/out bytes / intra bandwidth, each device's
 //               cross-node in/out bytes / its NIC cap, each node's cross-node in/out / node NIC
-//   spAG      = slowest link (same links) + latency, owner -> each extra holder, param bytes
-//   spRS      = the same bytes in reverse (holders -> owner)
+//   spAG      = two phases of the relay tree (placement/sparse_tree.h), one after the other, each
+//               its slowest link (same links) + latency: owner -> holders on its node and one
+//               relay per other node, then relays -> the other holders on their node; param bytes
+//   spRS      = the same bytes in reverse (holders -> relays -> owner)
 //   exposed   = ephemeral (FSSDP):  max(0, spAG - T_attn) + max(0, spRS [+ spAG if re-gather] - 2
 //   T_attn)
 //               shadow (FasterMoE): spAG (after the gate, not overlappable) + max(0, spRS - 2
@@ -77,7 +79,7 @@ class CostModel {
                 const std::vector<LoadAggregate>* aggregates = nullptr,
                 const std::vector<const LayerPrediction*>* reuse = nullptr) const;
 
-  // Time of the sparse collective of one layer: owner -> every other holder, parameter bytes.
+  // Time of the sparse collective of one layer: the relay tree's two phases, parameter bytes.
   double SparseCollectiveSeconds(LayerId l, const LayerPlan& layer, int64_t* bytes) const;
   // Exposed time of parameter + optimizer migrations.
   double MigrationSeconds(const std::vector<Migration>& migrations) const;

@@ -96,6 +96,23 @@ TEST(CostModelTest, AllLocalDispatchStillPaysAllToAllLatency) {
   EXPECT_DOUBLE_EQ(q.all_to_all_seconds, 0);
 }
 
+// The spAG's relay tree: one copy crosses to the other node, then fans out there over NVLink.
+TEST(CostModelTest, SparseCollectiveRelaysOncePerNode) {
+  Cluster c = Small();  // 2 nodes x 2 devices; 100 GB/s inside a node, 10 GB/s between, 1 us
+  ModelSpec m = OneLayer(/*attention_s=*/1.0);
+  CostModel cost(c, m);
+  // Expert 0 owned by 0 and held everywhere. Phase 0: 0 -> 1 (1e-5 s) and 0 -> relay 2 (1e-4 s);
+  // phase 1: 2 -> 3 (1e-5 s). Flat, node 0's NIC would carry two chunks (2e-4 s).
+  LayerPlan layer = Layer({0, 3}, {{0, 1, 2, 3}, {3}});
+  int64_t bytes = 0;
+  EXPECT_DOUBLE_EQ(cost.SparseCollectiveSeconds(0, layer, &bytes), (1e-4 + 1e-6) + (1e-5 + 1e-6));
+  EXPECT_EQ(bytes, 3'000'000);  // still one chunk per extra holder
+  // One holder per node: nothing to relay, one phase.
+  layer = Layer({0, 3}, {{0, 2}, {3}});
+  EXPECT_DOUBLE_EQ(cost.SparseCollectiveSeconds(0, layer, &bytes), 1e-4 + 1e-6);
+  EXPECT_EQ(bytes, 1'000'000);
+}
+
 TEST(CostModelTest, SparseCollectivesAndOverlap) {
   Cluster c = Small();
   // Expert 0 owned by 0, copies on 1 (intra) and 2 (inter): owner sends 1 MB intra (1e-5 s) and

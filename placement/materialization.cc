@@ -254,7 +254,8 @@ class GreedyState {
         devices_(cluster_.num_devices()),
         nodes_(cluster_.num_nodes()),
         experts_(plan->num_experts()),
-        links_(cluster_) {
+        tree0_(cluster_),
+        tree1_(cluster_) {
     const LayerSpec& spec = cost.model().layers[l];
     attention_ = budget.attention_forward_seconds >= 0 ? budget.attention_forward_seconds
                                                        : cost.attention_forward_seconds();
@@ -281,6 +282,7 @@ class GreedyState {
     }
     node_in_.assign(nodes_, 0.0);
     node_out_.assign(nodes_, 0.0);
+    relay_.assign(static_cast<size_t>(experts_) * nodes_, -1);
     holds_.assign(static_cast<size_t>(experts_) * devices_, 0);
     for (ExpertId e = 0; e < experts_; ++e) {
       for (DeviceId h : plan_.replicas[e]) ++node_holders_[Idx(e, cluster_.node_of(h))];
@@ -298,13 +300,85 @@ class GreedyState {
         if (h != plan_.owner[e]) {
           --left_[h];
           ++copies_[h];
-          links_.Add(plan_.owner[e], h, pb_);
+          AddCopyLinks(e, h);
         }
       }
     }
     stamp_.assign(devices_, -1);
     SortDevices();
     SortNodes();
+  }
+
+  // The spAG's link time: its two phases, one after the other.
+  double TreeSeconds() const { return tree0_.worst() + tree1_.worst(); }
+  // The same after `set` (devices of one node, ascending, without e) receives copies of e.
+  double TreeSecondsWith(ExpertId e, const DeviceSpan& set) const {
+    const DeviceId owner = plan_.owner[e];
+    if (cluster_.same_node(owner, set[0])) {
+      return tree0_.WithTransfers(owner, set, pb_) + tree1_.worst();
+    }
+    const DeviceId relay = relay_[Idx(e, cluster_.node_of(set[0]))];
+    if (relay >= 0) return tree0_.worst() + tree1_.WithTransfers(relay, set, pb_);
+    const DeviceSpan rest{set.first + 1, set.n - 1};
+    return tree0_.WithTransfer(owner, set[0], pb_) +
+           (rest.empty() ? tree1_.worst() : tree1_.WithTransfers(set[0], rest, pb_));
+  }
+  // The same after holder c (not the owner) drops its copy of e. A relay that leaves others on its
+  // node hands over to one of them: counted as one transfer inside the node fewer.
+  double TreeSecondsWithout(ExpertId e, DeviceId c) const {
+    const DeviceId owner = plan_.owner[e];
+    if (cluster_.same_node(owner, c)) {
+      return tree0_.WithoutTransfer(owner, c, pb_) + tree1_.worst();
+    }
+    const DeviceId relay = relay_[Idx(e, cluster_.node_of(c))];
+    if (relay != c) return tree0_.worst() + tree1_.WithoutTransfer(relay, c, pb_);
+    const DeviceId next = NextRelay(e, c);
+    if (next < 0) return tree0_.WithoutTransfer(owner, c, pb_) + tree1_.worst();
+    return tree0_.worst() + tree1_.WithoutTransfer(c, next, pb_);
+  }
+  // Another holder of e on c's node than c (the lowest), or -1.
+  DeviceId NextRelay(ExpertId e, DeviceId c) const {
+    for (DeviceId x : plan_.replicas[e]) {
+      if (x != c && x != plan_.owner[e] && cluster_.same_node(x, c)) return x;
+    }
+    return -1;
+  }
+  void AddCopyLinks(ExpertId e, DeviceId c) {
+    const DeviceId owner = plan_.owner[e];
+    if (cluster_.same_node(owner, c)) {
+      tree0_.Add(owner, c, pb_);
+      return;
+    }
+    DeviceId& relay = relay_[Idx(e, cluster_.node_of(c))];
+    if (relay < 0) {
+      relay = c;
+      tree0_.Add(owner, c, pb_);
+    } else {
+      tree1_.Add(relay, c, pb_);
+    }
+  }
+  void RemoveCopyLinks(ExpertId e, DeviceId c) {
+    const DeviceId owner = plan_.owner[e];
+    if (cluster_.same_node(owner, c)) {
+      tree0_.Remove(owner, c, pb_);
+      return;
+    }
+    DeviceId& relay = relay_[Idx(e, cluster_.node_of(c))];
+    if (relay != c) {
+      tree1_.Remove(relay, c, pb_);
+      return;
+    }
+    const DeviceId next = NextRelay(e, c);
+    tree0_.Remove(owner, c, pb_);
+    relay = next;
+    if (next < 0) return;
+    tree0_.Add(owner, next, pb_);
+    tree1_.Remove(c, next, pb_);
+    for (DeviceId x : plan_.replicas[e]) {
+      if (x == c || x == next || x == owner || !cluster_.same_node(x, c)) continue;
+      tree1_.Remove(c, x, pb_);
+      tree1_.Add(next, x, pb_);
+    }
   }
 
   // Tokens of expert e that holder h computes.
@@ -554,8 +628,8 @@ class GreedyState {
     const double total =
         node_total_ + delta * (k - on_m) + (in_m - node_in_[m]) + (out_m - node_out_[m]);
     const double a2a_after = A2aSurrogate(worst, total, nodes_) * a2a_sec_per_token_;
-    const double exposed_now = Exposed(links_.worst());
-    const double exposed_after = Exposed(links_.WithTransfers(plan_.owner[e], set, pb_));
+    const double exposed_now = Exposed(TreeSeconds());
+    const double exposed_after = Exposed(TreeSecondsWith(e, set));
     const double a2a_now = A2a();
     Outcome o;
     o.delta = (new_max - max_time) + (a2a_after - a2a_now) + (exposed_after - exposed_now);
@@ -600,10 +674,9 @@ class GreedyState {
       total += in + out;
     }
     const double a2a_after = A2aSurrogate(worst, total, nodes_) * a2a_sec_per_token_;
-    const double exposed_now = Exposed(links_.worst());
+    const double exposed_now = Exposed(TreeSeconds());
     // Dropping a transfer never exposes more; when nothing is exposed now, nothing changes.
-    const double exposed_after =
-        exposed_now > 0 ? Exposed(links_.WithoutTransfer(plan_.owner[e], c, pb_)) : 0.0;
+    const double exposed_after = exposed_now > 0 ? Exposed(TreeSecondsWithout(e, c)) : 0.0;
     return (new_max - max_time) + (a2a_after - A2a()) + (exposed_after - exposed_now);
   }
 
@@ -625,7 +698,7 @@ class GreedyState {
     holds_[static_cast<size_t>(c) * experts_ + e] = 0;
     ++left_[c];
     --copies_[c];
-    links_.Remove(plan_.owner[e], c, pb_);
+    RemoveCopyLinks(e, c);
     for (DeviceId h : holders) Touch(h);
     Touch(c);
     SortNodes();
@@ -647,7 +720,7 @@ class GreedyState {
   }
 
   // The greedy's objective for the layer as it stands (for relative thresholds).
-  double Objective() const { return TimeOf(by_time_[0]) + A2a() + Exposed(links_.worst()); }
+  double Objective() const { return TimeOf(by_time_[0]) + A2a() + Exposed(TreeSeconds()); }
 
   void Commit(ExpertId e, const DeviceSpan& set) {
     std::vector<DeviceId>& holders = plan_.replicas[e];
@@ -669,7 +742,7 @@ class GreedyState {
       holds_[static_cast<size_t>(c) * experts_ + e] = 1;
       --left_[c];
       ++copies_[c];
-      links_.Add(plan_.owner[e], c, pb_);
+      AddCopyLinks(e, c);
     }
     for (DeviceId h : holders) Touch(h);
     SortNodes();
@@ -679,7 +752,12 @@ class GreedyState {
   const Cluster& cluster_;
   LayerPlan& plan_;
   const int devices_, nodes_, experts_;
-  LinkState links_;
+  // The spAG's relay tree (placement/sparse_tree.h), phase by phase: owner -> its node's holders
+  // and one relay per other node (tree0_), relays -> their node's other holders (tree1_). The
+  // greedy's relay of a node is the first holder placed there (the data plane's is the lowest id:
+  // the same links between nodes, a different device inside one).
+  LinkState tree0_, tree1_;
+  std::vector<DeviceId> relay_;  // [expert * nodes + node], -1: none (and on the owner's node)
   double attention_ = 0, pb_ = 0, a2a_sec_per_token_ = 0, copy_s_ = 0;
   bool regather_ = false;
   std::vector<double> sec_per_token_;

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "placement/sparse_tree.h"
+
 namespace hecate::worker {
 
 const char* CommKindName(CommKind k) {
@@ -25,14 +27,16 @@ const char* CommKindName(CommKind k) {
   }
 }
 
-SparseSchedule BuildSparseSchedule(const placement::LayerPlan& layer, int rank) {
+SparseSchedule BuildSparseSchedule(const placement::LayerPlan& layer, int rank,
+                                   const placement::Cluster* cluster) {
   SparseSchedule s;
+  std::vector<placement::SparseEdge> edges;
   for (placement::ExpertId e = 0; e < layer.num_experts(); ++e) {
-    const int owner = layer.owner[e];
-    for (int holder : layer.replicas[e]) {
-      if (holder == owner) continue;
-      if (owner == rank) s.owner_sends.push_back({e, holder});
-      if (holder == rank) s.holder_recvs.push_back({e, owner});
+    edges.clear();
+    placement::AppendSparseEdges(cluster, layer, e, &edges);
+    for (const placement::SparseEdge& edge : edges) {
+      if (edge.from == rank) s.sends[edge.phase].push_back({e, edge.to});
+      if (edge.to == rank) s.recvs[edge.phase].push_back({e, edge.from});
     }
   }
   return s;
@@ -40,17 +44,22 @@ SparseSchedule BuildSparseSchedule(const placement::LayerPlan& layer, int rank) 
 
 absl::Status SparseAllGather(Communicator& comm, const SparseSchedule& schedule,
                              const ChunkAccess& params, uint32_t tag_base) {
-  std::vector<P2POp> sends, recvs;
-  for (const auto& t : schedule.owner_sends) {
-    sends.push_back({t.peer, tag_base + static_cast<uint32_t>(t.expert), params.chunk(t.expert),
-                     params.chunk_bytes});
+  for (int phase = 0; phase < 2; ++phase) {
+    std::vector<P2POp> sends, recvs;
+    for (const auto& t : schedule.sends[phase]) {
+      sends.push_back({t.peer, tag_base + static_cast<uint32_t>(t.expert), params.chunk(t.expert),
+                       params.chunk_bytes});
+    }
+    for (const auto& t : schedule.recvs[phase]) {
+      recvs.push_back({t.peer, tag_base + static_cast<uint32_t>(t.expert), params.chunk(t.expert),
+                       params.chunk_bytes});
+    }
+    if (sends.empty() && recvs.empty()) continue;
+    if (absl::Status s = comm.SendRecv(sends, recvs, CommKind::kSparseAllGather); !s.ok()) {
+      return s;
+    }
   }
-  for (const auto& t : schedule.holder_recvs) {
-    recvs.push_back({t.peer, tag_base + static_cast<uint32_t>(t.expert), params.chunk(t.expert),
-                     params.chunk_bytes});
-  }
-  if (sends.empty() && recvs.empty()) return absl::OkStatus();
-  return comm.SendRecv(sends, recvs, CommKind::kSparseAllGather);
+  return absl::OkStatus();
 }
 
 absl::Status Communicator::SendRecvAccumulate(const std::vector<P2POp>& /*sends*/,
@@ -59,10 +68,16 @@ absl::Status Communicator::SendRecvAccumulate(const std::vector<P2POp>& /*sends*
   return absl::UnimplementedError("SendRecvAccumulate needs a device-memory communicator");
 }
 
-absl::Status SparseReduceScatter(Communicator& comm, const SparseSchedule& schedule,
-                                 const ChunkAccess& grads, int element_bytes, uint32_t tag_base) {
-  std::vector<P2POp> sends, recvs;
-  for (const auto& t : schedule.holder_recvs) {  // a holder sends its gradient to the owner
+namespace {
+
+// One phase of the reduce-scatter: this rank sends its gradient chunk up each of `up` (to the
+// parent) and sums what `down` (its children) send into its own chunks, in a fixed (expert, peer)
+// order so every run is bitwise equal.
+absl::Status ReducePhase(Communicator& comm, const std::vector<SparseSchedule::Transfer>& up,
+                         const std::vector<SparseSchedule::Transfer>& down,
+                         const ChunkAccess& grads, int element_bytes, uint32_t tag_base) {
+  std::vector<P2POp> sends;
+  for (const auto& t : up) {
     sends.push_back({t.peer, tag_base + static_cast<uint32_t>(t.expert), grads.chunk(t.expert),
                      grads.chunk_bytes});
   }
@@ -72,7 +87,7 @@ absl::Status SparseReduceScatter(Communicator& comm, const SparseSchedule& sched
     }
     // Same fixed (expert, peer) summation order as the host path below.
     std::vector<P2POp> sums;
-    for (const auto& t : schedule.owner_sends) {
+    for (const auto& t : down) {
       sums.push_back({t.peer, tag_base + static_cast<uint32_t>(t.expert), grads.chunk(t.expert),
                       grads.chunk_bytes});
     }
@@ -82,26 +97,24 @@ absl::Status SparseReduceScatter(Communicator& comm, const SparseSchedule& sched
     if (sends.empty() && sums.empty()) return absl::OkStatus();
     return comm.SendRecvAccumulate(sends, sums, CommKind::kSparseReduceScatter);
   }
-  std::vector<std::vector<char>> staging(schedule.owner_sends.size(),
-                                         std::vector<char>(grads.chunk_bytes));
-  for (size_t i = 0; i < schedule.owner_sends.size(); ++i) {
-    const auto& t = schedule.owner_sends[i];
-    recvs.push_back(
-        {t.peer, tag_base + static_cast<uint32_t>(t.expert), staging[i].data(), grads.chunk_bytes});
+  std::vector<std::vector<char>> staging(down.size(), std::vector<char>(grads.chunk_bytes));
+  std::vector<P2POp> recvs;
+  for (size_t i = 0; i < down.size(); ++i) {
+    recvs.push_back({down[i].peer, tag_base + static_cast<uint32_t>(down[i].expert),
+                     staging[i].data(), grads.chunk_bytes});
   }
   if (sends.empty() && recvs.empty()) return absl::OkStatus();
   if (absl::Status s = comm.SendRecv(sends, recvs, CommKind::kSparseReduceScatter); !s.ok()) {
     return s;
   }
-  // Sum into the owner's gradient in a fixed (expert, peer) order so every run is bitwise equal.
-  std::vector<size_t> order(schedule.owner_sends.size());
+  std::vector<size_t> order(down.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
   std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-    const auto &x = schedule.owner_sends[a], &y = schedule.owner_sends[b];
+    const auto &x = down[a], &y = down[b];
     return x.expert != y.expert ? x.expert < y.expert : x.peer < y.peer;
   });
   for (size_t i : order) {
-    void* dst = grads.chunk(schedule.owner_sends[i].expert);
+    void* dst = grads.chunk(down[i].expert);
     const int64_t n = grads.chunk_bytes / element_bytes;
     if (element_bytes == 8) {
       double* d = static_cast<double*>(dst);
@@ -111,6 +124,21 @@ absl::Status SparseReduceScatter(Communicator& comm, const SparseSchedule& sched
       float* d = static_cast<float*>(dst);
       const float* s = reinterpret_cast<const float*>(staging[i].data());
       for (int64_t j = 0; j < n; ++j) d[j] += s[j];
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status SparseReduceScatter(Communicator& comm, const SparseSchedule& schedule,
+                                 const ChunkAccess& grads, int element_bytes, uint32_t tag_base) {
+  // Up the tree: relays collect their node first, then everything reaches the owners.
+  for (int phase = 1; phase >= 0; --phase) {
+    if (absl::Status s = ReducePhase(comm, schedule.recvs[phase], schedule.sends[phase], grads,
+                                     element_bytes, tag_base);
+        !s.ok()) {
+      return s;
     }
   }
   return absl::OkStatus();

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "placement/cluster.h"
 #include "placement/plan.h"
 
 namespace hecate::worker {
@@ -96,22 +97,29 @@ class Communicator {
   CommCounters counters_;
 };
 
-// The sparse collectives of one layer from this rank's point of view.
-//   spAG: every non-owner holder of expert e receives e's chunk from the owner;
-//   spRS: every non-owner holder sends its gradient chunk to the owner, which sums.
-// Bytes moved = sum over experts of (holders - 1) x chunk bytes, nothing else.
+// The sparse collectives of one layer from this rank's point of view, on the relay tree of
+// placement/sparse_tree.h (two phases; the cost model charges the same transfers):
+//   spAG: phase 0, owners send each copied expert's chunk to its holders on their own node and to
+//         one relay on every other node holding it; phase 1, relays forward it to the other
+//         holders on their node;
+//   spRS: the same edges upwards, phase 1 first: relays sum their node's gradient chunks into
+//         theirs, then owners sum their children's.
+// Bytes moved = sum over experts of (holders - 1) x chunk bytes, nothing else; across nodes one
+// chunk per (expert, node).
 struct SparseSchedule {
   struct Transfer {
     placement::ExpertId expert;
-    int peer;  // the other side: the owner (on a holder) or a holder (on the owner)
+    int peer;  // the other side: the parent (on a receiver) or a child (on a sender)
   };
-  std::vector<Transfer> owner_sends;   // as owner: send chunk of `expert` to `peer`
-  std::vector<Transfer> holder_recvs;  // as holder: receive chunk of `expert` from its owner
+  // Per phase: the chunks this rank sends down the tree (to a child) and receives (from its
+  // parent).
+  std::array<std::vector<Transfer>, 2> sends, recvs;
 };
 
 // Pure: the schedule for `rank` under `layer` (also what the NCCL path groups into one
-// ncclGroupStart/End).
-SparseSchedule BuildSparseSchedule(const placement::LayerPlan& layer, int rank);
+// ncclGroupStart/End per phase). `cluster` null: every rank on one node (flat: owner -> holders).
+SparseSchedule BuildSparseSchedule(const placement::LayerPlan& layer, int rank,
+                                   const placement::Cluster* cluster = nullptr);
 
 // Callbacks giving the chunk of an expert on this rank (parameters for spAG, gradients for spRS)
 // and a staging buffer for an incoming gradient chunk.
@@ -124,7 +132,8 @@ struct ChunkAccess {
 absl::Status SparseAllGather(Communicator& comm, const SparseSchedule& schedule,
                              const ChunkAccess& params, uint32_t tag_base);
 // SparseReduceScatter over `comm`: holders' gradient chunks are summed into the owner's, as float
-// (`element_bytes` 4) or double (8). Staging memory: one chunk per incoming transfer.
+// (`element_bytes` 4) or double (8), through the relays (whose own gradient chunks end up holding
+// their node's sum). Staging memory: one chunk per incoming transfer of a phase.
 absl::Status SparseReduceScatter(Communicator& comm, const SparseSchedule& schedule,
                                  const ChunkAccess& grads, int element_bytes, uint32_t tag_base);
 

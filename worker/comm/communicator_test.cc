@@ -2,6 +2,7 @@
 // sparse collectives over random plans with exact byte counts, and failure when a peer dies.
 #include "worker/comm/communicator.h"
 
+#include <algorithm>
 #include <numeric>
 #include <thread>
 
@@ -66,10 +67,20 @@ TEST(FakeCommunicatorTest, AllReduceAndGather) {
   });
 }
 
+// Flat (no cluster) and on the relay tree of random clusters (1-3 nodes of 1-3 devices): every
+// holder gets the owner's chunk, the owner the sum of every holder's gradient, the bytes are
+// exactly the travelling chunks, and on the tree at most one chunk per (expert, node) crosses
+// nodes.
 TEST(SparseCollectivesTest, RandomPlansMoveExactlyTheTravellingChunks) {
   placement::Rng rng(5);
-  for (int trial = 0; trial < 20; ++trial) {
-    const int world = 2 + static_cast<int>(rng.Below(3));
+  for (int trial = 0; trial < 40; ++trial) {
+    const bool tree = trial % 2 == 1;
+    const int nodes = tree ? 1 + static_cast<int>(rng.Below(3)) : 1;
+    const int per_node =
+        tree ? 1 + static_cast<int>(rng.Below(3)) : 2 + static_cast<int>(rng.Below(3));
+    const int world = std::max(2, nodes * per_node);
+    const placement::Cluster cluster = placement::Cluster::Uniform(
+        world / per_node, per_node, int64_t{1} << 30, 1e12, 100e9, 10e9);
     const int experts = 1 + static_cast<int>(rng.Below(6));
     const int chunk = 1 + static_cast<int>(rng.Below(5));
     placement::LayerPlan layer;
@@ -85,7 +96,7 @@ TEST(SparseCollectivesTest, RandomPlansMoveExactlyTheTravellingChunks) {
       layer.replicas.push_back(holders);
     }
     InProcessGroup g(world);
-    std::vector<int64_t> ag_sent(world), rs_sent(world);
+    std::vector<int64_t> ag_sent(world), rs_sent(world), crossing(world);
     OnRanks(g, [&](int r, Communicator& c) {
       // Parameters: value 1000 e + i on the owner, -1 elsewhere. Gradients: r + 1 everywhere.
       std::vector<std::vector<double>> params(experts), grads(experts);
@@ -96,7 +107,10 @@ TEST(SparseCollectivesTest, RandomPlansMoveExactlyTheTravellingChunks) {
         }
         grads[e].assign(chunk, r + 1.0);
       }
-      const SparseSchedule sched = BuildSparseSchedule(layer, r);
+      const SparseSchedule sched = BuildSparseSchedule(layer, r, tree ? &cluster : nullptr);
+      for (const auto& phase : sched.sends) {
+        for (const auto& t : phase) crossing[r] += !cluster.same_node(r, t.peer);
+      }
       ChunkAccess p{[&](int e) { return static_cast<void*>(params[e].data()); }, chunk * 8};
       ASSERT_TRUE(SparseAllGather(c, sched, p, 0).ok());
       for (int e = 0; e < experts; ++e) {
@@ -115,6 +129,17 @@ TEST(SparseCollectivesTest, RandomPlansMoveExactlyTheTravellingChunks) {
       rs_sent[r] = c.counters().sent(CommKind::kSparseReduceScatter);
     });
     const int64_t expected = travelling * chunk * 8;
+    if (tree) {
+      int64_t most = 0;  // one crossing per (expert, node other than the owner's holding it)
+      for (int e = 0; e < experts; ++e) {
+        std::vector<char> seen(cluster.num_nodes(), 0);
+        for (int h : layer.replicas[e]) {
+          const int n = cluster.node_of(h);
+          if (n != cluster.node_of(layer.owner[e]) && !seen[n]) ++most, seen[n] = 1;
+        }
+      }
+      EXPECT_EQ(std::accumulate(crossing.begin(), crossing.end(), int64_t{0}), most);
+    }
     EXPECT_EQ(std::accumulate(ag_sent.begin(), ag_sent.end(), int64_t{0}), expected);
     EXPECT_EQ(std::accumulate(rs_sent.begin(), rs_sent.end(), int64_t{0}), expected);
   }

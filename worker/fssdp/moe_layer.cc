@@ -161,7 +161,7 @@ absl::Status MoELayer::Gather() {
       replicas_[e] = torch::empty({chunk_}, opts);
     }
   }
-  const SparseSchedule sched = BuildSparseSchedule(effective_, me);
+  const SparseSchedule sched = BuildSparseSchedule(effective_, me, cluster_);
   ChunkAccess access{[this](pl::ExpertId e) { return HeldParam(e).data_ptr(); },
                      chunk_ * ElementBytes(config_.dtype)};
   const absl::Time t0 = absl::Now();
@@ -254,9 +254,9 @@ torch::Tensor MoELayer::ForwardImpl(const torch::Tensor& x_in, const torch::Tens
       }
       ChunkAccess access{[this](pl::ExpertId e) { return HeldParam(e).data_ptr(); }, chunk_ * eb};
       const absl::Time ts = absl::Now();
-      ThrowIfError(
-          SparseAllGather(*comm_, BuildSparseSchedule(extra, me), access, TagBase(layer_, 2)),
-          &comm_status_);
+      ThrowIfError(SparseAllGather(*comm_, BuildSparseSchedule(extra, me, cluster_), access,
+                                   TagBase(layer_, 2)),
+                   &comm_status_);
       times_.spag += Since(ts);
     }
     t0 = absl::Now();
@@ -348,7 +348,7 @@ std::pair<torch::Tensor, torch::Tensor> MoELayer::BackwardImpl(const torch::Tens
     // Re-gather the replicas freed after forward.
     auto opts = Options();
     for (auto& [e, t] : replicas_) t = torch::empty({chunk_}, opts);
-    const SparseSchedule sched = BuildSparseSchedule(effective_, comm_->rank());
+    const SparseSchedule sched = BuildSparseSchedule(effective_, comm_->rank(), cluster_);
     ChunkAccess access{[this](pl::ExpertId e) { return HeldParam(e).data_ptr(); }, chunk_ * eb};
     const absl::Time ts = absl::Now();
     ThrowIfError(SparseAllGather(*comm_, sched, access, TagBase(layer_, 3)), &comm_status_);
@@ -388,7 +388,7 @@ std::pair<torch::Tensor, torch::Tensor> MoELayer::BackwardImpl(const torch::Tens
 
 absl::Status MoELayer::ReduceGradients() {
   if (!comm_status_.ok()) return comm_status_;
-  const SparseSchedule sched = BuildSparseSchedule(effective_, comm_->rank());
+  const SparseSchedule sched = BuildSparseSchedule(effective_, comm_->rank(), cluster_);
   ChunkAccess access{[this](pl::ExpertId e) { return grads_.at(e).data_ptr(); },
                      chunk_ * ElementBytes(config_.dtype)};
   const absl::Time t0 = absl::Now();

@@ -100,6 +100,26 @@ TEST(GlooCommunicatorTest, CollectivesAcrossProcesses) {
     if (r == 2) CHECK_OR(grads[1][1] == 4.0f, 22);  // two holders
     const int64_t ag = comm.counters().sent(CommKind::kSparseAllGather);
     CHECK_OR(ag == (r == 0 ? 16 : r == 2 ? 8 : 0), 23);
+    // The same plan on the relay tree, rank 0 alone on node a, ranks 1 and 2 on node b: rank 0
+    // sends expert 0 across once, to relay 1, which forwards it to 2 in the second phase; on the
+    // way back 1 sums node b's gradients before sending them on.
+    placement::ClusterSpec spec;
+    spec.nodes = {{"a", 1, int64_t{1} << 30, 1e12}, {"b", 2, int64_t{1} << 30, 1e12}};
+    spec.intra_node_bandwidth_bytes_per_second = 100e9;
+    spec.inter_node_bandwidth_bytes_per_second = 10e9;
+    absl::StatusOr<placement::Cluster> cluster = placement::Cluster::Create(spec);
+    CHECK_OR(cluster.ok(), 30);
+    params = {{r == 0 ? 5.0f : 0.0f, 6.0f}, {r == 2 ? 4.0f : 0.0f, 1.0f}};
+    sched = BuildSparseSchedule(layer, r, &*cluster);
+    CHECK_OR(SparseAllGather(comm, sched, p, 300).ok(), 31);
+    if (layer.Holds(0, r)) CHECK_OR(params[0][0] == 5.0f, 32);
+    if (layer.Holds(1, r)) CHECK_OR(params[1][0] == 4.0f, 33);
+    CHECK_OR(comm.counters().sent(CommKind::kSparseAllGather) - ag == 8, 34);  // one chunk each
+    grads = {{1.0f, 1.0f}, {2.0f, 2.0f}};
+    CHECK_OR(SparseReduceScatter(comm, sched, g, 4, 400).ok(), 35);
+    if (r == 0) CHECK_OR(grads[0][0] == 3.0f, 36);  // three holders, via the relay
+    if (r == 1) CHECK_OR(grads[0][0] == 2.0f, 37);  // the relay's partial sum: node b
+    if (r == 2) CHECK_OR(grads[1][1] == 4.0f, 38);
     CHECK_OR(comm.Barrier().ok(), 24);
     return 0;
   });
