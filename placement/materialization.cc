@@ -1125,6 +1125,94 @@ LayerPlan BalancedSeed(const Cluster& cluster, const LayerPlan& base, const Load
   return out;
 }
 
+int RepairLayer(const CostModel& cost, LayerId l, const LoadMatrix& load,
+                const LoadAggregate& aggregate, DispatchRule rule,
+                const std::vector<int>& max_copies, int moves, int candidates, LayerPlan* layer) {
+  const Cluster& cluster = cost.cluster();
+  const int devices = cluster.num_devices();
+  const int experts = layer->num_experts();
+  Dispatcher dispatcher(cluster);
+  auto evaluate = [&]() {
+    return cost.EvaluateLayer(l, *layer, load, rule, ReplicaSemantics::kEphemeral, &dispatcher,
+                              &aggregate);
+  };
+  auto holds = [&](ExpertId e, DeviceId d) {
+    return std::binary_search(layer->replicas[e].begin(), layer->replicas[e].end(), d);
+  };
+  auto add = [&](ExpertId e, DeviceId d) { InsertSorted(&layer->replicas[e], d); };
+  auto drop = [&](ExpertId e, DeviceId d) {
+    std::vector<DeviceId>& v = layer->replicas[e];
+    v.erase(std::lower_bound(v.begin(), v.end(), d));
+  };
+  std::vector<int> extra = layer->ExtraCopies(devices);
+  std::vector<DeviceId> order;
+  int made = 0;
+  for (; made < moves; ++made) {
+    const LayerPrediction now = evaluate();
+    const DeviceId busiest = static_cast<DeviceId>(
+        std::max_element(now.device_tokens.begin(), now.device_tokens.end()) -
+        now.device_tokens.begin());
+    struct Move {
+      ExpertId e = -1;
+      DeviceId d = -1;
+      ExpertId out = -1;  // the copy swapped out of d, or -1
+      double max_tokens = 0, seconds = 0;
+    } best;
+    best.max_tokens = now.max_tokens;
+    best.seconds = now.total_seconds;
+    auto consider = [&](ExpertId e, DeviceId d, ExpertId out) {
+      const LayerPrediction p = evaluate();
+      // Never slower; strictly below the best so far in (maximum, time), which starts as the
+      // layer now, so every move makes progress and the repair ends.
+      if (p.total_seconds > now.total_seconds) return;
+      if (p.max_tokens < best.max_tokens ||
+          (p.max_tokens == best.max_tokens && p.total_seconds < best.seconds)) {
+        best = Move{e, d, out, p.max_tokens, p.total_seconds};
+      }
+    };
+    for (ExpertId e = 0; e < experts; ++e) {
+      if (!holds(e, busiest)) continue;
+      order.clear();
+      for (DeviceId d = 0; d < devices; ++d) {
+        if (!holds(e, d)) order.push_back(d);
+      }
+      const size_t k = std::min<size_t>(order.size(), static_cast<size_t>(candidates));
+      std::partial_sort(order.begin(), order.begin() + k, order.end(),
+                        [&](DeviceId a, DeviceId b) {
+                          return now.device_tokens[a] != now.device_tokens[b]
+                                     ? now.device_tokens[a] < now.device_tokens[b]
+                                     : a < b;
+                        });
+      for (size_t i = 0; i < k; ++i) {
+        const DeviceId d = order[i];
+        const int budget = d < static_cast<int>(max_copies.size()) ? max_copies[d] : 0;
+        if (extra[d] < budget) {
+          add(e, d);
+          consider(e, d, -1);
+          drop(e, d);
+          continue;
+        }
+        for (ExpertId x = 0; x < experts; ++x) {
+          if (x == e || layer->owner[x] == d || !holds(x, d)) continue;
+          drop(x, d);
+          add(e, d);
+          consider(e, d, x);
+          drop(e, d);
+          add(x, d);
+        }
+      }
+    }
+    if (best.e < 0) break;
+    if (best.out >= 0) {
+      drop(best.out, best.d);
+    } else {
+      ++extra[best.d];
+    }
+    add(best.e, best.d);
+  }
+  return made;
+}
+
 CalibrationResult Calibrate(const CostModel& cost, LayerId l, const LayerPlan& current,
                             const LoadMatrix& actual, const std::vector<int>& remaining_copies,
                             DispatchRule rule) {

@@ -71,6 +71,20 @@ LayerPlan MaterializeGreedy(const CostModel& cost, LayerId l, const LayerPlan& b
 LayerPlan BalancedSeed(const Cluster& cluster, const LayerPlan& base, const LoadAggregate& load,
                        const std::vector<int>& max_copies);
 
+// The exact bottleneck repair run after the greedy (docs/placement.md "Exact repair"). The greedy
+// estimates each holder's tokens by an even split inside its node; the dispatcher water-fills, so
+// the greedy's plan can leave moves it does not see. Up to `moves` times: evaluate the layer with
+// the real dispatch (CostModel::EvaluateLayer on `load`), take the busiest device (ties: lowest
+// id), and for each expert it holds try a copy on each of the `candidates` least-loaded devices
+// without one (ties: lower id) -- added to a free slot, or swapped for one of that device's
+// copies when its slots are full; keep the move with the lowest (busiest device's tokens, layer
+// time) among those that do not raise the layer time and lower one of the two. Stops when none
+// does. Never exceeds `max_copies`, never two copies on one device, never drops an owner. Returns
+// the number of moves made.
+int RepairLayer(const CostModel& cost, LayerId l, const LoadMatrix& load,
+                const LoadAggregate& aggregate, DispatchRule rule,
+                const std::vector<int>& max_copies, int moves, int candidates, LayerPlan* layer);
+
 struct CalibrationResult {
   bool accepted = false;
   LayerPlan layer;                // the calibrated layer when accepted, else the input layer

@@ -284,8 +284,9 @@ class HecatePolicy : public Policy {
                     std::move(migrations), &aggregates);
     }
 
+    std::vector<int> repaired(totals.size(), 0);  // exact-repair moves per layer in this plan
     std::vector<LayerPlan> keep =
-        Materialize(r, cost, owners, aggregates, RematMode::kKeep, &reuse, &revise_only);
+        Materialize(r, cost, owners, aggregates, RematMode::kKeep, &reuse, &revise_only, &repaired);
     // Nothing moved and nothing is due: the comparison with re-gathering made for these loads
     // stands.
     bool memory_bound = !all_reused && r.config.allow_remat && MemoryBound(r, owners, keep);
@@ -372,7 +373,8 @@ class HecatePolicy : public Policy {
                                      const Owners& owners,
                                      const std::vector<LoadAggregate>& aggregates, RematMode mode,
                                      const std::vector<const LayerPrediction*>* reuse = nullptr,
-                                     const std::vector<char>* revise_only = nullptr) const {
+                                     const std::vector<char>* revise_only = nullptr,
+                                     std::vector<int>* repaired = nullptr) const {
     GreedyBudget budget;
     budget.max_copies = CopyBudget(*r.cluster, *r.model, owners, ReplicaSemantics::kEphemeral, mode,
                                    r.config.extra_slots);
@@ -381,6 +383,14 @@ class HecatePolicy : public Policy {
                       r.previous->layers.size() == owners.size();
     std::vector<LayerPlan> layers;
     Dispatcher dispatcher(*r.cluster);
+    // The exact repair on what the greedy planned (RepairLayer).
+    auto repair = [&](LayerId l, LayerPlan* layer) {
+      if (r.config.repair_moves <= 0) return;
+      const int moves =
+          RepairLayer(cost, l, (*r.load)[l], aggregates[l], r.config.dispatch_rule,
+                      budget.max_copies, r.config.repair_moves, r.config.repair_candidates, layer);
+      if (repaired != nullptr) (*repaired)[l] = moves;
+    };
     for (LayerId l = 0; l < r.model->num_layers(); ++l) {
       if (reuse != nullptr && (*reuse)[l] != nullptr) {
         layers.push_back(r.previous->layers[l]);
@@ -397,6 +407,7 @@ class HecatePolicy : public Policy {
         budget.keep_gain = RevisionDue(r, l) ? r.config.revise_gain : 0.0;
         LayerPlan revised =
             MaterializeGreedy(cost, l, base, (*r.load)[l], budget, nullptr, &aggregates[l]);
+        repair(l, &revised);
         if (revise_only != nullptr && (*revise_only)[l]) {
           // Planned only because it has not settled, on a load that has not moved: the layer is
           // kept as it was unless the new plan is faster (a worse one could settle and stay).
@@ -437,6 +448,8 @@ class HecatePolicy : public Policy {
       LayerPlan revised =
           MaterializeGreedy(cost, l, best, (*r.load)[l], revise, nullptr, &aggregates[l]);
       if (layer_seconds(revised) < std::min(t_seed, t_owners)) best = std::move(revised);
+      // No exact repair here: the cold plan is the slow one (seconds at thousands of devices);
+      // the warm plans that follow repair it a few moves at a time.
       layers.push_back(std::move(best));
     }
     return layers;

@@ -54,6 +54,12 @@ struct PlannerConfig {
   // revise_gain) it still gets a warm pass every iteration, kept only when faster. 0: every layer
   // is re-planned every iteration. docs/placement.md has the measurements.
   double replan_threshold = 0.02;
+  // `hecate`: the exact repair after the greedy (RepairLayer, docs/placement.md): at most
+  // `repair_moves` moves per planned layer and plan, each trying `repair_candidates` receivers per
+  // expert of the busiest device. The warm start keeps what earlier plans repaired, so one move a
+  // plan converges over a few iterations. 0 moves: off.
+  int repair_moves = 2;
+  int repair_candidates = 8;
   // Attention forward time per block, seconds; < 0: the model spec's.
   double attention_forward_seconds = -1;
   // Whether `hecate` may re-gather layers to fit more copies.

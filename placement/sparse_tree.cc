@@ -2,44 +2,35 @@
 
 namespace hecate::placement {
 
+// Devices are numbered node by node (Cluster), so an ascending holder list visits each node's
+// holders as one run: the first of a run on another node than the owner's is its relay.
 void AppendSparseEdges(const Cluster* cluster, const LayerPlan& layer, ExpertId e,
                        std::vector<SparseEdge>* out) {
   const std::vector<DeviceId>& holders = layer.replicas[e];
   const DeviceId owner = layer.owner[e];
   if (holders.size() < 2) return;
-  const size_t first = out->size();
-  for (DeviceId h : holders) {
+  auto direct = [&](DeviceId h) { return cluster == nullptr || cluster->same_node(h, owner); };
+  NodeId run = -1;
+  for (DeviceId h : holders) {  // phase 0: the owner's node, and one relay per other node
     if (h == owner) continue;
-    if (cluster == nullptr || cluster->same_node(h, owner)) {
+    if (direct(h)) {
       out->push_back({e, owner, h, 0});
-      continue;
-    }
-    // The relay of h's node: its lowest holder (holders ascend, so the first one seen there).
-    DeviceId relay = h;
-    for (DeviceId x : holders) {
-      if (x != owner && cluster->same_node(x, h)) {
-        relay = x;
-        break;
-      }
-    }
-    if (relay == h) {
+    } else if (cluster->node_of(h) != run) {
+      run = cluster->node_of(h);
       out->push_back({e, owner, h, 0});
+    }
+  }
+  run = -1;
+  DeviceId relay = -1;
+  for (DeviceId h : holders) {  // phase 1: each relay to the rest of its run
+    if (h == owner || direct(h)) continue;
+    if (cluster->node_of(h) != run) {
+      run = cluster->node_of(h);
+      relay = h;
     } else {
       out->push_back({e, relay, h, 1});
     }
   }
-  // Phase 0 edges first, then phase 1, each in ascending `to` (stable).
-  std::vector<SparseEdge> phase1;
-  size_t keep = first;
-  for (size_t i = first; i < out->size(); ++i) {
-    if ((*out)[i].phase == 0) {
-      (*out)[keep++] = (*out)[i];
-    } else {
-      phase1.push_back((*out)[i]);
-    }
-  }
-  out->resize(keep);
-  out->insert(out->end(), phase1.begin(), phase1.end());
 }
 
 }  // namespace hecate::placement
