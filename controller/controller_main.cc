@@ -44,6 +44,11 @@ ABSL_FLAG(double, replan_threshold, 0.02,
           "hecate, warm start: keep the plan and prediction of a settled layer whose expert "
           "shares moved less than this (L1, 0 <= x < 2) since it was planned; 0 re-plans every "
           "layer every iteration");
+ABSL_FLAG(int, repair_moves, 2,
+          "hecate: moves of the exact repair per planned layer and plan (judged by the real "
+          "dispatch; docs/placement.md); 0 turns it off");
+ABSL_FLAG(int, repair_candidates, 8,
+          "hecate: receivers the exact repair tries per expert of the busiest device (>= 1)");
 ABSL_FLAG(int, report_deadline_ms, 5000,
           "Finalize an iteration this long after its first report even if ranks are missing");
 ABSL_FLAG(int, stale_after_s, 10, "A rank silent this long is stale");
@@ -73,11 +78,12 @@ int main(int argc, char** argv) {
   if (absl::GetFlag(FLAGS_window) < 1 || absl::GetFlag(FLAGS_lead) < 2 ||
       absl::GetFlag(FLAGS_max_message_bytes) < 1024 || absl::GetFlag(FLAGS_revise_period) < 1 ||
       !(absl::GetFlag(FLAGS_revise_gain) >= 0 && absl::GetFlag(FLAGS_revise_gain) < 1) ||
-      !(absl::GetFlag(FLAGS_replan_threshold) >= 0 && absl::GetFlag(FLAGS_replan_threshold) < 2)) {
+      !(absl::GetFlag(FLAGS_replan_threshold) >= 0 && absl::GetFlag(FLAGS_replan_threshold) < 2) ||
+      absl::GetFlag(FLAGS_repair_moves) < 0 || absl::GetFlag(FLAGS_repair_candidates) < 1) {
     std::fprintf(stderr,
                  "hecate-controller: need --window >= 1, --lead >= 2, "
                  "--max_message_bytes >= 1024, --revise_period >= 1, 0 <= --revise_gain < 1, "
-                 "0 <= --replan_threshold < 2\n");
+                 "0 <= --replan_threshold < 2, --repair_moves >= 0, --repair_candidates >= 1\n");
     return 2;
   }
   hecate::controller::ServerConfig config;
@@ -96,6 +102,8 @@ int main(int argc, char** argv) {
   core.planner.revise_period = absl::GetFlag(FLAGS_revise_period);
   core.planner.revise_gain = absl::GetFlag(FLAGS_revise_gain);
   core.planner.replan_threshold = absl::GetFlag(FLAGS_replan_threshold);
+  core.planner.repair_moves = absl::GetFlag(FLAGS_repair_moves);
+  core.planner.repair_candidates = absl::GetFlag(FLAGS_repair_candidates);
   core.report_deadline = absl::Milliseconds(absl::GetFlag(FLAGS_report_deadline_ms));
   core.stale_after = absl::Seconds(absl::GetFlag(FLAGS_stale_after_s));
   core.lost_after = absl::Seconds(absl::GetFlag(FLAGS_lost_after_s));
