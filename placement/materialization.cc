@@ -1149,9 +1149,9 @@ int RepairLayer(const CostModel& cost, LayerId l, const LoadMatrix& load,
   int made = 0;
   for (; made < moves; ++made) {
     const LayerPrediction now = evaluate();
-    const DeviceId busiest = static_cast<DeviceId>(
-        std::max_element(now.device_tokens.begin(), now.device_tokens.end()) -
-        now.device_tokens.begin());
+    const DeviceId busiest =
+        static_cast<DeviceId>(std::max_element(now.device_tokens.begin(), now.device_tokens.end()) -
+                              now.device_tokens.begin());
     struct Move {
       ExpertId e = -1;
       DeviceId d = -1;
@@ -1177,12 +1177,11 @@ int RepairLayer(const CostModel& cost, LayerId l, const LoadMatrix& load,
         if (!holds(e, d)) order.push_back(d);
       }
       const size_t k = std::min<size_t>(order.size(), static_cast<size_t>(candidates));
-      std::partial_sort(order.begin(), order.begin() + k, order.end(),
-                        [&](DeviceId a, DeviceId b) {
-                          return now.device_tokens[a] != now.device_tokens[b]
-                                     ? now.device_tokens[a] < now.device_tokens[b]
-                                     : a < b;
-                        });
+      std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](DeviceId a, DeviceId b) {
+        return now.device_tokens[a] != now.device_tokens[b]
+                   ? now.device_tokens[a] < now.device_tokens[b]
+                   : a < b;
+      });
       for (size_t i = 0; i < k; ++i) {
         const DeviceId d = order[i];
         const int budget = d < static_cast<int>(max_copies.size()) ? max_copies[d] : 0;
