@@ -1125,6 +1125,10 @@ LayerPlan BalancedSeed(const Cluster& cluster, const LayerPlan& base, const Load
   return out;
 }
 
+// Experts of the busiest device a repair move tries (the heaviest per holder): two keep the
+// balance table's quality at half the evaluations of all of them (measured, docs/placement.md).
+constexpr size_t kRepairExperts = 2;
+
 int RepairLayer(const CostModel& cost, LayerId l, const LoadMatrix& load,
                 const LoadAggregate& aggregate, DispatchRule rule,
                 const std::vector<int>& max_copies, int moves, int candidates, LayerPlan* layer) {
@@ -1146,6 +1150,7 @@ int RepairLayer(const CostModel& cost, LayerId l, const LoadMatrix& load,
   };
   std::vector<int> extra = layer->ExtraCopies(devices);
   std::vector<DeviceId> order;
+  std::vector<std::pair<double, ExpertId>> heavy;
   int made = 0;
   for (; made < moves; ++made) {
     const LayerPrediction now = evaluate();
@@ -1170,8 +1175,19 @@ int RepairLayer(const CostModel& cost, LayerId l, const LoadMatrix& load,
         best = Move{e, d, out, p.max_tokens, p.total_seconds};
       }
     };
+    // The busiest device's two experts with the most tokens per holder (ties: lower id).
+    heavy.clear();
     for (ExpertId e = 0; e < experts; ++e) {
-      if (!holds(e, busiest)) continue;
+      if (holds(e, busiest)) {
+        heavy.push_back({-static_cast<double>(aggregate.expert_total[e]) /
+                             static_cast<double>(layer->replicas[e].size()),
+                         e});
+      }
+    }
+    const size_t keep = std::min<size_t>(heavy.size(), kRepairExperts);
+    std::partial_sort(heavy.begin(), heavy.begin() + keep, heavy.end());
+    heavy.resize(keep);
+    for (const auto& [per_holder, e] : heavy) {
       order.clear();
       for (DeviceId d = 0; d < devices; ++d) {
         if (!holds(e, d)) order.push_back(d);

@@ -75,7 +75,8 @@ LayerPlan BalancedSeed(const Cluster& cluster, const LayerPlan& base, const Load
 // estimates each holder's tokens by an even split inside its node; the dispatcher water-fills, so
 // the greedy's plan can leave moves it does not see. Up to `moves` times: evaluate the layer with
 // the real dispatch (CostModel::EvaluateLayer on `load`), take the busiest device (ties: lowest
-// id), and for each expert it holds try a copy on each of the `candidates` least-loaded devices
+// id), and for its two experts with the most tokens per holder (`aggregate`'s totals) try a copy
+// on each of the `candidates` least-loaded devices
 // without one (ties: lower id) -- added to a free slot, or swapped for one of that device's
 // copies when its slots are full; keep the move with the lowest (busiest device's tokens, layer
 // time) among those that do not raise the layer time and lower one of the two. Stops when none
