@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/subprocess.h"
 #include "placement/sharding.h"
+#include "placement/sparse_tree.h"
 #include "placement/synthetic.h"
 #include "worker/comm/fake_communicator.h"
 #include "worker/comm/gloo/gloo_communicator.h"
@@ -102,6 +103,7 @@ struct RunSpec {
   bool calibration = false;
   bool all_replicated = false;  // every expert on every rank, EP owners (gradient test)
   int iterations = kIterations;
+  int nodes = 1;  // ranks split evenly over this many (simulated) nodes: the relay tree's shape
 };
 
 // One rank of a run; writes "loss\n" per iteration and the owned experts' gradients of the first
@@ -130,8 +132,8 @@ int RunRank(const RunSpec& spec, int rank, int port, int batch) {
     comm = gloo.get();
   }
   // Slow "devices" so that calibration finds extra copies worth their transfer.
-  placement::Cluster cluster =
-      placement::Cluster::Uniform(1, spec.world, int64_t{1} << 30, 1e7, 1e10, 1e10);
+  placement::Cluster cluster = placement::Cluster::Uniform(spec.nodes, spec.world / spec.nodes,
+                                                           int64_t{1} << 30, 1e7, 1e10, 1e10);
   TrainerConfig config = Config(batch);
   config.rematerialize = spec.remat;
   config.calibration = spec.calibration;
@@ -254,6 +256,31 @@ TEST_F(EquivalenceTest, FssdpWithChangingPlansAndReshardMatchesReference) {
   ExpectSameLosses("fssdp2", Losses("ref2"));
   RunWorld(RunSpec{"fssdp4", 4, true}, 2);
   ExpectSameLosses("fssdp4", Losses("ref4"));
+}
+
+// Two nodes of two ranks: whenever both ranks of the other node hold an expert, its chunk goes
+// through a relay (spAG) and its gradients are summed there first (spRS); training must not notice.
+TEST_F(EquivalenceTest, FssdpOverTheRelayTreeMatchesReference) {
+  RunSpec spec{"fssdp4_nodes", 4, true};
+  spec.nodes = 2;
+  RunWorld(spec, 2);
+  ExpectSameLosses("fssdp4_nodes", Losses("ref4"));
+  // The random plans do send through relays (phase-1 edges) in this shape.
+  const placement::Cluster cluster =
+      placement::Cluster::Uniform(2, 2, int64_t{1} << 30, 1e7, 1e10, 1e10);
+  placement::ModelSpec model;
+  model.layers.push_back(placement::LayerSpec{4, 1, 1, 1});
+  RandomPlans plans(cluster, model);
+  int relayed = 0;
+  for (int it = 0; it < kIterations; ++it) {
+    const auto plan = plans.Next(it, {});
+    std::vector<placement::SparseEdge> edges;
+    for (int e = 0; e < plan->layers[0].num_experts(); ++e) {
+      placement::AppendSparseEdges(&cluster, plan->layers[0], e, &edges);
+    }
+    for (const auto& edge : edges) relayed += edge.phase == 1;
+  }
+  EXPECT_GT(relayed, 0);
 }
 
 TEST_F(EquivalenceTest, FssdpWithRematerializationMatchesReference) {
