@@ -449,8 +449,9 @@ absl::StatusOr<v1::Plan> ApplyDelta(const v1::Plan& base, const v1::Plan& compac
   if (!delta.has_delta_base()) {
     bool compact = false;
     for (const v1::LayerPlan& layer : delta.layers()) compact = compact || IsCompact(layer);
-    if (!compact) return delta;
-    v1::Plan out = delta;
+    // The owners' copy (when there is one) becomes the result instead of being copied again.
+    v1::Plan out = compact_owners ? std::move(owners_restored) : compact_delta;
+    if (!compact) return out;
     for (v1::LayerPlan& layer : *out.mutable_layers()) {
       if (!IsCompact(layer)) continue;
       const google::protobuf::RepeatedField<uint32_t> owners = layer.owner();

@@ -30,6 +30,11 @@ void InsertSorted(std::vector<DeviceId>* v, DeviceId d) {
   v->insert(std::upper_bound(v->begin(), v->end(), d), d);
 }
 
+// Precondition: v (ascending) holds d.
+void EraseSorted(std::vector<DeviceId>* v, DeviceId d) {
+  v->erase(std::lower_bound(v->begin(), v->end(), d));
+}
+
 }  // namespace
 
 LayerPlan MaterializePaper(const Cluster& cluster, const LayerPlan& base,
@@ -1144,10 +1149,7 @@ int RepairLayer(const CostModel& cost, LayerId l, const LoadMatrix& load,
     return std::binary_search(layer->replicas[e].begin(), layer->replicas[e].end(), d);
   };
   auto add = [&](ExpertId e, DeviceId d) { InsertSorted(&layer->replicas[e], d); };
-  auto drop = [&](ExpertId e, DeviceId d) {
-    std::vector<DeviceId>& v = layer->replicas[e];
-    v.erase(std::lower_bound(v.begin(), v.end(), d));
-  };
+  auto drop = [&](ExpertId e, DeviceId d) { EraseSorted(&layer->replicas[e], d); };
   std::vector<int> extra = layer->ExtraCopies(devices);
   std::vector<DeviceId> order;
   std::vector<std::pair<double, ExpertId>> heavy;
