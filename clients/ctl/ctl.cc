@@ -255,10 +255,18 @@ class Ctl {
     req.set_job_id(job);
     // The table shows summaries; json and yaml print the whole plan, as `get plan` does.
     req.set_device_detail(opts_.format != Format::kTable);
+    req.set_acknowledge(true);
     auto ctx = Context();
     auto reader = stub_->WatchPlans(ctx.get(), req);
     v1::Plan plan;
     while (reader->Read(&plan)) {
+      if (!plan.has_id()) {
+        // The acknowledgement: the watch is open and no plan is due yet. Only the table says so;
+        // json and yaml stay a stream of plans.
+        if (opts_.format == Format::kTable) out_ << "watching job " << job << ": no new plan yet\n";
+        out_.flush();
+        continue;
+      }
       if (opts_.format == Format::kTable) {
         out_ << absl::StrFormat(
             "plan %d.%d  effective %d  policy %s  predicted %.3f ms  balancedness %.3f  "

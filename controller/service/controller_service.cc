@@ -82,6 +82,7 @@ class ControllerService::Watcher : public grpc::ServerWriteReactor<grpc::ByteBuf
     // A delta only on top of the plan this stream delivered last.
     const bool delta = accept_deltas_ && plan.delta != nullptr && last_ == plan.delta_base;
     last_ = id;
+    pushed_ = true;
     queue_.push_back(device_detail_ ? plan.full
                      : delta        ? (compact_ ? plan.compact_delta : plan.delta)
                                     : (compact_ ? plan.compact_lean : plan.lean));
@@ -89,6 +90,16 @@ class ControllerService::Watcher : public grpc::ServerWriteReactor<grpc::ByteBuf
       writing_ = true;
       StartWrite(queue_.front().get());
     }
+  }
+
+  // Writes the acknowledgement (WatchPlansRequest.acknowledge) unless a plan went out already.
+  void Acknowledge(std::shared_ptr<const grpc::ByteBuffer> ack) {
+    absl::MutexLock lock(&mu_);
+    if (finishing_ || pushed_) return;
+    pushed_ = true;
+    queue_.push_back(std::move(ack));
+    writing_ = true;
+    StartWrite(queue_.front().get());
   }
 
   // Ends the stream with `status` once any write in flight completes.
@@ -134,6 +145,7 @@ class ControllerService::Watcher : public grpc::ServerWriteReactor<grpc::ByteBuf
   pl::PlanId last_ ABSL_GUARDED_BY(mu_);
   std::deque<std::shared_ptr<const grpc::ByteBuffer>> queue_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool pushed_ ABSL_GUARDED_BY(mu_) = false;  // a plan or the acknowledgement was queued
   bool finishing_ ABSL_GUARDED_BY(mu_) = false;
   grpc::Status final_status_ ABSL_GUARDED_BY(mu_);
 };
@@ -495,7 +507,8 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ControllerService::WatchPlans(
   }
   // A late watcher gets the current plan first (a newer one delivered meanwhile makes this a
   // no-op: Push ignores anything not newer than what the watcher has).
-  if (auto plan = core_->CurrentPlan(req->job_id())) {
+  std::shared_ptr<const pl::Plan> plan = core_->CurrentPlan(req->job_id());
+  if (plan != nullptr && wire::FromProto(req->after()) < plan->id) {
     const v1::Plan proto = wire::ToProto(*plan);
     Encoded encoded;
     if (req->device_detail()) {
@@ -507,6 +520,10 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ControllerService::WatchPlans(
       encoded.lean = Serialize(wire::Lean(proto));
     }
     w->Push(plan->id, encoded);
+  } else if (req->acknowledge()) {
+    v1::Plan ack;
+    ack.set_job_id(req->job_id());
+    w->Acknowledge(Serialize(ack));
   }
   return w;
 }

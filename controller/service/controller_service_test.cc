@@ -87,24 +87,32 @@ TEST_F(ServiceTest, ConcurrentWorkersSeeStrictlyIncreasingPlans) {
   for (int r = 0; r < kWorld; ++r) ASSERT_TRUE(Register(r).ok());
   // One watcher per worker, each on its own thread, collecting every plan it sees. Odd ranks
   // ask for deltas and rebuild every plan from them; ranks 2 and 3 mod 4 ask for compact holder
-  // lists and expand them.
+  // lists and expand them; ranks 4-7 ask for the acknowledgement, which may open their stream
+  // (once, first) when they connect before the first plan.
   std::vector<std::vector<std::pair<uint64_t, uint64_t>>> seen(kWorld);
   std::vector<std::vector<v1::Plan>> rebuilt(kWorld);
-  std::vector<int> deltas(kWorld, 0), compact(kWorld, 0);
+  std::vector<int> deltas(kWorld, 0), compact(kWorld, 0), acks(kWorld, 0);
   std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
   std::vector<std::thread> watchers;
   for (int r = 0; r < kWorld; ++r) {
     contexts.push_back(std::make_unique<grpc::ClientContext>());
     watchers.emplace_back(
-        [this, r, ctx = contexts.back().get(), &seen, &rebuilt, &deltas, &compact] {
+        [this, r, ctx = contexts.back().get(), &seen, &rebuilt, &deltas, &compact, &acks] {
           v1::WatchPlansRequest req;
           req.set_job_id("job");
           req.set_rank(r);
           req.set_accept_deltas(r % 2 == 1);
           req.set_compact_holders(r % 4 >= 2);
+          req.set_acknowledge(r >= 4);
           auto reader = stub_->WatchPlans(ctx, req);
           v1::Plan plan;
           while (reader->Read(&plan)) {
+            if (!plan.has_id()) {
+              EXPECT_TRUE(seen[r].empty()) << "the acknowledgement after a plan";
+              EXPECT_EQ(plan.layers_size(), 0);
+              ++acks[r];
+              continue;
+            }
             seen[r].push_back({plan.id().epoch(), plan.id().version()});
             for (const v1::LayerPlan& layer : plan.layers()) {
               if (layer.holder_counts_size() > 0) ++compact[r];
@@ -190,6 +198,7 @@ TEST_F(ServiceTest, ConcurrentWorkersSeeStrictlyIncreasingPlans) {
       EXPECT_LT(seen[r][i - 1], seen[r][i]) << "watcher " << r;
     }
     EXPECT_EQ(seen[r].back().second, last.version()) << "watcher " << r;
+    EXPECT_LE(acks[r], r >= 4 ? 1 : 0) << "watcher " << r;
     // Deltas only where asked for; rebuilt plans equal the published ones.
     if (r % 2 == 0) {
       EXPECT_EQ(deltas[r], 0) << "watcher " << r;
@@ -214,6 +223,58 @@ TEST_F(ServiceTest, ConcurrentWorkersSeeStrictlyIncreasingPlans) {
         }
       }
     }
+  }
+}
+
+TEST_F(ServiceTest, WatchOpensWithAnAcknowledgementWhenNoPlanIsDue) {
+  for (int r = 0; r < kWorld; ++r) ASSERT_TRUE(Register(r).ok());
+  struct Watch {
+    grpc::ClientContext ctx;
+    std::unique_ptr<grpc::ClientReader<v1::Plan>> reader;
+  };
+  auto open = [this](bool acknowledge, const v1::PlanId& after) {
+    auto w = std::make_unique<Watch>();
+    w->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    v1::WatchPlansRequest req;
+    req.set_job_id("job");
+    req.set_acknowledge(acknowledge);
+    *req.mutable_after() = after;
+    w->reader = stub_->WatchPlans(&w->ctx, req);
+    return w;
+  };
+  // Before any plan: the acknowledgement (job id only, no id, no layers), then the first plan.
+  auto early = open(true, {});
+  v1::Plan message;
+  ASSERT_TRUE(early->reader->Read(&message));
+  EXPECT_FALSE(message.has_id());
+  EXPECT_EQ(message.job_id(), "job");
+  EXPECT_EQ(message.layers_size(), 0);
+  // A watcher that does not ask gets no acknowledgement: its first message is the first plan.
+  auto plain = open(false, {});
+  for (uint64_t it = 0; it < 6 && Current().version() == 0; ++it) {
+    for (int r = 0; r < kWorld; ++r) ASSERT_TRUE(Send(Report(r, it, {})).ok());
+    server_->service()->RunPlannerOnce();
+  }
+  const v1::PlanId first = Current();
+  ASSERT_GT(first.version(), 0u);
+  for (Watch* w : {early.get(), plain.get()}) {
+    ASSERT_TRUE(w->reader->Read(&message));
+    ASSERT_TRUE(message.has_id());
+    EXPECT_EQ(message.id().version(), first.version());
+    EXPECT_GT(message.layers_size(), 0);
+  }
+  // Once a plan exists it opens the stream itself; the acknowledgement comes only when no plan
+  // is due (the watcher already has the current one).
+  auto late = open(true, {});
+  ASSERT_TRUE(late->reader->Read(&message));
+  EXPECT_EQ(message.id().version(), first.version());
+  auto current = open(true, first);
+  ASSERT_TRUE(current->reader->Read(&message));
+  EXPECT_FALSE(message.has_id());
+  EXPECT_EQ(message.job_id(), "job");
+  for (Watch* w : {early.get(), plain.get(), late.get(), current.get()}) {
+    w->ctx.TryCancel();
+    w->reader->Finish();
   }
 }
 

@@ -227,12 +227,14 @@ void ControllerAgent::WatchLoop() {
     }
     req.set_accept_deltas(true);
     req.set_compact_holders(true);
+    req.set_acknowledge(true);
     resync_ = false;
     std::unique_ptr<grpc::ClientReader<v1::Plan>> reader = stub_->WatchPlans(&ctx, req);
     watching_ = true;
     v1::Plan proto;
     while (reader->Read(&proto)) {
       backoff = config_.backoff_min;
+      if (!proto.has_id()) continue;  // the acknowledgement: the watch is open, no plan yet
       {
         // Rebuilds a delta and restores compact holder lists (a full plan in replicas form comes
         // back as itself).

@@ -80,6 +80,9 @@ TEST(AgentTest, RebuildsEveryPlanFromDeltas) {
   for (const auto& a : agents) {
     ASSERT_TRUE(Eventually([&] { return a->Get(wire::FromProto(last)) != nullptr; }));
     EXPECT_GT(a->deltas_applied(), 0);
+    // The agents connected before the first plan, so their streams opened with the
+    // acknowledgement (WatchPlansRequest.acknowledge); it is not a plan.
+    EXPECT_EQ(a->Get(placement::PlanId{}), nullptr);
   }
   // Every plan an agent holds is the published one, holder for holder.
   for (uint64_t v = 1; v <= last.version(); ++v) {
