@@ -299,33 +299,158 @@ v1::Plan MakeDelta(const v1::Plan& base, const v1::Plan& next) {
 namespace {
 
 // Whether the layer carries compact holder lists.
-bool IsCompact(const v1::LayerPlan& layer) {
-  return layer.holder_counts_size() != 0 || layer.holder_gaps_size() != 0;
-}
+bool IsCompact(const v1::LayerPlan& layer) { return !layer.holders_coded().empty(); }
 
-// Appends `holders` without `owner` to the layer's compact lists; false when `holders` is not
-// strictly ascending or does not contain `owner`.
-bool AppendCompact(const v1::ExpertReplicas& holders, uint32_t owner, v1::LayerPlan* out) {
-  uint32_t count = 0, prev = 0;
-  bool first = true, has_owner = false;
-  for (int i = 0; i < holders.devices_size(); ++i) {
-    const uint32_t d = holders.devices(i);
-    if (i > 0 && d <= holders.devices(i - 1)) return false;
-    if (d == owner) {
-      has_owner = true;
-      continue;
-    }
-    out->add_holder_gaps(first ? d : d - prev);
-    prev = d;
-    first = false;
-    ++count;
+// Bits needed to write x (0 for 0).
+int BitWidth(uint64_t x) { return x == 0 ? 0 : 64 - __builtin_clzll(x); }
+
+// The bit stream of LayerPlan.holders_coded: least significant bit of each byte first.
+class BitWriter {
+ public:
+  explicit BitWriter(std::string* out) : out_(out) {}
+  ~BitWriter() {
+    if (used_ > 0) out_->push_back(static_cast<char>(acc_));
   }
-  out->add_holder_counts(count);
-  return has_owner;
+  // The low `count` bits of `bits`, count <= 32.
+  void Put(uint64_t bits, int count) {
+    acc_ |= (bits & ((uint64_t{1} << count) - 1)) << used_;
+    used_ += count;
+    while (used_ >= 8) {
+      out_->push_back(static_cast<char>(acc_ & 0xff));
+      acc_ >>= 8;
+      used_ -= 8;
+    }
+  }
+  // Elias gamma of x >= 1: floor(log2 x) zero bits, then x's bits from the most significant.
+  void Gamma(uint64_t x) {
+    const int width = BitWidth(x);
+    Put(0, width - 1);
+    for (int b = width - 1; b >= 0; --b) Put((x >> b) & 1, 1);
+  }
+  // Golomb-Rice with parameter k: x >> k in unary (1-bits ended by a 0), then the k low bits.
+  void Rice(uint64_t x, int k) {
+    for (uint64_t q = x >> k; q > 0; q -= std::min<uint64_t>(q, 32)) {
+      const int ones = static_cast<int>(std::min<uint64_t>(q, 32));
+      Put((uint64_t{1} << ones) - 1, ones);
+    }
+    Put(0, 1);
+    Put(x, k);
+  }
+
+ private:
+  std::string* out_;
+  uint64_t acc_ = 0;
+  int used_ = 0;
+};
+
+class BitReader {
+ public:
+  explicit BitReader(const std::string& in) : in_(in) {}
+  size_t bits_left() const { return in_.size() * 8 - pos_; }
+  bool Bit(uint32_t* b) {
+    if (pos_ >= in_.size() * 8) return false;
+    *b = (static_cast<uint8_t>(in_[pos_ / 8]) >> (pos_ % 8)) & 1;
+    ++pos_;
+    return true;
+  }
+  bool Get(int count, uint64_t* v) {
+    *v = 0;
+    for (int i = 0; i < count; ++i) {
+      uint32_t b;
+      if (!Bit(&b)) return false;
+      *v |= uint64_t{b} << i;
+    }
+    return true;
+  }
+  // Values above 2^31 fail (no id or count is that large).
+  bool Gamma(uint64_t* x) {
+    int zeros = 0;
+    uint32_t b = 0;
+    while (true) {
+      if (!Bit(&b)) return false;
+      if (b == 1) break;
+      if (++zeros > 31) return false;
+    }
+    *x = 1;
+    for (int i = 0; i < zeros; ++i) {
+      if (!Bit(&b)) return false;
+      *x = (*x << 1) | b;
+    }
+    return true;
+  }
+  // Fails past `max`.
+  bool Rice(int k, uint64_t max, uint64_t* x) {
+    uint64_t q = 0;
+    uint32_t b = 0;
+    while (true) {
+      if (!Bit(&b)) return false;
+      if (b == 0) break;
+      if ((++q << k) > max) return false;
+    }
+    uint64_t low;
+    if (!Get(k, &low)) return false;
+    *x = (q << k) | low;
+    return *x <= max;
+  }
+
+ private:
+  const std::string& in_;
+  size_t pos_ = 0;
+};
+
+// The Rice parameter for n holders among u devices: floor(log2(u / n)).
+int RiceParameter(uint64_t u, uint64_t n) { return n == 0 || u <= n ? 0 : BitWidth(u / n) - 1; }
+
+// Codes the holder lists of `layer.replicas()` without their owners (owner of entry i:
+// owners[experts[i]], experts = null: expert i) into holders_coded; false when a list is not
+// strictly ascending, lacks its owner, or names an expert without an owner.
+bool EncodeLayer(const google::protobuf::RepeatedField<uint32_t>& owners,
+                 const google::protobuf::RepeatedField<uint32_t>* experts, v1::LayerPlan* layer) {
+  if (layer->replicas_size() == 0) return true;
+  uint64_t universe = 1;
+  for (int i = 0; i < layer->replicas_size(); ++i) {
+    const uint32_t e = experts != nullptr ? experts->Get(i) : static_cast<uint32_t>(i);
+    if (e >= static_cast<uint32_t>(owners.size())) return false;
+    const v1::ExpertReplicas& holders = layer->replicas(i);
+    bool has_owner = false;
+    for (int j = 0; j < holders.devices_size(); ++j) {
+      if (j > 0 && holders.devices(j) <= holders.devices(j - 1)) return false;
+      has_owner = has_owner || holders.devices(j) == owners.Get(static_cast<int>(e));
+    }
+    if (!has_owner) return false;
+    if (holders.devices_size() > 0) {
+      universe =
+          std::max<uint64_t>(universe, uint64_t{holders.devices(holders.devices_size() - 1)} + 1);
+    }
+  }
+  std::string code;
+  {
+    BitWriter out(&code);
+    out.Gamma(universe);
+    for (int i = 0; i < layer->replicas_size(); ++i) {
+      const uint32_t e = experts != nullptr ? experts->Get(i) : static_cast<uint32_t>(i);
+      const uint32_t owner = owners.Get(static_cast<int>(e));
+      const v1::ExpertReplicas& holders = layer->replicas(i);
+      const uint64_t n = static_cast<uint64_t>(holders.devices_size()) - 1;
+      out.Gamma(n + 1);
+      const int k = RiceParameter(universe, n);
+      bool first = true;
+      uint64_t prev = 0;
+      for (uint32_t d : holders.devices()) {
+        if (d == owner) continue;
+        out.Rice(first ? d : d - prev - 1, k);
+        prev = d;
+        first = false;
+      }
+    }
+  }
+  layer->clear_replicas();
+  layer->set_holders_coded(std::move(code));
+  return true;
 }
 
-// Restores `replicas` of a compact layer: one list per entry of holder_counts, the owner of entry i
-// being owners[experts[i]] (experts = null: entry i is expert i).
+// Restores `replicas` of a compact layer: one list per expert named (experts = null: every
+// expert), the owner of entry i being owners[experts[i]].
 absl::Status ExpandLayer(const google::protobuf::RepeatedField<uint32_t>& owners,
                          const google::protobuf::RepeatedField<uint32_t>* experts,
                          v1::LayerPlan* layer) {
@@ -334,30 +459,38 @@ absl::Status ExpandLayer(const google::protobuf::RepeatedField<uint32_t>& owners
   };
   if (layer->replicas_size() != 0) return fail("both replicas and compact holder lists");
   const int entries = experts != nullptr ? experts->size() : owners.size();
-  if (layer->holder_counts_size() != entries) {
-    return fail(
-        absl::StrCat(layer->holder_counts_size(), " holder counts for ", entries, " experts"));
-  }
-  int next = 0;
+  BitReader in(layer->holders_coded());
+  uint64_t universe = 0;
+  if (!in.Gamma(&universe)) return fail("holder code ends early");
+  if (universe > (uint64_t{1} << 31)) return fail("holder code names more than 2^31 devices");
+  google::protobuf::RepeatedPtrField<v1::ExpertReplicas> lists;
+  lists.Reserve(entries);
   for (int i = 0; i < entries; ++i) {
     const uint32_t e = experts != nullptr ? experts->Get(i) : static_cast<uint32_t>(i);
     if (e >= static_cast<uint32_t>(owners.size())) {
       return fail(absl::StrCat("expert ", e, " out of range"));
     }
     const uint32_t owner = owners.Get(static_cast<int>(e));
-    const uint32_t count = layer->holder_counts(i);
-    if (count > static_cast<uint32_t>(layer->holder_gaps_size() - next)) {
-      return fail("holder counts exceed the holder gaps");
+    uint64_t n = 0;
+    if (!in.Gamma(&n)) return fail("holder code ends early");
+    --n;
+    // Every holder takes at least one bit, and no more holders than devices.
+    if (n > universe || n > in.bits_left()) {
+      return fail(absl::StrCat("expert ", e, ": ", n, " holders among ", universe, " devices"));
     }
-    v1::ExpertReplicas* out = layer->add_replicas();
-    out->mutable_devices()->Reserve(static_cast<int>(count) + 1);
+    const int k = RiceParameter(universe, n);
+    v1::ExpertReplicas* out = lists.Add();
+    out->mutable_devices()->Reserve(static_cast<int>(n) + 1);
     uint64_t id = 0;
     bool owner_placed = false;
-    for (uint32_t k = 0; k < count; ++k) {
-      const uint32_t gap = layer->holder_gaps(next++);
-      if (k > 0 && gap == 0) return fail(absl::StrCat("expert ", e, ": a repeated holder"));
-      id += gap;
-      if (id > 0x7fffffffu) return fail(absl::StrCat("expert ", e, ": holder out of range"));
+    for (uint64_t j = 0; j < n; ++j) {
+      uint64_t x = 0;
+      const uint64_t room = j == 0 ? universe - 1 : universe - 2 - id;
+      if ((j > 0 && id + 1 >= universe) || !in.Rice(k, room, &x)) {
+        return fail(absl::StrCat("expert ", e, ": holder code ends early or leaves the ", universe,
+                                 " devices"));
+      }
+      id = j == 0 ? x : id + 1 + x;
       if (id == owner) return fail(absl::StrCat("expert ", e, ": the owner is listed"));
       if (!owner_placed && owner < id) {
         out->add_devices(owner);
@@ -367,9 +500,13 @@ absl::Status ExpandLayer(const google::protobuf::RepeatedField<uint32_t>& owners
     }
     if (!owner_placed) out->add_devices(owner);
   }
-  if (next != layer->holder_gaps_size()) return fail("holder gaps left over");
-  layer->clear_holder_counts();
-  layer->clear_holder_gaps();
+  // Only the zero bits that pad the last byte may remain.
+  uint64_t rest = 0;
+  if (in.bits_left() >= 8 || !in.Get(static_cast<int>(in.bits_left()), &rest) || rest != 0) {
+    return fail("holder code left over");
+  }
+  layer->clear_holders_coded();
+  *layer->mutable_replicas() = std::move(lists);
   return absl::OkStatus();
 }
 
@@ -420,14 +557,7 @@ v1::Plan CompactHolders(v1::Plan plan, const v1::Plan& full) {
     const bool delta = plan.has_delta_base();
     if (!delta && layer.replicas_size() != owners.size()) return original;
     if (delta && layer.replicas_size() != layer.changed_experts_size()) return original;
-    for (int i = 0; i < layer.replicas_size(); ++i) {
-      const uint32_t e = delta ? layer.changed_experts(i) : static_cast<uint32_t>(i);
-      if (e >= static_cast<uint32_t>(owners.size()) ||
-          !AppendCompact(layer.replicas(i), owners.Get(static_cast<int>(e)), &layer)) {
-        return original;
-      }
-    }
-    layer.clear_replicas();
+    if (!EncodeLayer(owners, delta ? &layer.changed_experts() : nullptr, &layer)) return original;
     CompactOwners(&layer);
   }
   return plan;
@@ -451,11 +581,17 @@ absl::StatusOr<v1::Plan> ApplyDelta(const v1::Plan& base, const v1::Plan& compac
     for (const v1::LayerPlan& layer : delta.layers()) compact = compact || IsCompact(layer);
     // The owners' copy (when there is one) becomes the result instead of being copied again.
     v1::Plan out = compact_owners ? std::move(owners_restored) : compact_delta;
-    if (!compact) return out;
     for (v1::LayerPlan& layer : *out.mutable_layers()) {
-      if (!IsCompact(layer)) continue;
-      const google::protobuf::RepeatedField<uint32_t> owners = layer.owner();
-      if (absl::Status s = ExpandLayer(owners, nullptr, &layer); !s.ok()) return s;
+      if (compact && IsCompact(layer)) {
+        const google::protobuf::RepeatedField<uint32_t> owners = layer.owner();
+        if (absl::Status s = ExpandLayer(owners, nullptr, &layer); !s.ok()) return s;
+      }
+      // A whole plan has a holder list for every expert.
+      if (layer.replicas_size() != layer.owner_size()) {
+        return absl::InvalidArgumentError(absl::StrCat("layer ", layer.layer(), ": ",
+                                                       layer.replicas_size(), " holder lists for ",
+                                                       layer.owner_size(), " experts"));
+      }
     }
     return out;
   }
@@ -491,8 +627,7 @@ absl::StatusOr<v1::Plan> ApplyDelta(const v1::Plan& base, const v1::Plan& compac
       // The holders exclude the owners of the plan being rebuilt: the delta's if it carries
       // them, else the base's (unchanged).
       expanded.set_layer(d.layer());
-      *expanded.mutable_holder_counts() = d.holder_counts();
-      *expanded.mutable_holder_gaps() = d.holder_gaps();
+      expanded.set_holders_coded(d.holders_coded());
       if (absl::Status s = ExpandLayer(d.owner_size() != 0 ? d.owner() : target.owner(),
                                        &d.changed_experts(), &expanded);
           !s.ok()) {

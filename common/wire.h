@@ -40,13 +40,14 @@ v1::Plan MakeDelta(const v1::Plan& base, const v1::Plan& next);
 absl::StatusOr<v1::Plan> ApplyDelta(const v1::Plan& base, const v1::Plan& delta);
 
 // Compact holder lists (WatchPlansRequest.compact_holders). CompactHolders(plan, full) takes `full`
-// itself or MakeDelta(base, full) and replaces every layer's `replicas` by holder_counts and
-// holder_gaps, reading the owners from `full`, and every `owner` list it carries by owner_deltas;
-// it returns `plan` unchanged when some holder list is not ascending or lacks its owner (never the
-// case for a valid plan). ApplyDelta accepts compact plans and deltas and returns `replicas` and
-// `owner` form: INVALID_ARGUMENT when the compact lists do not decode (counts that do not match the
-// experts or the gaps, a gap of 0 after the first holder, the owner listed, owner deltas leaving
-// the device range, both forms in one layer).
+// itself or MakeDelta(base, full) and replaces every layer's `replicas` by holders_coded (gamma
+// and Golomb-Rice codes, see types.proto), reading the owners from `full`, and every `owner` list
+// it carries by owner_deltas; it returns `plan` unchanged when some holder list is not ascending
+// or lacks its owner (never the case for a valid plan). ApplyDelta accepts compact plans and
+// deltas and returns `replicas` and `owner` form: INVALID_ARGUMENT when the compact lists do not
+// decode (a code that ends early or has bits left over, more holders than devices, a holder past
+// the coded device range, the owner listed, owner deltas leaving the device range, both forms in
+// one layer).
 v1::Plan CompactHolders(v1::Plan plan, const v1::Plan& full);
 
 // proto3 canonical JSON (what hecatectl -o json prints and what grpcurl speaks).

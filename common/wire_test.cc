@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <functional>
+#include <random>
+#include <string>
 #include <vector>
 
 #include "placement/policy.h"
@@ -117,7 +119,8 @@ TEST(WireTest, CompactHoldersRebuildPlansAndDeltasExactly) {
   for (const v1::LayerPlan& layer : compact.layers()) {
     EXPECT_EQ(layer.replicas_size(), 0);
     EXPECT_EQ(layer.owner_size(), 0);
-    EXPECT_EQ(layer.holder_counts_size(), layer.owner_deltas_size());
+    EXPECT_FALSE(layer.holders_coded().empty());
+    EXPECT_GT(layer.owner_deltas_size(), 0);
   }
   EXPECT_LT(compact.ByteSizeLong(), base.ByteSizeLong() * 3 / 4);
   absl::StatusOr<v1::Plan> expanded = ApplyDelta(v1::Plan(), compact);
@@ -130,8 +133,8 @@ TEST(WireTest, CompactHoldersRebuildPlansAndDeltasExactly) {
     const v1::Plan compact_delta = CompactHolders(delta, next_proto);
     for (const v1::LayerPlan& layer : compact_delta.layers()) {
       EXPECT_EQ(layer.replicas_size(), 0);
-      EXPECT_EQ(layer.holder_counts_size(), layer.changed_experts_size());
-      compact_deltas += layer.holder_counts_size() > 0;
+      EXPECT_EQ(layer.holders_coded().empty(), layer.changed_experts_size() == 0);
+      compact_deltas += !layer.holders_coded().empty();
       EXPECT_EQ(layer.owner_size(), 0);  // a re-shard's owners go as deltas too
       owner_changes += layer.owner_deltas_size() > 0;
     }
@@ -144,22 +147,25 @@ TEST(WireTest, CompactHoldersRebuildPlansAndDeltasExactly) {
   EXPECT_EQ(owner_changes, 2) << "the re-shards of iterations 3 and 6";
 }
 
-// Malformed compact lists are INVALID_ARGUMENT; a holder list that CompactHolders cannot code
-// (owner missing) leaves the plan as it was.
+// The code of a small layer, bit by bit; malformed codes are INVALID_ARGUMENT; a holder list that
+// CompactHolders cannot code (owner missing) leaves the plan as it was.
 TEST(WireTest, MalformedCompactHoldersAreRejected) {
   v1::Plan plan;
   plan.mutable_id()->set_version(1);
   v1::LayerPlan* layer = plan.add_layers();
   layer->add_owner(2);
   layer->add_owner(0);
+  layer->mutable_prediction()->set_compute_seconds(0.5);
   for (const std::vector<uint32_t>& holders : {std::vector<uint32_t>{1, 2, 5}, {0}}) {
     v1::ExpertReplicas* r = layer->add_replicas();
     for (uint32_t d : holders) r->add_devices(d);
   }
   const v1::Plan good = CompactHolders(plan, plan);
-  ASSERT_EQ(good.layers(0).holder_counts_size(), 2);
-  EXPECT_EQ(good.layers(0).holder_counts(0), 2u);  // 1 and 5 besides owner 2
-  EXPECT_EQ(good.layers(0).holder_gaps(1), 4u);    // 1, then +4 = 5
+  // U = 6: gamma 00110. Expert 0, holders 1 and 5 besides owner 2: gamma(3) 011, k = 1, Rice(1)
+  // 01, Rice(5 - 1 - 1 = 3) 101. Expert 1, none besides owner 0: gamma(1) 1. Least significant bit
+  // first: 0011 0011 | 0110 11(00).
+  EXPECT_EQ(good.layers(0).holders_coded(), std::string("\xCC\x36", 2));
+  EXPECT_EQ(good.layers(0).replicas_size(), 0);
   EXPECT_EQ(good.layers(0).owner_size(), 0);
   EXPECT_THAT(good.layers(0).owner_deltas(), ElementsAre(2, -2));  // owners 2, 0
   EXPECT_EQ(ApplyDelta(plan, good)->SerializeAsString(), plan.SerializeAsString());
@@ -168,30 +174,87 @@ TEST(WireTest, MalformedCompactHoldersAreRejected) {
     edit(bad.mutable_layers(0));
     return ApplyDelta(plan, bad).status().code() == absl::StatusCode::kInvalidArgument;
   };
-  EXPECT_TRUE(rejected([](v1::LayerPlan* l) { l->add_holder_counts(0); }));  // 3 counts, 2 experts
-  EXPECT_TRUE(rejected([](v1::LayerPlan* l) { l->set_holder_counts(0, 3); }));  // past the gaps
-  EXPECT_TRUE(rejected([](v1::LayerPlan* l) { l->add_holder_gaps(7); }));       // gaps left over
-  EXPECT_TRUE(rejected([](v1::LayerPlan* l) { l->set_holder_gaps(1, 0); }));    // repeated holder
-  EXPECT_TRUE(rejected([](v1::LayerPlan* l) { l->set_holder_gaps(0, 2); }));    // the owner listed
+  const auto code = [](const char* bytes, size_t n) {
+    return [=](v1::LayerPlan* l) { l->set_holders_coded(std::string(bytes, n)); };
+  };
+  EXPECT_TRUE(rejected(code("\xCC", 1)));                  // ends early
+  EXPECT_TRUE(rejected(code("\xCC\x36\x00", 3)));          // a byte left over
+  EXPECT_TRUE(rejected(code("\xCC\xB6", 2)));              // a pad bit set
+  EXPECT_TRUE(rejected(code("\x0D", 1)));                  // U = 1, then 2 holders
+  EXPECT_TRUE(rejected(code("\x52\x01", 2)));              // U = 2, holder 3
+  EXPECT_TRUE(rejected(code("\x00\x00\x00\x00\x01", 5)));  // U = 2^32
+  EXPECT_TRUE(rejected([](v1::LayerPlan* l) {              // owners 1, 0: holder 1 is the owner
+    l->set_owner_deltas(0, 1);
+    l->set_owner_deltas(1, -1);
+  }));
   EXPECT_TRUE(rejected([](v1::LayerPlan* l) { l->add_replicas()->add_devices(0); }));  // both forms
-  EXPECT_TRUE(rejected([](v1::LayerPlan* l) { l->set_holder_gaps(1, 0xffffffffu); }));  // overflow
   EXPECT_TRUE(rejected([](v1::LayerPlan* l) { l->add_owner(2); }));             // both owner forms
   EXPECT_TRUE(rejected([](v1::LayerPlan* l) { l->set_owner_deltas(1, -3); }));  // owner -1
   EXPECT_TRUE(rejected([](v1::LayerPlan* l) { l->add_owner_deltas(0); }));      // 3 owners, 2 lists
-  // A delta whose compact lists name more experts than it changed.
-  v1::Plan delta = MakeDelta(plan, plan);
-  v1::LayerPlan* d = delta.add_layers();
-  d->set_layer(0);
-  d->add_changed_experts(1);
-  d->add_holder_counts(0);
-  d->add_holder_counts(0);
-  EXPECT_EQ(ApplyDelta(plan, delta).status().code(), absl::StatusCode::kInvalidArgument);
-  d->mutable_holder_counts()->RemoveLast();
-  EXPECT_TRUE(ApplyDelta(plan, delta).ok());
+  EXPECT_TRUE(rejected([](v1::LayerPlan* l) { l->clear_holders_coded(); }));    // no holder lists
+  // A delta whose code lists more experts than it changed.
+  v1::Plan next = plan;
+  next.mutable_id()->set_version(2);
+  next.mutable_layers(0)->mutable_replicas(1)->add_devices(4);
+  const v1::Plan delta = CompactHolders(MakeDelta(plan, next), next);
+  ASSERT_THAT(delta.layers(0).changed_experts(), ElementsAre(1));
+  EXPECT_EQ(ApplyDelta(plan, delta)->SerializeAsString(), next.SerializeAsString());
+  v1::Plan bad_delta = delta;
+  bad_delta.mutable_layers(0)->set_holders_coded(good.layers(0).holders_coded());
+  EXPECT_EQ(ApplyDelta(plan, bad_delta).status().code(), absl::StatusCode::kInvalidArgument);
   // Not codable: expert 1's list lacks its owner (0).
   v1::Plan no_owner = plan;
   no_owner.mutable_layers(0)->mutable_replicas(1)->set_devices(0, 3);
   EXPECT_EQ(CompactHolders(no_owner, no_owner).SerializeAsString(), no_owner.SerializeAsString());
+}
+
+// Corrupted codes (a flipped bit, a cut, a byte appended) of real plans either decode into
+// well-formed holder lists (ascending, each with its owner, within the coded device range) or are
+// INVALID_ARGUMENT; nothing else.
+TEST(WireTest, CorruptedHolderCodesDecodeWellFormedOrFail) {
+  placement::Cluster c = placement::Cluster::Uniform(64, 8, int64_t{80} << 30, 4e14, 4.5e11, 4e11);
+  placement::ModelSpec m = placement::UniformModel("m", 2, 16, 4, 1024, 2048, 2, 4096, 2e-3);
+  placement::SkewOptions opt;
+  opt.zipf_s = 1.2;
+  const std::vector<placement::Plan> plans = PlanSequence(c, m, opt, 1, [](uint64_t, auto*) {});
+  const v1::Plan proto = Lean(ToProto(plans[0]));
+  const v1::Plan compact = CompactHolders(proto, proto);
+  std::mt19937 rng(7);
+  int rejected = 0, decoded = 0;
+  for (int trial = 0; trial < 600; ++trial) {
+    v1::Plan bad = compact;
+    std::string& bits = *bad.mutable_layers(trial % 2)->mutable_holders_coded();
+    ASSERT_FALSE(bits.empty());
+    switch (trial % 3) {
+      case 0:
+        bits[rng() % bits.size()] ^= static_cast<char>(1 << (rng() % 8));
+        break;
+      case 1:
+        bits.resize(rng() % bits.size());
+        break;
+      default:
+        bits.push_back(static_cast<char>(rng() % 256));
+        break;
+    }
+    absl::StatusOr<v1::Plan> out = ApplyDelta(v1::Plan(), bad);
+    if (!out.ok()) {
+      EXPECT_EQ(out.status().code(), absl::StatusCode::kInvalidArgument) << out.status();
+      ++rejected;
+      continue;
+    }
+    ++decoded;
+    for (const v1::LayerPlan& layer : out->layers()) {
+      ASSERT_EQ(layer.replicas_size(), layer.owner_size());
+      for (int e = 0; e < layer.replicas_size(); ++e) {
+        const auto& devices = layer.replicas(e).devices();
+        EXPECT_TRUE(std::is_sorted(devices.begin(), devices.end()));
+        EXPECT_EQ(std::adjacent_find(devices.begin(), devices.end()), devices.end());
+        EXPECT_NE(std::find(devices.begin(), devices.end(), layer.owner(e)), devices.end());
+      }
+    }
+  }
+  EXPECT_GT(rejected, 300) << "most corruptions should not decode";
+  EXPECT_GT(decoded, 0) << "a flipped low bit of an id still decodes";
 }
 
 TEST(WireTest, SpecsRoundTripAndJson) {

@@ -115,8 +115,8 @@ TEST_F(ServiceTest, ConcurrentWorkersSeeStrictlyIncreasingPlans) {
             }
             seen[r].push_back({plan.id().epoch(), plan.id().version()});
             for (const v1::LayerPlan& layer : plan.layers()) {
-              if (layer.holder_counts_size() > 0) ++compact[r];
-              if (layer.holder_counts_size() > 0 && layer.replicas_size() > 0) ADD_FAILURE();
+              if (!layer.holders_coded().empty()) ++compact[r];
+              if (!layer.holders_coded().empty() && layer.replicas_size() > 0) ADD_FAILURE();
             }
             if (plan.has_delta_base()) {
               ++deltas[r];
