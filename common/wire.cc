@@ -510,34 +510,55 @@ absl::Status ExpandLayer(const google::protobuf::RepeatedField<uint32_t>& owners
   return absl::OkStatus();
 }
 
-// Replaces `owner` by owner_deltas.
+// Replaces `owner` by owner_runs.
 void CompactOwners(v1::LayerPlan* layer) {
-  int64_t prev = 0;
+  int64_t prev = 0, step = 0, run = 0;
   for (uint32_t o : layer->owner()) {
-    layer->add_owner_deltas(static_cast<int32_t>(static_cast<int64_t>(o) - prev));
+    const int64_t d = static_cast<int64_t>(o) - prev;
+    if (run > 0 && d != step) {
+      layer->add_owner_runs(static_cast<int32_t>(step));
+      layer->add_owner_runs(static_cast<int32_t>(run));
+      run = 0;
+    }
+    step = d;
+    ++run;
     prev = o;
+  }
+  if (run > 0) {
+    layer->add_owner_runs(static_cast<int32_t>(step));
+    layer->add_owner_runs(static_cast<int32_t>(run));
   }
   layer->clear_owner();
 }
 
-// Restores `owner` from owner_deltas (a layer without them is left as it is).
+// Restores `owner` from owner_runs (a layer without them is left as it is).
 absl::Status ExpandOwners(v1::LayerPlan* layer) {
-  if (layer->owner_deltas_size() == 0) return absl::OkStatus();
-  if (layer->owner_size() != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("layer ", layer->layer(), ": both owner and owner_deltas"));
+  if (layer->owner_runs_size() == 0) return absl::OkStatus();
+  const auto fail = [&](const std::string& what) {
+    return absl::InvalidArgumentError(absl::StrCat("layer ", layer->layer(), ": ", what));
+  };
+  if (layer->owner_size() != 0) return fail("both owner and owner_runs");
+  if (layer->owner_runs_size() % 2 != 0) return fail("owner_runs is not (step, count) pairs");
+  // A plan names at most one owner per expert; bound the total before allocating.
+  constexpr int64_t kMaxOwners = int64_t{1} << 24;
+  int64_t total = 0;
+  for (int i = 1; i < layer->owner_runs_size(); i += 2) {
+    const int32_t n = layer->owner_runs(i);
+    if (n <= 0) return fail("owner_runs has a run of no owners");
+    total += n;
+    if (total > kMaxOwners) return fail("owner_runs names more than 2^24 owners");
   }
+  layer->mutable_owner()->Reserve(static_cast<int>(total));
   int64_t owner = 0;
-  layer->mutable_owner()->Reserve(layer->owner_deltas_size());
-  for (int32_t d : layer->owner_deltas()) {
-    owner += d;
-    if (owner < 0 || owner > 0x7fffffff) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("layer ", layer->layer(), ": owner_deltas leave the device range"));
+  for (int i = 0; i < layer->owner_runs_size(); i += 2) {
+    const int64_t step = layer->owner_runs(i);
+    for (int32_t k = 0; k < layer->owner_runs(i + 1); ++k) {
+      owner += step;
+      if (owner < 0 || owner > 0x7fffffff) return fail("owner_runs leave the device range");
+      layer->add_owner(static_cast<uint32_t>(owner));
     }
-    layer->add_owner(static_cast<uint32_t>(owner));
   }
-  layer->clear_owner_deltas();
+  layer->clear_owner_runs();
   return absl::OkStatus();
 }
 
@@ -550,7 +571,7 @@ v1::Plan CompactHolders(v1::Plan plan, const v1::Plan& full) {
     while (full_layer < full.layers_size() && full.layers(full_layer).layer() != layer.layer()) {
       ++full_layer;
     }
-    if (full_layer >= full.layers_size() || IsCompact(layer) || layer.owner_deltas_size() != 0) {
+    if (full_layer >= full.layers_size() || IsCompact(layer) || layer.owner_runs_size() != 0) {
       return original;
     }
     const auto& owners = full.layers(full_layer).owner();
@@ -566,7 +587,7 @@ v1::Plan CompactHolders(v1::Plan plan, const v1::Plan& full) {
 absl::StatusOr<v1::Plan> ApplyDelta(const v1::Plan& base, const v1::Plan& compact_delta) {
   bool compact_owners = false;
   for (const v1::LayerPlan& layer : compact_delta.layers()) {
-    compact_owners = compact_owners || layer.owner_deltas_size() != 0;
+    compact_owners = compact_owners || layer.owner_runs_size() != 0;
   }
   v1::Plan owners_restored;
   if (compact_owners) {

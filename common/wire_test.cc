@@ -120,7 +120,7 @@ TEST(WireTest, CompactHoldersRebuildPlansAndDeltasExactly) {
     EXPECT_EQ(layer.replicas_size(), 0);
     EXPECT_EQ(layer.owner_size(), 0);
     EXPECT_FALSE(layer.holders_coded().empty());
-    EXPECT_GT(layer.owner_deltas_size(), 0);
+    EXPECT_GT(layer.owner_runs_size(), 0);
   }
   EXPECT_LT(compact.ByteSizeLong(), base.ByteSizeLong() * 3 / 4);
   absl::StatusOr<v1::Plan> expanded = ApplyDelta(v1::Plan(), compact);
@@ -136,7 +136,7 @@ TEST(WireTest, CompactHoldersRebuildPlansAndDeltasExactly) {
       EXPECT_EQ(layer.holders_coded().empty(), layer.changed_experts_size() == 0);
       compact_deltas += !layer.holders_coded().empty();
       EXPECT_EQ(layer.owner_size(), 0);  // a re-shard's owners go as deltas too
-      owner_changes += layer.owner_deltas_size() > 0;
+      owner_changes += layer.owner_runs_size() > 0;
     }
     absl::StatusOr<v1::Plan> rebuilt = ApplyDelta(base, compact_delta);
     ASSERT_TRUE(rebuilt.ok()) << rebuilt.status();
@@ -167,7 +167,7 @@ TEST(WireTest, MalformedCompactHoldersAreRejected) {
   EXPECT_EQ(good.layers(0).holders_coded(), std::string("\xCC\x36", 2));
   EXPECT_EQ(good.layers(0).replicas_size(), 0);
   EXPECT_EQ(good.layers(0).owner_size(), 0);
-  EXPECT_THAT(good.layers(0).owner_deltas(), ElementsAre(2, -2));  // owners 2, 0
+  EXPECT_THAT(good.layers(0).owner_runs(), ElementsAre(2, 1, -2, 1));  // owners 2, 0
   EXPECT_EQ(ApplyDelta(plan, good)->SerializeAsString(), plan.SerializeAsString());
   auto rejected = [&](const std::function<void(v1::LayerPlan*)>& edit) {
     v1::Plan bad = good;
@@ -184,14 +184,17 @@ TEST(WireTest, MalformedCompactHoldersAreRejected) {
   EXPECT_TRUE(rejected(code("\x52\x01", 2)));              // U = 2, holder 3
   EXPECT_TRUE(rejected(code("\x00\x00\x00\x00\x01", 5)));  // U = 2^32
   EXPECT_TRUE(rejected([](v1::LayerPlan* l) {              // owners 1, 0: holder 1 is the owner
-    l->set_owner_deltas(0, 1);
-    l->set_owner_deltas(1, -1);
+    l->set_owner_runs(0, 1);
+    l->set_owner_runs(2, -1);
   }));
   EXPECT_TRUE(rejected([](v1::LayerPlan* l) { l->add_replicas()->add_devices(0); }));  // both forms
-  EXPECT_TRUE(rejected([](v1::LayerPlan* l) { l->add_owner(2); }));             // both owner forms
-  EXPECT_TRUE(rejected([](v1::LayerPlan* l) { l->set_owner_deltas(1, -3); }));  // owner -1
-  EXPECT_TRUE(rejected([](v1::LayerPlan* l) { l->add_owner_deltas(0); }));      // 3 owners, 2 lists
-  EXPECT_TRUE(rejected([](v1::LayerPlan* l) { l->clear_holders_coded(); }));    // no holder lists
+  EXPECT_TRUE(rejected([](v1::LayerPlan* l) { l->add_owner(2); }));           // both owner forms
+  EXPECT_TRUE(rejected([](v1::LayerPlan* l) { l->set_owner_runs(2, -3); }));  // owner -1
+  EXPECT_TRUE(rejected([](v1::LayerPlan* l) { l->set_owner_runs(1, 2); }));   // 3 owners, 2 lists
+  EXPECT_TRUE(rejected([](v1::LayerPlan* l) { l->add_owner_runs(1); }));      // not pairs
+  EXPECT_TRUE(rejected([](v1::LayerPlan* l) { l->set_owner_runs(1, 0); }));   // an empty run
+  EXPECT_TRUE(rejected([](v1::LayerPlan* l) { l->set_owner_runs(1, 1 << 30); }));  // too many
+  EXPECT_TRUE(rejected([](v1::LayerPlan* l) { l->clear_holders_coded(); }));  // no holder lists
   // A delta whose code lists more experts than it changed.
   v1::Plan next = plan;
   next.mutable_id()->set_version(2);
