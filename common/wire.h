@@ -42,12 +42,13 @@ absl::StatusOr<v1::Plan> ApplyDelta(const v1::Plan& base, const v1::Plan& delta)
 // Compact holder lists (WatchPlansRequest.compact_holders). CompactHolders(plan, full) takes `full`
 // itself or MakeDelta(base, full) and replaces every layer's `replicas` by holders_coded (gamma
 // and Golomb-Rice codes, see types.proto), reading the owners from `full`, and every `owner` list
-// it carries by owner_runs (run-length coded steps); it returns `plan` unchanged when some holder list is not ascending
-// or lacks its owner (never the case for a valid plan). ApplyDelta accepts compact plans and
-// deltas and returns `replicas` and `owner` form: INVALID_ARGUMENT when the compact lists do not
-// decode (a code that ends early or has bits left over, more holders than devices, a holder past
-// the coded device range, the owner listed, owner deltas leaving the device range, both forms in
-// one layer).
+// it carries by owner_runs (run-length coded steps); it returns `plan` unchanged when some holder
+// list is not ascending or lacks its owner (never the case for a valid plan). ApplyDelta accepts
+// compact plans and deltas and returns `replicas` and `owner` form: INVALID_ARGUMENT when the
+// compact lists do not decode (a code that ends early or has bits left over, more holders than
+// devices, a holder past the coded device range, the owner listed, owner runs that are not pairs,
+// empty or leave the device range, both forms in one layer) or, for a whole plan, when a layer
+// lacks holder lists.
 v1::Plan CompactHolders(v1::Plan plan, const v1::Plan& full);
 
 // proto3 canonical JSON (what hecatectl -o json prints and what grpcurl speaks).
