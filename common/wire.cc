@@ -307,16 +307,17 @@ int BitWidth(uint64_t x) { return x == 0 ? 0 : 64 - __builtin_clzll(x); }
 // The bit stream of LayerPlan.holders_coded: least significant bit of each byte first.
 class BitWriter {
  public:
-  explicit BitWriter(std::string* out) : out_(out) {}
-  ~BitWriter() {
-    if (used_ > 0) out_->push_back(static_cast<char>(acc_));
+  // The bytes written, the last one padded with zero bits.
+  std::string Finish() && {
+    if (used_ > 0) out_.push_back(static_cast<char>(acc_));
+    return std::move(out_);
   }
   // The low `count` bits of `bits`, count <= 32.
   void Put(uint64_t bits, int count) {
     acc_ |= (bits & ((uint64_t{1} << count) - 1)) << used_;
     used_ += count;
     while (used_ >= 8) {
-      out_->push_back(static_cast<char>(acc_ & 0xff));
+      out_.push_back(static_cast<char>(acc_ & 0xff));
       acc_ >>= 8;
       used_ -= 8;
     }
@@ -338,7 +339,7 @@ class BitWriter {
   }
 
  private:
-  std::string* out_;
+  std::string out_;
   uint64_t acc_ = 0;
   int used_ = 0;
 };
@@ -423,29 +424,26 @@ bool EncodeLayer(const google::protobuf::RepeatedField<uint32_t>& owners,
           std::max<uint64_t>(universe, uint64_t{holders.devices(holders.devices_size() - 1)} + 1);
     }
   }
-  std::string code;
-  {
-    BitWriter out(&code);
-    out.Gamma(universe);
-    for (int i = 0; i < layer->replicas_size(); ++i) {
-      const uint32_t e = experts != nullptr ? experts->Get(i) : static_cast<uint32_t>(i);
-      const uint32_t owner = owners.Get(static_cast<int>(e));
-      const v1::ExpertReplicas& holders = layer->replicas(i);
-      const uint64_t n = static_cast<uint64_t>(holders.devices_size()) - 1;
-      out.Gamma(n + 1);
-      const int k = RiceParameter(universe, n);
-      bool first = true;
-      uint64_t prev = 0;
-      for (uint32_t d : holders.devices()) {
-        if (d == owner) continue;
-        out.Rice(first ? d : d - prev - 1, k);
-        prev = d;
-        first = false;
-      }
+  BitWriter out;
+  out.Gamma(universe);
+  for (int i = 0; i < layer->replicas_size(); ++i) {
+    const uint32_t e = experts != nullptr ? experts->Get(i) : static_cast<uint32_t>(i);
+    const uint32_t owner = owners.Get(static_cast<int>(e));
+    const v1::ExpertReplicas& holders = layer->replicas(i);
+    const uint64_t n = static_cast<uint64_t>(holders.devices_size()) - 1;
+    out.Gamma(n + 1);
+    const int k = RiceParameter(universe, n);
+    bool first = true;
+    uint64_t prev = 0;
+    for (uint32_t d : holders.devices()) {
+      if (d == owner) continue;
+      out.Rice(first ? d : d - prev - 1, k);
+      prev = d;
+      first = false;
     }
   }
   layer->clear_replicas();
-  layer->set_holders_coded(std::move(code));
+  layer->set_holders_coded(std::move(out).Finish());
   return true;
 }
 
