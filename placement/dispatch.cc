@@ -5,6 +5,11 @@
 
 namespace hecate::placement {
 
+namespace {
+// Re-levelling sweeps of the load-aware rule (Dispatcher::SplitAll).
+constexpr int kRelevelSweeps = 3;
+}  // namespace
+
 void SplitEven(int64_t tokens, int num_candidates, int rotation, std::vector<int64_t>* shares) {
   shares->assign(num_candidates, 0);
   if (num_candidates == 0) return;
@@ -98,8 +103,10 @@ void Dispatcher::Run(const LayerPlan& layer, const LoadMatrix& load, DispatchRul
 
   // Pass 2: pooled tokens, the largest pools first so they see the fullest picture of the loads.
   SortPools();
-  for (const Pool& pool : pools_) {
-    Split(layer, pool, even);
+  SplitAll(layer, even);
+  for (size_t p = 0; p < pools_.size(); ++p) {
+    const Pool& pool = pools_[p];
+    LoadSplit(p);
     sources_.clear();
     if (pool.node != kRemote) {
       sources_ = cluster_.devices_of(pool.node);
@@ -155,6 +162,46 @@ void Dispatcher::Split(const LayerPlan& layer, const Pool& pool, bool even) {
     SplitWaterFill(pool.tokens, candidates_, load_, &order_, &shares_);
   }
   for (size_t i = 0; i < candidates_.size(); ++i) load_[candidates_[i]] += shares_[i];
+}
+
+void Dispatcher::SplitAll(const LayerPlan& layer, bool even) {
+  pool_begin_.assign(1, 0);
+  pool_cands_.clear();
+  pool_shares_.clear();
+  for (const Pool& pool : pools_) {
+    Split(layer, pool, even);
+    pool_cands_.insert(pool_cands_.end(), candidates_.begin(), candidates_.end());
+    pool_shares_.insert(pool_shares_.end(), shares_.begin(), shares_.end());
+    pool_begin_.push_back(pool_cands_.size());
+  }
+  if (even) return;
+  // One pass fills each pool against the pools before it only: a holder that looked light to a
+  // big pool may take a later pool's tokens on top. Each sweep takes every pool out in turn and
+  // water-fills it again against all the others. A re-fill never raises the busiest of its
+  // candidates, so the layer's busiest device never gets busier; the sweep stops early once no
+  // pool's split changes.
+  for (int sweep = 0; sweep < kRelevelSweeps; ++sweep) {
+    bool changed = false;
+    for (size_t p = 0; p < pools_.size(); ++p) {
+      const size_t b = pool_begin_[p], n = pool_begin_[p + 1] - b;
+      if (n < 2) continue;
+      candidates_.assign(pool_cands_.begin() + b, pool_cands_.begin() + b + n);
+      for (size_t i = 0; i < n; ++i) load_[candidates_[i]] -= pool_shares_[b + i];
+      SplitWaterFill(pools_[p].tokens, candidates_, load_, &order_, &shares_);
+      for (size_t i = 0; i < n; ++i) {
+        load_[candidates_[i]] += shares_[i];
+        changed = changed || shares_[i] != pool_shares_[b + i];
+        pool_shares_[b + i] = shares_[i];
+      }
+    }
+    if (!changed) break;
+  }
+}
+
+void Dispatcher::LoadSplit(size_t i) {
+  candidates_.assign(pool_cands_.begin() + pool_begin_[i],
+                     pool_cands_.begin() + pool_begin_[i + 1]);
+  shares_.assign(pool_shares_.begin() + pool_begin_[i], pool_shares_.begin() + pool_begin_[i + 1]);
 }
 
 namespace {
@@ -285,8 +332,10 @@ void Dispatcher::Summarize(const LayerPlan& layer, const LoadMatrix& load, Dispa
   // Pass 2, as Run; a pool's shares arrive from its node's sources (intra-node when the node holds
   // the expert, where a holder first keeps its own tokens under the load-aware rule).
   SortPools();
-  for (const Pool& pool : pools_) {
-    Split(layer, pool, even);
+  SplitAll(layer, even);
+  for (size_t p = 0; p < pools_.size(); ++p) {
+    const Pool& pool = pools_[p];
+    LoadSplit(p);
     const bool on_node = pool.node != kRemote;
     for (size_t i = 0; i < candidates_.size(); ++i) {
       const DeviceId d = candidates_[i];

@@ -81,6 +81,11 @@ class Dispatcher {
   void SortPools();
   // Candidates and shares of one pool into candidates_ / shares_; adds the shares to load_.
   void Split(const LayerPlan& layer, const Pool& pool, bool even);
+  // Splits every pool (in pools_ order) and keeps the results in pool_cands_ / pool_shares_;
+  // the load-aware rule then re-levels each pool against all the others (kRelevelSweeps).
+  void SplitAll(const LayerPlan& layer, bool even);
+  // Pool i's stored split back into candidates_ / shares_.
+  void LoadSplit(size_t i);
   // Runs the algorithm; calls sink.Local(s, e, k) for tokens that stay on s, sink.Send(s, e, dst,
   // k) for a single holder's tokens, and sink.Pool(node, e, sources, candidates, shares,
   // include_holders) for each pooled split.
@@ -94,6 +99,9 @@ class Dispatcher {
   std::vector<int64_t> pool_tokens_;  // per node, scratch
   std::vector<DeviceId> candidates_;
   std::vector<int64_t> shares_;
+  std::vector<size_t> pool_begin_;    // pool i's split: [pool_begin_[i], pool_begin_[i + 1])
+  std::vector<DeviceId> pool_cands_;  // of pool_cands_ / pool_shares_
+  std::vector<int64_t> pool_shares_;
   std::vector<int> order_;
   std::vector<DeviceId> sources_;
   std::vector<char> node_flag_;

@@ -122,6 +122,31 @@ TEST(DispatchTest, LoadAwareFillsLeastLoadedHolder) {
               ElementsAre(30, 20, 0));
 }
 
+TEST(DispatchTest, LoadAwareRelevelsEarlierPoolsAgainstLaterOnes) {
+  Cluster c = Cluster::Uniform(1, 3, int64_t{1} << 30, 1e12, 100e9, 100e9);
+  // Expert 2 has one holder (device 2, 10 tokens). Pool A = expert 0 (20 tokens, holders 0 and 1)
+  // is split first: 10/10. Pool B = expert 1 (12 tokens, holders 0 and 2) then sees devices 0 and
+  // 2 at 10 each: 6/6, so one pass ends at 16, 10, 16. Re-levelling A against B (13/7), B against
+  // A (8 on device 0, 4 on device 2), A again (6/14) reaches the optimum: 14 each.
+  LayerPlan layer = Layer({0, 0, 2}, {{0, 1}, {0, 2}, {2}});
+  LoadMatrix load(3, 3);
+  load.at(1, 0) = 20;
+  load.at(1, 1) = 12;
+  load.at(1, 2) = 10;
+  Dispatcher dispatcher(c);
+  LayerDispatch d = dispatcher.Compute(layer, load, DispatchRule::kLoadAware);
+  EXPECT_THAT(d.device_tokens, ElementsAre(14, 14, 14));
+  EXPECT_THAT(d.by_expert[0], ElementsAre(Flow{1, 0, 6}, Flow{1, 1, 14}));
+  EXPECT_THAT(d.by_expert[1], ElementsAre(Flow{1, 0, 8}, Flow{1, 2, 4}));
+  DispatchSummary s;
+  dispatcher.Summarize(layer, load, DispatchRule::kLoadAware, &s);
+  EXPECT_EQ(s.device_tokens, d.device_tokens);
+  // The even rule is the paper's, unchanged: holder 1 keeps its own 20 tokens of expert 0, and
+  // expert 1 splits 6/6.
+  EXPECT_THAT(dispatcher.Compute(layer, load, DispatchRule::kEven).device_tokens,
+              ElementsAre(6, 20, 16));
+}
+
 // Property: over random plans and loads, every token is dispatched exactly once, only to holders,
 // local tokens stay local, and the fast summary equals the full dispatch.
 TEST(DispatchTest, ConservesTokensOnRandomInputs) {
