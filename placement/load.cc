@@ -105,8 +105,16 @@ absl::Status LoadWindow::Push(const ModelLoad& load) {
   return Push(std::make_shared<const ModelLoad>(load));
 }
 
+LayerTotals TotalsOf(const ModelLoad& load) {
+  LayerTotals out;
+  out.reserve(load.size());
+  for (const LoadMatrix& m : load) out.push_back(m.ExpertTotals());
+  return out;
+}
+
 absl::Status LoadWindow::Push(std::shared_ptr<const ModelLoad> shared,
-                              std::shared_ptr<const ModelLoad>* evicted) {
+                              std::shared_ptr<const ModelLoad>* evicted,
+                              std::shared_ptr<const LayerTotals> totals) {
   if (evicted != nullptr) evicted->reset();
   const ModelLoad& load = *shared;
   if (!history_.empty()) {
@@ -122,52 +130,93 @@ absl::Status LoadWindow::Push(std::shared_ptr<const ModelLoad> shared,
       }
     }
   }
+  if (totals == nullptr) {
+    totals = std::make_shared<const LayerTotals>(TotalsOf(load));
+  } else {
+    bool fits = totals->size() == load.size();
+    for (size_t l = 0; fits && l < load.size(); ++l) {
+      fits = static_cast<int>((*totals)[l].size()) == load[l].num_experts();
+    }
+    if (!fits) return absl::InvalidArgumentError("expert totals do not match the load's shape");
+  }
   history_.push_back(std::move(shared));
+  totals_.push_back(std::move(totals));
   if (static_cast<int>(history_.size()) > window_) {
     if (evicted != nullptr) *evicted = std::move(history_.front());
     history_.pop_front();
+    totals_.pop_front();
   }
   return absl::OkStatus();
 }
 
 WindowSnapshot LoadWindow::Snapshot() const {
-  return WindowSnapshot{{history_.begin(), history_.end()}};
+  return WindowSnapshot{{history_.begin(), history_.end()}, {totals_.begin(), totals_.end()}};
 }
 
 ModelLoad WindowSnapshot::Estimate() const {
   ModelLoad out;
   if (history.empty()) return out;
-  const int64_t n = static_cast<int64_t>(history.size());
+  const int n = static_cast<int>(history.size());
   const ModelLoad& first = *history.front();
   for (size_t l = 0; l < first.size(); ++l) {
+    const int from = n - Horizon(static_cast<LayerId>(l));
+    const int64_t k = n - from;
     LoadMatrix m(first[l].num_devices(), first[l].num_experts());
     for (int d = 0; d < m.num_devices(); ++d) {
       int64_t* __restrict dst = m.row(d);
-      for (const std::shared_ptr<const ModelLoad>& it : history) {
-        const int64_t* __restrict src = (*it)[l].row(d);
+      for (int i = from; i < n; ++i) {
+        const int64_t* __restrict src = (*history[i])[l].row(d);
         for (int e = 0; e < m.num_experts(); ++e) dst[e] += src[e];
       }
-      for (int e = 0; e < m.num_experts(); ++e) dst[e] = (dst[e] + n / 2) / n;
+      for (int e = 0; e < m.num_experts(); ++e) dst[e] = (dst[e] + k / 2) / k;
     }
     out.push_back(std::move(m));
   }
   return out;
 }
 
+int WindowSnapshot::Horizon(LayerId l) const {
+  const int n = static_cast<int>(history.size());
+  if (n < 3 || totals.size() != history.size()) return n;
+  auto at = [&](int i) -> const std::vector<int64_t>& { return (*totals[i])[l]; };
+  const size_t experts = at(0).size();
+  int best_k = n - 2;
+  double best_err = -1;
+  for (int k = n - 2; k >= 1; --k) {
+    double err = 0;
+    for (int t = n - 2; t < n; ++t) {
+      for (size_t e = 0; e < experts; ++e) {
+        int64_t sum = 0;
+        for (int i = t - k; i < t; ++i) sum += at(i)[e];
+        err += std::abs(static_cast<double>(sum) / k - static_cast<double>(at(t)[e]));
+      }
+    }
+    // Ties go to the longer horizon (visited first): only a strictly better fit shortens it.
+    if (best_err < 0 || err < best_err) {
+      best_err = err;
+      best_k = k;
+    }
+  }
+  return best_k == n - 2 ? n : best_k;
+}
+
 std::vector<double> LoadWindow::ExpertMeans(LayerId layer) const {
-  if (history_.empty() || layer < 0 || layer >= static_cast<int>(history_.front()->size())) {
+  if (totals_.empty() || layer < 0 || layer >= static_cast<int>(totals_.front()->size())) {
     return {};
   }
   std::vector<double> means;
-  for (const std::shared_ptr<const ModelLoad>& it : history_) {
-    const std::vector<int64_t> totals = (*it)[layer].ExpertTotals();
+  for (const std::shared_ptr<const LayerTotals>& it : totals_) {
+    const std::vector<int64_t>& totals = (*it)[layer];
     means.resize(totals.size(), 0.0);
     for (size_t e = 0; e < totals.size(); ++e) means[e] += static_cast<double>(totals[e]);
   }
-  for (double& m : means) m /= static_cast<double>(history_.size());
+  for (double& m : means) m /= static_cast<double>(totals_.size());
   return means;
 }
 
-void LoadWindow::Clear() { history_.clear(); }
+void LoadWindow::Clear() {
+  history_.clear();
+  totals_.clear();
+}
 
 }  // namespace hecate::placement

@@ -107,17 +107,31 @@ LoadMatrix SpreadOverSources(const std::vector<int64_t>& expert_totals, int num_
 // negative count.
 absl::Status CheckShape(const ModelLoad& load, const Cluster& cluster, const ModelSpec& model);
 
-// Sliding-window mean of the last `window` iterations' matrices, per layer. Push is O(1) (it keeps
-// references, no sums); the mean is computed from a snapshot, off any caller's lock, and rounds to
-// whole tokens.
+// Per layer, the global token count of each expert in one iteration (LoadMatrix::ExpertTotals of
+// every layer).
+using LayerTotals = std::vector<std::vector<int64_t>>;
+LayerTotals TotalsOf(const ModelLoad& load);
+
 // An immutable view of a window: the iterations in it, shared. Taken in O(window) (under a
 // caller's lock), turned into the estimate later (off it).
 struct WindowSnapshot {
-  std::vector<std::shared_ptr<const ModelLoad>> history;  // oldest first; empty when empty
-  // Rounded mean per layer; empty for an empty window. O(window x size of one ModelLoad).
+  std::vector<std::shared_ptr<const ModelLoad>> history;   // oldest first; empty when empty
+  std::vector<std::shared_ptr<const LayerTotals>> totals;  // of each iteration in `history`
+  // Per layer, the rounded mean of the newest Horizon(l) iterations; empty for an empty window.
+  // O(window x size of one ModelLoad).
   ModelLoad Estimate() const;
+  // How many of the newest iterations layer l's estimate averages: with at least 3 iterations,
+  // each k in 1..n-2 is backtested on the last two iterations (the mean of the k before each,
+  // against its expert totals, L1); the best k wins, ties to the longer, and the longest tested
+  // (n - 2) stands for the whole window. A stationary load keeps the whole window (the paper's
+  // w-iteration mean); a load whose hot set moves follows its newest iterations. O(window^2 x
+  // experts), on the cached totals.
+  int Horizon(LayerId l) const;
 };
 
+// Sliding window of the last `window` iterations' matrices (and their expert totals). Push is O(1)
+// given the totals (it keeps references, no sums); the estimate is computed from a snapshot, off
+// any caller's lock, and rounds to whole tokens.
 class LoadWindow {
  public:
   explicit LoadWindow(int window) : window_(window < 1 ? 1 : window) {}
@@ -127,9 +141,12 @@ class LoadWindow {
   absl::Status Push(const ModelLoad& load);
   // The same without copying: the window keeps a reference to `load`. `evicted`, when given,
   // receives the iteration that left the window (null if none), for the caller to recycle.
+  // `totals`, when given, must be TotalsOf(*load) (a caller that accumulates them as the rows
+  // arrive saves the pass over the matrices); computed here otherwise.
   absl::Status Push(std::shared_ptr<const ModelLoad> load,
-                    std::shared_ptr<const ModelLoad>* evicted = nullptr);
-  // Rounded window mean per layer; empty when nothing was pushed.
+                    std::shared_ptr<const ModelLoad>* evicted = nullptr,
+                    std::shared_ptr<const LayerTotals> totals = nullptr);
+  // The load estimate (WindowSnapshot::Estimate); empty when nothing was pushed.
   ModelLoad Estimate() const { return Snapshot().Estimate(); }
   // O(window): shares the iterations, copies nothing.
   WindowSnapshot Snapshot() const;
@@ -142,6 +159,7 @@ class LoadWindow {
  private:
   int window_;
   std::deque<std::shared_ptr<const ModelLoad>> history_;
+  std::deque<std::shared_ptr<const LayerTotals>> totals_;
 };
 
 }  // namespace hecate::placement

@@ -118,6 +118,55 @@ TEST(LoadWindowTest, SlidingMeanAndShapeChecks) {
   EXPECT_EQ(w.Estimate()[0].at(0, 0), 30);  // unchanged by the rejected push
 }
 
+// One layer, two experts, one device: expert 0 gets `hot`, expert 1 a steady 10.
+ModelLoad TwoExperts(int64_t hot) {
+  LoadMatrix m(1, 2);
+  m.at(0, 0) = hot;
+  m.at(0, 1) = 10;
+  return {m};
+}
+
+TEST(LoadWindowTest, HorizonKeepsTheWholeWindowForAStationaryLoad) {
+  LoadWindow w(5);
+  for (int64_t hot : {10, 30, 10, 30}) ASSERT_TRUE(w.Push(TwoExperts(hot)).ok());
+  // 4 iterations: k = 1, 2 are backtested on iterations 2 and 3. The mean of the 2 before is off
+  // by 10 on each (20 against 10, then 30), the last value alone by 20: k = 2, the longest
+  // tested, stands for the whole window.
+  EXPECT_EQ(w.Snapshot().Horizon(0), 4);
+  EXPECT_EQ(w.Estimate()[0].at(0, 0), 20);
+  // A constant load ties every k: the whole window.
+  LoadWindow flat(5);
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(flat.Push(TwoExperts(40)).ok());
+  EXPECT_EQ(flat.Snapshot().Horizon(0), 5);
+}
+
+TEST(LoadWindowTest, HorizonFollowsAMovedHotSet) {
+  LoadWindow w(5);
+  for (int64_t hot : {10, 10, 10, 50, 50}) ASSERT_TRUE(w.Push(TwoExperts(hot)).ok());
+  // Backtest errors on iterations 3 and 4: k = 3: 40 + 26.7; k = 2: 40 + 20; k = 1: 40 + 0.
+  EXPECT_EQ(w.Snapshot().Horizon(0), 1);
+  EXPECT_EQ(w.Estimate()[0].at(0, 0), 50);  // the window mean would say 26
+  EXPECT_EQ(w.Estimate()[0].at(0, 1), 10);
+  // Fewer than 3 iterations: nothing to backtest, the plain mean.
+  LoadWindow two(5);
+  for (int64_t hot : {10, 50}) ASSERT_TRUE(two.Push(TwoExperts(hot)).ok());
+  EXPECT_EQ(two.Snapshot().Horizon(0), 2);
+  EXPECT_EQ(two.Estimate()[0].at(0, 0), 30);
+}
+
+TEST(LoadWindowTest, GivenTotalsMustMatchTheLoad) {
+  LoadWindow w(5);
+  ASSERT_TRUE(w.Push(TwoExperts(10)).ok());
+  auto load = std::make_shared<const ModelLoad>(TwoExperts(50));
+  auto wrong = std::make_shared<const LayerTotals>(LayerTotals{{50, 10, 0}});
+  EXPECT_EQ(w.Push(load, nullptr, wrong).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(w.size(), 1);
+  auto right = std::make_shared<const LayerTotals>(TotalsOf(*load));
+  ASSERT_TRUE(w.Push(load, nullptr, right).ok());
+  EXPECT_EQ(w.size(), 2);
+  EXPECT_EQ(w.ExpertMeans(0), (std::vector<double>{30, 10}));
+}
+
 TEST(LoadWindowTest, SnapshotsStayFixedAndEvictionsComeBack) {
   LoadWindow w(2);
   auto make = [](int64_t v) {

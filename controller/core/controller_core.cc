@@ -326,6 +326,8 @@ IngestOutcome ControllerCore::Ingest(const LoadReport& r, absl::Time now) {
         p.load.emplace_back(devices, spec.num_experts, pl::LoadMatrix::Unset{});
       }
     }
+    p.totals.clear();
+    for (const pl::LayerSpec& spec : model.layers) p.totals.emplace_back(spec.num_experts, 0);
     p.first_seen = now;
   }
   if (!p.reported[r.rank]) {
@@ -334,6 +336,8 @@ IngestOutcome ControllerCore::Ingest(const LoadReport& r, absl::Time now) {
     p.attention_sum += r.timings.attention_seconds;
     for (int l = 0; l < model.num_layers(); ++l) {
       std::copy(r.layers[l].begin(), r.layers[l].end(), p.load[l].row(r.rank));
+      std::vector<int64_t>& totals = p.totals[l];
+      for (size_t e = 0; e < totals.size(); ++e) totals[e] += r.layers[l][e];
     }
   }
   IngestOutcome outcome{ReportResult::kAccepted, absl::OkStatus()};
@@ -359,8 +363,9 @@ void ControllerCore::Finalize(Job& job, uint64_t iteration) {
   }
   // Shared, not copied: this runs under the service's lock.
   auto load = std::make_shared<const pl::ModelLoad>(std::move(p.load));
+  auto totals = std::make_shared<const pl::LayerTotals>(std::move(p.totals));
   std::shared_ptr<const pl::ModelLoad> evicted;
-  (void)job.window.Push(load, &evicted);  // shape fixed by the job's model
+  (void)job.window.Push(load, &evicted, std::move(totals));  // shape fixed by the job's model
   if (evicted != nullptr && evicted.use_count() == 1) {
     // Nobody else holds it (planning tasks and snapshots share, never mutate): recycle.
     job.spare = std::make_unique<pl::ModelLoad>(

@@ -266,6 +266,7 @@ class ControllerCore {
   struct Pending {
     std::vector<char> reported;
     placement::ModelLoad load;
+    placement::LayerTotals totals;  // expert totals of the rows reported so far
     absl::Time first_seen;
     int count = 0;
     double attention_sum = 0;

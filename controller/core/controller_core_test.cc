@@ -116,6 +116,13 @@ TEST_F(CoreTest, RecycledLoadMatricesCountMissingRanksAsZero) {
     for (int e = 0; e < m.num_experts(); ++e) EXPECT_EQ(m.at(0, e), 0) << "expert " << e;
     EXPECT_EQ(m.at(1, 0), 70);
   }
+  // The window's expert totals (kept as the rows arrive) agree: iteration 2 had every rank,
+  // iteration 3 all but rank 0.
+  const std::vector<LayerLoadView> load = *core_.GetLoad("job");
+  ASSERT_EQ(load.size(), 2u);
+  EXPECT_EQ(load[1].window_iterations, 2);
+  EXPECT_DOUBLE_EQ(load[1].expert_tokens[0], (kWorld * 70 + (kWorld - 1) * 70) / 2.0);
+  EXPECT_DOUBLE_EQ(load[1].expert_tokens[3], (kWorld * 10 + (kWorld - 1) * 10) / 2.0);
 }
 
 TEST_F(CoreTest, RegistrationAndIncarnations) {
