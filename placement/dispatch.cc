@@ -1,6 +1,8 @@
 #include "placement/dispatch.h"
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <numeric>
 
 namespace hecate::placement {
@@ -65,8 +67,45 @@ void Dispatcher::Run(const LayerPlan& layer, const LoadMatrix& load, DispatchRul
   const int nodes = cluster_.num_nodes();
   const int experts = layer.num_experts();
   const bool even = rule == DispatchRule::kEven;
+  if (!even) {
+    // The load-aware rule's pools, splits and spill are Summarize's (one code path, so the two
+    // agree); then every token is emitted.
+    const LoadAggregate agg = LoadAggregate::Of(load, cluster_);
+    Summarize(layer, load, rule, &scratch_, &agg);
+    for (ExpertId e = 0; e < experts; ++e) {
+      if (layer.replicas[e].size() != 1) continue;
+      const DeviceId h = layer.replicas[e][0];
+      for (DeviceId s = 0; s < devices; ++s) {
+        const int64_t k = load.at(s, e);
+        if (k == 0) continue;
+        if (s == h) {
+          sink.Local(s, e, k);
+        } else {
+          sink.Send(s, e, h, k);
+        }
+      }
+    }
+    for (size_t p = 0; p < pools_.size(); ++p) {
+      const Pool& pool = pools_[p];
+      LoadSplit(p);
+      sources_.clear();
+      if (pool.node != kRemote) {
+        sources_ = cluster_.devices_of(pool.node);
+      } else {
+        node_flag_.assign(nodes, 0);
+        for (DeviceId h : layer.replicas[pool.expert]) node_flag_[cluster_.node_of(h)] = 1;
+        for (DeviceId s = 0; s < devices; ++s) {
+          if (!node_flag_[cluster_.node_of(s)]) sources_.push_back(s);
+        }
+      }
+      sink.Pool(pool.node, pool.expert, sources_, candidates_, shares_, /*include_holders=*/true);
+    }
+    return;
+  }
   load_.assign(devices, 0);
   pools_.clear();
+  spills_.clear();
+  spill_begin_.clear();
   std::fill(stamp_.begin(), stamp_.end(), -1);
 
   // Pass 1: single-holder experts, and (even rule) tokens that stay on a holding source.
@@ -198,10 +237,162 @@ void Dispatcher::SplitAll(const LayerPlan& layer, bool even) {
   }
 }
 
-void Dispatcher::LoadSplit(size_t i) {
+size_t Dispatcher::LoadSplit(size_t i) {
   candidates_.assign(pool_cands_.begin() + pool_begin_[i],
                      pool_cands_.begin() + pool_begin_[i + 1]);
   shares_.assign(pool_shares_.begin() + pool_begin_[i], pool_shares_.begin() + pool_begin_[i + 1]);
+  const size_t local = candidates_.size();
+  if (i + 1 < spill_begin_.size()) {
+    for (size_t k = spill_begin_[i]; k < spill_begin_[i + 1]; ++k) {
+      candidates_.push_back(spills_[k].to);
+      shares_.push_back(spills_[k].tokens);
+    }
+  }
+  return local;
+}
+
+void Dispatcher::Spill(const LayerPlan& layer, const LoadMatrix& load, DispatchSummary* pre) {
+  const int devices = cluster_.num_devices();
+  const int nodes = cluster_.num_nodes();
+  spills_.clear();
+  spill_begin_.clear();
+  if (nodes < 2) return;
+  // The slowest link of the All-to-All as it stands, in tokens per byte/s (the cost model's
+  // links: each device's intra- and cross-node traffic, each node's NIC).
+  const double intra_bw = cluster_.intra_bw(), nic_bw = cluster_.inter_bw();
+  const double dev_bw = cluster_.device_nic_bw();
+  const bool device_cap = dev_bw < nic_bw;
+  std::vector<int64_t> node_in(nodes, 0), node_out(nodes, 0);
+  double worst = 0;
+  for (DeviceId d = 0; d < devices; ++d) {
+    const double intra = static_cast<double>(std::max(pre->in_intra[d], pre->out_intra[d]));
+    const double inter = static_cast<double>(std::max(pre->in_inter[d], pre->out_inter[d]));
+    worst = std::max(worst, std::max(intra / intra_bw, inter / dev_bw));
+    node_in[cluster_.node_of(d)] += pre->in_inter[d];
+    node_out[cluster_.node_of(d)] += pre->out_inter[d];
+  }
+  for (NodeId n = 0; n < nodes; ++n) {
+    worst = std::max(worst, static_cast<double>(std::max(node_in[n], node_out[n])) / nic_bw);
+  }
+  if (worst <= 0) return;
+  // Room under it, in tokens (rounded down, so nothing ends over it).
+  auto room = [&](double bw, int64_t used) {
+    return std::max<int64_t>(
+        0, static_cast<int64_t>(std::floor(worst * bw - static_cast<double>(used) - 1e-6)));
+  };
+  constexpr int64_t kNoCap = std::numeric_limits<int64_t>::max();
+  std::vector<int64_t> out_room(nodes), in_room(nodes), source_room(nodes, kNoCap);
+  std::vector<int64_t> device_in_room(devices, kNoCap);
+  for (NodeId n = 0; n < nodes; ++n) {
+    out_room[n] = room(nic_bw, node_out[n]);
+    in_room[n] = room(nic_bw, node_in[n]);
+  }
+  if (device_cap) {
+    // Which of a node's sources a spill draws on follows the apportionment; every source of the
+    // node is charged the whole of it (safe, if cautious).
+    for (DeviceId d = 0; d < devices; ++d) {
+      device_in_room[d] = room(dev_bw, pre->in_inter[d]);
+      const NodeId n = cluster_.node_of(d);
+      source_room[n] = std::min(source_room[n], room(dev_bw, pre->out_inter[d]));
+    }
+  }
+  // Which node pools each device is a holder in: (device, index into pool_cands_), sorted.
+  holder_of_.clear();
+  pool_at_.resize(pool_cands_.size());
+  for (size_t p = 0; p < pools_.size(); ++p) {
+    for (size_t k = pool_begin_[p]; k < pool_begin_[p + 1]; ++k) {
+      pool_at_[k] = static_cast<int>(p);
+      if (pools_[p].node != kRemote) holder_of_.push_back({pool_cands_[k], static_cast<int>(k)});
+    }
+  }
+  std::sort(holder_of_.begin(), holder_of_.end());
+  std::vector<int64_t>& tokens = pre->device_tokens;
+  for (int step = 0; step < 2 * devices; ++step) {
+    const DeviceId x =
+        static_cast<DeviceId>(std::max_element(tokens.begin(), tokens.end()) - tokens.begin());
+    int best_k = -1;
+    DeviceId best_y = -1;
+    int64_t best_t = 0;
+    auto it = std::lower_bound(holder_of_.begin(), holder_of_.end(), std::make_pair(x, -1));
+    for (; it != holder_of_.end() && it->first == x; ++it) {
+      const int k = it->second;
+      const Pool& pool = pools_[pool_at_[k]];
+      // Only what x received from other sources: its own tokens stay with it, so no link inside
+      // the node carries more than before.
+      const int64_t spare = pool_shares_[k] - load.at(x, pool.expert);
+      const int64_t cap = std::min({spare, out_room[pool.node], source_room[pool.node]});
+      if (cap <= best_t) continue;
+      for (DeviceId y : layer.replicas[pool.expert]) {
+        const NodeId c = cluster_.node_of(y);
+        if (c == pool.node) continue;
+        const int64_t t =
+            std::min({cap, in_room[c], device_in_room[y], (tokens[x] - tokens[y]) / 2});
+        if (t > best_t) {
+          best_t = t;
+          best_k = k;
+          best_y = y;
+        }
+      }
+    }
+    if (best_t <= 0) break;
+    const int p = pool_at_[best_k];
+    const NodeId a = pools_[p].node, c = cluster_.node_of(best_y);
+    pool_shares_[best_k] -= best_t;
+    spills_.push_back(SpillEntry{p, best_y, best_t});
+    tokens[x] -= best_t;
+    tokens[best_y] += best_t;
+    out_room[a] -= best_t;
+    in_room[c] -= best_t;
+    if (device_cap) {
+      source_room[a] -= best_t;
+      device_in_room[best_y] -= best_t;
+    }
+    pre->in_intra[x] -= best_t;  // x's room in the pool shrank; its own tokens stay kept
+    pre->in_inter[best_y] += best_t;
+  }
+  if (spills_.empty()) return;
+  // One entry per (pool, receiver), ascending.
+  std::sort(spills_.begin(), spills_.end(), [](const SpillEntry& a, const SpillEntry& b) {
+    return a.pool != b.pool ? a.pool < b.pool : a.to < b.to;
+  });
+  size_t w = 0;
+  for (size_t r = 0; r < spills_.size(); ++r) {
+    if (w > 0 && spills_[w - 1].pool == spills_[r].pool && spills_[w - 1].to == spills_[r].to) {
+      spills_[w - 1].tokens += spills_[r].tokens;
+    } else {
+      spills_[w++] = spills_[r];
+    }
+  }
+  spills_.resize(w);
+  spill_begin_.assign(pools_.size() + 1, 0);
+  for (const SpillEntry& e : spills_) ++spill_begin_[e.pool + 1];
+  for (size_t p = 0; p < pools_.size(); ++p) spill_begin_[p + 1] += spill_begin_[p];
+  // The sources: the apportionment fills the node's holders first (after each holder keeps its
+  // own tokens), so the last `spilled` tokens in source order leave the node.
+  for (size_t p = 0; p < pools_.size(); ++p) {
+    if (spill_begin_[p] == spill_begin_[p + 1]) continue;
+    const Pool& pool = pools_[p];
+    int64_t spilled = 0;
+    for (size_t k = spill_begin_[p]; k < spill_begin_[p + 1]; ++k) spilled += spills_[k].tokens;
+    int64_t kept = 0;
+    for (size_t k = pool_begin_[p]; k < pool_begin_[p + 1]; ++k) {
+      kept += std::min(load.at(pool_cands_[k], pool.expert), pool_shares_[k]);
+    }
+    const int64_t start = pool.tokens - kept - spilled;  // the tokens that leave begin here
+    int64_t at = 0;
+    size_t k = pool_begin_[p];
+    for (DeviceId s : cluster_.devices_of(pool.node)) {
+      int64_t left = load.at(s, pool.expert);
+      if (k < pool_begin_[p + 1] && pool_cands_[k] == s) {
+        left -= std::min(left, pool_shares_[k]);
+        ++k;
+      }
+      const int64_t moved = std::max<int64_t>(0, at + left - std::max(at, start));
+      pre->out_inter[s] += moved;
+      pre->out_intra[s] -= moved;
+      at += left;
+    }
+  }
 }
 
 namespace {
@@ -333,6 +524,8 @@ void Dispatcher::Summarize(const LayerPlan& layer, const LoadMatrix& load, Dispa
   // the expert, where a holder first keeps its own tokens under the load-aware rule).
   SortPools();
   SplitAll(layer, even);
+  spills_.clear();
+  spill_begin_.clear();
   for (size_t p = 0; p < pools_.size(); ++p) {
     const Pool& pool = pools_[p];
     LoadSplit(p);
@@ -361,6 +554,7 @@ void Dispatcher::Summarize(const LayerPlan& layer, const LoadMatrix& load, Dispa
       out->out_intra[s] = near - kept_[s];
     }
   }
+  if (!even && spill_on_) Spill(layer, load, out);
 }
 
 LayerDispatch Dispatcher::Compute(const LayerPlan& layer, const LoadMatrix& load,

@@ -10,8 +10,15 @@
 //                           node's holders, least loaded first; the nodes without a holder pool
 //                           their tokens together, water-filled over all holders (one pool per
 //                           expert, as the greedy estimates it). Pools are processed largest first,
-//                           after every single-holder expert's tokens are placed. Each holder keeps
-//                           its own tokens up to its share before anything moves.
+//                           after every single-holder expert's tokens are placed, then re-levelled
+//                           against each other (up to 3 sweeps). Each holder keeps its own tokens
+//                           up to its share before anything moves. Then the spill: while the
+//                           busiest device holds a node pool's tokens received from other sources,
+//                           it passes some to a holder of that expert on another node, as many as
+//                           levels the two and as every link they cross (the node NICs both ways,
+//                           and the devices' NIC caps) carries without exceeding the slowest link
+//                           of the All-to-All before the spill: balance the All-to-All does not pay
+//                           for.
 // Each holder's share is then apportioned back to the pooled sources in ascending order
 // (north-west corner), so every token is dispatched exactly once and both the per-source totals and
 // the per-holder totals are exact integers.
@@ -67,6 +74,8 @@ class Dispatcher {
                  DispatchSummary* out, const LoadAggregate* aggregate = nullptr);
   // Full per-flow dispatch (workers). Consistent with Summarize on the same input.
   LayerDispatch Compute(const LayerPlan& layer, const LoadMatrix& load, DispatchRule rule);
+  // The load-aware rule's spill (on by default); off only for tests and ablations.
+  void set_spill(bool on) { spill_on_ = on; }
 
  private:
   // The pool of the nodes that hold no copy of the expert (they water-fill over all holders).
@@ -84,8 +93,14 @@ class Dispatcher {
   // Splits every pool (in pools_ order) and keeps the results in pool_cands_ / pool_shares_;
   // the load-aware rule then re-levels each pool against all the others (kRelevelSweeps).
   void SplitAll(const LayerPlan& layer, bool even);
-  // Pool i's stored split back into candidates_ / shares_.
-  void LoadSplit(size_t i);
+  // Pool i's stored split back into candidates_ / shares_: its own node's holders, then the
+  // holders on other nodes its spill goes to (ascending). Returns the number of the former.
+  size_t LoadSplit(size_t i);
+  // Load-aware only, after SplitAll: moves tokens off the busiest device to holders of the same
+  // expert on other nodes wherever every link they cross has room under the All-to-All's
+  // slowest link (`pre`, the summary without spill, is corrected in place). See the class
+  // comment.
+  void Spill(const LayerPlan& layer, const LoadMatrix& load, DispatchSummary* pre);
   // Runs the algorithm; calls sink.Local(s, e, k) for tokens that stay on s, sink.Send(s, e, dst,
   // k) for a single holder's tokens, and sink.Pool(node, e, sources, candidates, shares,
   // include_holders) for each pooled split.
@@ -93,6 +108,7 @@ class Dispatcher {
   void Run(const LayerPlan& layer, const LoadMatrix& load, DispatchRule rule, Sink& sink);
 
   const Cluster& cluster_;
+  bool spill_on_ = true;
   std::vector<int64_t> load_;  // running device loads
   std::vector<int> stamp_;     // stamp_[d] == e + 1 <=> d holds the current expert
   std::vector<Pool> pools_;
@@ -102,6 +118,16 @@ class Dispatcher {
   std::vector<size_t> pool_begin_;    // pool i's split: [pool_begin_[i], pool_begin_[i + 1])
   std::vector<DeviceId> pool_cands_;  // of pool_cands_ / pool_shares_
   std::vector<int64_t> pool_shares_;
+  struct SpillEntry {
+    int pool;
+    DeviceId to;
+    int64_t tokens;
+  };
+  std::vector<SpillEntry> spills_;   // sorted by (pool, to) once Spill returns
+  std::vector<size_t> spill_begin_;  // pool i's spills: [spill_begin_[i], spill_begin_[i + 1])
+  std::vector<std::pair<DeviceId, int>> holder_of_;  // Spill: (device, index into pool_cands_)
+  std::vector<int> pool_at_;                         // Spill: pool of each pool_cands_ entry
+  DispatchSummary scratch_;  // Compute's summary (the load-aware rule runs Summarize)
   std::vector<int> order_;
   std::vector<DeviceId> sources_;
   std::vector<char> node_flag_;

@@ -1,5 +1,6 @@
 #include "placement/dispatch.h"
 
+#include <algorithm>
 #include <numeric>
 
 #include <gmock/gmock.h>
@@ -147,10 +148,104 @@ TEST(DispatchTest, LoadAwareRelevelsEarlierPoolsAgainstLaterOnes) {
               ElementsAre(6, 20, 16));
 }
 
+TEST(DispatchTest, LoadAwareSpillsToAnotherNodeWhereTheLinksHaveRoom) {
+  Cluster c = TwoByTwo();
+  // Expert 0 is held by 0 (node 0) and 2 (node 1); device 1 sends it 30 tokens. Expert 1 lives
+  // on device 1 only; device 2 sends it 20 (node 1 -> node 0: the All-to-All's slowest link, 20
+  // tokens each way at most). Node-local, device 0 computes all 30. The spill passes 15 of them
+  // to device 2 (levelling 30 and 0), which the idle directions (node 0 out, node 1 in) carry
+  // without exceeding 20.
+  LayerPlan layer = Layer({0, 1}, {{0, 2}, {1}});
+  LoadMatrix load(4, 2);
+  load.at(1, 0) = 30;
+  load.at(2, 1) = 20;
+  Dispatcher local(c);
+  local.set_spill(false);
+  EXPECT_THAT(local.Compute(layer, load, DispatchRule::kLoadAware).device_tokens,
+              ElementsAre(30, 20, 0, 0));
+  Dispatcher dispatcher(c);
+  LayerDispatch d = dispatcher.Compute(layer, load, DispatchRule::kLoadAware);
+  EXPECT_THAT(d.device_tokens, ElementsAre(15, 20, 15, 0));
+  EXPECT_THAT(d.by_expert[0], ElementsAre(Flow{1, 0, 15}, Flow{1, 2, 15}));
+  DispatchSummary s;
+  dispatcher.Summarize(layer, load, DispatchRule::kLoadAware, &s);
+  EXPECT_EQ(s.device_tokens, d.device_tokens);
+  EXPECT_THAT(s.out_inter, ElementsAre(0, 15, 20, 0));
+  EXPECT_THAT(s.in_inter, ElementsAre(0, 20, 15, 0));
+  // When expert 1 lives on node 1 instead and device 1 sends it the 20, node 0's outgoing NIC is
+  // the slowest link itself: no room, nothing spills.
+  LayerPlan busy = Layer({0, 3}, {{0, 2}, {3}});
+  LoadMatrix out(4, 2);
+  out.at(1, 0) = 30;
+  out.at(1, 1) = 20;
+  EXPECT_THAT(dispatcher.Compute(busy, out, DispatchRule::kLoadAware).device_tokens,
+              ElementsAre(30, 0, 0, 20));
+}
+
+// Property: the spill never makes the All-to-All's slowest link slower (the cost model's links)
+// nor the busiest device busier, on random plans and loads, with and without device NIC caps.
+TEST(DispatchTest, SpillNeverSlowsTheAllToAll) {
+  Rng rng(11);
+  int improved = 0;
+  for (int trial = 0; trial < 300; ++trial) {
+    const int nodes = 2 + static_cast<int>(rng.Below(3));
+    ClusterSpec spec;
+    for (int n = 0; n < nodes; ++n) {
+      spec.nodes.push_back({"n", 1 + static_cast<int>(rng.Below(4)), 1 << 30, 1e12});
+    }
+    spec.intra_node_bandwidth_bytes_per_second = 1e11;
+    spec.inter_node_bandwidth_bytes_per_second = 1e10;
+    if (trial % 2 == 1) spec.device_nic_bandwidth_bytes_per_second = 4e9;
+    Cluster c = *Cluster::Create(spec);
+    const int devices = c.num_devices();
+    const int experts = 1 + static_cast<int>(rng.Below(9));
+    LayerPlan layer;
+    for (ExpertId e = 0; e < experts; ++e) {
+      const DeviceId o = static_cast<DeviceId>(rng.Below(devices));
+      layer.owner.push_back(o);
+      std::vector<DeviceId> r;
+      for (DeviceId d = 0; d < devices; ++d) {
+        if (d == o || rng.Below(3) == 0) r.push_back(d);
+      }
+      layer.replicas.push_back(r);
+    }
+    LoadMatrix load(devices, experts);
+    for (DeviceId d = 0; d < devices; ++d) {
+      for (ExpertId e = 0; e < experts; ++e) load.at(d, e) = static_cast<int64_t>(rng.Below(1000));
+    }
+    auto slowest = [&](const DispatchSummary& s) {
+      double worst = 0;
+      std::vector<double> in(c.num_nodes(), 0), out(c.num_nodes(), 0);
+      for (DeviceId d = 0; d < devices; ++d) {
+        worst = std::max(worst, std::max(s.in_intra[d], s.out_intra[d]) / c.intra_bw());
+        worst = std::max(worst, std::max(s.in_inter[d], s.out_inter[d]) / c.device_nic_bw());
+        in[c.node_of(d)] += s.in_inter[d];
+        out[c.node_of(d)] += s.out_inter[d];
+      }
+      for (NodeId n = 0; n < c.num_nodes(); ++n) {
+        worst = std::max(worst, std::max(in[n], out[n]) / c.inter_bw());
+      }
+      return worst;
+    };
+    Dispatcher with(c), without(c);
+    without.set_spill(false);
+    DispatchSummary a, b;
+    with.Summarize(layer, load, DispatchRule::kLoadAware, &a);
+    without.Summarize(layer, load, DispatchRule::kLoadAware, &b);
+    ASSERT_LE(slowest(a), slowest(b) * (1 + 1e-12)) << "trial " << trial;
+    const int64_t max_a = *std::max_element(a.device_tokens.begin(), a.device_tokens.end());
+    const int64_t max_b = *std::max_element(b.device_tokens.begin(), b.device_tokens.end());
+    ASSERT_LE(max_a, max_b) << "trial " << trial;
+    if (max_a < max_b) ++improved;
+  }
+  EXPECT_GT(improved, 0);
+}
+
 // Property: over random plans and loads, every token is dispatched exactly once, only to holders,
 // local tokens stay local, and the fast summary equals the full dispatch.
 TEST(DispatchTest, ConservesTokensOnRandomInputs) {
   Rng rng(7);
+  int spilled_flows = 0;
   for (int trial = 0; trial < 300; ++trial) {
     const int nodes = 1 + static_cast<int>(rng.Below(4));
     ClusterSpec spec;
@@ -195,9 +290,10 @@ TEST(DispatchTest, ConservesTokensOnRandomInputs) {
           }
           bool node_holds = false;
           for (DeviceId h : layer.replicas[e]) node_holds = node_holds || c.same_node(h, f.src);
-          if (node_holds) {
+          if (node_holds && rule == DispatchRule::kEven) {
             ASSERT_TRUE(c.same_node(f.src, f.dst)) << "left a node holding e";
           }
+          if (node_holds && !c.same_node(f.src, f.dst)) ++spilled_flows;
           sent[f.src] += f.tokens;
           device_total[f.dst] += f.tokens;
         }
@@ -226,6 +322,8 @@ TEST(DispatchTest, ConservesTokensOnRandomInputs) {
       ASSERT_EQ(again.in_inter, summary.in_inter);
     }
   }
+  // The load-aware spill (tokens of a node holding the expert sent to another node) was exercised.
+  EXPECT_GT(spilled_flows, 0);
 }
 
 }  // namespace
