@@ -296,16 +296,30 @@ void Dispatcher::Spill(const LayerPlan& layer, const LoadMatrix& load, DispatchS
       source_room[n] = std::min(source_room[n], room(dev_bw, pre->out_inter[d]));
     }
   }
-  // Which node pools each device is a holder in: (device, index into pool_cands_), sorted.
-  holder_of_.clear();
+  bool out_any = false, in_any = false;
+  for (NodeId n = 0; n < nodes; ++n) {
+    out_any = out_any || out_room[n] > 0;
+    in_any = in_any || in_room[n] > 0;
+  }
+  if (!out_any || !in_any) return;
+  // Which node pools each device is a holder in (indices into pool_cands_, grouped by device).
+  holder_begin_.assign(devices + 1, 0);
   pool_at_.resize(pool_cands_.size());
   for (size_t p = 0; p < pools_.size(); ++p) {
     for (size_t k = pool_begin_[p]; k < pool_begin_[p + 1]; ++k) {
       pool_at_[k] = static_cast<int>(p);
-      if (pools_[p].node != kRemote) holder_of_.push_back({pool_cands_[k], static_cast<int>(k)});
+      if (pools_[p].node != kRemote) ++holder_begin_[pool_cands_[k] + 1];
     }
   }
-  std::sort(holder_of_.begin(), holder_of_.end());
+  for (DeviceId d = 0; d < devices; ++d) holder_begin_[d + 1] += holder_begin_[d];
+  holder_k_.resize(holder_begin_[devices]);
+  fill_.assign(holder_begin_.begin(), holder_begin_.end() - 1);
+  for (size_t p = 0; p < pools_.size(); ++p) {
+    if (pools_[p].node == kRemote) continue;
+    for (size_t k = pool_begin_[p]; k < pool_begin_[p + 1]; ++k) {
+      holder_k_[fill_[pool_cands_[k]]++] = static_cast<int>(k);
+    }
+  }
   std::vector<int64_t>& tokens = pre->device_tokens;
   for (int step = 0; step < 2 * devices; ++step) {
     const DeviceId x =
@@ -313,9 +327,8 @@ void Dispatcher::Spill(const LayerPlan& layer, const LoadMatrix& load, DispatchS
     int best_k = -1;
     DeviceId best_y = -1;
     int64_t best_t = 0;
-    auto it = std::lower_bound(holder_of_.begin(), holder_of_.end(), std::make_pair(x, -1));
-    for (; it != holder_of_.end() && it->first == x; ++it) {
-      const int k = it->second;
+    for (int h = holder_begin_[x]; h < holder_begin_[x + 1]; ++h) {
+      const int k = holder_k_[h];
       const Pool& pool = pools_[pool_at_[k]];
       // Only what x received from other sources: its own tokens stay with it, so no link inside
       // the node carries more than before.

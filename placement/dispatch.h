@@ -125,8 +125,9 @@ class Dispatcher {
   };
   std::vector<SpillEntry> spills_;   // sorted by (pool, to) once Spill returns
   std::vector<size_t> spill_begin_;  // pool i's spills: [spill_begin_[i], spill_begin_[i + 1])
-  std::vector<std::pair<DeviceId, int>> holder_of_;  // Spill: (device, index into pool_cands_)
-  std::vector<int> pool_at_;                         // Spill: pool of each pool_cands_ entry
+  // Spill scratch: the node-pool entries (indices into pool_cands_) of each device, grouped by
+  // device ([holder_begin_[d], holder_begin_[d + 1]) of holder_k_); the pool of each entry.
+  std::vector<int> holder_begin_, holder_k_, fill_, pool_at_;
   DispatchSummary scratch_;  // Compute's summary (the load-aware rule runs Summarize)
   std::vector<int> order_;
   std::vector<DeviceId> sources_;
