@@ -64,51 +64,23 @@ template <typename Sink>
 void Dispatcher::Run(const LayerPlan& layer, const LoadMatrix& load, DispatchRule rule,
                      Sink& sink) {
   const int devices = cluster_.num_devices();
-  const int nodes = cluster_.num_nodes();
   const int experts = layer.num_experts();
   const bool even = rule == DispatchRule::kEven;
   if (!even) {
     // The load-aware rule's pools, splits and spill are Summarize's (one code path, so the two
-    // agree); then every token is emitted.
+    // agree); below, every token is emitted.
     const LoadAggregate agg = LoadAggregate::Of(load, cluster_);
     Summarize(layer, load, rule, &scratch_, &agg);
-    for (ExpertId e = 0; e < experts; ++e) {
-      if (layer.replicas[e].size() != 1) continue;
-      const DeviceId h = layer.replicas[e][0];
-      for (DeviceId s = 0; s < devices; ++s) {
-        const int64_t k = load.at(s, e);
-        if (k == 0) continue;
-        if (s == h) {
-          sink.Local(s, e, k);
-        } else {
-          sink.Send(s, e, h, k);
-        }
-      }
-    }
-    for (size_t p = 0; p < pools_.size(); ++p) {
-      const Pool& pool = pools_[p];
-      LoadSplit(p);
-      sources_.clear();
-      if (pool.node != kRemote) {
-        sources_ = cluster_.devices_of(pool.node);
-      } else {
-        node_flag_.assign(nodes, 0);
-        for (DeviceId h : layer.replicas[pool.expert]) node_flag_[cluster_.node_of(h)] = 1;
-        for (DeviceId s = 0; s < devices; ++s) {
-          if (!node_flag_[cluster_.node_of(s)]) sources_.push_back(s);
-        }
-      }
-      sink.Pool(pool.node, pool.expert, sources_, candidates_, shares_, /*include_holders=*/true);
-    }
-    return;
+  } else {
+    load_.assign(devices, 0);
+    pools_.clear();
+    spills_.clear();
+    spill_begin_.clear();
+    std::fill(stamp_.begin(), stamp_.end(), -1);
   }
-  load_.assign(devices, 0);
-  pools_.clear();
-  spills_.clear();
-  spill_begin_.clear();
-  std::fill(stamp_.begin(), stamp_.end(), -1);
 
-  // Pass 1: single-holder experts, and (even rule) tokens that stay on a holding source.
+  // Pass 1: single-holder experts; under the even rule also the tokens that stay on a holding
+  // source, and the pools.
   for (ExpertId e = 0; e < experts; ++e) {
     const std::vector<DeviceId>& holders = layer.replicas[e];
     if (holders.size() == 1) {
@@ -116,7 +88,7 @@ void Dispatcher::Run(const LayerPlan& layer, const LoadMatrix& load, DispatchRul
       for (DeviceId s = 0; s < devices; ++s) {
         const int64_t k = load.at(s, e);
         if (k == 0) continue;
-        load_[h] += k;
+        if (even) load_[h] += k;
         if (s == h) {
           sink.Local(s, e, k);
         } else {
@@ -125,12 +97,13 @@ void Dispatcher::Run(const LayerPlan& layer, const LoadMatrix& load, DispatchRul
       }
       continue;
     }
+    if (!even) continue;
     for (DeviceId h : holders) stamp_[h] = e;
     std::fill(pool_tokens_.begin(), pool_tokens_.end(), 0);
     for (DeviceId s = 0; s < devices; ++s) {
       const int64_t k = load.at(s, e);
       if (k == 0) continue;
-      if (even && stamp_[s] == e) {
+      if (stamp_[s] == e) {
         load_[s] += k;
         sink.Local(s, e, k);
       } else {
@@ -141,8 +114,16 @@ void Dispatcher::Run(const LayerPlan& layer, const LoadMatrix& load, DispatchRul
   }
 
   // Pass 2: pooled tokens, the largest pools first so they see the fullest picture of the loads.
-  SortPools();
-  SplitAll(layer, even);
+  if (even) {
+    SortPools();
+    SplitAll(layer, /*even=*/true);
+  }
+  EmitPools(layer, /*include_holders=*/!even, sink);
+}
+
+template <typename Sink>
+void Dispatcher::EmitPools(const LayerPlan& layer, bool include_holders, Sink& sink) {
+  const int devices = cluster_.num_devices();
   for (size_t p = 0; p < pools_.size(); ++p) {
     const Pool& pool = pools_[p];
     LoadSplit(p);
@@ -150,13 +131,13 @@ void Dispatcher::Run(const LayerPlan& layer, const LoadMatrix& load, DispatchRul
     if (pool.node != kRemote) {
       sources_ = cluster_.devices_of(pool.node);
     } else {
-      node_flag_.assign(nodes, 0);
+      node_flag_.assign(cluster_.num_nodes(), 0);
       for (DeviceId h : layer.replicas[pool.expert]) node_flag_[cluster_.node_of(h)] = 1;
       for (DeviceId s = 0; s < devices; ++s) {
         if (!node_flag_[cluster_.node_of(s)]) sources_.push_back(s);
       }
     }
-    sink.Pool(pool.node, pool.expert, sources_, candidates_, shares_, /*include_holders=*/!even);
+    sink.Pool(pool.node, pool.expert, sources_, candidates_, shares_, include_holders);
   }
 }
 

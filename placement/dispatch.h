@@ -106,6 +106,9 @@ class Dispatcher {
   // include_holders) for each pooled split.
   template <typename Sink>
   void Run(const LayerPlan& layer, const LoadMatrix& load, DispatchRule rule, Sink& sink);
+  // Pass 2 of Run: every pool's split (LoadSplit) to sink.Pool with the pool's sources.
+  template <typename Sink>
+  void EmitPools(const LayerPlan& layer, bool include_holders, Sink& sink);
 
   const Cluster& cluster_;
   bool spill_on_ = true;

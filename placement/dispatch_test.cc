@@ -148,6 +148,45 @@ TEST(DispatchTest, LoadAwareRelevelsEarlierPoolsAgainstLaterOnes) {
               ElementsAre(6, 20, 16));
 }
 
+// A random layer on a random cluster of `min_nodes` to `min_nodes + spread - 1` nodes of 1-4
+// devices: each expert held by its owner and by a third of the other devices; counts 0-999 (a
+// quarter of them 0 when `zeros`).
+struct RandomCase {
+  Cluster cluster;
+  LayerPlan layer;
+  LoadMatrix load;
+};
+RandomCase MakeRandomCase(Rng& rng, int min_nodes, int spread, double device_nic_bw, bool zeros) {
+  const int nodes = min_nodes + static_cast<int>(rng.Below(spread));
+  ClusterSpec spec;
+  for (int n = 0; n < nodes; ++n) {
+    spec.nodes.push_back({"n", 1 + static_cast<int>(rng.Below(4)), 1 << 30, 1e12});
+  }
+  spec.intra_node_bandwidth_bytes_per_second = 1e11;
+  spec.inter_node_bandwidth_bytes_per_second = 1e10;
+  spec.device_nic_bandwidth_bytes_per_second = device_nic_bw;
+  Cluster c = *Cluster::Create(spec);
+  const int devices = c.num_devices();
+  const int experts = 1 + static_cast<int>(rng.Below(9));
+  LayerPlan layer;
+  for (ExpertId e = 0; e < experts; ++e) {
+    const DeviceId o = static_cast<DeviceId>(rng.Below(devices));
+    layer.owner.push_back(o);
+    std::vector<DeviceId> r;
+    for (DeviceId d = 0; d < devices; ++d) {
+      if (d == o || rng.Below(3) == 0) r.push_back(d);
+    }
+    layer.replicas.push_back(r);
+  }
+  LoadMatrix load(devices, experts);
+  for (DeviceId d = 0; d < devices; ++d) {
+    for (ExpertId e = 0; e < experts; ++e) {
+      load.at(d, e) = zeros && rng.Below(4) == 0 ? 0 : static_cast<int64_t>(rng.Below(1000));
+    }
+  }
+  return RandomCase{std::move(c), std::move(layer), std::move(load)};
+}
+
 TEST(DispatchTest, LoadAwareSpillsToAnotherNodeWhereTheLinksHaveRoom) {
   Cluster c = TwoByTwo();
   // Expert 0 is held by 0 (node 0) and 2 (node 1); device 1 sends it 30 tokens. Expert 1 lives
@@ -188,31 +227,11 @@ TEST(DispatchTest, SpillNeverSlowsTheAllToAll) {
   Rng rng(11);
   int improved = 0;
   for (int trial = 0; trial < 300; ++trial) {
-    const int nodes = 2 + static_cast<int>(rng.Below(3));
-    ClusterSpec spec;
-    for (int n = 0; n < nodes; ++n) {
-      spec.nodes.push_back({"n", 1 + static_cast<int>(rng.Below(4)), 1 << 30, 1e12});
-    }
-    spec.intra_node_bandwidth_bytes_per_second = 1e11;
-    spec.inter_node_bandwidth_bytes_per_second = 1e10;
-    if (trial % 2 == 1) spec.device_nic_bandwidth_bytes_per_second = 4e9;
-    Cluster c = *Cluster::Create(spec);
+    const RandomCase rc = MakeRandomCase(rng, 2, 3, trial % 2 == 1 ? 4e9 : 0, /*zeros=*/false);
+    const Cluster& c = rc.cluster;
+    const LayerPlan& layer = rc.layer;
+    const LoadMatrix& load = rc.load;
     const int devices = c.num_devices();
-    const int experts = 1 + static_cast<int>(rng.Below(9));
-    LayerPlan layer;
-    for (ExpertId e = 0; e < experts; ++e) {
-      const DeviceId o = static_cast<DeviceId>(rng.Below(devices));
-      layer.owner.push_back(o);
-      std::vector<DeviceId> r;
-      for (DeviceId d = 0; d < devices; ++d) {
-        if (d == o || rng.Below(3) == 0) r.push_back(d);
-      }
-      layer.replicas.push_back(r);
-    }
-    LoadMatrix load(devices, experts);
-    for (DeviceId d = 0; d < devices; ++d) {
-      for (ExpertId e = 0; e < experts; ++e) load.at(d, e) = static_cast<int64_t>(rng.Below(1000));
-    }
     auto slowest = [&](const DispatchSummary& s) {
       double worst = 0;
       std::vector<double> in(c.num_nodes(), 0), out(c.num_nodes(), 0);
@@ -247,32 +266,12 @@ TEST(DispatchTest, ConservesTokensOnRandomInputs) {
   Rng rng(7);
   int spilled_flows = 0;
   for (int trial = 0; trial < 300; ++trial) {
-    const int nodes = 1 + static_cast<int>(rng.Below(4));
-    ClusterSpec spec;
-    for (int n = 0; n < nodes; ++n) {
-      spec.nodes.push_back({"n", 1 + static_cast<int>(rng.Below(4)), 1 << 30, 1e12});
-    }
-    spec.intra_node_bandwidth_bytes_per_second = 1e11;
-    spec.inter_node_bandwidth_bytes_per_second = 1e10;
-    Cluster c = *Cluster::Create(spec);
+    const RandomCase rc = MakeRandomCase(rng, 1, 4, 0, /*zeros=*/true);
+    const Cluster& c = rc.cluster;
+    const LayerPlan& layer = rc.layer;
+    const LoadMatrix& load = rc.load;
     const int devices = c.num_devices();
-    const int experts = 1 + static_cast<int>(rng.Below(9));
-    LayerPlan layer;
-    for (ExpertId e = 0; e < experts; ++e) {
-      const DeviceId o = static_cast<DeviceId>(rng.Below(devices));
-      layer.owner.push_back(o);
-      std::vector<DeviceId> r;
-      for (DeviceId d = 0; d < devices; ++d) {
-        if (d == o || rng.Below(3) == 0) r.push_back(d);
-      }
-      layer.replicas.push_back(r);
-    }
-    LoadMatrix load(devices, experts);
-    for (DeviceId d = 0; d < devices; ++d) {
-      for (ExpertId e = 0; e < experts; ++e) {
-        load.at(d, e) = rng.Below(4) == 0 ? 0 : static_cast<int64_t>(rng.Below(1000));
-      }
-    }
+    const int experts = layer.num_experts();
     for (DispatchRule rule : {DispatchRule::kEven, DispatchRule::kLoadAware}) {
       Dispatcher dispatcher(c);
       LayerDispatch full = dispatcher.Compute(layer, load, rule);
