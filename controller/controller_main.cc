@@ -44,11 +44,14 @@ ABSL_FLAG(double, replan_threshold, 0.02,
           "hecate, warm start: keep the plan and prediction of a settled layer whose expert "
           "shares moved less than this (L1, 0 <= x < 2) since it was planned; 0 re-plans every "
           "layer every iteration");
-ABSL_FLAG(int, repair_moves, 2,
+ABSL_FLAG(int, repair_moves, 4,
           "hecate: moves of the exact repair per planned layer and plan (judged by the real "
           "dispatch; docs/placement.md); 0 turns it off");
-ABSL_FLAG(int, repair_candidates, 8,
+ABSL_FLAG(int, repair_candidates, 16,
           "hecate: receivers the exact repair tries per expert of the busiest device (>= 1)");
+ABSL_FLAG(int64_t, repair_device_budget, int64_t{4} * 16 * 256,
+          "hecate: where moves x candidates x devices exceeds this, both are scaled down by the "
+          "same factor (4 x 16 up to 256 devices, 2 x 8 at 1,024, 1 x 4 at 4,096); 0 = no cap");
 ABSL_FLAG(int, report_deadline_ms, 5000,
           "Finalize an iteration this long after its first report even if ranks are missing");
 ABSL_FLAG(int, stale_after_s, 10, "A rank silent this long is stale");
@@ -79,11 +82,13 @@ int main(int argc, char** argv) {
       absl::GetFlag(FLAGS_max_message_bytes) < 1024 || absl::GetFlag(FLAGS_revise_period) < 1 ||
       !(absl::GetFlag(FLAGS_revise_gain) >= 0 && absl::GetFlag(FLAGS_revise_gain) < 1) ||
       !(absl::GetFlag(FLAGS_replan_threshold) >= 0 && absl::GetFlag(FLAGS_replan_threshold) < 2) ||
-      absl::GetFlag(FLAGS_repair_moves) < 0 || absl::GetFlag(FLAGS_repair_candidates) < 1) {
+      absl::GetFlag(FLAGS_repair_moves) < 0 || absl::GetFlag(FLAGS_repair_candidates) < 1 ||
+      absl::GetFlag(FLAGS_repair_device_budget) < 0) {
     std::fprintf(stderr,
                  "hecate-controller: need --window >= 1, --lead >= 2, "
                  "--max_message_bytes >= 1024, --revise_period >= 1, 0 <= --revise_gain < 1, "
-                 "0 <= --replan_threshold < 2, --repair_moves >= 0, --repair_candidates >= 1\n");
+                 "0 <= --replan_threshold < 2, --repair_moves >= 0, --repair_candidates >= 1, "
+                 "--repair_device_budget >= 0\n");
     return 2;
   }
   hecate::controller::ServerConfig config;
@@ -104,6 +109,7 @@ int main(int argc, char** argv) {
   core.planner.replan_threshold = absl::GetFlag(FLAGS_replan_threshold);
   core.planner.repair_moves = absl::GetFlag(FLAGS_repair_moves);
   core.planner.repair_candidates = absl::GetFlag(FLAGS_repair_candidates);
+  core.planner.repair_device_budget = absl::GetFlag(FLAGS_repair_device_budget);
   core.report_deadline = absl::Milliseconds(absl::GetFlag(FLAGS_report_deadline_ms));
   core.stale_after = absl::Seconds(absl::GetFlag(FLAGS_stale_after_s));
   core.lost_after = absl::Seconds(absl::GetFlag(FLAGS_lost_after_s));

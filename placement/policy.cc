@@ -384,11 +384,11 @@ class HecatePolicy : public Policy {
     std::vector<LayerPlan> layers;
     Dispatcher dispatcher(*r.cluster);
     // The exact repair on what the greedy planned (RepairLayer).
+    const auto [repair_moves, repair_candidates] = RepairEffort(r.config, r.cluster->num_devices());
     auto repair = [&](LayerId l, LayerPlan* layer) {
-      if (r.config.repair_moves <= 0) return;
-      const int moves =
-          RepairLayer(cost, l, (*r.load)[l], aggregates[l], r.config.dispatch_rule,
-                      budget.max_copies, r.config.repair_moves, r.config.repair_candidates, layer);
+      if (repair_moves <= 0) return;
+      const int moves = RepairLayer(cost, l, (*r.load)[l], aggregates[l], r.config.dispatch_rule,
+                                    budget.max_copies, repair_moves, repair_candidates, layer);
       if (repaired != nullptr) (*repaired)[l] = moves;
     };
     for (LayerId l = 0; l < r.model->num_layers(); ++l) {
@@ -755,6 +755,20 @@ class EplbPolicy : public Policy {
 
 std::vector<std::string> PolicyNames() {
   return {"hecate", "hecate-paper", "hecate-rm", "ep", "fastermoe", "flexmoe", "smartmoe", "eplb"};
+}
+
+std::pair<int, int> RepairEffort(const PlannerConfig& config, int devices) {
+  int moves = config.repair_moves, candidates = config.repair_candidates;
+  if (moves <= 0) return {0, candidates};
+  const double want = static_cast<double>(moves) * candidates * std::max(devices, 1);
+  if (config.repair_device_budget > 0 && want > static_cast<double>(config.repair_device_budget)) {
+    const double scale = std::sqrt(static_cast<double>(config.repair_device_budget) / want);
+    // The small epsilon keeps exact quarters (4 x 16 at 1,024 devices -> 2 x 8) from rounding
+    // down to the next integer.
+    moves = std::max(1, static_cast<int>(std::floor(moves * scale + 1e-9)));
+    candidates = std::max(1, static_cast<int>(std::floor(candidates * scale + 1e-9)));
+  }
+  return {moves, candidates};
 }
 
 absl::StatusOr<std::unique_ptr<Policy>> MakePolicy(std::string_view name) {

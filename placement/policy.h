@@ -22,6 +22,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -57,9 +58,12 @@ struct PlannerConfig {
   // `hecate`: the exact repair after the greedy (RepairLayer, docs/placement.md): at most
   // `repair_moves` moves per planned layer and plan, each trying `repair_candidates` receivers per
   // expert of the busiest device. The warm start keeps what earlier plans repaired, so one move a
-  // plan converges over a few iterations. 0 moves: off.
-  int repair_moves = 2;
-  int repair_candidates = 8;
+  // plan converges over a few iterations. 0 moves: off. Each evaluation costs O(devices), so on a
+  // cluster where moves x candidates x devices exceeds `repair_device_budget` both are scaled down
+  // by the same factor (RepairEffort; 0: no cap).
+  int repair_moves = 4;
+  int repair_candidates = 16;
+  int64_t repair_device_budget = int64_t{4} * 16 * 256;
   // Attention forward time per block, seconds; < 0: the model spec's.
   double attention_forward_seconds = -1;
   // Whether `hecate` may re-gather layers to fit more copies.
@@ -103,6 +107,12 @@ absl::Status CheckRequest(const PlanRequest& request);
 
 // NOT_FOUND (listing the known names) for an unknown policy.
 absl::StatusOr<std::unique_ptr<Policy>> MakePolicy(std::string_view name);
+
+// The exact repair's (moves, candidates) on a cluster of `devices`: the configured ones while
+// moves x candidates x devices <= repair_device_budget; beyond it both scaled by
+// sqrt(budget / (moves x candidates x devices)), rounded down, at least 1 each (moves 0 stays 0).
+// With the defaults: 4 x 16 up to 256 devices, 2 x 8 at 1,024, 1 x 4 at 4,096.
+std::pair<int, int> RepairEffort(const PlannerConfig& config, int devices);
 std::vector<std::string> PolicyNames();
 
 // Extra copies each device may hold per layer under `owners` ([device]), given its memory budget:

@@ -501,5 +501,19 @@ TEST(PolicyPropertyTest, HecateNeverWorseThanEpOnSkew) {
   }
 }
 
+TEST(RepairEffortTest, ScalesWithTheClusterPastTheBudget) {
+  PlannerConfig c;  // 4 moves x 16 candidates, budget 4 x 16 x 256
+  EXPECT_EQ(RepairEffort(c, 32), std::make_pair(4, 16));
+  EXPECT_EQ(RepairEffort(c, 256), std::make_pair(4, 16));
+  EXPECT_EQ(RepairEffort(c, 1024), std::make_pair(2, 8));
+  EXPECT_EQ(RepairEffort(c, 4096), std::make_pair(1, 4));
+  EXPECT_EQ(RepairEffort(c, 1 << 20), std::make_pair(1, 1));  // never below one each
+  c.repair_device_budget = 0;                                 // no cap
+  EXPECT_EQ(RepairEffort(c, 4096), std::make_pair(4, 16));
+  c.repair_moves = 0;  // off stays off
+  c.repair_device_budget = 1;
+  EXPECT_EQ(RepairEffort(c, 4096).first, 0);
+}
+
 }  // namespace
 }  // namespace hecate::placement
