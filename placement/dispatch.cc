@@ -218,26 +218,22 @@ void Dispatcher::SplitAll(const LayerPlan& layer, bool even) {
   }
 }
 
-size_t Dispatcher::LoadSplit(size_t i) {
+void Dispatcher::LoadSplit(size_t i) {
   candidates_.assign(pool_cands_.begin() + pool_begin_[i],
                      pool_cands_.begin() + pool_begin_[i + 1]);
   shares_.assign(pool_shares_.begin() + pool_begin_[i], pool_shares_.begin() + pool_begin_[i + 1]);
-  const size_t local = candidates_.size();
   if (i + 1 < spill_begin_.size()) {
     for (size_t k = spill_begin_[i]; k < spill_begin_[i + 1]; ++k) {
       candidates_.push_back(spills_[k].to);
       shares_.push_back(spills_[k].tokens);
     }
   }
-  return local;
 }
 
 void Dispatcher::Spill(const LayerPlan& layer, const LoadMatrix& load, DispatchSummary* pre) {
   const int devices = cluster_.num_devices();
   const int nodes = cluster_.num_nodes();
-  spills_.clear();
-  spill_begin_.clear();
-  if (nodes < 2) return;
+  if (nodes < 2) return;  // (Summarize cleared spills_ before pass 2)
   // The slowest link of the All-to-All as it stands, in tokens per byte/s (the cost model's
   // links: each device's intra- and cross-node traffic, each node's NIC).
   const double intra_bw = cluster_.intra_bw(), nic_bw = cluster_.inter_bw();

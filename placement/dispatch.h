@@ -94,8 +94,8 @@ class Dispatcher {
   // the load-aware rule then re-levels each pool against all the others (kRelevelSweeps).
   void SplitAll(const LayerPlan& layer, bool even);
   // Pool i's stored split back into candidates_ / shares_: its own node's holders, then the
-  // holders on other nodes its spill goes to (ascending). Returns the number of the former.
-  size_t LoadSplit(size_t i);
+  // holders on other nodes its spill goes to (ascending).
+  void LoadSplit(size_t i);
   // Load-aware only, after SplitAll: moves tokens off the busiest device to holders of the same
   // expert on other nodes wherever every link they cross has room under the All-to-All's
   // slowest link (`pre`, the summary without spill, is corrected in place). See the class
