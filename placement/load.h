@@ -125,7 +125,7 @@ struct WindowSnapshot {
   // against its expert totals, L1); the best k wins, ties to the longer, and the longest tested
   // (n - 2) stands for the whole window. A stationary load keeps the whole window (the paper's
   // w-iteration mean); a load whose hot set moves follows its newest iterations. O(window^2 x
-  // experts), on the cached totals.
+  // experts), on the cached totals (without them, e.g. a hand-built snapshot: the whole window).
   int Horizon(LayerId l) const;
 };
 
