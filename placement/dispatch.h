@@ -118,8 +118,10 @@ class Dispatcher {
   std::vector<int64_t> pool_tokens_;  // per node, scratch
   std::vector<DeviceId> candidates_;
   std::vector<int64_t> shares_;
-  std::vector<size_t> pool_begin_;    // pool i's split: [pool_begin_[i], pool_begin_[i + 1])
-  std::vector<DeviceId> pool_cands_;  // of pool_cands_ / pool_shares_
+  // SplitAll's result: pool i's candidates and shares are
+  // pool_cands_ / pool_shares_ [pool_begin_[i], pool_begin_[i + 1]).
+  std::vector<size_t> pool_begin_;
+  std::vector<DeviceId> pool_cands_;
   std::vector<int64_t> pool_shares_;
   struct SpillEntry {
     int pool;
