@@ -21,6 +21,7 @@
 #include <mutex>
 #include <sstream>
 #include <thread>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
@@ -52,6 +53,8 @@ ABSL_FLAG(int, watch_threads, 4, "Completion-queue threads receiving plans");
 ABSL_FLAG(std::string, policy, "hecate", "Controller policy");
 ABSL_FLAG(bool, keep_state, false,
           "Keep the controller's state directory and log (its path is printed) after a clean run");
+ABSL_FLAG(std::vector<std::string>, controller_flags, {},
+          "Extra flags for the controller, comma-separated (e.g. --balance_target=0)");
 ABSL_FLAG(std::string, controller_binary, "controller/hecate-controller",
           "Path of hecate-controller (relative paths resolve in runfiles or the cwd)");
 
@@ -297,10 +300,15 @@ int Main(int argc, char** argv) {
   char tmpl[] = "/tmp/hecate-bench-XXXXXX";
   const std::string state = mkdtemp(tmpl);
   proc::Subprocess controller;
-  if (!controller.Start({binary, "--listen=127.0.0.1:0", "--metrics-listen=",
-                         "--state-dir=" + state, "--policy=" + absl::GetFlag(FLAGS_policy),
-                         "--report-deadline-ms=2000", "--max-message-bytes=67108864"},
-                        {}, state + "/controller.log")) {
+  std::vector<std::string> command = {binary,
+                                      "--listen=127.0.0.1:0",
+                                      "--metrics-listen=",
+                                      "--state-dir=" + state,
+                                      "--policy=" + absl::GetFlag(FLAGS_policy),
+                                      "--report-deadline-ms=2000",
+                                      "--max-message-bytes=67108864"};
+  for (const std::string& f : absl::GetFlag(FLAGS_controller_flags)) command.push_back(f);
+  if (!controller.Start(command, {}, state + "/controller.log")) {
     std::fprintf(stderr, "cannot start %s\n", binary.c_str());
     return 1;
   }

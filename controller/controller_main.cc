@@ -52,6 +52,17 @@ ABSL_FLAG(int, repair_candidates, 16,
 ABSL_FLAG(int64_t, repair_device_budget, int64_t{4} * 16 * 256,
           "hecate: where moves x candidates x devices exceeds this, both are scaled down by the "
           "same factor (4 x 16 up to 256 devices, 2 x 8 at 1,024, 1 x 4 at 4,096); 0 = no cap");
+ABSL_FLAG(double, balance_target, 1.08,
+          "hecate: bound on a planned layer's predicted max/mean device tokens that the balance "
+          "pass works toward, trading predicted time (docs/placement.md); 0 = off (time alone), "
+          "else >= 1");
+ABSL_FLAG(double, balance_budget, 0.04,
+          "hecate: predicted time the balance pass may add to a layer, and a plan published for "
+          "balance may cost, as a share (0 <= x < 1)");
+ABSL_FLAG(int, balance_moves, 16, "hecate: moves of the balance pass per planned layer (>= 0)");
+ABSL_FLAG(int64_t, balance_cell_budget, int64_t{1} << 21,
+          "hecate: the balance pass evaluates a layer at most this / (devices x experts) times, "
+          "at least 8 (each evaluation is O(devices x experts)); 0 = no cap");
 ABSL_FLAG(int, report_deadline_ms, 5000,
           "Finalize an iteration this long after its first report even if ranks are missing");
 ABSL_FLAG(int, stale_after_s, 10, "A rank silent this long is stale");
@@ -83,12 +94,16 @@ int main(int argc, char** argv) {
       !(absl::GetFlag(FLAGS_revise_gain) >= 0 && absl::GetFlag(FLAGS_revise_gain) < 1) ||
       !(absl::GetFlag(FLAGS_replan_threshold) >= 0 && absl::GetFlag(FLAGS_replan_threshold) < 2) ||
       absl::GetFlag(FLAGS_repair_moves) < 0 || absl::GetFlag(FLAGS_repair_candidates) < 1 ||
-      absl::GetFlag(FLAGS_repair_device_budget) < 0) {
+      absl::GetFlag(FLAGS_repair_device_budget) < 0 ||
+      !(absl::GetFlag(FLAGS_balance_target) == 0 || absl::GetFlag(FLAGS_balance_target) >= 1) ||
+      !(absl::GetFlag(FLAGS_balance_budget) >= 0 && absl::GetFlag(FLAGS_balance_budget) < 1) ||
+      absl::GetFlag(FLAGS_balance_moves) < 0 || absl::GetFlag(FLAGS_balance_cell_budget) < 0) {
     std::fprintf(stderr,
                  "hecate-controller: need --window >= 1, --lead >= 2, "
                  "--max_message_bytes >= 1024, --revise_period >= 1, 0 <= --revise_gain < 1, "
                  "0 <= --replan_threshold < 2, --repair_moves >= 0, --repair_candidates >= 1, "
-                 "--repair_device_budget >= 0\n");
+                 "--repair_device_budget >= 0, --balance_target 0 or >= 1, "
+                 "0 <= --balance_budget < 1, --balance_moves >= 0, --balance_cell_budget >= 0\n");
     return 2;
   }
   hecate::controller::ServerConfig config;
@@ -110,6 +125,10 @@ int main(int argc, char** argv) {
   core.planner.repair_moves = absl::GetFlag(FLAGS_repair_moves);
   core.planner.repair_candidates = absl::GetFlag(FLAGS_repair_candidates);
   core.planner.repair_device_budget = absl::GetFlag(FLAGS_repair_device_budget);
+  core.planner.balance_target = absl::GetFlag(FLAGS_balance_target);
+  core.planner.balance_budget = absl::GetFlag(FLAGS_balance_budget);
+  core.planner.balance_moves = absl::GetFlag(FLAGS_balance_moves);
+  core.planner.balance_cell_budget = absl::GetFlag(FLAGS_balance_cell_budget);
   core.report_deadline = absl::Milliseconds(absl::GetFlag(FLAGS_report_deadline_ms));
   core.stale_after = absl::Seconds(absl::GetFlag(FLAGS_stale_after_s));
   core.lost_after = absl::Seconds(absl::GetFlag(FLAGS_lost_after_s));

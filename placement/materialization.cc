@@ -1230,6 +1230,190 @@ int RepairLayer(const CostModel& cost, LayerId l, const LoadMatrix& load,
   return made;
 }
 
+// Overloaded devices a balance move starts from: the busiest one of each node, at most this many
+// (busiest first).
+constexpr size_t kBalanceSources = 4;
+// Copies of a full receiver a balance move may swap out: its least useful ones.
+constexpr size_t kBalanceSwaps = 2;
+
+int BalanceLayer(const CostModel& cost, LayerId l, const LoadMatrix& load,
+                 const LoadAggregate& aggregate, DispatchRule rule,
+                 const std::vector<int>& max_copies, double target, double max_seconds, int moves,
+                 int candidates, int64_t max_evaluations, LayerPlan* layer) {
+  const Cluster& cluster = cost.cluster();
+  const int devices = cluster.num_devices();
+  const int experts = layer->num_experts();
+  Dispatcher dispatcher(cluster);
+  int64_t evaluations = 0;
+  auto evaluate = [&]() {
+    ++evaluations;
+    return cost.EvaluateLayer(l, *layer, load, rule, ReplicaSemantics::kEphemeral, &dispatcher,
+                              &aggregate);
+  };
+  auto spent = [&]() { return max_evaluations > 0 && evaluations >= max_evaluations; };
+  auto holds = [&](ExpertId e, DeviceId d) {
+    return std::binary_search(layer->replicas[e].begin(), layer->replicas[e].end(), d);
+  };
+  auto add = [&](ExpertId e, DeviceId d) { InsertSorted(&layer->replicas[e], d); };
+  auto drop = [&](ExpertId e, DeviceId d) { EraseSorted(&layer->replicas[e], d); };
+  auto slots = [&](DeviceId d) {
+    return d < static_cast<int>(max_copies.size()) ? max_copies[d] : 0;
+  };
+  // Tokens above target x mean, summed over devices, as a fraction of all tokens.
+  auto excess = [&](const LayerPrediction& p) {
+    if (p.mean_tokens <= 0) return 0.0;
+    const double bound = target * p.mean_tokens;
+    double sum = 0;
+    for (double t : p.device_tokens) sum += std::max(0.0, t - bound);
+    return sum / (p.mean_tokens * devices);
+  };
+  // A device's (at most kBalanceSwaps) copies with the fewest tokens per holder, other than
+  // `keep`: what a swap or an exchange gives up.
+  std::vector<std::pair<double, ExpertId>> useful;
+  auto least_useful = [&](DeviceId d, ExpertId keep) {
+    useful.clear();
+    for (ExpertId x = 0; x < experts; ++x) {
+      if (x == keep || layer->owner[x] == d || !holds(x, d)) continue;
+      useful.push_back({static_cast<double>(aggregate.expert_total[x]) /
+                            static_cast<double>(layer->replicas[x].size()),
+                        x});
+    }
+    const size_t k = std::min(useful.size(), kBalanceSwaps);
+    std::partial_sort(useful.begin(), useful.begin() + k, useful.end());
+    std::vector<ExpertId> out;
+    for (size_t i = 0; i < k; ++i) out.push_back(useful[i].second);
+    return out;
+  };
+  std::vector<int> extra = layer->ExtraCopies(devices);
+  std::vector<DeviceId> sources, order;
+  std::vector<std::pair<double, ExpertId>> heavy;
+  int made = 0;
+  for (; made < moves && !spent(); ++made) {
+    const LayerPrediction now = evaluate();
+    const double excess_now = excess(now);
+    if (excess_now <= 0) break;
+    // A move's score: moves that are not slower first, by excess removed; then excess removed
+    // per second added. Moves over max_seconds or removing nothing do not count.
+    struct Move {
+      ExpertId e = -1;
+      DeviceId d = -1;
+      ExpertId out = -1;   // the copy swapped out of d, or -1
+      DeviceId from = -1;  // exchange: e moves from `from` to d and `out` from d to `from`
+      bool free = false;
+      double score = 0;
+    } best;
+    auto consider = [&](ExpertId e, DeviceId d, ExpertId out, DeviceId from) {
+      if (spent()) return;
+      const LayerPrediction p = evaluate();
+      if (p.total_seconds > max_seconds) return;
+      const double gain = excess_now - excess(p);
+      if (gain <= 0) return;
+      const double added = p.total_seconds - now.total_seconds;
+      const bool free = added <= 0;
+      const double score = free ? gain : gain / added;
+      if (best.e < 0 || free > best.free || (free == best.free && score > best.score)) {
+        best = Move{e, d, out, from, free, score};
+      }
+    };
+    const double bound = target * now.mean_tokens;
+    sources.assign(cluster.num_nodes(), -1);
+    for (DeviceId d = 0; d < devices; ++d) {
+      if (now.device_tokens[d] <= bound) continue;
+      DeviceId& s = sources[cluster.node_of(d)];
+      if (s < 0 || now.device_tokens[d] > now.device_tokens[s]) s = d;
+    }
+    sources.erase(std::remove(sources.begin(), sources.end(), -1), sources.end());
+    auto busier = [&](DeviceId a, DeviceId b) {
+      return now.device_tokens[a] != now.device_tokens[b]
+                 ? now.device_tokens[a] > now.device_tokens[b]
+                 : a < b;
+    };
+    std::sort(sources.begin(), sources.end(), busier);
+    if (sources.size() > kBalanceSources) sources.resize(kBalanceSources);
+    for (const DeviceId src : sources) {
+      // Copies of its two experts with the most tokens per holder on its node's devices (into a
+      // free slot, or swapped for a copy there) or into a free slot anywhere; least loaded first.
+      heavy.clear();
+      for (ExpertId e = 0; e < experts; ++e) {
+        if (holds(e, src)) {
+          heavy.push_back({-static_cast<double>(aggregate.expert_total[e]) /
+                               static_cast<double>(layer->replicas[e].size()),
+                           e});
+        }
+      }
+      const size_t keep = std::min<size_t>(heavy.size(), kRepairExperts);
+      std::partial_sort(heavy.begin(), heavy.begin() + keep, heavy.end());
+      heavy.resize(keep);
+      for (const auto& [per_holder, e] : heavy) {
+        order.clear();
+        for (DeviceId d = 0; d < devices; ++d) {
+          if (!holds(e, d) && (cluster.same_node(d, src) || extra[d] < slots(d))) {
+            order.push_back(d);
+          }
+        }
+        const size_t k = std::min<size_t>(order.size(), static_cast<size_t>(candidates));
+        std::partial_sort(order.begin(), order.begin() + k, order.end(),
+                          [&](DeviceId a, DeviceId b) {
+                            const bool la = cluster.same_node(a, src);
+                            const bool lb = cluster.same_node(b, src);
+                            if (la != lb) return la;
+                            return now.device_tokens[a] != now.device_tokens[b]
+                                       ? now.device_tokens[a] < now.device_tokens[b]
+                                       : a < b;
+                          });
+        for (size_t i = 0; i < k; ++i) {
+          const DeviceId d = order[i];
+          if (extra[d] < slots(d)) {
+            add(e, d);
+            consider(e, d, -1, -1);
+            drop(e, d);
+            continue;
+          }
+          for (const ExpertId x : least_useful(d, e)) {
+            drop(x, d);
+            add(e, d);
+            consider(e, d, x, -1);
+            drop(e, d);
+            add(x, d);
+          }
+        }
+      }
+      // Exchanges: one of its copies for a copy another device of its node holds (the node keeps
+      // its copies, so its cross-node traffic barely changes).
+      for (const auto& [per_holder, x] : heavy) {
+        if (layer->owner[x] == src) continue;
+        for (DeviceId d : cluster.devices_of(cluster.node_of(src))) {
+          if (d == src || holds(x, d)) continue;
+          for (const ExpertId y : least_useful(d, x)) {
+            if (holds(y, src)) continue;
+            drop(x, src);
+            drop(y, d);
+            add(y, src);
+            add(x, d);
+            consider(x, d, y, src);
+            drop(y, src);
+            drop(x, d);
+            add(x, src);
+            add(y, d);
+          }
+        }
+      }
+    }
+    if (best.e < 0) break;
+    if (best.from >= 0) {
+      drop(best.e, best.from);
+      drop(best.out, best.d);
+      add(best.out, best.from);
+    } else if (best.out >= 0) {
+      drop(best.out, best.d);
+    } else {
+      ++extra[best.d];
+    }
+    add(best.e, best.d);
+  }
+  return made;
+}
+
 CalibrationResult Calibrate(const CostModel& cost, LayerId l, const LayerPlan& current,
                             const LoadMatrix& actual, const std::vector<int>& remaining_copies,
                             DispatchRule rule) {

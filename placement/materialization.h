@@ -86,6 +86,27 @@ int RepairLayer(const CostModel& cost, LayerId l, const LoadMatrix& load,
                 const LoadAggregate& aggregate, DispatchRule rule,
                 const std::vector<int>& max_copies, int moves, int candidates, LayerPlan* layer);
 
+// The balance pass run after the exact repair when a balance target is set (docs/placement.md
+// "Balance bound"). The repair and the greedy minimise predicted time, which on a cluster whose
+// node NICs bound the All-to-All leaves the hottest experts' holders above the mean: balancing them
+// needs copies that move tokens across NICs. Up to `moves` times, while some device's tokens exceed
+// target x mean (on `load`, with the real dispatch): from the busiest such device of each node (at
+// most 4, busiest first), try a copy of each of its two experts with the most tokens per holder on
+// the `candidates` first of the devices without one -- on its node (into a free slot or swapped for
+// a copy there, one of its two least useful: fewest tokens per holder), or with a free slot
+// anywhere; its node's first, then least loaded -- and exchanges of those two experts' copies with
+// the two least useful copies of each other device of its node. Take the move that removes the most
+// excess tokens (those above target x mean) among moves not slower than the layer now, else the
+// most per second added; never one whose layer time exceeds `max_seconds`. Stops when no device is
+// over, no move removes excess within `max_seconds`, or `max_evaluations` layer evaluations are
+// spent (> 0; the candidates are tried in the order above, so a small budget tries the busiest
+// device's own node first). Never exceeds `max_copies`, never two copies on one device, never
+// drops an owner. Returns the number of moves made.
+int BalanceLayer(const CostModel& cost, LayerId l, const LoadMatrix& load,
+                 const LoadAggregate& aggregate, DispatchRule rule,
+                 const std::vector<int>& max_copies, double target, double max_seconds, int moves,
+                 int candidates, int64_t max_evaluations, LayerPlan* layer);
+
 struct CalibrationResult {
   bool accepted = false;
   LayerPlan layer;                // the calibrated layer when accepted, else the input layer

@@ -335,5 +335,167 @@ TEST(RepairLayerTest, NeverSlowerAndKeepsInvariantsOverRandomLayers) {
   EXPECT_GT(repaired_layers, 0);
 }
 
+// One node of 4 devices, owners 0..3, one free slot each; every source sends 100 tokens to
+// expert 0 and 20 to each other expert (400 / 80 / 80 / 80 in all; mean 160 a device).
+struct BalanceCase {
+  Cluster c = Cluster::Uniform(1, 4, 1 << 30, 1e12, 100e9, 10e9);
+  ModelSpec m;
+  LoadMatrix load = Spread({400, 80, 80, 80});
+  LoadAggregate agg;
+  std::vector<int> slots{1, 1, 1, 1};
+  Dispatcher dispatcher{c};
+  explicit BalanceCase(double flops_per_token, double attention_s)
+      : m(GreedyModel(flops_per_token, attention_s)), agg(LoadAggregate::Of(load, c)) {}
+  LayerPrediction Eval(const CostModel& cost, const LayerPlan& p) {
+    return cost.EvaluateLayer(0, p, load, DispatchRule::kLoadAware, ReplicaSemantics::kEphemeral,
+                              &dispatcher, &agg);
+  }
+};
+
+// Owners only, devices hold 400 / 80 / 80 / 80 (max/mean 2.5). Copies of expert 0 cost little and
+// save compute, so the pass copies it to devices 1, 2, 3 (least loaded first; all tie, lower id
+// first): after two copies 560 tokens level over three holders at 186.7 (1.17 > 1.1), after the
+// third all four hold 160 (1.0) and it stops.
+TEST(BalanceLayerTest, CopiesTheHotExpertUntilTheTargetHolds) {
+  BalanceCase t(2e8, 1e-3);
+  const CostModel cost(t.c, t.m);
+  LayerPlan p = OwnersOnly({0, 1, 2, 3});
+  EXPECT_DOUBLE_EQ(t.Eval(cost, p).max_tokens, 400);
+  const int made = BalanceLayer(cost, 0, t.load, t.agg, DispatchRule::kLoadAware, t.slots, 1.1,
+                                /*max_seconds=*/1e9, /*moves=*/8, /*candidates=*/8, 0, &p);
+  EXPECT_EQ(made, 3);
+  EXPECT_THAT(p.replicas[0], ElementsAre(0, 1, 2, 3));
+  for (ExpertId e : {1, 2, 3}) EXPECT_THAT(p.replicas[e], ElementsAre(e));
+  const LayerPrediction after = t.Eval(cost, p);
+  for (DeviceId d = 0; d < 4; ++d) EXPECT_NEAR(after.device_tokens[d], 160, 1e-9) << d;
+  // Already within the target, or no slot left: nothing to do.
+  EXPECT_EQ(BalanceLayer(cost, 0, t.load, t.agg, DispatchRule::kLoadAware, t.slots, 1.1, 1e9, 8, 8,
+                         0, &p),
+            0);
+  LayerPlan full = OwnersOnly({0, 1, 2, 3});
+  EXPECT_EQ(BalanceLayer(cost, 0, t.load, t.agg, DispatchRule::kLoadAware, {0, 0, 0, 0}, 1.1, 1e9,
+                         8, 8, 0, &full),
+            0);
+  EXPECT_THAT(full.replicas[0], ElementsAre(0));
+}
+
+// Here a copy costs more than it saves: compute is cheap (1 kFLOP a token) and nothing hides the
+// copy's 1 MB gather (no attention). The pass then buys balance with time, never past
+// `max_seconds`: none at the layer's own time, some within a budget, all three without one.
+TEST(BalanceLayerTest, BuysBalanceWithTimeOnlyUpToMaxSeconds) {
+  BalanceCase t(1e3, 0);
+  const CostModel cost(t.c, t.m);
+  const LayerPlan start = OwnersOnly({0, 1, 2, 3});
+  const LayerPrediction before = t.Eval(cost, start);
+  LayerPlan p = start;
+  EXPECT_EQ(BalanceLayer(cost, 0, t.load, t.agg, DispatchRule::kLoadAware, t.slots, 1.1,
+                         before.total_seconds, 8, 8, 0, &p),
+            0);
+  EXPECT_EQ(p.replicas, start.replicas);
+
+  LayerPlan all = start;
+  EXPECT_EQ(BalanceLayer(cost, 0, t.load, t.agg, DispatchRule::kLoadAware, t.slots, 1.1, 1e9, 8, 8,
+                         0, &all),
+            3);
+  const LayerPrediction balanced = t.Eval(cost, all);
+  EXPECT_NEAR(balanced.max_tokens, 160, 1e-9);
+  EXPECT_GT(balanced.total_seconds, before.total_seconds) << "balance was bought with time";
+
+  // A cap between the two: at least one copy, never over the cap.
+  const double cap = (before.total_seconds + balanced.total_seconds) / 2;
+  LayerPlan some = start;
+  const int made = BalanceLayer(cost, 0, t.load, t.agg, DispatchRule::kLoadAware, t.slots, 1.1, cap,
+                                8, 8, 0, &some);
+  EXPECT_GE(made, 1);
+  EXPECT_LT(made, 3);
+  const LayerPrediction capped = t.Eval(cost, some);
+  EXPECT_LE(capped.total_seconds, cap);
+  EXPECT_LT(capped.max_tokens, before.max_tokens);
+
+  // One evaluation is one candidate tried: with a budget of 2 (the layer itself and one
+  // candidate) the pass makes at most one move.
+  LayerPlan one = start;
+  EXPECT_LE(BalanceLayer(cost, 0, t.load, t.agg, DispatchRule::kLoadAware, t.slots, 1.1, 1e9, 8, 8,
+                         2, &one),
+            1);
+}
+
+// On random skewed layers of the paper's Cluster A shape (compute-bound, and All-to-All-bound
+// with 1/50 of the FLOPs), after the greedy and the exact repair:
+// the pass never takes the layer past `max_seconds`, never leaves more tokens above the target
+// than it found, keeps every invariant, is deterministic, and somewhere lowers the maximum.
+TEST(BalanceLayerTest, WithinMaxSecondsAndKeepsInvariantsOverRandomLayers) {
+  const Cluster c = Cluster::Uniform(4, 8, int64_t{32} << 30, 62.5e12, 300e9, 12.5e9, 5e-6);
+  ModelSpec m;
+  m.top_k = 2;
+  m.token_bytes = 1536;
+  m.tokens_per_device = 4096;
+  m.attention_forward_seconds = 1.5e-3;
+  // Compute-bound and (1/50 of the FLOPs) All-to-All-bound layers.
+  m.layers.push_back(LayerSpec{64, 4'718'592, 9'437'184, 14'155'776});
+  m.layers.push_back(LayerSpec{64, 4'718'592, 9'437'184, 14'155'776 / 50});
+  const CostModel cost(c, m);
+  Rng rng(11);
+  int lowered = 0;
+  for (int trial = 0; trial < 12; ++trial) {
+    const LayerId l = trial % 2;
+    std::vector<double> share(64);
+    for (int r = 0; r < 64; ++r) share[r] = std::pow(r + 1.0, -(0.6 + 0.1 * (trial / 2)));
+    for (int i = 63; i > 0; --i) std::swap(share[i], share[rng.Below(i + 1)]);
+    LoadMatrix load(32, 64);
+    for (DeviceId s = 0; s < 32; ++s) {
+      for (ExpertId e = 0; e < 64; ++e) {
+        load.at(s, e) = static_cast<int64_t>(8192 * share[e] * (0.9 + 0.2 * rng.Uniform()));
+      }
+    }
+    const LoadAggregate agg = LoadAggregate::Of(load, c);
+    LayerPlan base;
+    for (ExpertId e = 0; e < 64; ++e) {
+      base.owner.push_back(e / 2);
+      base.replicas.push_back({e / 2});
+    }
+    GreedyBudget budget;
+    budget.max_copies.assign(32, trial % 3 == 0 ? 2 : 1);
+    LayerPlan start = MaterializeGreedy(cost, l, base, load, budget, nullptr, &agg);
+    RepairLayer(cost, l, load, agg, DispatchRule::kLoadAware, budget.max_copies, 4, 16, &start);
+    Dispatcher dispatcher(c);
+    auto eval = [&](const LayerPlan& p) {
+      return cost.EvaluateLayer(l, p, load, DispatchRule::kLoadAware, ReplicaSemantics::kEphemeral,
+                                &dispatcher, &agg);
+    };
+    const double target = 1.05;
+    auto excess = [&](const LayerPrediction& p) {
+      double sum = 0;
+      for (double t : p.device_tokens) sum += std::max(0.0, t - target * p.mean_tokens);
+      return sum;
+    };
+    const LayerPrediction before = eval(start);
+    const double cap = before.total_seconds * 1.01;
+    LayerPlan p = start;
+    const int made = BalanceLayer(cost, l, load, agg, DispatchRule::kLoadAware, budget.max_copies,
+                                  target, cap, 12, 16, 0, &p);
+    EXPECT_LE(made, 12);
+    const LayerPrediction after = eval(p);
+    EXPECT_LE(after.total_seconds, cap) << "trial " << trial;
+    EXPECT_LE(excess(after), excess(before) + 1e-6) << "trial " << trial;
+    if (made == 0) EXPECT_EQ(p.replicas, start.replicas);
+    lowered += after.max_tokens < before.max_tokens;
+    EXPECT_EQ(p.owner, start.owner);
+    const std::vector<int> extra = p.ExtraCopies(32);
+    for (DeviceId d = 0; d < 32; ++d) EXPECT_LE(extra[d], budget.max_copies[d]) << "device " << d;
+    for (ExpertId e = 0; e < 64; ++e) {
+      const std::vector<DeviceId>& h = p.replicas[e];
+      EXPECT_TRUE(std::is_sorted(h.begin(), h.end()));
+      EXPECT_EQ(std::adjacent_find(h.begin(), h.end()), h.end());
+      EXPECT_TRUE(std::binary_search(h.begin(), h.end(), p.owner[e]));
+    }
+    LayerPlan again = start;
+    BalanceLayer(cost, l, load, agg, DispatchRule::kLoadAware, budget.max_copies, target, cap, 12,
+                 16, 0, &again);
+    EXPECT_EQ(again.replicas, p.replicas) << "deterministic";
+  }
+  EXPECT_GT(lowered, 0);
+}
+
 }  // namespace
 }  // namespace hecate::placement

@@ -5,6 +5,10 @@
 namespace hecate::placement {
 
 namespace {
+// A candidate must bring the plan's layers this much closer to the balance target in all (the sum
+// of their max/mean over it) to be published for balance.
+constexpr double kBalanceStep = 0.01;
+
 Owners OwnersOf(const Plan& plan) {
   Owners owners;
   for (const LayerPlan& l : plan.layers) owners.push_back(l.owner);
@@ -84,9 +88,18 @@ PlanDecision DecidePlan(const Policy& policy, const PlanRequest& request, bool r
   if (out.predicted_gain >= damping) {
     out.decision = "gain";
     out.plan = std::move(candidate);
-  } else {
-    out.decision = "damped";
+    return out;
   }
+  // Closer to the balance target at no more than balance_budget of predicted time.
+  const double target = request.config.balance_target;
+  if (BalanceOverage(candidate.prediction, target) <
+          BalanceOverage(in_force.prediction, target) - kBalanceStep &&
+      out.predicted_gain >= -std::max(0.0, request.config.balance_budget)) {
+    out.decision = "balance";
+    out.plan = std::move(candidate);
+    return out;
+  }
+  out.decision = "damped";
   return out;
 }
 

@@ -2,7 +2,9 @@
 // (fail-static) planner so both decide identically: run the policy on the current sharding, and,
 // when a re-shard is due, also on Alg. 2's sharding; publish the re-shard when the time it saves
 // over one period covers its migration, else publish the policy's plan when it is predicted at
-// least `damping` faster than the plan in force (evaluated on the same estimate). Pure.
+// least `damping` faster than the plan in force (evaluated on the same estimate), or when its
+// layers are in all at least 0.01 closer to the config's balance_target (the sum over layers of
+// max/mean over it) and it is predicted at most balance_budget slower. Pure.
 #ifndef HECATE_PLACEMENT_PLANNER_H_
 #define HECATE_PLACEMENT_PLANNER_H_
 
@@ -15,7 +17,7 @@ namespace hecate::placement {
 
 struct PlanDecision {
   std::optional<Plan> plan;  // nullopt: keep the plan in force
-  std::string decision;      // "first", "policy", "gain", "reshard", "damped", "error"
+  std::string decision;      // "first", "policy", "gain", "balance", "reshard", "damped", "error"
   double predicted_gain = 0;
   bool reshard = false;
   std::string error;

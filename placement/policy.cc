@@ -110,6 +110,9 @@ void PlanRemat(const CostModel& cost, std::vector<LayerPlan>* layers) {
 
 namespace {
 
+// Less over the balance target than this (max/mean) does not count as progress when settling.
+constexpr double kBalanceProgress = 1e-3;
+
 Owners OwnersOf(const Plan& plan) {
   Owners owners;
   for (const LayerPlan& l : plan.layers) owners.push_back(l.owner);
@@ -304,13 +307,17 @@ class HecatePolicy : public Policy {
     Plan plan_keep =
         Finish(r, name(), semantics(), r.config.dispatch_rule, std::move(keep),
                memory_bound ? migrations : std::move(migrations), &aggregates, &reuse, &totals);
-    // A revision (on its turn) on an unmoved load that gains less than revise_gain settles the
-    // layer: it is not planned again until its load moves.
+    // A revision (on its turn) on an unmoved load that gains less than revise_gain, and brings the
+    // layer no closer to the balance target, settles the layer: it is not planned again until its
+    // load moves.
     for (size_t l = 0; l < revise_only.size(); ++l) {
       if (!revise_only[l] || !RevisionDue(r, static_cast<LayerId>(l))) continue;
       LayerPrediction& now = plan_keep.prediction.layers[l];
-      now.settled = now.total_seconds >= r.previous->prediction.layers[l].total_seconds *
-                                             (1 - std::max(r.config.revise_gain, 1e-9));
+      const LayerPrediction& before = r.previous->prediction.layers[l];
+      now.settled =
+          now.total_seconds >= before.total_seconds * (1 - std::max(r.config.revise_gain, 1e-9)) &&
+          BalanceOverage(now, r.config.balance_target) >=
+              BalanceOverage(before, r.config.balance_target) - kBalanceProgress;
     }
     if (!memory_bound) return plan_keep;
     // Memory binds: size copies for re-gathering, keep resident what still fits, and take
@@ -390,6 +397,24 @@ class HecatePolicy : public Policy {
       const int moves = RepairLayer(cost, l, (*r.load)[l], aggregates[l], r.config.dispatch_rule,
                                     budget.max_copies, repair_moves, repair_candidates, layer);
       if (repaired != nullptr) (*repaired)[l] = moves;
+      if (r.config.balance_target > 0 && r.config.balance_moves > 0) {
+        // The balance bound (BalanceLayer): at most balance_budget over the repaired layer's time,
+        // and balance_cell_budget / (devices x experts) evaluations (at least a few).
+        const int64_t cells =
+            int64_t{r.cluster->num_devices()} * std::max(1, r.model->layers[l].num_experts);
+        const int64_t balance_evaluations =
+            r.config.balance_cell_budget > 0
+                ? std::max<int64_t>(8, r.config.balance_cell_budget / cells)
+                : 0;
+        const double before =
+            cost.EvaluateLayer(l, *layer, (*r.load)[l], r.config.dispatch_rule,
+                               ReplicaSemantics::kEphemeral, &dispatcher, &aggregates[l])
+                .total_seconds;
+        BalanceLayer(cost, l, (*r.load)[l], aggregates[l], r.config.dispatch_rule,
+                     budget.max_copies, r.config.balance_target,
+                     before * (1 + std::max(0.0, r.config.balance_budget)), r.config.balance_moves,
+                     r.config.balance_candidates, balance_evaluations, layer);
+      }
     };
     for (LayerId l = 0; l < r.model->num_layers(); ++l) {
       if (reuse != nullptr && (*reuse)[l] != nullptr) {
@@ -410,14 +435,15 @@ class HecatePolicy : public Policy {
         repair(l, &revised);
         if (revise_only != nullptr && (*revise_only)[l]) {
           // Planned only because it has not settled, on a load that has not moved: the layer is
-          // kept as it was unless the new plan is faster (a worse one could settle and stay).
-          auto seconds = [&](const LayerPlan& p) {
-            return cost
-                .EvaluateLayer(l, p, (*r.load)[l], r.config.dispatch_rule,
-                               ReplicaSemantics::kEphemeral, &dispatcher, &aggregates[l])
-                .total_seconds;
+          // kept as it was unless the new plan is better -- less over the balance target, or as
+          // far over and faster (a worse one could settle and stay).
+          auto rank = [&](const LayerPlan& p) {
+            const LayerPrediction e =
+                cost.EvaluateLayer(l, p, (*r.load)[l], r.config.dispatch_rule,
+                                   ReplicaSemantics::kEphemeral, &dispatcher, &aggregates[l]);
+            return std::make_pair(BalanceOverage(e, r.config.balance_target), e.total_seconds);
           };
-          if (seconds(revised) >= seconds(r.previous->layers[l])) revised = r.previous->layers[l];
+          if (rank(revised) >= rank(r.previous->layers[l])) revised = r.previous->layers[l];
         }
         layers.push_back(std::move(revised));
         continue;
@@ -769,6 +795,17 @@ std::pair<int, int> RepairEffort(const PlannerConfig& config, int devices) {
     candidates = std::max(1, static_cast<int>(std::floor(candidates * scale + 1e-9)));
   }
   return {moves, candidates};
+}
+
+double BalanceOverage(const LayerPrediction& p, double target) {
+  if (target <= 0 || p.mean_tokens <= 0) return 0;
+  return std::max(0.0, p.max_tokens / p.mean_tokens - target);
+}
+
+double BalanceOverage(const Prediction& p, double target) {
+  double sum = 0;
+  for (const LayerPrediction& l : p.layers) sum += BalanceOverage(l, target);
+  return sum;
 }
 
 absl::StatusOr<std::unique_ptr<Policy>> MakePolicy(std::string_view name) {

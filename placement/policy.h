@@ -64,6 +64,22 @@ struct PlannerConfig {
   int repair_moves = 4;
   int repair_candidates = 16;
   int64_t repair_device_budget = int64_t{4} * 16 * 256;
+  // `hecate`: the balance bound (BalanceLayer, docs/placement.md "Balance bound"). After the exact
+  // repair, while a planned layer's predicted max/mean device tokens exceeds `balance_target`, up
+  // to `balance_moves` moves (each trying `balance_candidates` receivers per expert; at most
+  // `balance_cell_budget` / (devices x experts) evaluations of the layer in all, at least 8, each
+  // O(devices x experts): 1,024 at paper scale, 32 at DeepSeek-V3 scale, 8 at 1,024 x 256) trade
+  // predicted time for balance, the layer staying within
+  // (1 + `balance_budget`) x its time before the pass. Plans are then ranked by how far their
+  // layers are over the target before their time (warm revisions, settling, and DecidePlan, which
+  // publishes a better balanced plan that costs at most `balance_budget`). The target applies to
+  // the estimate; the next iteration's counts differ by the routing noise, so the default leaves a
+  // margin below 1.10 (docs/placement.md has the measurements). 0: off (time alone).
+  double balance_target = 1.08;
+  double balance_budget = 0.04;
+  int balance_moves = 16;
+  int balance_candidates = 16;
+  int64_t balance_cell_budget = int64_t{1} << 21;
   // Attention forward time per block, seconds; < 0: the model spec's.
   double attention_forward_seconds = -1;
   // Whether `hecate` may re-gather layers to fit more copies.
@@ -114,6 +130,12 @@ absl::StatusOr<std::unique_ptr<Policy>> MakePolicy(std::string_view name);
 // With the defaults: 4 x 16 up to 256 devices, 2 x 8 at 1,024, 1 x 4 at 4,096.
 std::pair<int, int> RepairEffort(const PlannerConfig& config, int devices);
 std::vector<std::string> PolicyNames();
+
+// How far a layer's predicted max/mean device tokens is over `target`: max(0, max/mean - target);
+// 0 when target <= 0 (no bound) or the layer computes nothing.
+double BalanceOverage(const LayerPrediction& p, double target);
+// The sum of BalanceOverage over a plan's layers.
+double BalanceOverage(const Prediction& p, double target);
 
 // Extra copies each device may hold per layer under `owners` ([device]), given its memory budget:
 //   ephemeral keep:     free / (sum_l param_bytes_l + max_l param_bytes_l)

@@ -155,7 +155,8 @@ struct PlanningResult {
   uint64_t iteration = 0;
   // The plan to publish (id unset), or nullopt when damping or a freeze held it back.
   std::optional<placement::Plan> plan;
-  std::string decision;       // "first", "gain", "reshard", "policy", "damped", "frozen", "error"
+  std::string
+      decision;  // "first", "gain", "balance", "reshard", "policy", "damped", "frozen", "error"
   double predicted_gain = 0;  // relative, vs the plan in force on the same estimate
   bool reshard = false;
   // How many times the job's first plan was revised on a newer window before publication (at
