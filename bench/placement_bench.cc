@@ -6,10 +6,11 @@
 // layers) <= 1 ms at paper scale and <= 10 ms at DeepSeek-V3-like scale; sharding (Alg. 2)
 // <= 100 ms at DeepSeek-V3-like scale. BM_PlanSteady is the planning loop's per-iteration cost
 // (warm start from the previous plan, new loads every call; layers whose loads moved less than
-// 2% kept, the default; the every_layer variants re-plan every layer); BM_PlanCold plans from
-// scratch.
+// 2% kept, the default; the every_layer variants re-plan every layer; the no_balance variants turn
+// the balance bound off, PlannerConfig::balance_target = 0); BM_PlanCold plans from scratch.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "bench/scales.h"
@@ -58,9 +59,10 @@ void BM_PlanCold(benchmark::State& state, bool deepseek, const char* policy_name
 // iterations (not timed) let the warm start settle first.
 // `replan_threshold` > 0 keeps the settled layers whose load did not move (PlannerConfig). The
 // counter next_moe_s is each plan's predicted MoE time on the next call's loads (the plan's real
-// use), predicted_moe_s the plan's own prediction.
+// use), predicted_moe_s the plan's own prediction, max_mean its layers' mean predicted max/mean
+// device tokens. `balance_target` < 0: the default.
 void BM_PlanSteady(benchmark::State& state, bool deepseek, const char* policy_name,
-                   double replan_threshold) {
+                   double replan_threshold, double balance_target) {
   Fixture f = Make(deepseek);
   auto policy = *placement::MakePolicy(policy_name);
   placement::SkewOptions opt;
@@ -75,12 +77,13 @@ void BM_PlanSteady(benchmark::State& state, bool deepseek, const char* policy_na
   auto next = [&]() {
     placement::PlanRequest r{&f.cluster, &f.model, &loads[iteration % kLoads]};
     r.config.replan_threshold = replan_threshold;
+    if (balance_target >= 0) r.config.balance_target = balance_target;
     if (iteration > 0) r.previous = &previous;
     r.iteration = iteration++;
     return policy->Compute(r);
   };
   for (int i = 0; i < 16; ++i) previous = next();
-  double moe = 0, next_moe = 0;
+  double moe = 0, next_moe = 0, max_mean = 0;
   int64_t planned = 0;
   const placement::CostModel cost(f.cluster, f.model);
   for (auto _ : state) {
@@ -88,6 +91,11 @@ void BM_PlanSteady(benchmark::State& state, bool deepseek, const char* policy_na
     moe += p.prediction.moe_seconds;
     ++planned;
     state.PauseTiming();
+    double layers = 0;
+    for (const placement::LayerPrediction& lp : p.prediction.layers) {
+      layers += lp.mean_tokens > 0 ? lp.max_tokens / lp.mean_tokens : 1.0;
+    }
+    max_mean += layers / std::max<size_t>(1, p.prediction.layers.size());
     placement::Plan on_next = p;
     cost.Evaluate(&on_next, loads[iteration % kLoads]);
     next_moe += on_next.prediction.moe_seconds;
@@ -96,6 +104,7 @@ void BM_PlanSteady(benchmark::State& state, bool deepseek, const char* policy_na
   }
   state.counters["predicted_moe_s"] = planned > 0 ? moe / planned : 0;
   state.counters["next_moe_s"] = planned > 0 ? next_moe / planned : 0;
+  state.counters["max_mean"] = planned > 0 ? max_mean / planned : 0;
 }
 
 void BM_Sharding(benchmark::State& state, bool deepseek) {
@@ -113,16 +122,24 @@ void BM_Sharding(benchmark::State& state, bool deepseek) {
   }
 }
 
-BENCHMARK_CAPTURE(BM_PlanSteady, paper_hecate, false, "hecate", 0.02)
+BENCHMARK_CAPTURE(BM_PlanSteady, paper_hecate, false, "hecate", 0.02, -1.0)
     ->Unit(benchmark::kMicrosecond);
-BENCHMARK_CAPTURE(BM_PlanSteady, paper_hecate_every_layer, false, "hecate", 0.0)
+BENCHMARK_CAPTURE(BM_PlanSteady, paper_hecate_no_balance, false, "hecate", 0.02, 0.0)
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_PlanSteady, paper_hecate_every_layer, false, "hecate", 0.0, -1.0)
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_PlanSteady, paper_hecate_every_layer_no_balance, false, "hecate", 0.0, 0.0)
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_PlanCold, paper_hecate, false, "hecate")->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_PlanCold, paper_hecate_paper, false, "hecate-paper")
     ->Unit(benchmark::kMicrosecond);
-BENCHMARK_CAPTURE(BM_PlanSteady, deepseek_hecate, true, "hecate", 0.02)
+BENCHMARK_CAPTURE(BM_PlanSteady, deepseek_hecate, true, "hecate", 0.02, -1.0)
     ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(BM_PlanSteady, deepseek_hecate_every_layer, true, "hecate", 0.0)
+BENCHMARK_CAPTURE(BM_PlanSteady, deepseek_hecate_no_balance, true, "hecate", 0.02, 0.0)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_PlanSteady, deepseek_hecate_every_layer, true, "hecate", 0.0, -1.0)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_PlanSteady, deepseek_hecate_every_layer_no_balance, true, "hecate", 0.0, 0.0)
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_PlanCold, deepseek_hecate, true, "hecate")->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_PlanCold, deepseek_hecate_paper, true, "hecate-paper")
