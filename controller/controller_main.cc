@@ -60,9 +60,10 @@ ABSL_FLAG(double, balance_budget, 0.04,
           "hecate: predicted time the balance pass may add to a layer, and a plan published for "
           "balance may cost, as a share (0 <= x < 1)");
 ABSL_FLAG(int, balance_moves, 16, "hecate: moves of the balance pass per planned layer (>= 0)");
-ABSL_FLAG(int64_t, balance_cell_budget, int64_t{1} << 21,
-          "hecate: the balance pass evaluates a layer at most this / (devices x experts) times, "
-          "at least 8 (each evaluation is O(devices x experts)); 0 = no cap");
+ABSL_FLAG(int64_t, balance_cell_budget, int64_t{12} * 32 * 64 * 1024,
+          "hecate: device x expert cells the balance pass may evaluate per plan, split evenly "
+          "over the layers (a layer evaluation is O(devices x experts)); a layer whose share buys "
+          "fewer than 8 evaluations gets no pass; 0 = no cap");
 ABSL_FLAG(int, report_deadline_ms, 5000,
           "Finalize an iteration this long after its first report even if ranks are missing");
 ABSL_FLAG(int, stale_after_s, 10, "A rank silent this long is stale");

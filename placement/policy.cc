@@ -112,6 +112,24 @@ namespace {
 
 // Less over the balance target than this (max/mean) does not count as progress when settling.
 constexpr double kBalanceProgress = 1e-3;
+// The fewest layer evaluations a balance pass is run with (the layer itself and a few candidates).
+constexpr int64_t kMinBalanceEvaluations = 8;
+
+// Whether layer prediction `a` is better than `b`: closer to the balance target (by
+// kBalanceProgress) at most balance_budget slower; else, unless `b` is that much closer to it
+// within the budget, faster.
+bool BetterLayer(const LayerPrediction& a, const LayerPrediction& b, const PlannerConfig& config) {
+  const double budget = 1 + std::max(0.0, config.balance_budget);
+  const double over_a = BalanceOverage(a, config.balance_target);
+  const double over_b = BalanceOverage(b, config.balance_target);
+  if (over_a < over_b - kBalanceProgress && a.total_seconds <= b.total_seconds * budget) {
+    return true;
+  }
+  if (over_b < over_a - kBalanceProgress && b.total_seconds <= a.total_seconds * budget) {
+    return false;
+  }
+  return a.total_seconds < b.total_seconds;
+}
 
 Owners OwnersOf(const Plan& plan) {
   Owners owners;
@@ -399,13 +417,15 @@ class HecatePolicy : public Policy {
       if (repaired != nullptr) (*repaired)[l] = moves;
       if (r.config.balance_target > 0 && r.config.balance_moves > 0) {
         // The balance bound (BalanceLayer): at most balance_budget over the repaired layer's time,
-        // and balance_cell_budget / (devices x experts) evaluations (at least a few).
-        const int64_t cells =
-            int64_t{r.cluster->num_devices()} * std::max(1, r.model->layers[l].num_experts);
+        // and this layer's share of balance_cell_budget (device x expert cells per plan, split
+        // evenly over the layers); where that buys fewer than kMinBalanceEvaluations, no pass.
+        const int64_t cells = int64_t{r.cluster->num_devices()} *
+                              std::max(1, r.model->layers[l].num_experts) *
+                              std::max(1, r.model->num_layers());
         const int64_t balance_evaluations =
-            r.config.balance_cell_budget > 0
-                ? std::max<int64_t>(8, r.config.balance_cell_budget / cells)
-                : 0;
+            r.config.balance_cell_budget > 0 ? r.config.balance_cell_budget / cells : 0;
+        if (r.config.balance_cell_budget > 0 && balance_evaluations < kMinBalanceEvaluations)
+          return;
         const double before =
             cost.EvaluateLayer(l, *layer, (*r.load)[l], r.config.dispatch_rule,
                                ReplicaSemantics::kEphemeral, &dispatcher, &aggregates[l])
@@ -435,15 +455,15 @@ class HecatePolicy : public Policy {
         repair(l, &revised);
         if (revise_only != nullptr && (*revise_only)[l]) {
           // Planned only because it has not settled, on a load that has not moved: the layer is
-          // kept as it was unless the new plan is better -- less over the balance target, or as
-          // far over and faster (a worse one could settle and stay).
-          auto rank = [&](const LayerPlan& p) {
-            const LayerPrediction e =
-                cost.EvaluateLayer(l, p, (*r.load)[l], r.config.dispatch_rule,
-                                   ReplicaSemantics::kEphemeral, &dispatcher, &aggregates[l]);
-            return std::make_pair(BalanceOverage(e, r.config.balance_target), e.total_seconds);
+          // kept as it was unless the new plan is better (BetterLayer; a worse one could settle
+          // and stay).
+          auto eval = [&](const LayerPlan& p) {
+            return cost.EvaluateLayer(l, p, (*r.load)[l], r.config.dispatch_rule,
+                                      ReplicaSemantics::kEphemeral, &dispatcher, &aggregates[l]);
           };
-          if (rank(revised) >= rank(r.previous->layers[l])) revised = r.previous->layers[l];
+          if (!BetterLayer(eval(revised), eval(r.previous->layers[l]), r.config)) {
+            revised = r.previous->layers[l];
+          }
         }
         layers.push_back(std::move(revised));
         continue;

@@ -66,9 +66,7 @@ struct PlannerConfig {
   int64_t repair_device_budget = int64_t{4} * 16 * 256;
   // `hecate`: the balance bound (BalanceLayer, docs/placement.md "Balance bound"). After the exact
   // repair, while a planned layer's predicted max/mean device tokens exceeds `balance_target`, up
-  // to `balance_moves` moves (each trying `balance_candidates` receivers per expert; at most
-  // `balance_cell_budget` / (devices x experts) evaluations of the layer in all, at least 8, each
-  // O(devices x experts): 1,024 at paper scale, 32 at DeepSeek-V3 scale, 8 at 1,024 x 256) trade
+  // to `balance_moves` moves (each trying `balance_candidates` receivers per expert) trade
   // predicted time for balance, the layer staying within
   // (1 + `balance_budget`) x its time before the pass. Plans are then ranked by how far their
   // layers are over the target before their time (warm revisions, settling, and DecidePlan, which
@@ -79,7 +77,12 @@ struct PlannerConfig {
   double balance_budget = 0.04;
   int balance_moves = 16;
   int balance_candidates = 16;
-  int64_t balance_cell_budget = int64_t{1} << 21;
+  // Evaluations: a layer evaluation costs O(devices x experts) (~1.5 ns a cell here); a plan may
+  // spend `balance_cell_budget` cells on the pass, split evenly over the layers: 1,024 evaluations
+  // a layer at paper scale (12 x 64 on 32 devices), 6 at DeepSeek-V3 scale, 1.6 at 1,024 x 58 x
+  // 256; a layer whose share buys fewer than 8 gets no pass (so the pass stays off at those
+  // scales, where the controller re-plans every layer every second). 0: no cap.
+  int64_t balance_cell_budget = int64_t{12} * 32 * 64 * 1024;
   // Attention forward time per block, seconds; < 0: the model spec's.
   double attention_forward_seconds = -1;
   // Whether `hecate` may re-gather layers to fit more copies.
