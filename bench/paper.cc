@@ -36,6 +36,9 @@ ABSL_FLAG(int, iterations, 40, "Simulated iterations per run (paper figures)");
 ABSL_FLAG(int, scale_iterations, 8, "Simulated iterations per run (scale-out)");
 ABSL_FLAG(std::string, out, "", "Output directory (default: <workspace>/bench/paper)");
 ABSL_FLAG(bool, scale_out, true, "Also run the 256/1024-device projection");
+ABSL_FLAG(double, balance_target, -1,
+          "hecate's balance target for every run (PlannerConfig::balance_target); < 0: the "
+          "planner's default, 0: off");
 
 namespace hecate::bench {
 namespace {
@@ -116,6 +119,9 @@ int Main(int argc, char** argv) {
     o.reshard_period = reshard;
     o.planner.attention_forward_seconds = sim::AttentionSeconds(m, c);
     o.planner.extra_slots = extra_slots;
+    if (absl::GetFlag(FLAGS_balance_target) >= 0) {
+      o.planner.balance_target = absl::GetFlag(FLAGS_balance_target);
+    }
     o.warmup = std::min(5, iters / 4);
     auto loads = [&](int i) { return pl::SkewedLoad(c, m, gen, static_cast<uint64_t>(i)); };
     absl::StatusOr<sim::SimResult> r = sim::Simulate(c, m, loads, iters, o);

@@ -90,14 +90,24 @@ PlanDecision DecidePlan(const Policy& policy, const PlanRequest& request, bool r
     out.plan = std::move(candidate);
     return out;
   }
-  // Closer to the balance target at no more than balance_budget of predicted time.
+  // Closer to the balance target at no more than balance_budget of predicted time, measured
+  // against the plan the policy makes for time alone (not against the plan in force, which may
+  // itself have bought balance: successive balance plans would add up).
   const double target = request.config.balance_target;
-  if (BalanceOverage(candidate.prediction, target) <
-          BalanceOverage(in_force.prediction, target) - kBalanceStep &&
-      out.predicted_gain >= -std::max(0.0, request.config.balance_budget)) {
-    out.decision = "balance";
-    out.plan = std::move(candidate);
-    return out;
+  const double budget = std::max(0.0, request.config.balance_budget);
+  if (policy.BoundsBalance() && target > 0 && out.predicted_gain >= -budget &&
+      BalanceOverage(candidate.prediction, target) <
+          BalanceOverage(in_force.prediction, target) - kBalanceStep) {
+    PlanRequest time_alone = r;
+    time_alone.config.balance_target = 0;
+    const Plan reference = policy.Compute(time_alone);
+    if (candidate.prediction.moe_seconds + candidate.prediction.migration_seconds <=
+        (1 + budget) *
+            (reference.prediction.moe_seconds + reference.prediction.migration_seconds)) {
+      out.decision = "balance";
+      out.plan = std::move(candidate);
+      return out;
+    }
   }
   out.decision = "damped";
   return out;

@@ -63,6 +63,14 @@ TEST_F(BalanceDecision, DampedWhenBalanceMayCostNothingOrIsOff) {
   EXPECT_EQ(d.decision, "damped");
 }
 
+// Only policies that work toward the target are published for balance alone.
+TEST(BoundsBalanceTest, HecateAndHecateRmOnly) {
+  for (const std::string& name : PolicyNames()) {
+    const bool bounds = (*MakePolicy(name))->BoundsBalance();
+    EXPECT_EQ(bounds, name == "hecate" || name == "hecate-rm") << name;
+  }
+}
+
 TEST(BalanceOverageTest, SumsHowFarLayersAreOverTheTarget) {
   LayerPrediction a, b, idle;
   a.max_tokens = 130;

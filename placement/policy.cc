@@ -250,6 +250,8 @@ class HecatePolicy : public Policy {
   enum class Variant { kDefault, kPaper, kRemat };
   explicit HecatePolicy(Variant v) : variant_(v) {}
 
+  bool BoundsBalance() const override { return variant_ != Variant::kPaper; }
+
   std::string_view name() const override {
     switch (variant_) {
       case Variant::kPaper:

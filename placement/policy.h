@@ -119,6 +119,9 @@ class Policy {
   // owns (job, id, iterations, sharding version) are left for it to set.
   // Precondition: CheckRequest(request).ok().
   virtual Plan Compute(const PlanRequest& request) const = 0;
+  // Whether the policy works toward PlannerConfig::balance_target (`hecate`, `hecate-rm`); only
+  // then does DecidePlan publish a plan for balance alone.
+  virtual bool BoundsBalance() const { return false; }
 };
 
 // INVALID_ARGUMENT when the request's pointers are null or shapes disagree.
