@@ -1,5 +1,7 @@
 #include "placement/planner.h"
 
+#include <algorithm>
+
 #include "placement/sharding.h"
 
 namespace hecate::placement {
