@@ -109,7 +109,9 @@ bool FirstPlan(v1::Controller::Stub* stub, v1::PlanId after, v1::Plan* plan) {
 TEST(ControllerFlagsTest, BadPlanningFlagsAreUsageErrors) {
   for (const char* bad :
        {"--revise_period=0", "--revise_gain=1", "--revise_gain=-0.5", "--replan_threshold=2",
-        "--replan_threshold=-0.1", "--window=0", "--policy=nope"}) {
+        "--replan_threshold=-0.1", "--window=0", "--policy=nope", "--repair_moves=-1",
+        "--balance_target=0.5", "--balance_target=-1", "--balance_budget=1",
+        "--balance_budget=-0.1", "--balance_moves=-1", "--balance_cell_budget=-1"}) {
     const std::string dir = proc::TempDir("bad_flags");
     proc::Subprocess p;
     ASSERT_TRUE(p.Start({proc::Runfile("controller/hecate-controller"), "--listen=127.0.0.1:0",
