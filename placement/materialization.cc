@@ -1134,6 +1134,27 @@ LayerPlan BalancedSeed(const Cluster& cluster, const LayerPlan& base, const Load
 // balance table's quality at half the evaluations of all of them (measured, docs/placement.md).
 constexpr size_t kRepairExperts = 2;
 
+namespace {
+
+// The kRepairExperts experts `d` holds with the most tokens per holder, as (-tokens per holder,
+// expert), heaviest first (ties: lower id).
+void HeaviestPerHolder(const LayerPlan& layer, const LoadAggregate& aggregate, DeviceId d,
+                       std::vector<std::pair<double, ExpertId>>* heavy) {
+  heavy->clear();
+  for (ExpertId e = 0; e < layer.num_experts(); ++e) {
+    if (std::binary_search(layer.replicas[e].begin(), layer.replicas[e].end(), d)) {
+      heavy->push_back({-static_cast<double>(aggregate.expert_total[e]) /
+                            static_cast<double>(layer.replicas[e].size()),
+                        e});
+    }
+  }
+  const size_t keep = std::min<size_t>(heavy->size(), kRepairExperts);
+  std::partial_sort(heavy->begin(), heavy->begin() + keep, heavy->end());
+  heavy->resize(keep);
+}
+
+}  // namespace
+
 int RepairLayer(const CostModel& cost, LayerId l, const LoadMatrix& load,
                 const LoadAggregate& aggregate, DispatchRule rule,
                 const std::vector<int>& max_copies, int moves, int candidates, LayerPlan* layer) {
@@ -1178,17 +1199,7 @@ int RepairLayer(const CostModel& cost, LayerId l, const LoadMatrix& load,
       }
     };
     // The busiest device's two experts with the most tokens per holder (ties: lower id).
-    heavy.clear();
-    for (ExpertId e = 0; e < experts; ++e) {
-      if (holds(e, busiest)) {
-        heavy.push_back({-static_cast<double>(aggregate.expert_total[e]) /
-                             static_cast<double>(layer->replicas[e].size()),
-                         e});
-      }
-    }
-    const size_t keep = std::min<size_t>(heavy.size(), kRepairExperts);
-    std::partial_sort(heavy.begin(), heavy.begin() + keep, heavy.end());
-    heavy.resize(keep);
+    HeaviestPerHolder(*layer, aggregate, busiest, &heavy);
     for (const auto& [per_holder, e] : heavy) {
       order.clear();
       for (DeviceId d = 0; d < devices; ++d) {
@@ -1333,17 +1344,7 @@ int BalanceLayer(const CostModel& cost, LayerId l, const LoadMatrix& load,
     for (const DeviceId src : sources) {
       // Copies of its two experts with the most tokens per holder on its node's devices (into a
       // free slot, or swapped for a copy there) or into a free slot anywhere; least loaded first.
-      heavy.clear();
-      for (ExpertId e = 0; e < experts; ++e) {
-        if (holds(e, src)) {
-          heavy.push_back({-static_cast<double>(aggregate.expert_total[e]) /
-                               static_cast<double>(layer->replicas[e].size()),
-                           e});
-        }
-      }
-      const size_t keep = std::min<size_t>(heavy.size(), kRepairExperts);
-      std::partial_sort(heavy.begin(), heavy.begin() + keep, heavy.end());
-      heavy.resize(keep);
+      HeaviestPerHolder(*layer, aggregate, src, &heavy);
       for (const auto& [per_holder, e] : heavy) {
         order.clear();
         for (DeviceId d = 0; d < devices; ++d) {

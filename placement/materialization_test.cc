@@ -262,6 +262,31 @@ TEST(CalibrationTest, NoMemoryLeftNoChange) {
   EXPECT_EQ(r.copies_added, 0);
 }
 
+// Zipf(s) totals over 64 experts with a random hot set, spread over 32 sources with +-10% noise
+// (8,192 assignments a source before the noise).
+LoadMatrix RandomZipfLoad(Rng& rng, double s) {
+  std::vector<double> share(64);
+  for (int r = 0; r < 64; ++r) share[r] = std::pow(r + 1.0, -s);
+  for (int i = 63; i > 0; --i) std::swap(share[i], share[rng.Below(i + 1)]);
+  LoadMatrix load(32, 64);
+  for (DeviceId src = 0; src < 32; ++src) {
+    for (ExpertId e = 0; e < 64; ++e) {
+      load.at(src, e) = static_cast<int64_t>(8192 * share[e] * (0.9 + 0.2 * rng.Uniform()));
+    }
+  }
+  return load;
+}
+
+// 64 experts owned two a device by 32 devices, no copies.
+LayerPlan TwoExpertsPerDevice() {
+  LayerPlan base;
+  for (ExpertId e = 0; e < 64; ++e) {
+    base.owner.push_back(e / 2);
+    base.replicas.push_back({e / 2});
+  }
+  return base;
+}
+
 // The exact repair: on random skewed layers of the paper's Cluster A shape, starting from the
 // greedy's plan, it never raises the layer's predicted time, never raises the busiest device's
 // tokens, keeps every invariant (owners held, ascending unique holders, at most `max_copies` extra
@@ -279,22 +304,9 @@ TEST(RepairLayerTest, NeverSlowerAndKeepsInvariantsOverRandomLayers) {
   Rng rng(7);
   int repaired_layers = 0;
   for (int trial = 0; trial < 12; ++trial) {
-    // Zipf-like totals with a random hot set, spread over the 32 sources with noise.
-    std::vector<double> share(64);
-    for (int r = 0; r < 64; ++r) share[r] = std::pow(r + 1.0, -(0.5 + 0.1 * trial));
-    for (int i = 63; i > 0; --i) std::swap(share[i], share[rng.Below(i + 1)]);
-    LoadMatrix load(32, 64);
-    for (DeviceId s = 0; s < 32; ++s) {
-      for (ExpertId e = 0; e < 64; ++e) {
-        load.at(s, e) = static_cast<int64_t>(8192 * share[e] * (0.9 + 0.2 * rng.Uniform()));
-      }
-    }
+    const LoadMatrix load = RandomZipfLoad(rng, 0.5 + 0.1 * trial);
     const LoadAggregate agg = LoadAggregate::Of(load, c);
-    LayerPlan base;
-    for (ExpertId e = 0; e < 64; ++e) {
-      base.owner.push_back(e / 2);
-      base.replicas.push_back({e / 2});
-    }
+    const LayerPlan base = TwoExpertsPerDevice();
     GreedyBudget budget;
     budget.max_copies.assign(32, 1);
     const LayerPlan greedy = MaterializeGreedy(cost, 0, base, load, budget, nullptr, &agg);
@@ -439,21 +451,9 @@ TEST(BalanceLayerTest, WithinMaxSecondsAndKeepsInvariantsOverRandomLayers) {
   int lowered = 0;
   for (int trial = 0; trial < 12; ++trial) {
     const LayerId l = trial % 2;
-    std::vector<double> share(64);
-    for (int r = 0; r < 64; ++r) share[r] = std::pow(r + 1.0, -(0.6 + 0.1 * (trial / 2)));
-    for (int i = 63; i > 0; --i) std::swap(share[i], share[rng.Below(i + 1)]);
-    LoadMatrix load(32, 64);
-    for (DeviceId s = 0; s < 32; ++s) {
-      for (ExpertId e = 0; e < 64; ++e) {
-        load.at(s, e) = static_cast<int64_t>(8192 * share[e] * (0.9 + 0.2 * rng.Uniform()));
-      }
-    }
+    const LoadMatrix load = RandomZipfLoad(rng, 0.6 + 0.1 * (trial / 2));
     const LoadAggregate agg = LoadAggregate::Of(load, c);
-    LayerPlan base;
-    for (ExpertId e = 0; e < 64; ++e) {
-      base.owner.push_back(e / 2);
-      base.replicas.push_back({e / 2});
-    }
+    const LayerPlan base = TwoExpertsPerDevice();
     GreedyBudget budget;
     budget.max_copies.assign(32, trial % 3 == 0 ? 2 : 1);
     LayerPlan start = MaterializeGreedy(cost, l, base, load, budget, nullptr, &agg);
