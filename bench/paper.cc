@@ -10,7 +10,7 @@
 // Loads come from the generator with parameters fitted to a trace recorded from our GPT-MoE
 // trainer (bench/traces/gpt_moe_cpu.trace; `hecatectl trace fit` reproduces the fit). Writes CSVs
 // and PNG plots to bench/paper/ and docs/benchmarks-paper.md (run from the workspace via
-// `bazel run`, which sets BUILD_WORKSPACE_DIRECTORY).
+// `bazel run`, which sets BUILD_WORKSPACE_DIRECTORY); with --out=DIR, all of it to DIR.
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -34,7 +34,9 @@
 
 ABSL_FLAG(int, iterations, 40, "Simulated iterations per run (paper figures)");
 ABSL_FLAG(int, scale_iterations, 8, "Simulated iterations per run (scale-out)");
-ABSL_FLAG(std::string, out, "", "Output directory (default: <workspace>/bench/paper)");
+ABSL_FLAG(std::string, out, "",
+          "Output directory for the CSVs, plots and page (default: <workspace>/bench/paper, the "
+          "page to <workspace>/docs/benchmarks-paper.md)");
 ABSL_FLAG(bool, scale_out, true, "Also run the 256/1024-device projection");
 ABSL_FLAG(double, balance_target, -1,
           "hecate's balance target for every run (PlannerConfig::balance_target); < 0: the "
@@ -397,9 +399,12 @@ int Main(int argc, char** argv) {
   }
   md << "\nCSV: `bench/paper/*.csv`. Plots: "
      << (plotted ? "`bench/paper/*.png`." : "not generated (python3-matplotlib missing).") << "\n";
-  std::ofstream(Workspace() + "/docs/benchmarks-paper.md") << md.str();
-  std::printf("\nwrote %s/*.csv%s and docs/benchmarks-paper.md\n", out.c_str(),
-              plotted ? ", *.png" : "");
+  // With --out the page goes there too: a side-by-side run must not overwrite the docs.
+  const std::string page = absl::GetFlag(FLAGS_out).empty()
+                               ? Workspace() + "/docs/benchmarks-paper.md"
+                               : out + "/benchmarks-paper.md";
+  std::ofstream(page) << md.str();
+  std::printf("\nwrote %s/*.csv%s and %s\n", out.c_str(), plotted ? ", *.png" : "", page.c_str());
   return 0;
 }
 
