@@ -1249,7 +1249,7 @@ constexpr size_t kBalanceSwaps = 2;
 
 int BalanceLayer(const CostModel& cost, LayerId l, const LoadMatrix& load,
                  const LoadAggregate& aggregate, DispatchRule rule,
-                 const std::vector<int>& max_copies, double target, double max_seconds, int moves,
+                 const std::vector<int>& max_copies, double target, double budget, int moves,
                  int candidates, int64_t max_evaluations, LayerPlan* layer) {
   const Cluster& cluster = cost.cluster();
   const int devices = cluster.num_devices();
@@ -1299,8 +1299,10 @@ int BalanceLayer(const CostModel& cost, LayerId l, const LoadMatrix& load,
   std::vector<DeviceId> sources, order;
   std::vector<std::pair<double, ExpertId>> heavy;
   int made = 0;
+  double max_seconds = 0;  // (1 + budget) x the layer's time before the pass
   for (; made < moves && !spent(); ++made) {
     const LayerPrediction now = evaluate();
+    if (made == 0) max_seconds = now.total_seconds * (1 + std::max(0.0, budget));
     const double excess_now = excess(now);
     if (excess_now <= 0) break;
     // A move's score: moves that are not slower first, by excess removed; then excess removed

@@ -97,14 +97,15 @@ int RepairLayer(const CostModel& cost, LayerId l, const LoadMatrix& load,
 // anywhere; its node's first, then least loaded -- and exchanges of those two experts' copies with
 // the two least useful copies of each other device of its node. Take the move that removes the most
 // excess tokens (those above target x mean) among moves not slower than the layer now, else the
-// most per second added; never one whose layer time exceeds `max_seconds`. Stops when no device is
-// over, no move removes excess within `max_seconds`, or `max_evaluations` layer evaluations are
+// most per second added; never one whose layer time exceeds (1 + `budget`) x its time before the
+// pass. Stops when no device is over, no move removes excess within that, or `max_evaluations`
+// layer evaluations are
 // spent (> 0; the candidates are tried in the order above, so a small budget tries the busiest
 // device's own node first). Never exceeds `max_copies`, never two copies on one device, never
 // drops an owner. Returns the number of moves made.
 int BalanceLayer(const CostModel& cost, LayerId l, const LoadMatrix& load,
                  const LoadAggregate& aggregate, DispatchRule rule,
-                 const std::vector<int>& max_copies, double target, double max_seconds, int moves,
+                 const std::vector<int>& max_copies, double target, double budget, int moves,
                  int candidates, int64_t max_evaluations, LayerPlan* layer);
 
 struct CalibrationResult {

@@ -428,14 +428,10 @@ class HecatePolicy : public Policy {
             r.config.balance_cell_budget > 0 ? r.config.balance_cell_budget / cells : 0;
         if (r.config.balance_cell_budget > 0 && balance_evaluations < kMinBalanceEvaluations)
           return;
-        const double before =
-            cost.EvaluateLayer(l, *layer, (*r.load)[l], r.config.dispatch_rule,
-                               ReplicaSemantics::kEphemeral, &dispatcher, &aggregates[l])
-                .total_seconds;
         BalanceLayer(cost, l, (*r.load)[l], aggregates[l], r.config.dispatch_rule,
-                     budget.max_copies, r.config.balance_target,
-                     before * (1 + std::max(0.0, r.config.balance_budget)), r.config.balance_moves,
-                     r.config.balance_candidates, balance_evaluations, layer);
+                     budget.max_copies, r.config.balance_target, r.config.balance_budget,
+                     r.config.balance_moves, r.config.balance_candidates, balance_evaluations,
+                     layer);
       }
     };
     for (LayerId l = 0; l < r.model->num_layers(); ++l) {
