@@ -13,6 +13,12 @@
 // iterations; balancedness is its inverse mean (mean/max); bytes_moved_per_iter = spAG + spRS (or
 // replica AllReduce) bytes + migration bytes, per iteration. extra_slots caps the extra expert
 // copies per device per layer for every policy alike.
+//
+// Policies whose plans the workers calibrate (`hecate`, `hecate-rm`: Policy::Calibrates) are
+// judged as they run: each layer calibrated on iteration i's actual counts (placement::Calibrate
+// with the workers' defaults, within the same extra_slots), its late gather charged in time and
+// bytes. A last table gives their max/mean before calibration and calibration's CPU time.
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -20,6 +26,7 @@
 #include <vector>
 
 #include "bench/scales.h"
+#include "placement/materialization.h"
 #include "placement/policy.h"
 #include "placement/synthetic.h"
 
@@ -33,6 +40,10 @@ struct Row {
   double balancedness = 0;
   double bytes_per_iter = 0;
   double moe_seconds = 0;  // predicted MoE time per iteration incl. amortized migration
+  // Calibrating policies: max/mean of the plans as published, and calibration's CPU time.
+  double plan_max_mean = 0;
+  double calibration_us_per_layer = 0;
+  double calibrated_share = 0;  // of the layers
 };
 
 Row RunCase(const Cluster& c, const ModelSpec& m, const Policy& policy, const SkewOptions& opt,
@@ -54,16 +65,48 @@ Row RunCase(const Cluster& c, const ModelSpec& m, const Policy& policy, const Sk
       Plan plan = policy.Compute(r);
       // Judge the plan on what actually happened this iteration.
       CostModel cost(c, m);
-      Plan judged = plan;
-      cost.Evaluate(&judged, actual);
+      Plan published = plan;
+      cost.Evaluate(&published, actual);
+      Plan judged = published;
+      double late_seconds = 0;
+      int64_t late_bytes = 0;
+      int calibrated = 0;
+      double calibration_us = 0;
+      if (policy.Calibrates()) {
+        const auto t0 = std::chrono::steady_clock::now();
+        for (LayerId l = 0; l < static_cast<LayerId>(judged.layers.size()); ++l) {
+          std::vector<int> free = judged.layers[l].ExtraCopies(c.num_devices());
+          for (int& f : free) f = std::max(0, extra_slots - f);
+          CalibrationResult cal = Calibrate(cost, l, judged.layers[l], actual[l], free,
+                                            plan.dispatch_rule, CalibrationOptions{});
+          if (!cal.accepted) continue;
+          judged.layers[l] = std::move(cal.layer);
+          late_seconds += cal.extra_spag_seconds;
+          late_bytes += cal.extra_spag_bytes;
+          ++calibrated;
+        }
+        calibration_us =
+            std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0)
+                .count();
+        cost.Evaluate(&judged, actual);
+      }
       if (i >= warmup) {
-        for (const LayerPrediction& lp : judged.prediction.layers) {
+        for (size_t l = 0; l < judged.prediction.layers.size(); ++l) {
+          const LayerPrediction& lp = judged.prediction.layers[l];
+          const LayerPrediction& pp = published.prediction.layers[l];
           row.max_mean += lp.mean_tokens > 0 ? lp.max_tokens / lp.mean_tokens : 1.0;
+          row.plan_max_mean += pp.mean_tokens > 0 ? pp.max_tokens / pp.mean_tokens : 1.0;
           row.balancedness += lp.balancedness;
+          // Every planned copy was gathered before the gate; calibration's copies after it;
+          // gradients go back from the copies the layer computed with.
+          bytes += static_cast<double>(pp.spag_bytes + lp.sprs_bytes);
           ++samples;
         }
-        bytes += static_cast<double>(judged.prediction.sparse_bytes + plan.migration_bytes());
-        row.moe_seconds += judged.prediction.moe_seconds + judged.prediction.migration_seconds;
+        bytes += static_cast<double>(late_bytes + plan.migration_bytes());
+        row.moe_seconds +=
+            judged.prediction.moe_seconds + late_seconds + judged.prediction.migration_seconds;
+        row.calibration_us_per_layer += calibration_us / static_cast<double>(m.layers.size());
+        row.calibrated_share += static_cast<double>(calibrated) / m.layers.size();
       }
       previous = std::move(plan);
       have_previous = true;
@@ -71,7 +114,10 @@ Row RunCase(const Cluster& c, const ModelSpec& m, const Policy& policy, const Sk
     (void)window.Push(actual);
   }
   row.max_mean /= samples;
+  row.plan_max_mean /= samples;
   row.balancedness /= samples;
+  row.calibration_us_per_layer /= iterations;
+  row.calibrated_share /= iterations;
   row.bytes_per_iter = bytes / iterations;
   row.moe_seconds /= iterations;
   return row;
@@ -105,7 +151,7 @@ int Main(int argc, char** argv) {
   loads.push_back({"drift1.0", drift});
 
   std::printf("policy,loads,extra_slots,max_mean,balancedness,bytes_moved_per_iter\n");
-  std::vector<std::string> times;
+  std::vector<std::string> times, calibration;
   for (const std::string& name : PolicyNames()) {
     auto policy = *MakePolicy(name);
     for (const Loads& l : loads) {
@@ -118,6 +164,12 @@ int Main(int argc, char** argv) {
         std::snprintf(line, sizeof(line), "%s,%s,%d,%.6f", name.c_str(), l.name, extra,
                       r.moe_seconds);
         times.push_back(line);
+        if (policy->Calibrates()) {
+          std::snprintf(line, sizeof(line), "%s,%s,%d,%.4f,%.4f,%.2f,%.1f", name.c_str(), l.name,
+                        extra, r.plan_max_mean, r.max_mean, r.calibrated_share,
+                        r.calibration_us_per_layer);
+          calibration.push_back(line);
+        }
       }
     }
   }
@@ -125,6 +177,13 @@ int Main(int argc, char** argv) {
   // (compute + All-to-All + exposed sparse collectives + amortized migration), seconds.
   std::printf("\npolicy,loads,extra_slots,predicted_moe_seconds_per_iter\n");
   for (const std::string& t : times) std::printf("%s\n", t.c_str());
+  // Calibration's part: max/mean of the plans as published and after calibration, the share of
+  // layers it changed, and its CPU time per layer (on the critical path, between gate and
+  // dispatch; this machine).
+  std::printf(
+      "\npolicy,loads,extra_slots,plan_max_mean,calibrated_max_mean,calibrated_layer_share,"
+      "calibration_us_per_layer\n");
+  for (const std::string& t : calibration) std::printf("%s\n", t.c_str());
   return 0;
 }
 

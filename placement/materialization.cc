@@ -1419,47 +1419,175 @@ int BalanceLayer(const CostModel& cost, LayerId l, const LoadMatrix& load,
 
 CalibrationResult Calibrate(const CostModel& cost, LayerId l, const LayerPlan& current,
                             const LoadMatrix& actual, const std::vector<int>& remaining_copies,
-                            DispatchRule rule) {
+                            DispatchRule rule, const CalibrationOptions& options) {
   const Cluster& cluster = cost.cluster();
   const int devices = cluster.num_devices();
+  const int experts = current.num_experts();
   CalibrationResult result;
   result.layer = current;
   Dispatcher dispatcher(cluster);
   const LoadAggregate aggregate = LoadAggregate::Of(actual, cluster);
-  const LayerPrediction before = cost.EvaluateLayer(
-      l, current, actual, rule, ReplicaSemantics::kEphemeral, &dispatcher, &aggregate);
+  auto evaluate = [&](const LayerPlan& layer) {
+    ++result.evaluations;
+    return cost.EvaluateLayer(l, layer, actual, rule, ReplicaSemantics::kEphemeral, &dispatcher,
+                              &aggregate);
+  };
+  // The copies `layer` holds that `current` does not travel after the gate, on the critical
+  // path: nothing hides their gather.
+  LayerPlan extra;
+  extra.owner = current.owner;
+  extra.replicas.resize(experts);
+  auto late_seconds = [&](const LayerPlan& layer, int64_t* bytes = nullptr) {
+    bool any = false;
+    for (ExpertId e = 0; e < experts; ++e) {
+      extra.replicas[e].assign(1, current.owner[e]);
+      for (DeviceId d : layer.replicas[e]) {
+        if (!current.Holds(e, d)) {
+          InsertSorted(&extra.replicas[e], d);
+          any = true;
+        }
+      }
+    }
+    return any ? cost.SparseCollectiveSeconds(l, extra, bytes) : 0.0;
+  };
+  // Tokens above target x mean, summed over devices, as a fraction of all tokens.
+  auto excess = [&](const LayerPrediction& p) {
+    if (p.mean_tokens <= 0) return 0.0;
+    const double bound = options.target * p.mean_tokens;
+    double sum = 0;
+    for (double t : p.device_tokens) sum += std::max(0.0, t - bound);
+    return sum / (p.mean_tokens * devices);
+  };
+  const LayerPrediction before = evaluate(current);
   result.before_seconds = before.total_seconds;
   result.after_seconds = before.total_seconds;
 
-  GreedyBudget budget;
-  budget.max_copies = current.ExtraCopies(devices);
+  std::vector<int> max_copies = current.ExtraCopies(devices);
   for (DeviceId d = 0; d < devices && d < static_cast<int>(remaining_copies.size()); ++d) {
-    budget.max_copies[d] += remaining_copies[d];
+    max_copies[d] += remaining_copies[d];
   }
+  GreedyBudget budget;
+  budget.max_copies = max_copies;
   // The extra gather runs after the gate, on the critical path: nothing hides it.
   budget.attention_forward_seconds = 0;
   int added = 0;
   LayerPlan candidate = MaterializeGreedy(cost, l, current, actual, budget, &added, &aggregate);
-  result.copies_added = added;
-  if (added == 0) return result;
+  LayerPrediction now = added > 0 ? evaluate(candidate) : before;
+  double now_seconds = now.total_seconds + late_seconds(candidate);
+  if (now_seconds >= before.total_seconds) {
+    candidate = current;
+    now = before;
+    now_seconds = before.total_seconds;
+  }
 
-  // Only the new copies travel now, after the gate.
-  LayerPlan extra;
-  extra.owner = current.owner;
-  extra.replicas.resize(current.num_experts());
-  for (ExpertId e = 0; e < current.num_experts(); ++e) {
-    extra.replicas[e].push_back(current.owner[e]);
-    for (DeviceId d : candidate.replicas[e]) {
-      if (!current.Holds(e, d)) InsertSorted(&extra.replicas[e], d);
+  // Swaps: first improvement -- the first move (in the order below) that takes tokens off
+  // the devices over the target without making the layer slower than it was before
+  // calibration. For the busiest devices over the target (at most kBalanceSources), their
+  // kRepairExperts experts with the most tokens per holder go to the least loaded devices of
+  // their node, then elsewhere (`candidates` each): into a free slot, or in place of the
+  // receiver's least useful copy (fewest tokens per holder; never an owner's).
+  const int64_t cells = static_cast<int64_t>(devices) * std::max(experts, 1);
+  const int64_t swap_evaluations = result.evaluations + options.swap_cell_budget / cells;
+  if (options.swap_cell_budget / cells >= kMinCalibrationEvaluations) {
+    std::vector<int> copies = candidate.ExtraCopies(devices);
+    std::vector<DeviceId> sources, order, near, far;
+    std::vector<std::pair<double, ExpertId>> heavy;
+    auto per_holder = [&](ExpertId x) {
+      return static_cast<double>(aggregate.expert_total[x]) /
+             static_cast<double>(candidate.replicas[x].size());
+    };
+    double excess_now = excess(now);
+    while (excess_now > 0 && result.evaluations < swap_evaluations) {
+      const double bound = options.target * now.mean_tokens;
+      sources.clear();
+      for (DeviceId d = 0; d < devices; ++d) {
+        if (now.device_tokens[d] > bound) sources.push_back(d);
+      }
+      auto busier = [&](DeviceId a, DeviceId b) {
+        return now.device_tokens[a] != now.device_tokens[b]
+                   ? now.device_tokens[a] > now.device_tokens[b]
+                   : a < b;
+      };
+      auto lighter = [&](DeviceId a, DeviceId b) {
+        return now.device_tokens[a] != now.device_tokens[b]
+                   ? now.device_tokens[a] < now.device_tokens[b]
+                   : a < b;
+      };
+      std::sort(sources.begin(), sources.end(), busier);
+      if (sources.size() > kBalanceSources) sources.resize(kBalanceSources);
+      bool moved = false;
+      for (size_t si = 0; si < sources.size() && !moved; ++si) {
+        const DeviceId src = sources[si];
+        HeaviestPerHolder(candidate, aggregate, src, &heavy);
+        for (size_t hi = 0; hi < heavy.size() && !moved; ++hi) {
+          const ExpertId e = heavy[hi].second;
+          near.clear();
+          far.clear();
+          for (DeviceId d = 0; d < devices; ++d) {
+            if (candidate.Holds(e, d) || now.device_tokens[d] >= bound) continue;
+            (cluster.same_node(d, src) ? near : far).push_back(d);
+          }
+          order.clear();
+          for (std::vector<DeviceId>* group : {&near, &far}) {
+            const size_t k = std::min<size_t>(group->size(), options.candidates);
+            std::partial_sort(group->begin(), group->begin() + k, group->end(), lighter);
+            order.insert(order.end(), group->begin(), group->begin() + k);
+          }
+          for (size_t oi = 0; oi < order.size() && !moved; ++oi) {
+            if (result.evaluations >= swap_evaluations) break;
+            const DeviceId d = order[oi];
+            ExpertId out = -1;
+            if (copies[d] >= max_copies[d]) {
+              double least = per_holder(e);
+              for (ExpertId x = 0; x < experts; ++x) {
+                if (x == e || candidate.owner[x] == d || !candidate.Holds(x, d)) continue;
+                if (per_holder(x) < least) {
+                  least = per_holder(x);
+                  out = x;
+                }
+              }
+              if (out < 0) continue;
+              EraseSorted(&candidate.replicas[out], d);
+            }
+            InsertSorted(&candidate.replicas[e], d);
+            const LayerPrediction p = evaluate(candidate);
+            const double gain = excess_now - excess(p);
+            const double seconds = gain > 1e-9 && p.total_seconds <= before.total_seconds
+                                       ? p.total_seconds + late_seconds(candidate)
+                                       : before.total_seconds + 1;
+            if (seconds <= before.total_seconds) {
+              moved = true;
+              now = p;
+              now_seconds = seconds;
+              excess_now -= gain;
+              if (out < 0) ++copies[d];
+            } else {
+              EraseSorted(&candidate.replicas[e], d);
+              if (out >= 0) InsertSorted(&candidate.replicas[out], d);
+            }
+          }
+        }
+      }
+      if (!moved) break;
     }
   }
-  result.extra_spag_seconds = cost.SparseCollectiveSeconds(l, extra, nullptr);
-  const LayerPrediction after = cost.EvaluateLayer(
-      l, candidate, actual, rule, ReplicaSemantics::kEphemeral, &dispatcher, &aggregate);
-  result.after_seconds = after.total_seconds + result.extra_spag_seconds;
-  if (result.after_seconds < result.before_seconds) {
+
+  for (ExpertId e = 0; e < experts; ++e) {
+    for (DeviceId d : candidate.replicas[e]) result.copies_added += current.Holds(e, d) ? 0 : 1;
+    for (DeviceId d : current.replicas[e]) result.copies_dropped += candidate.Holds(e, d) ? 0 : 1;
+  }
+  if (result.copies_added == 0 && result.copies_dropped == 0) return result;
+  result.extra_spag_seconds = late_seconds(candidate, &result.extra_spag_bytes);
+  result.after_seconds = now_seconds;
+  if (now_seconds < before.total_seconds ||
+      (now_seconds <= before.total_seconds && excess(now) < excess(before))) {
     result.accepted = true;
     result.layer = std::move(candidate);
+  } else {
+    result.copies_added = 0;
+    result.copies_dropped = 0;
+    result.extra_spag_seconds = 0;
+    result.extra_spag_bytes = 0;
   }
   return result;
 }

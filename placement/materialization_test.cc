@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 
 namespace hecate::placement {
 namespace {
@@ -262,6 +263,66 @@ TEST(CalibrationTest, NoMemoryLeftNoChange) {
   EXPECT_EQ(r.copies_added, 0);
 }
 
+// One node of 4 devices owning experts 0..3; device 0 holds the plan's one copy (of expert 2, hot
+// when the plan was made). This iteration expert 3 takes 300 tokens, the others 100 (mean 150):
+// devices 100 / 100 / 100 / 300 (expert 2's tokens stay with its owner, the lighter holder).
+// With no free memory, the swap stage gives up device 0's copy of expert 2 (50 tokens per holder,
+// the least useful) for one of expert 3 (the busiest device's heaviest; devices 0 and 1 tie as
+// receivers, lower id first): 300 tokens level over devices 0 and 3 at 200 each -> 100 / 100 /
+// 100 / 200 + 100 on device 0 = 200 / 100 / 100 / 200. Then no receiver has a slot: done.
+struct SwapCase {
+  Cluster c = Cluster::Uniform(1, 4, 1 << 30, 1e9, 1e11, 1e11);
+  ModelSpec m;
+  LoadMatrix actual{4, 4};
+  LayerPlan plan = OwnersOnly({0, 1, 2, 3});
+  SwapCase() {
+    m.top_k = 1;
+    m.token_bytes = 0;
+    m.attention_forward_seconds = 0;
+    m.layers.push_back(LayerSpec{4, 1'000'000, 6'000'000, 1e6});  // compute-bound
+    plan.replicas[2] = {0, 2};
+    for (ExpertId e = 0; e < 4; ++e) actual.at(e, e) = e == 3 ? 300 : 100;
+  }
+};
+
+TEST(CalibrationTest, SwapsTheLeastUsefulCopyForTheBusiestDevicesExpert) {
+  SwapCase t;
+  const CostModel cost(t.c, t.m);
+  CalibrationResult r =
+      Calibrate(cost, 0, t.plan, t.actual, {0, 0, 0, 0}, DispatchRule::kLoadAware);
+  ASSERT_TRUE(r.accepted);
+  EXPECT_THAT(r.layer.replicas[3], ElementsAre(0, 3));
+  EXPECT_THAT(r.layer.replicas[2], ElementsAre(2));
+  EXPECT_THAT(r.layer.replicas[0], ElementsAre(0));
+  EXPECT_THAT(r.layer.replicas[1], ElementsAre(1));
+  EXPECT_EQ(r.copies_added, 1);
+  EXPECT_EQ(r.copies_dropped, 1);
+  EXPECT_GT(r.extra_spag_seconds, 0);
+  EXPECT_LT(r.after_seconds, r.before_seconds);
+  Dispatcher dispatcher(t.c);
+  const LayerPrediction p = cost.EvaluateLayer(0, r.layer, t.actual, DispatchRule::kLoadAware,
+                                               ReplicaSemantics::kEphemeral, &dispatcher);
+  EXPECT_THAT(p.device_tokens, ElementsAre(200, 100, 100, 200));
+  EXPECT_DOUBLE_EQ(r.after_seconds, p.total_seconds + r.extra_spag_seconds);
+}
+
+TEST(CalibrationTest, NoSwapsWithoutTheirBudgetOrWhenTheGatherCostsMore) {
+  SwapCase t;
+  const CostModel cost(t.c, t.m);
+  CalibrationOptions off;
+  off.swap_cell_budget = 0;  // the paper's calibration: free memory only, and there is none
+  EXPECT_FALSE(
+      Calibrate(cost, 0, t.plan, t.actual, {0, 0, 0, 0}, DispatchRule::kLoadAware, off).accepted);
+  // 1 MB/s links: the late gather (1 s) costs more than the 100 tokens it saves (0.3 s).
+  const Cluster slow = Cluster::Uniform(1, 4, 1 << 30, 1e9, 1e6, 1e6);
+  const CostModel slow_cost(slow, t.m);
+  CalibrationResult r =
+      Calibrate(slow_cost, 0, t.plan, t.actual, {0, 0, 0, 0}, DispatchRule::kLoadAware);
+  EXPECT_FALSE(r.accepted);
+  EXPECT_EQ(r.layer.replicas, t.plan.replicas);
+  EXPECT_EQ(r.copies_added, 0);
+}
+
 // The paper's Cluster A (4 nodes x 8 V100, NVLink 300 GB/s, 100 Gb/s a node).
 Cluster ClusterA() {
   return Cluster::Uniform(4, 8, int64_t{32} << 30, 62.5e12, 300e9, 12.5e9, 5e-6);
@@ -502,6 +563,61 @@ TEST(BalanceLayerTest, WithinItsBudgetAndKeepsInvariantsOverRandomLayers) {
     EXPECT_EQ(again.replicas, p.replicas) << "deterministic";
   }
   EXPECT_GT(lowered, 0);
+}
+
+// Calibration within the plan's memory on Cluster A: plans made for one random Zipf load meet
+// another (a new hot set, as after a drift); the swaps never exceed the plan's slots (every copy
+// gathered replaces one), keep owners and unique ascending holders, never make the layer slower
+// than the plan, late gather included, and are deterministic; over the trials they must bring
+// the layers closer to balance.
+TEST(CalibrationTest, SwapsKeepInvariantsAndBalanceLayersWithinThePlansMemory) {
+  const Cluster c = ClusterA();
+  const ModelSpec m = ClusterALayers({14'155'776, 14'155'776 / 50});
+  const CostModel cost(c, m);
+  Rng rng(5);
+  double ratio_before = 0, ratio_after = 0;
+  int accepted = 0;
+  const int trials = 10;
+  for (int trial = 0; trial < trials; ++trial) {
+    const LayerId l = trial % 2;
+    const double s = 0.8 + 0.1 * (trial / 2);
+    const LoadMatrix planned_for = RandomZipfLoad(rng, s);
+    const LoadMatrix actual = RandomZipfLoad(rng, s);
+    const LoadAggregate agg = LoadAggregate::Of(planned_for, c);
+    GreedyBudget budget;
+    budget.max_copies.assign(32, 1);
+    LayerPlan plan =
+        MaterializeGreedy(cost, l, TwoExpertsPerDevice(), planned_for, budget, nullptr, &agg);
+    const std::vector<int> slots = plan.ExtraCopies(32);
+    const std::vector<int> none(32, 0);
+    const CalibrationResult r = Calibrate(cost, l, plan, actual, none, DispatchRule::kLoadAware);
+    EXPECT_LE(r.evaluations, 2 + kCalibrationCellBudget / (32 * 64)) << "trial " << trial;
+    ExpectLayerInvariants(r.layer, plan, slots);
+    Dispatcher dispatcher(c);
+    const LayerPrediction before = cost.EvaluateLayer(l, plan, actual, DispatchRule::kLoadAware,
+                                                      ReplicaSemantics::kEphemeral, &dispatcher);
+    const LayerPrediction after = cost.EvaluateLayer(l, r.layer, actual, DispatchRule::kLoadAware,
+                                                     ReplicaSemantics::kEphemeral, &dispatcher);
+    EXPECT_DOUBLE_EQ(r.before_seconds, before.total_seconds);
+    if (r.accepted) {
+      ++accepted;
+      EXPECT_EQ(r.copies_added, r.copies_dropped) << "no free memory: swaps only";
+      EXPECT_LE(r.after_seconds, r.before_seconds) << "trial " << trial;
+      EXPECT_DOUBLE_EQ(r.after_seconds, after.total_seconds + r.extra_spag_seconds);
+    } else {
+      EXPECT_EQ(r.layer.replicas, plan.replicas);
+    }
+    ratio_before += before.max_tokens / before.mean_tokens;
+    ratio_after += after.max_tokens / after.mean_tokens;
+    const CalibrationResult again =
+        Calibrate(cost, l, plan, actual, none, DispatchRule::kLoadAware);
+    EXPECT_EQ(again.layer.replicas, r.layer.replicas) << "deterministic";
+  }
+  EXPECT_GT(accepted, 0);
+  EXPECT_LT(ratio_after / trials, ratio_before / trials - 0.05)
+      << "max/mean " << ratio_before / trials << " -> " << ratio_after / trials;
+  std::printf("calibration over %d trials: mean max/mean %.3f -> %.3f, %d accepted\n", trials,
+              ratio_before / trials, ratio_after / trials, accepted);
 }
 
 }  // namespace

@@ -251,6 +251,7 @@ class HecatePolicy : public Policy {
   explicit HecatePolicy(Variant v) : variant_(v) {}
 
   bool BoundsBalance() const override { return variant_ != Variant::kPaper; }
+  bool Calibrates() const override { return variant_ != Variant::kPaper; }
 
   std::string_view name() const override {
     switch (variant_) {
@@ -824,6 +825,11 @@ double BalanceOverage(const Prediction& p, double target) {
   double sum = 0;
   for (const LayerPrediction& l : p.layers) sum += BalanceOverage(l, target);
   return sum;
+}
+
+bool PolicyCalibrates(std::string_view name) {
+  auto policy = MakePolicy(name);
+  return policy.ok() && (*policy)->Calibrates();
 }
 
 absl::StatusOr<std::unique_ptr<Policy>> MakePolicy(std::string_view name) {

@@ -122,7 +122,14 @@ class Policy {
   // Whether the policy works toward PlannerConfig::balance_target (`hecate`, `hecate-rm`); only
   // then does DecidePlan publish a plan for balance alone.
   virtual bool BoundsBalance() const { return false; }
+  // Whether workers calibrate the policy's plans on each iteration's actual counts (Calibrate,
+  // with swaps: `hecate`, `hecate-rm`). The baselines' plans run as published; `hecate-paper` is
+  // Alg. 1 as written.
+  virtual bool Calibrates() const { return false; }
 };
+
+// Policy `name` calibrates (false for unknown names).
+bool PolicyCalibrates(std::string_view name);
 
 // INVALID_ARGUMENT when the request's pointers are null or shapes disagree.
 absl::Status CheckRequest(const PlanRequest& request);

@@ -76,6 +76,7 @@ class RandomPlans : public PlanSource {
     plan.dispatch_rule =
         it % 2 ? placement::DispatchRule::kEven : placement::DispatchRule::kLoadAware;
     plan.id = {0, it + 1};
+    plan.policy = "hecate";  // a policy whose plans workers calibrate
     placement::Rng rng(1000 + it);
     placement::Rng owner_rng(77);
     for (auto& layer : plan.layers) {
@@ -101,6 +102,7 @@ struct RunSpec {
   bool fssdp = false;
   bool remat = false;
   bool calibration = false;
+  int calibration_copies = 1;   // with calibration: copies beyond the plan's per device
   bool all_replicated = false;  // every expert on every rank, EP owners (gradient test)
   int iterations = kIterations;
   int nodes = 1;  // ranks split evenly over this many (simulated) nodes: the relay tree's shape
@@ -137,6 +139,7 @@ int RunRank(const RunSpec& spec, int rank, int port, int batch) {
   TrainerConfig config = Config(batch);
   config.rematerialize = spec.remat;
   config.calibration = spec.calibration;
+  config.calibration_copies = spec.calibration_copies;
   auto data = TextData::Load(config.data_path, config.seq_len);
   if (!data.ok()) return 11;
   placement::ModelSpec model;
@@ -168,7 +171,7 @@ int RunRank(const RunSpec& spec, int rank, int port, int batch) {
   losses.precision(17);
   grads.precision(17);
   placement::ModelLoad last;
-  int calibrated = 0;
+  int calibrated = 0, dropped = 0;
   for (int it = 0; it < spec.iterations; ++it) {
     std::shared_ptr<const placement::Plan> plan = plans->Next(it, last);
     if (absl::Status s = trainer.ApplyPlan(*plan); !s.ok()) {
@@ -183,6 +186,7 @@ int RunRank(const RunSpec& spec, int rank, int port, int batch) {
     losses << r->loss << "\n";
     last = r->global_counts;
     calibrated += r->calibration_copies;
+    dropped += r->calibration_dropped;
     if (it == 0) {
       for (auto& layer : trainer.moe_layers()) {
         for (int e : layer->OwnedExperts()) {
@@ -193,7 +197,9 @@ int RunRank(const RunSpec& spec, int rank, int port, int batch) {
       }
     }
   }
-  if (spec.calibration) std::ofstream(Tmp(spec.name + "_calibrated")) << calibrated;
+  if (spec.calibration) {
+    std::ofstream(Tmp(spec.name + "_calibrated")) << calibrated << " " << dropped;
+  }
   return 0;
 }
 
@@ -294,6 +300,20 @@ TEST_F(EquivalenceTest, FssdpWithCalibrationMatchesReference) {
   int calibrated = 0;
   std::ifstream(Tmp("fssdp2_cal_calibrated")) >> calibrated;
   EXPECT_GT(calibrated, 0) << "calibration never added a copy: the option was not exercised";
+}
+
+// Calibration within the plan's memory: it can only swap planned copies for others (each rank
+// drops the same copies from its spRS schedule, frees them, gathers the new ones late).
+TEST_F(EquivalenceTest, FssdpWithCalibrationSwapsMatchesReference) {
+  RunSpec spec{"fssdp4_swap", 4, true, false, /*calibration=*/true};
+  spec.calibration_copies = 0;
+  spec.nodes = 2;
+  RunWorld(spec, 2);
+  ExpectSameLosses("fssdp4_swap", Losses("ref4"));
+  int added = 0, dropped = 0;
+  std::ifstream(Tmp("fssdp4_swap_calibrated")) >> added >> dropped;
+  EXPECT_GT(dropped, 0) << "calibration never swapped a copy: the swaps were not exercised";
+  EXPECT_EQ(added, dropped) << "no free memory: every copy gathered must replace a planned one";
 }
 
 TEST_F(EquivalenceTest, ReplicatedExpertGradientEqualsExpertParallel) {

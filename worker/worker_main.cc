@@ -30,6 +30,7 @@
 #include "common/trace.h"
 #include "common/wire.h"
 #include "placement/dispatch.h"
+#include "placement/materialization.h"
 #include "worker/agent/agent.h"
 #include "worker/comm/fake_communicator.h"
 #include "worker/comm/gloo/gloo_communicator.h"
@@ -69,7 +70,17 @@ ABSL_FLAG(int, skew_experts, 1, "Experts per layer that receive --gate_bias");
 ABSL_FLAG(uint64_t, seed, 1, "Seed of initialization and data order");
 ABSL_FLAG(bool, float64, false, "Compute in float64");
 ABSL_FLAG(bool, rematerialize, false, "Free replicas after forward, re-gather before backward");
-ABSL_FLAG(bool, calibration, false, "Extend materialization on actual counts when it pays");
+ABSL_FLAG(bool, calibration, true,
+          "Calibrate the plans of policies that calibrate (hecate, hecate-rm) on each "
+          "iteration's actual counts after the gate, when the cost model says it pays "
+          "(docs/placement.md \"Calibration\")");
+ABSL_FLAG(int, calibration_copies, 0,
+          "Calibration: extra copies per device and layer beyond the plan's (0: only swaps "
+          "within the plan's memory)");
+ABSL_FLAG(double, calibration_target, 1.06,
+          "Calibration: swap copies while a layer's max/mean device tokens exceeds this (> 1)");
+ABSL_FLAG(int64_t, calibration_cell_budget, hecate::placement::kCalibrationCellBudget,
+          "Calibration: device x expert cells the swaps may evaluate per layer (0: no swaps)");
 ABSL_FLAG(std::string, data, "/usr/share/games/fortunes/fortunes", "Training text (bytes)");
 ABSL_FLAG(int, threads, 1, "Intra-op threads");
 ABSL_FLAG(int, collective_timeout_s, 60, "Collective and rendezvous timeout");
@@ -250,6 +261,9 @@ int Main(int argc, char** argv) {
   tc.float64 = absl::GetFlag(FLAGS_float64);
   tc.rematerialize = absl::GetFlag(FLAGS_rematerialize);
   tc.calibration = absl::GetFlag(FLAGS_calibration);
+  tc.calibration_copies = absl::GetFlag(FLAGS_calibration_copies);
+  tc.calibration_options.target = absl::GetFlag(FLAGS_calibration_target);
+  tc.calibration_options.swap_cell_budget = absl::GetFlag(FLAGS_calibration_cell_budget);
   tc.data_path = absl::GetFlag(FLAGS_data);
   if (tc.layers < 1 || tc.experts < 1 || tc.top_k < 1 || tc.top_k > tc.experts ||
       tc.d_model % tc.heads != 0 || tc.batch < 1 || tc.seq_len < 1) {
@@ -259,10 +273,13 @@ int Main(int argc, char** argv) {
     return kUsage;
   }
   if (!(absl::GetFlag(FLAGS_copy_overhead_ms) >= 0) || !(absl::GetFlag(FLAGS_device_gflops) > 0) ||
-      !(absl::GetFlag(FLAGS_link_gbytes) > 0) || absl::GetFlag(FLAGS_reshard_period) < 0) {
+      !(absl::GetFlag(FLAGS_link_gbytes) > 0) || absl::GetFlag(FLAGS_reshard_period) < 0 ||
+      tc.calibration_copies < 0 || !(tc.calibration_options.target > 1) ||
+      tc.calibration_options.swap_cell_budget < 0) {
     std::fprintf(stderr,
                  "hecate-worker: need --copy_overhead_ms >= 0, --device_gflops > 0, "
-                 "--link_gbytes > 0, --reshard_period >= 0\n");
+                 "--link_gbytes > 0, --reshard_period >= 0, --calibration_copies >= 0, "
+                 "--calibration_target > 1, --calibration_cell_budget >= 0\n");
     return kUsage;
   }
   absl::StatusOr<TextData> data = TextData::Load(tc.data_path, tc.seq_len);

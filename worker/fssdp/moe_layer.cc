@@ -175,6 +175,7 @@ absl::Status MoELayer::BeginIteration() {
   const int me = comm_->rank();
   effective_ = plan_;
   calibration_added_ = 0;
+  calibration_dropped_ = 0;
   replicas_.clear();
   grads_.clear();
   auto opts = Options();
@@ -225,14 +226,24 @@ torch::Tensor MoELayer::ForwardImpl(const torch::Tensor& x_in, const torch::Tens
   for (int s = 0; s < world; ++s) {
     for (int e = 0; e < experts; ++e) global_counts_.at(s, e) = all[s * experts + e];
   }
-  // Calibration: more copies on this iteration's actual counts, if the model says it pays.
-  if (config_.calibration && cost_ != nullptr) {
+  // Calibration on this iteration's actual counts, if the model says it pays: copies into free
+  // slots and swaps of planned copies for copies of the busiest devices' experts.
+  if (config_.calibration && calibrate_ && cost_ != nullptr) {
     std::vector<int> remaining(world, config_.calibration_copies);
-    pl::CalibrationResult cal =
-        pl::Calibrate(*cost_, layer_, effective_, global_counts_, remaining, rule_);
+    pl::CalibrationResult cal = pl::Calibrate(*cost_, layer_, effective_, global_counts_, remaining,
+                                              rule_, config_.calibration_options);
     times_.gate += Since(t0);
     if (cal.accepted) {
       calibration_added_ = cal.copies_added;
+      calibration_dropped_ = cal.copies_dropped;
+      // Copies given up free their memory before the new ones arrive; every rank drops them
+      // from its spRS schedule alike (it follows effective_).
+      for (pl::ExpertId e = 0; e < experts; ++e) {
+        if (effective_.owner[e] != me && effective_.Holds(e, me) && !cal.layer.Holds(e, me)) {
+          replicas_.erase(e);
+          grads_.erase(e);
+        }
+      }
       effective_ = cal.layer;
       auto opts = Options();
       for (pl::ExpertId e = 0; e < experts; ++e) {

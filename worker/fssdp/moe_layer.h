@@ -27,6 +27,7 @@
 #include "absl/status/status.h"
 #include "placement/cost_model.h"
 #include "placement/dispatch.h"
+#include "placement/materialization.h"
 #include "placement/plan.h"
 #include "worker/comm/communicator.h"
 
@@ -40,10 +41,12 @@ struct MoEConfig {
   torch::Dtype dtype = torch::kFloat32;
   // Free replica parameters after forward; re-gather them before backward.
   bool rematerialize = false;
-  // After the gate, extend materialization on the actual counts when the cost model says it pays
-  // (needs `cost` and `calibration_copies`).
+  // After the gate, calibrate the plan on the actual counts (placement::Calibrate: copies into
+  // `calibration_copies` free slots per device beyond the plan's, then swaps of the plan's copies
+  // per `calibration_options`) when the cost model says it pays. Needs `cost`.
   bool calibration = false;
-  int calibration_copies = 1;  // extra copies per device allowed by calibration
+  int calibration_copies = 0;
+  placement::CalibrationOptions calibration_options;
   // Where expert parameters, optimizer state and the layer's token buffers live. Chosen at build
   // time: CUDA when LibTorch has CUDA (HECATE_TORCH_CUDA, set by builds against PyTorch's
   // LibTorch), else CPU (Debian's LibTorch). A CUDA layer needs a device-memory communicator
@@ -81,6 +84,8 @@ class MoELayer {
   // (collective). The first call just takes ownership per the plan.
   absl::Status ApplyPlan(const placement::LayerPlan& plan, placement::DispatchRule rule);
   const placement::LayerPlan& plan() const { return plan_; }
+  // Whether the plan in force is calibrated (when MoEConfig::calibration is on; default true).
+  void set_calibrate(bool on) { calibrate_ = on; }
 
   // Iteration start: zero gradients, SparseAllGather replicas (collective).
   absl::Status BeginIteration();
@@ -101,8 +106,10 @@ class MoELayer {
   MoEPhaseTimes& mutable_times() { return times_; }
   // Status of the last collective inside autograd (forward/backward cannot return a Status).
   const absl::Status& comm_status() const { return comm_status_; }
-  // Copies added by calibration in the last forward (0 if none / rejected).
+  // Copies calibration gathered in the last forward, and planned copies it gave up for them (0
+  // if none / rejected).
   int last_calibration_copies() const { return calibration_added_; }
+  int last_calibration_dropped() const { return calibration_dropped_; }
 
   // Owned experts (for checkpoints and tests): parameters and Adam moments, by expert id.
   std::vector<placement::ExpertId> OwnedExperts() const;
@@ -155,7 +162,9 @@ class MoELayer {
   placement::LoadMatrix global_counts_;
   MoEPhaseTimes times_;
   absl::Status comm_status_;
+  bool calibrate_ = true;
   int calibration_added_ = 0;
+  int calibration_dropped_ = 0;
 };
 
 }  // namespace hecate::worker

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "placement/policy.h"
 #include "worker/fssdp/adam.h"
 
 namespace hecate::worker {
@@ -108,6 +109,8 @@ Trainer::Trainer(const TrainerConfig& config, Communicator* comm, const pl::Clus
   mc.dtype = config.float64 ? torch::kFloat64 : torch::kFloat32;
   mc.rematerialize = config.rematerialize;
   mc.calibration = config.calibration;
+  mc.calibration_copies = config.calibration_copies;
+  mc.calibration_options = config.calibration_options;
   for (int l = 0; l < config.layers; ++l) {
     moe_.push_back(std::make_unique<MoELayer>(l, mc, comm, cluster, cost, config.seed));
   }
@@ -129,8 +132,10 @@ absl::Status Trainer::ApplyPlan(const pl::Plan& plan) {
     return absl::InvalidArgumentError(
         absl::StrCat("plan has ", plan.layers.size(), " layers, model has ", config_.layers));
   }
+  const bool calibrate = pl::PolicyCalibrates(plan.policy);
   for (int l = 0; l < config_.layers; ++l) {
     if (absl::Status s = moe_[l]->ApplyPlan(plan.layers[l], plan.dispatch_rule); !s.ok()) return s;
+    moe_[l]->set_calibrate(calibrate);
   }
   return absl::OkStatus();
 }
@@ -263,6 +268,7 @@ absl::StatusOr<StepResult> Trainer::Step(uint64_t iteration) {
     result.local_counts.push_back(moe->last_local_counts());
     result.global_counts.push_back(moe->last_global_counts());
     result.calibration_copies += moe->last_calibration_copies();
+    result.calibration_dropped += moe->last_calibration_dropped();
   }
   result.times.step = Since(t_step);
   return result;

@@ -45,7 +45,11 @@ struct TrainerConfig {
   uint64_t seed = 1;
   bool float64 = false;
   bool rematerialize = false;
+  // Calibrate the plans of policies that calibrate (placement::PolicyCalibrates) on each
+  // iteration's actual counts; see MoEConfig.
   bool calibration = false;
+  int calibration_copies = 0;
+  placement::CalibrationOptions calibration_options;
   std::string data_path = "/usr/share/games/fortunes/fortunes";
 };
 
@@ -80,7 +84,8 @@ struct StepResult {
   // This rank's tokens per expert, per layer; and the global matrices (identical on all ranks).
   std::vector<std::vector<int64_t>> local_counts;
   placement::ModelLoad global_counts;
-  int calibration_copies = 0;
+  int calibration_copies = 0;   // copies calibration gathered, all layers
+  int calibration_dropped = 0;  // planned copies it gave up for them
 };
 
 class Trainer {
