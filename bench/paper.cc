@@ -41,6 +41,9 @@ ABSL_FLAG(bool, scale_out, true, "Also run the 256/1024-device projection");
 ABSL_FLAG(double, balance_target, -1,
           "hecate's balance target for every run (PlannerConfig::balance_target); < 0: the "
           "planner's default, 0: off");
+ABSL_FLAG(bool, calibration, true,
+          "Calibrate hecate/hecate-rm plans on each iteration's actual counts, as the workers do "
+          "by default");
 
 namespace hecate::bench {
 namespace {
@@ -124,6 +127,7 @@ int Main(int argc, char** argv) {
     if (absl::GetFlag(FLAGS_balance_target) >= 0) {
       o.planner.balance_target = absl::GetFlag(FLAGS_balance_target);
     }
+    o.calibration = absl::GetFlag(FLAGS_calibration);
     o.warmup = std::min(5, iters / 4);
     auto loads = [&](int i) { return pl::SkewedLoad(c, m, gen, static_cast<uint64_t>(i)); };
     absl::StatusOr<sim::SimResult> r = sim::Simulate(c, m, loads, iters, o);

@@ -8,6 +8,8 @@
 // (warm start from the previous plan, new loads every call; layers whose loads moved less than
 // 2% kept, the default; the every_layer variants re-plan every layer; the no_balance variants turn
 // the balance bound off, PlannerConfig::balance_target = 0); BM_PlanCold plans from scratch.
+// BM_Calibrate is the workers' calibration of one layer after the gate (on the critical path):
+// `hecate` plans made from one iteration's loads, calibrated on the next one's.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -15,6 +17,7 @@
 
 #include "bench/scales.h"
 #include "placement/cost_model.h"
+#include "placement/materialization.h"
 #include "placement/policy.h"
 #include "placement/sharding.h"
 #include "placement/synthetic.h"
@@ -107,6 +110,68 @@ void BM_PlanSteady(benchmark::State& state, bool deepseek, const char* policy_na
   state.counters["max_mean"] = planned > 0 ? max_mean / planned : 0;
 }
 
+// One layer's calibration (the workers' defaults: swaps within the plan's memory) per call,
+// cycling over the layers of kPairs (plan, next iteration's loads) pairs; `drift` rotates the
+// Zipf(1.0) ranking (0.5: one rank every second iteration, so half the pairs see a new hot
+// expert). Counters: mean max/mean device tokens of the layers as planned and as calibrated on
+// the actual loads, the share of layers calibration changed, and evaluations per layer.
+void BM_Calibrate(benchmark::State& state, bool deepseek, double drift) {
+  Fixture f = Make(deepseek);
+  auto policy = *placement::MakePolicy("hecate");
+  placement::SkewOptions opt;
+  opt.zipf_s = 1.0;
+  opt.drift_per_iteration = drift;
+  constexpr int kPairs = 4;
+  std::vector<placement::Plan> plans;
+  std::vector<ModelLoad> actual;
+  placement::Plan previous;
+  for (int i = 0; i < kPairs; ++i) {
+    const ModelLoad now = placement::SkewedLoad(f.cluster, f.model, opt, static_cast<uint64_t>(i));
+    placement::PlanRequest r{&f.cluster, &f.model, &now};
+    if (i > 0) r.previous = &previous;
+    r.iteration = static_cast<uint64_t>(i);
+    previous = policy->Compute(r);
+    plans.push_back(previous);
+    actual.push_back(placement::SkewedLoad(f.cluster, f.model, opt, static_cast<uint64_t>(i) + 1));
+  }
+  const placement::CostModel cost(f.cluster, f.model);
+  const int layers = f.model.num_layers();
+  const std::vector<int> none(f.cluster.num_devices(), 0);
+  const placement::CalibrationOptions options;
+  // Quality, untimed: every layer of every pair once.
+  double before = 0, after = 0, changed = 0, evaluations = 0;
+  placement::Dispatcher dispatcher(f.cluster);
+  auto max_mean = [&](int l, const placement::LayerPlan& layer, const placement::LoadMatrix& load) {
+    const placement::LayerPrediction p =
+        cost.EvaluateLayer(l, layer, load, placement::DispatchRule::kLoadAware,
+                           placement::ReplicaSemantics::kEphemeral, &dispatcher);
+    return p.mean_tokens > 0 ? p.max_tokens / p.mean_tokens : 1.0;
+  };
+  for (int p = 0; p < kPairs; ++p) {
+    for (int l = 0; l < layers; ++l) {
+      const placement::CalibrationResult r = placement::Calibrate(
+          cost, l, plans[p].layers[l], actual[p][l], none, plans[p].dispatch_rule, options);
+      before += max_mean(l, plans[p].layers[l], actual[p][l]);
+      after += max_mean(l, r.layer, actual[p][l]);
+      changed += r.accepted;
+      evaluations += static_cast<double>(r.evaluations);
+    }
+  }
+  int64_t k = 0;
+  for (auto _ : state) {
+    const int p = static_cast<int>(k / layers % kPairs), l = static_cast<int>(k % layers);
+    ++k;
+    placement::CalibrationResult r = placement::Calibrate(cost, l, plans[p].layers[l], actual[p][l],
+                                                          none, plans[p].dispatch_rule, options);
+    benchmark::DoNotOptimize(r.layer.replicas.data());
+  }
+  const double n = static_cast<double>(kPairs) * layers;
+  state.counters["planned_max_mean"] = before / n;
+  state.counters["calibrated_max_mean"] = after / n;
+  state.counters["changed_share"] = changed / n;
+  state.counters["evaluations"] = evaluations / n;
+}
+
 void BM_Sharding(benchmark::State& state, bool deepseek) {
   Fixture f = Make(deepseek);
   const auto loads = placement::ExpertLoads(f.load);
@@ -144,6 +209,9 @@ BENCHMARK_CAPTURE(BM_PlanSteady, deepseek_hecate_every_layer_no_balance, true, "
 BENCHMARK_CAPTURE(BM_PlanCold, deepseek_hecate, true, "hecate")->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_PlanCold, deepseek_hecate_paper, true, "hecate-paper")
     ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_Calibrate, paper_drift, false, 0.5)->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_Calibrate, paper_steady, false, 0.0)->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_Calibrate, deepseek_drift, true, 0.5)->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_Sharding, paper, false)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_Sharding, deepseek, true)->Unit(benchmark::kMillisecond);
 

@@ -1136,6 +1136,15 @@ constexpr size_t kRepairExperts = 2;
 
 namespace {
 
+// Tokens above target x mean, summed over devices, as a fraction of all tokens.
+double ExcessOver(const LayerPrediction& p, double target) {
+  if (p.mean_tokens <= 0) return 0.0;
+  const double bound = target * p.mean_tokens;
+  double sum = 0;
+  for (double t : p.device_tokens) sum += std::max(0.0, t - bound);
+  return sum / (p.mean_tokens * static_cast<double>(p.device_tokens.size()));
+}
+
 // The kRepairExperts experts `d` holds with the most tokens per holder, as (-tokens per holder,
 // expert), heaviest first (ties: lower id).
 void HeaviestPerHolder(const LayerPlan& layer, const LoadAggregate& aggregate, DeviceId d,
@@ -1270,14 +1279,7 @@ int BalanceLayer(const CostModel& cost, LayerId l, const LoadMatrix& load,
   auto slots = [&](DeviceId d) {
     return d < static_cast<int>(max_copies.size()) ? max_copies[d] : 0;
   };
-  // Tokens above target x mean, summed over devices, as a fraction of all tokens.
-  auto excess = [&](const LayerPrediction& p) {
-    if (p.mean_tokens <= 0) return 0.0;
-    const double bound = target * p.mean_tokens;
-    double sum = 0;
-    for (double t : p.device_tokens) sum += std::max(0.0, t - bound);
-    return sum / (p.mean_tokens * devices);
-  };
+  auto excess = [&](const LayerPrediction& p) { return ExcessOver(p, target); };
   // A device's (at most kBalanceSwaps) copies with the fewest tokens per holder, other than
   // `keep`: what a swap or an exchange gives up.
   std::vector<std::pair<double, ExpertId>> useful;
@@ -1417,6 +1419,33 @@ int BalanceLayer(const CostModel& cost, LayerId l, const LoadMatrix& load,
   return made;
 }
 
+namespace {
+
+// LateCopies into `late` (reusing its buffers); returns whether there is any.
+bool FillLateCopies(const LayerPlan& planned, const LayerPlan& calibrated, LayerPlan* late) {
+  bool any = false;
+  late->owner = calibrated.owner;
+  late->replicas.resize(calibrated.num_experts());
+  for (ExpertId e = 0; e < calibrated.num_experts(); ++e) {
+    late->replicas[e].assign(1, calibrated.owner[e]);
+    for (DeviceId d : calibrated.replicas[e]) {
+      if (!planned.Holds(e, d)) {
+        InsertSorted(&late->replicas[e], d);
+        any = true;
+      }
+    }
+  }
+  return any;
+}
+
+}  // namespace
+
+LayerPlan LateCopies(const LayerPlan& planned, const LayerPlan& calibrated) {
+  LayerPlan late;
+  FillLateCopies(planned, calibrated, &late);
+  return late;
+}
+
 CalibrationResult Calibrate(const CostModel& cost, LayerId l, const LayerPlan& current,
                             const LoadMatrix& actual, const std::vector<int>& remaining_copies,
                             DispatchRule rule, const CalibrationOptions& options) {
@@ -1425,6 +1454,13 @@ CalibrationResult Calibrate(const CostModel& cost, LayerId l, const LayerPlan& c
   const int experts = current.num_experts();
   CalibrationResult result;
   result.layer = current;
+  bool free_memory = false;
+  for (DeviceId d = 0; d < devices && d < static_cast<int>(remaining_copies.size()); ++d) {
+    free_memory |= remaining_copies[d] > 0;
+  }
+  const int64_t cells = static_cast<int64_t>(devices) * std::max(experts, 1);
+  const bool swaps = options.swap_cell_budget / cells >= kMinCalibrationEvaluations;
+  if (!free_memory && !swaps) return result;  // nothing it could change: no evaluation spent
   Dispatcher dispatcher(cluster);
   const LoadAggregate aggregate = LoadAggregate::Of(actual, cluster);
   auto evaluate = [&](const LayerPlan& layer) {
@@ -1435,29 +1471,11 @@ CalibrationResult Calibrate(const CostModel& cost, LayerId l, const LayerPlan& c
   // The copies `layer` holds that `current` does not travel after the gate, on the critical
   // path: nothing hides their gather.
   LayerPlan extra;
-  extra.owner = current.owner;
-  extra.replicas.resize(experts);
   auto late_seconds = [&](const LayerPlan& layer, int64_t* bytes = nullptr) {
-    bool any = false;
-    for (ExpertId e = 0; e < experts; ++e) {
-      extra.replicas[e].assign(1, current.owner[e]);
-      for (DeviceId d : layer.replicas[e]) {
-        if (!current.Holds(e, d)) {
-          InsertSorted(&extra.replicas[e], d);
-          any = true;
-        }
-      }
-    }
-    return any ? cost.SparseCollectiveSeconds(l, extra, bytes) : 0.0;
+    return FillLateCopies(current, layer, &extra) ? cost.SparseCollectiveSeconds(l, extra, bytes)
+                                                  : 0.0;
   };
-  // Tokens above target x mean, summed over devices, as a fraction of all tokens.
-  auto excess = [&](const LayerPrediction& p) {
-    if (p.mean_tokens <= 0) return 0.0;
-    const double bound = options.target * p.mean_tokens;
-    double sum = 0;
-    for (double t : p.device_tokens) sum += std::max(0.0, t - bound);
-    return sum / (p.mean_tokens * devices);
-  };
+  auto excess = [&](const LayerPrediction& p) { return ExcessOver(p, options.target); };
   const LayerPrediction before = evaluate(current);
   result.before_seconds = before.total_seconds;
   result.after_seconds = before.total_seconds;
@@ -1471,7 +1489,9 @@ CalibrationResult Calibrate(const CostModel& cost, LayerId l, const LayerPlan& c
   // The extra gather runs after the gate, on the critical path: nothing hides it.
   budget.attention_forward_seconds = 0;
   int added = 0;
-  LayerPlan candidate = MaterializeGreedy(cost, l, current, actual, budget, &added, &aggregate);
+  LayerPlan candidate =
+      free_memory ? MaterializeGreedy(cost, l, current, actual, budget, &added, &aggregate)
+                  : current;
   LayerPrediction now = added > 0 ? evaluate(candidate) : before;
   double now_seconds = now.total_seconds + late_seconds(candidate);
   if (now_seconds >= before.total_seconds) {
@@ -1486,9 +1506,8 @@ CalibrationResult Calibrate(const CostModel& cost, LayerId l, const LayerPlan& c
   // kRepairExperts experts with the most tokens per holder go to the least loaded devices of
   // their node, then elsewhere (`candidates` each): into a free slot, or in place of the
   // receiver's least useful copy (fewest tokens per holder; never an owner's).
-  const int64_t cells = static_cast<int64_t>(devices) * std::max(experts, 1);
   const int64_t swap_evaluations = result.evaluations + options.swap_cell_budget / cells;
-  if (options.swap_cell_budget / cells >= kMinCalibrationEvaluations) {
+  if (swaps) {
     std::vector<int> copies = candidate.ExtraCopies(devices);
     std::vector<DeviceId> sources, order, near, far;
     std::vector<std::pair<double, ExpertId>> heavy;

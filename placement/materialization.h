@@ -131,8 +131,10 @@ struct CalibrationOptions {
 
 struct CalibrationResult {
   bool accepted = false;
-  LayerPlan layer;                // the calibrated layer when accepted, else the input layer
-  double before_seconds = 0;      // predicted layer time on the actual counts, current holders
+  LayerPlan layer;  // the calibrated layer when accepted, else the input layer
+  // Predicted layer time on the actual counts, current holders (0 when there was nothing to try:
+  // no free memory and no swap budget).
+  double before_seconds = 0;
   double after_seconds = 0;       // predicted layer time with the extra copies, their spAG included
   double extra_spag_seconds = 0;  // the extra, unhidden spAG on the critical path
   int64_t extra_spag_bytes = 0;   // and its bytes
@@ -140,6 +142,10 @@ struct CalibrationResult {
   int copies_dropped = 0;         // planned copies given up for them
   int64_t evaluations = 0;
 };
+
+// The copies `calibrated` holds that `planned` does not, as a layer plan of its own (owners plus
+// those copies): what calibration gathers after the gate.
+LayerPlan LateCopies(const LayerPlan& planned, const LayerPlan& calibrated);
 
 // Calibration (paper §4.2): after the gate, re-run materialization on this iteration's actual
 // counts with the memory that remains (`remaining_copies[d]` extra copies per device), then the

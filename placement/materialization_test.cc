@@ -311,8 +311,11 @@ TEST(CalibrationTest, NoSwapsWithoutTheirBudgetOrWhenTheGatherCostsMore) {
   const CostModel cost(t.c, t.m);
   CalibrationOptions off;
   off.swap_cell_budget = 0;  // the paper's calibration: free memory only, and there is none
-  EXPECT_FALSE(
-      Calibrate(cost, 0, t.plan, t.actual, {0, 0, 0, 0}, DispatchRule::kLoadAware, off).accepted);
+  const CalibrationResult none =
+      Calibrate(cost, 0, t.plan, t.actual, {0, 0, 0, 0}, DispatchRule::kLoadAware, off);
+  EXPECT_FALSE(none.accepted);
+  EXPECT_EQ(none.evaluations, 0) << "nothing it could change: not even the layer is evaluated";
+  EXPECT_EQ(none.layer.replicas, t.plan.replicas);
   // 1 MB/s links: the late gather (1 s) costs more than the 100 tokens it saves (0.3 s).
   const Cluster slow = Cluster::Uniform(1, 4, 1 << 30, 1e9, 1e6, 1e6);
   const CostModel slow_cost(slow, t.m);

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "placement/cost_model.h"
+#include "placement/materialization.h"
 #include "placement/planner.h"
 
 namespace hecate::sim {
@@ -50,10 +51,12 @@ absl::StatusOr<SimResult> Simulate(const pl::Cluster& cluster, const pl::ModelSp
                            options.overlap_seconds >= 0
                                ? options.overlap_seconds
                                : options.planner.attention_forward_seconds);
-  const double planner_attention =
-      pl::CostModel(planning, believed, options.planner.attention_forward_seconds)
-          .attention_forward_seconds();
+  // Calibration decides with what the workers believe (the planning cluster and model).
+  const pl::CostModel planning_cost(planning, believed, options.planner.attention_forward_seconds);
+  const double planner_attention = planning_cost.attention_forward_seconds();
   const int layers = model.num_layers();
+  const bool calibrates = options.calibration && (*policy)->Calibrates();
+  int calibrated_layers = 0;
   pl::LoadWindow window(options.window);
   std::shared_ptr<const pl::Plan> current;
   SimResult result;
@@ -88,6 +91,23 @@ absl::StatusOr<SimResult> Simulate(const pl::Cluster& cluster, const pl::ModelSp
     }
     pl::Plan judged = *current;
     judged.migrations.clear();
+    double late_seconds = 0;
+    int64_t late_bytes = 0;
+    if (calibrates) {
+      for (int l = 0; l < layers; ++l) {
+        const std::vector<int> free(cluster.num_devices(), options.calibration_copies);
+        pl::CalibrationResult cal =
+            pl::Calibrate(planning_cost, l, judged.layers[l], actual[l], free, judged.dispatch_rule,
+                          options.calibration_options);
+        if (!cal.accepted) continue;
+        int64_t bytes = 0;
+        late_seconds +=
+            cost.SparseCollectiveSeconds(l, pl::LateCopies(judged.layers[l], cal.layer), &bytes);
+        late_bytes += bytes;
+        judged.layers[l] = std::move(cal.layer);
+        if (i >= options.warmup) ++calibrated_layers;
+      }
+    }
     cost.Evaluate(&judged, actual);
 
     IterationTime t;
@@ -96,6 +116,7 @@ absl::StatusOr<SimResult> Simulate(const pl::Cluster& cluster, const pl::ModelSp
                   layers;
     t.other = options.other_seconds_per_layer * layers;
     t.migration = migration_s;
+    t.exposed_sparse += late_seconds;
     for (int l = 0; l < layers; ++l) {
       const pl::LayerPrediction& lp = judged.prediction.layers[l];
       t.expert += lp.compute_seconds;
@@ -123,7 +144,7 @@ absl::StatusOr<SimResult> Simulate(const pl::Cluster& cluster, const pl::ModelSp
       result.mean.exposed_sparse += t.exposed_sparse;
       result.mean.migration += t.migration;
       result.mean.other += t.other;
-      result.sparse_bytes_per_iter += judged.prediction.sparse_bytes;
+      result.sparse_bytes_per_iter += judged.prediction.sparse_bytes + late_bytes;
       result.migration_bytes_total += migration_bytes;
     }
     (void)window.Push(actual);
@@ -140,6 +161,8 @@ absl::StatusOr<SimResult> Simulate(const pl::Cluster& cluster, const pl::ModelSp
   }
   result.balancedness = balance_n ? balance_sum / balance_n : 1.0;
   result.max_over_mean = balance_n ? maxmean_sum / balance_n : 1.0;
+  result.calibrated_layer_share =
+      balance_n ? static_cast<double>(calibrated_layers) / balance_n : 0.0;
   result.peak_memory_max =
       *std::max_element(result.peak_memory_bytes.begin(), result.peak_memory_bytes.end());
   return result;

@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "placement/cluster.h"
 #include "placement/load.h"
+#include "placement/materialization.h"
 #include "placement/policy.h"
 #include "placement/synthetic.h"
 
@@ -47,6 +48,12 @@ struct SimOptions {
   // Attention forward time that hides the sparse collectives when timing, when it differs from
   // what the planner assumes (a CPU data plane that overlaps nothing: 0); < 0: the planner's.
   double overlap_seconds = -1;
+  // Calibration as the workers run it (on by default for the policies that calibrate): each
+  // layer of the plan in force calibrated on the iteration's actual counts with the planning
+  // cluster and model, its late gather timed on the simulated cluster.
+  bool calibration = true;
+  int calibration_copies = 0;
+  placement::CalibrationOptions calibration_options;
 };
 
 // One iteration's predicted time, seconds.
@@ -73,6 +80,7 @@ struct SimResult {
   std::vector<int64_t> peak_memory_bytes;  // per device, max over iterations
   int64_t peak_memory_max = 0;
   int plans_published = 0;
+  double calibrated_layer_share = 0;  // of the counted layers, the share calibration changed
   std::vector<IterationTime> per_iteration;
   // Token conservation check: tokens dispatched equals tokens routed, every iteration.
   bool tokens_conserved = true;

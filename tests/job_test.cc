@@ -148,7 +148,8 @@ struct Job {
 
 TEST(JobTest, WorkerRejectsBadPlannerFlagsAsUsageErrors) {
   for (const char* bad :
-       {"--copy_overhead_ms=-1", "--device_gflops=0", "--link_gbytes=-2", "--reshard_period=-1"}) {
+       {"--copy_overhead_ms=-1", "--device_gflops=0", "--link_gbytes=-2", "--reshard_period=-1",
+        "--calibration_copies=-1", "--calibration_target=1", "--calibration_cell_budget=-5"}) {
     Job job;
     job.dir = TempDir("bad_flags");
     job.master_port = FreePort();

@@ -510,6 +510,7 @@ int Main(int argc, char** argv) {
     metrics.Phase("sprs", r->times.sprs);
     metrics.Phase("optimizer", r->times.optimizer);
     metrics.Phase("dense_allreduce", r->times.dense_allreduce);
+    metrics.Calibration(r->calibration_copies, r->calibration_dropped);
     metrics.SyncBytes(comm->counters());
     metrics.SetPlan(applied->id.epoch, applied->id.version);
     metrics.SetLocalPlanning(local_mode);

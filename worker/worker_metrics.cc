@@ -74,6 +74,19 @@ WorkerMetrics::WorkerMetrics(std::shared_ptr<prometheus::Registry> registry)
                   .Help("Reports dropped because the bounded queue was full.")
                   .Register(r)
                   .Add({});
+  auto& calibration = BuildCounter()
+                          .Name("hecate_worker_calibration_copies_total")
+                          .Help(
+                              "Expert copies calibration gathered after the gate (gathered) "
+                              "and planned copies it gave up for them (dropped), all layers.")
+                          .Register(r);
+  calibration_gathered_ = &calibration.Add({{"change", "gathered"}});
+  calibration_dropped_ = &calibration.Add({{"change", "dropped"}});
+}
+
+void WorkerMetrics::Calibration(int gathered, int dropped) {
+  calibration_gathered_->Increment(gathered);
+  calibration_dropped_->Increment(dropped);
 }
 
 void WorkerMetrics::Phase(const std::string& phase, double seconds) {

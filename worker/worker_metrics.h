@@ -32,6 +32,9 @@ class WorkerMetrics {
   // Brings the collective byte counters up to the communicator's totals.
   void SyncBytes(const CommCounters& counters);
   void SetReportCounters(int64_t sent, int64_t dropped, int64_t rejected);
+  // Copies calibration gathered after the gate, and planned copies it gave up for them, in one
+  // step (all layers).
+  void Calibration(int gathered, int dropped);
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
@@ -50,6 +53,8 @@ class WorkerMetrics {
   prometheus::Counter* reports_sent_;
   prometheus::Counter* reports_rejected_;
   prometheus::Counter* dropped_;
+  prometheus::Counter* calibration_gathered_;
+  prometheus::Counter* calibration_dropped_;
 };
 
 }  // namespace hecate::worker

@@ -250,16 +250,7 @@ torch::Tensor MoELayer::ForwardImpl(const torch::Tensor& x_in, const torch::Tens
         if (effective_.Holds(e, me) && !grads_.count(e)) grads_[e] = torch::zeros({chunk_}, opts);
       }
       // Only the new copies travel; the schedule of the extended plan re-sends nothing held.
-      pl::LayerPlan extra;
-      extra.owner = effective_.owner;
-      extra.replicas.resize(experts);
-      for (pl::ExpertId e = 0; e < experts; ++e) {
-        extra.replicas[e] = {effective_.owner[e]};
-        for (int h : effective_.replicas[e]) {
-          if (!plan_.Holds(e, h) && h != effective_.owner[e]) extra.replicas[e].push_back(h);
-        }
-        std::sort(extra.replicas[e].begin(), extra.replicas[e].end());
-      }
+      const pl::LayerPlan extra = pl::LateCopies(plan_, effective_);
       for (pl::ExpertId e = 0; e < experts; ++e) {
         if (extra.Holds(e, me) && extra.owner[e] != me) replicas_[e] = torch::empty({chunk_}, opts);
       }
