@@ -214,11 +214,13 @@ int Run(const std::vector<std::string>& worker_args) {
   }
   std::printf(
       "\nsummary: %s iterations, loss %s -> %s, mean step %s ms, %s tokens/s, %s plan "
-      "switches (final %s), spAG %s B, spRS %s B, All-to-All %s B (rank 0)\n",
+      "switches (final %s), spAG %s B, spRS %s B, All-to-All %s B (rank 0), calibration "
+      "%s copies gathered / %s dropped\n",
       summary["iterations"].c_str(), summary["first_loss"].c_str(), summary["last_loss"].c_str(),
       summary["mean_step_ms"].c_str(), summary["tokens_per_s"].c_str(),
       summary["plans_applied"].c_str(), summary["final_plan"].c_str(),
-      summary["spag_bytes"].c_str(), summary["sprs_bytes"].c_str(), summary["a2a_bytes"].c_str());
+      summary["spag_bytes"].c_str(), summary["sprs_bytes"].c_str(), summary["a2a_bytes"].c_str(),
+      summary["calibration_gathered"].c_str(), summary["calibration_dropped"].c_str());
   return 0;
 }
 

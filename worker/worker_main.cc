@@ -411,6 +411,7 @@ int Main(int argc, char** argv) {
   pl::ModelLoad last_global;
   double first_loss = 0, last_loss = 0, step_sum = 0;
   int64_t tokens_sum = 0;
+  int64_t calibration_gathered = 0, calibration_dropped = 0;
   int steps = 0, plans_applied = 0;
   bool local_mode = false;
   const absl::Duration pace = absl::Milliseconds(absl::GetFlag(FLAGS_step_interval_ms));
@@ -511,6 +512,8 @@ int Main(int argc, char** argv) {
     metrics.Phase("optimizer", r->times.optimizer);
     metrics.Phase("dense_allreduce", r->times.dense_allreduce);
     metrics.Calibration(r->calibration_copies, r->calibration_dropped);
+    calibration_gathered += r->calibration_copies;
+    calibration_dropped += r->calibration_dropped;
     metrics.SyncBytes(comm->counters());
     metrics.SetPlan(applied->id.epoch, applied->id.version);
     metrics.SetLocalPlanning(local_mode);
@@ -560,7 +563,8 @@ int Main(int argc, char** argv) {
         "summary iterations=%d first_loss=%.4f last_loss=%.4f mean_step_ms=%.1f "
         "tokens_per_s=%.0f plans_applied=%d final_plan=%llu.%llu sharding_version=%llu "
         "spag_bytes=%lld "
-        "sprs_bytes=%lld a2a_bytes=%lld reports_dropped=%lld\n",
+        "sprs_bytes=%lld a2a_bytes=%lld reports_dropped=%lld calibration_gathered=%lld "
+        "calibration_dropped=%lld\n",
         steps, first_loss, last_loss, steps ? step_sum / steps * 1e3 : 0.0,
         step_sum > 0 ? tokens_sum / step_sum : 0.0, plans_applied,
         static_cast<unsigned long long>(applied->id.epoch),
@@ -569,7 +573,8 @@ int Main(int argc, char** argv) {
         static_cast<long long>(comm->counters().sent(CommKind::kSparseAllGather)),
         static_cast<long long>(comm->counters().sent(CommKind::kSparseReduceScatter)),
         static_cast<long long>(comm->counters().sent(CommKind::kAllToAll)),
-        static_cast<long long>(agent ? agent->reports_dropped() : 0));
+        static_cast<long long>(agent ? agent->reports_dropped() : 0),
+        static_cast<long long>(calibration_gathered), static_cast<long long>(calibration_dropped));
     std::fflush(stdout);
   }
   return kDone;
