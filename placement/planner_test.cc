@@ -71,6 +71,15 @@ TEST(BoundsBalanceTest, HecateAndHecateRmOnly) {
   }
 }
 
+TEST(CalibratesTest, HecateAndHecateRmOnly) {
+  for (const std::string& name : PolicyNames()) {
+    EXPECT_EQ((*MakePolicy(name))->Calibrates(), name == "hecate" || name == "hecate-rm") << name;
+    EXPECT_EQ(PolicyCalibrates(name), name == "hecate" || name == "hecate-rm") << name;
+  }
+  EXPECT_FALSE(PolicyCalibrates("no-such-policy"));
+  EXPECT_FALSE(PolicyCalibrates(""));
+}
+
 TEST(BalanceOverageTest, SumsHowFarLayersAreOverTheTarget) {
   LayerPrediction a, b, idle;
   a.max_tokens = 130;

@@ -11,6 +11,8 @@
 #include <cmath>
 #include <fstream>
 #include <functional>
+#include <string>
+#include <utility>
 
 #include <gtest/gtest.h>
 
@@ -69,14 +71,16 @@ TrainerConfig Config(int batch) {
 // are even until kReshardAt, then a fixed random re-sharding.
 class RandomPlans : public PlanSource {
  public:
-  RandomPlans(const placement::Cluster& c, const placement::ModelSpec& m) : c_(c), m_(m) {}
+  RandomPlans(const placement::Cluster& c, const placement::ModelSpec& m,
+              std::string policy = "hecate")
+      : c_(c), m_(m), policy_(std::move(policy)) {}
   std::shared_ptr<const placement::Plan> Next(uint64_t it, const placement::ModelLoad&) override {
     placement::Plan plan = ExpertParallelPlan(c_, m_);
     plan.semantics = placement::ReplicaSemantics::kEphemeral;
     plan.dispatch_rule =
         it % 2 ? placement::DispatchRule::kEven : placement::DispatchRule::kLoadAware;
     plan.id = {0, it + 1};
-    plan.policy = "hecate";  // a policy whose plans workers calibrate
+    plan.policy = policy_;
     placement::Rng rng(1000 + it);
     placement::Rng owner_rng(77);
     for (auto& layer : plan.layers) {
@@ -94,6 +98,7 @@ class RandomPlans : public PlanSource {
  private:
   const placement::Cluster& c_;
   const placement::ModelSpec& m_;
+  const std::string policy_;
 };
 
 struct RunSpec {
@@ -102,10 +107,11 @@ struct RunSpec {
   bool fssdp = false;
   bool remat = false;
   bool calibration = false;
-  int calibration_copies = 1;   // with calibration: copies beyond the plan's per device
   bool all_replicated = false;  // every expert on every rank, EP owners (gradient test)
   int iterations = kIterations;
   int nodes = 1;  // ranks split evenly over this many (simulated) nodes: the relay tree's shape
+  int calibration_copies = 1;     // with calibration: copies beyond the plan's per device
+  std::string policy = "hecate";  // the plans' policy (workers calibrate hecate's)
 };
 
 // One rank of a run; writes "loss\n" per iteration and the owned experts' gradients of the first
@@ -164,7 +170,7 @@ int RunRank(const RunSpec& spec, int rank, int port, int batch) {
     }
     plans = std::make_unique<FixedPlanSource>(p);
   } else {
-    plans = std::make_unique<RandomPlans>(cluster, model);
+    plans = std::make_unique<RandomPlans>(cluster, model, spec.policy);
   }
   std::ofstream losses(Tmp(absl::StrCat(spec.name, "_rank", rank, ".loss")));
   std::ofstream grads(Tmp(absl::StrCat(spec.name, "_rank", rank, ".grad")));
@@ -314,6 +320,20 @@ TEST_F(EquivalenceTest, FssdpWithCalibrationSwapsMatchesReference) {
   std::ifstream(Tmp("fssdp4_swap_calibrated")) >> added >> dropped;
   EXPECT_GT(dropped, 0) << "calibration never swapped a copy: the swaps were not exercised";
   EXPECT_EQ(added, dropped) << "no free memory: every copy gathered must replace a planned one";
+}
+
+// The same run with the plans labelled as a baseline's: workers run them as published.
+TEST_F(EquivalenceTest, PlansOfAPolicyThatDoesNotCalibrateRunAsPublished) {
+  RunSpec spec{"fssdp4_flex", 4, true, false, /*calibration=*/true};
+  spec.calibration_copies = 0;
+  spec.nodes = 2;
+  spec.policy = "flexmoe";
+  RunWorld(spec, 2);
+  ExpectSameLosses("fssdp4_flex", Losses("ref4"));
+  int added = -1, dropped = -1;
+  std::ifstream(Tmp("fssdp4_flex_calibrated")) >> added >> dropped;
+  EXPECT_EQ(added, 0);
+  EXPECT_EQ(dropped, 0);
 }
 
 TEST_F(EquivalenceTest, ReplicatedExpertGradientEqualsExpertParallel) {
