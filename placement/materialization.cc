@@ -1571,10 +1571,14 @@ CalibrationResult Calibrate(const CostModel& cost, LayerId l, const LayerPlan& c
             InsertSorted(&candidate.replicas[e], d);
             const LayerPrediction p = evaluate(candidate);
             const double gain = excess_now - excess(p);
-            const double seconds = gain > 1e-9 && p.total_seconds <= before.total_seconds
-                                       ? p.total_seconds + late_seconds(candidate)
-                                       : before.total_seconds + 1;
-            if (seconds <= before.total_seconds) {
+            // The late gather is only costed for a move that could be kept without it.
+            bool keep = gain > 1e-9 && p.total_seconds <= before.total_seconds;
+            double seconds = 0;
+            if (keep) {
+              seconds = p.total_seconds + late_seconds(candidate);
+              keep = seconds <= before.total_seconds;
+            }
+            if (keep) {
               moved = true;
               now = p;
               now_seconds = seconds;
