@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "placement/cost_model.h"
 #include "placement/dispatch.h"
+#include "placement/materialization.h"
 #include "placement/planner.h"
 #include "placement/sharding.h"
 
@@ -473,6 +474,7 @@ std::optional<PlanningTask> ControllerCore::MakeTask(Job& job) {
   if (job.attention_ema > 0) t.planner.attention_forward_seconds = job.attention_ema;
   t.reshard_period = config_.reshard_period;
   t.damping = config_.damping;
+  t.workers_calibrate = config_.workers_calibrate;
   t.frozen = job.record.frozen;
   return t;
 }
@@ -518,6 +520,9 @@ PlanningResult ComputePlan(PlanningTask task) {
   // What happened under the plan in force.
   if (task.observed != nullptr) {
     pl::Dispatcher dispatcher(*cluster);
+    const bool calibrated = task.workers_calibrate && task.current != nullptr &&
+                            pl::PolicyCalibrates(task.current->policy);
+    const std::vector<int> no_free_memory(cluster->num_devices(), 0);
     for (int l = 0; l < task.model.num_layers(); ++l) {
       LayerObservation o;
       std::vector<int64_t> totals = (*task.observed)[l].ExpertTotals();
@@ -533,9 +538,16 @@ PlanningResult ComputePlan(PlanningTask task) {
         o.expert_p50 = ratio[ratio.size() / 2];
       }
       if (task.current != nullptr && l < static_cast<int>(task.current->layers.size())) {
+        const pl::LayerPlan* layer = &task.current->layers[l];
+        pl::CalibrationResult cal;
+        if (calibrated) {
+          cal = pl::Calibrate(cost, l, *layer, (*task.observed)[l], no_free_memory,
+                              task.current->dispatch_rule, pl::CalibrationOptions{});
+          if (cal.accepted) layer = &cal.layer;
+        }
         pl::LayerPrediction lp =
-            cost.EvaluateLayer(l, task.current->layers[l], (*task.observed)[l],
-                               task.current->dispatch_rule, task.current->semantics, &dispatcher);
+            cost.EvaluateLayer(l, *layer, (*task.observed)[l], task.current->dispatch_rule,
+                               task.current->semantics, &dispatcher);
         o.balancedness = lp.balancedness;
         if (l < static_cast<int>(task.current->prediction.layers.size())) {
           o.predicted_balancedness = task.current->prediction.layers[l].balancedness;

@@ -47,6 +47,10 @@ struct CoreConfig {
   // Plans kept in memory per job (the store keeps its own bound).
   int max_history = 256;
   placement::PlannerConfig planner;
+  // The workers calibrate the plans of policies that calibrate (their default): the observed
+  // balancedness is then that of the plan as they calibrate it on the observed counts
+  // (placement::Calibrate with the workers' default options), not of the plan as published.
+  bool workers_calibrate = true;
 };
 
 enum class WorkerState { kLive, kStale, kLost };
@@ -142,10 +146,12 @@ struct PlanningTask {
   int reshard_period = 100;
   double damping = 0.02;
   bool frozen = false;
+  bool workers_calibrate = true;  // CoreConfig::workers_calibrate
 };
 
 struct LayerObservation {
-  double balancedness = 1;  // observed mean/max device tokens under the plan in force
+  // Observed mean/max device tokens under the plan in force (as the workers calibrate it).
+  double balancedness = 1;
   double predicted_balancedness = 1;
   double expert_max = 0, expert_p50 = 0, expert_min = 0;  // expert load / mean
 };

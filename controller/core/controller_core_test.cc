@@ -248,6 +248,28 @@ TEST_F(CoreTest, DampingHoldsBackUselessPlans) {
   EXPECT_GT(core_.CurrentPlan("job")->id.version, 1u);
 }
 
+// The workers calibrate hecate's plans on each iteration's counts; the observed balancedness
+// the controller reports is that of the plan as they calibrate it. After the hot expert moves,
+// the plan in force (copies of the old hot expert) is worse balanced as published than as
+// calibrated; with workers_calibrate off the controller reports the published plan's.
+TEST_F(CoreTest, ObservedBalancednessFollowsTheWorkersCalibration) {
+  RegisterAll();
+  ASSERT_NE(PlanAndCommit(ReportAll(0, 85)), nullptr);
+  ASSERT_EQ(core_.CurrentPlan("job")->policy, "hecate");
+  std::vector<PlanningTask> tasks = ReportAll(1, 85, 3);
+  ASSERT_EQ(tasks.size(), 1u);
+  PlanningTask published = tasks[0];
+  published.workers_calibrate = false;
+  const PlanningResult as_published = ComputePlan(published);
+  const PlanningResult as_calibrated = ComputePlan(tasks[0]);
+  ASSERT_EQ(as_published.layers.size(), 2u);
+  ASSERT_EQ(as_calibrated.layers.size(), 2u);
+  for (int l = 0; l < 2; ++l) {
+    EXPECT_GT(as_calibrated.layers[l].balancedness, as_published.layers[l].balancedness + 0.05)
+        << "layer " << l;
+  }
+}
+
 TEST_F(CoreTest, ReshardCadence) {
   RegisterAll();
   PlanAndCommit(ReportAll(0));
