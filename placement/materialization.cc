@@ -1602,8 +1602,7 @@ CalibrationResult Calibrate(const CostModel& cost, LayerId l, const LayerPlan& c
   if (result.copies_added == 0 && result.copies_dropped == 0) return result;
   result.extra_spag_seconds = late_seconds(candidate, &result.extra_spag_bytes);
   result.after_seconds = now_seconds;
-  if (now_seconds < before.total_seconds ||
-      (now_seconds <= before.total_seconds && excess(now) < excess(before))) {
+  if (now_seconds < before.total_seconds) {
     result.accepted = true;
     result.layer = std::move(candidate);
   } else {

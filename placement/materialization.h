@@ -150,10 +150,9 @@ LayerPlan LateCopies(const LayerPlan& planned, const LayerPlan& calibrated);
 // Calibration (paper §4.2): after the gate, re-run materialization on this iteration's actual
 // counts with the memory that remains (`remaining_copies[d]` extra copies per device), then the
 // swap stage (`options`); accept only when predicted layer time + the extra, unhidden spAG time
-// is lower than without it, or no higher and closer to the target (docs/placement.md
-// "Calibration"). Never exceeds the plan's copies + `remaining_copies` on a device, never two
-// copies on one device, never drops an owner. Deterministic: every rank computes the same answer
-// from the same all-gathered counts.
+// is lower than without it (docs/placement.md "Calibration"). Never exceeds the plan's copies +
+// `remaining_copies` on a device, never two copies on one device, never drops an owner.
+// Deterministic: every rank computes the same answer from the same all-gathered counts.
 CalibrationResult Calibrate(const CostModel& cost, LayerId l, const LayerPlan& current,
                             const LoadMatrix& actual, const std::vector<int>& remaining_copies,
                             DispatchRule rule, const CalibrationOptions& options = {});

@@ -96,7 +96,7 @@ TEST(SimulatorTest, InvariantsForEveryPolicy) {
 
 // Calibration as the workers run it: on a drifting hot set it brings `hecate`'s layers closer to
 // balance without making the simulated iteration slower (it is accepted only when the layer's
-// predicted time, late gather included, does not rise); policies that do not calibrate are
+// predicted time, late gather included, is lower); policies that do not calibrate are
 // unaffected by the option.
 TEST(SimulatorTest, CalibrationBalancesHecateOnADriftingHotSet) {
   pl::Cluster c = pl::Cluster::Uniform(2, 4, int64_t{2} << 30, 1e12, 1e11, 1.25e10, 5e-6);
