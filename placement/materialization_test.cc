@@ -557,7 +557,9 @@ TEST(BalanceLayerTest, WithinItsBudgetAndKeepsInvariantsOverRandomLayers) {
     const LayerPrediction after = eval(p);
     EXPECT_LE(after.total_seconds, cap) << "trial " << trial;
     EXPECT_LE(excess(after), excess(before) + 1e-6) << "trial " << trial;
-    if (made == 0) EXPECT_EQ(p.replicas, start.replicas);
+    if (made == 0) {
+      EXPECT_EQ(p.replicas, start.replicas);
+    }
     lowered += after.max_tokens < before.max_tokens;
     ExpectLayerInvariants(p, start, budget.max_copies);
     LayerPlan again = start;
