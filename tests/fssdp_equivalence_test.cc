@@ -320,6 +320,13 @@ TEST_F(EquivalenceTest, FssdpWithCalibrationSwapsMatchesReference) {
   std::ifstream(Tmp("fssdp4_swap_calibrated")) >> added >> dropped;
   EXPECT_GT(dropped, 0) << "calibration never swapped a copy: the swaps were not exercised";
   EXPECT_EQ(added, dropped) << "no free memory: every copy gathered must replace a planned one";
+  // With re-materialization the swapped copies are the ones re-gathered before backward.
+  spec.name = "fssdp4_swap_rm";
+  spec.remat = true;
+  RunWorld(spec, 2);
+  ExpectSameLosses("fssdp4_swap_rm", Losses("ref4"));
+  std::ifstream(Tmp("fssdp4_swap_rm_calibrated")) >> added >> dropped;
+  EXPECT_GT(dropped, 0);
 }
 
 // The same run with the plans labelled as a baseline's: workers run them as published.
