@@ -1454,8 +1454,11 @@ CalibrationResult Calibrate(const CostModel& cost, LayerId l, const LayerPlan& c
   const int experts = current.num_experts();
   CalibrationResult result;
   result.layer = current;
+  // The plan's copies plus the free slots calibration may fill, per device.
+  std::vector<int> max_copies = current.ExtraCopies(devices);
   bool free_memory = false;
   for (DeviceId d = 0; d < devices && d < static_cast<int>(remaining_copies.size()); ++d) {
+    max_copies[d] += remaining_copies[d];
     free_memory |= remaining_copies[d] > 0;
   }
   const int64_t cells = static_cast<int64_t>(devices) * std::max(experts, 1);
@@ -1480,10 +1483,6 @@ CalibrationResult Calibrate(const CostModel& cost, LayerId l, const LayerPlan& c
   result.before_seconds = before.total_seconds;
   result.after_seconds = before.total_seconds;
 
-  std::vector<int> max_copies = current.ExtraCopies(devices);
-  for (DeviceId d = 0; d < devices && d < static_cast<int>(remaining_copies.size()); ++d) {
-    max_copies[d] += remaining_copies[d];
-  }
   GreedyBudget budget;
   budget.max_copies = max_copies;
   // The extra gather runs after the gate, on the critical path: nothing hides it.
