@@ -47,6 +47,35 @@ CostModel::CostModel(const Cluster& cluster, const ModelSpec& model,
       attention_s_(attention_forward_seconds >= 0 ? attention_forward_seconds
                                                   : model.attention_forward_seconds) {}
 
+double CostModel::ExpertSecondsPerToken(LayerId l, DeviceId d) const {
+  return kComputePasses * model_.layers[l].expert_flops_per_token / cluster_.flops(d);
+}
+
+double CostModel::AllToAllSecondsPerCrossNodeToken() const {
+  return kAllToAllsPerLayer * static_cast<double>(model_.token_bytes) / cluster_.inter_bw();
+}
+
+double CostModel::ExposedBackwardSeconds(double sprs_seconds, double regather_seconds,
+                                         double attention_forward_seconds) {
+  return std::max(0.0, sprs_seconds + regather_seconds - 2.0 * attention_forward_seconds);
+}
+
+double CostModel::ExposedSeconds(ReplicaSemantics semantics, RematMode remat, double spag_seconds,
+                                 double sprs_seconds, double attention_forward_seconds) {
+  const double attn_b = 2.0 * attention_forward_seconds;
+  switch (semantics) {
+    case ReplicaSemantics::kPersistent:
+      return std::max(0.0, sprs_seconds - attn_b);
+    case ReplicaSemantics::kShadow:
+      return spag_seconds + std::max(0.0, sprs_seconds - attn_b);
+    case ReplicaSemantics::kEphemeral:
+      break;
+  }
+  const double regather = remat == RematMode::kRegather ? spag_seconds : 0.0;
+  return std::max(0.0, spag_seconds - attention_forward_seconds) +
+         ExposedBackwardSeconds(sprs_seconds, regather, attention_forward_seconds);
+}
+
 double CostModel::SparseCollectiveSeconds(LayerId l, const LayerPlan& layer, int64_t* bytes) const {
   const double pb = static_cast<double>(model_.layers[l].expert_param_bytes);
   // The two phases of the relay tree (placement/sparse_tree.h) run one after the other.
@@ -84,7 +113,7 @@ LayerPrediction CostModel::EvaluateLayer(LayerId l, const LayerPlan& layer, cons
     p.device_tokens[d] = t;
     sum += t;
     p.max_tokens = std::max(p.max_tokens, t);
-    double compute = 3.0 * (t * spec.expert_flops_per_token / cluster_.flops(d));
+    double compute = kComputePasses * (t * spec.expert_flops_per_token / cluster_.flops(d));
     if (!copies.empty()) compute += copies[d] * spec.copy_seconds;
     p.compute_seconds = std::max(p.compute_seconds, compute);
   }
@@ -107,10 +136,9 @@ LayerPrediction CostModel::EvaluateLayer(LayerId l, const LayerPlan& layer, cons
   }
   // The data plane runs the four All-to-Alls whenever there is more than one device, even when
   // every token stays local (the collective still synchronizes): latency is always charged.
-  p.all_to_all_seconds = devices > 1 ? 4.0 * (worst_a2a + cluster_.latency()) : 0.0;
+  p.all_to_all_seconds =
+      devices > 1 ? kAllToAllsPerLayer * (worst_a2a + cluster_.latency()) : 0.0;
 
-  const double attn_f = attention_s_;
-  const double attn_b = 2.0 * attention_s_;
   if (semantics == ReplicaSemantics::kPersistent) {
     // Ring AllReduce per replica group: every member moves 2(n-1)/n parameter bytes in and out.
     TrafficMatrix traffic(cluster_);
@@ -127,7 +155,8 @@ LayerPrediction CostModel::EvaluateLayer(LayerId l, const LayerPlan& layer, cons
     p.spag_seconds = 0;
     p.sprs_seconds = allreduce;
     p.sprs_bytes = moved;
-    p.exposed_comm_seconds = std::max(0.0, allreduce - attn_b);
+    p.exposed_comm_seconds =
+        ExposedSeconds(semantics, layer.remat, 0.0, allreduce, attention_s_);
   } else {
     int64_t bytes = 0;
     const double t = SparseCollectiveSeconds(l, layer, &bytes);
@@ -135,12 +164,7 @@ LayerPrediction CostModel::EvaluateLayer(LayerId l, const LayerPlan& layer, cons
     p.sprs_seconds = t;
     p.spag_bytes = bytes;
     p.sprs_bytes = bytes;
-    if (semantics == ReplicaSemantics::kShadow) {
-      p.exposed_comm_seconds = t + std::max(0.0, t - attn_b);
-    } else {
-      const double regather = layer.remat == RematMode::kRegather ? t : 0.0;
-      p.exposed_comm_seconds = std::max(0.0, t - attn_f) + std::max(0.0, t + regather - attn_b);
-    }
+    p.exposed_comm_seconds = ExposedSeconds(semantics, layer.remat, t, t, attention_s_);
   }
   p.total_seconds = p.compute_seconds + p.all_to_all_seconds + p.exposed_comm_seconds;
   return p;

@@ -56,6 +56,12 @@ struct TrafficMatrix {
   double TotalBytes() const;
 };
 
+// The data plane runs four All-to-Alls per MoE layer and iteration: dispatch and combine, in
+// forward and in backward.
+inline constexpr double kAllToAllsPerLayer = 4.0;
+// Expert compute per token: forward plus a backward that costs twice the forward.
+inline constexpr double kComputePasses = 3.0;
+
 class CostModel {
  public:
   // `attention_forward_seconds` < 0 means: take it from the model spec.
@@ -78,6 +84,23 @@ class CostModel {
   void Evaluate(Plan* plan, const ModelLoad& load,
                 const std::vector<LoadAggregate>* aggregates = nullptr,
                 const std::vector<const LayerPrediction*>* reuse = nullptr) const;
+
+  // The terms of EvaluateLayer, for planners that estimate a layer incrementally (the greedy):
+  // Expert compute seconds per token that device d computes in layer l.
+  double ExpertSecondsPerToken(LayerId l, DeviceId d) const;
+  // All-to-All seconds per token crossing the node NIC (all four All-to-Alls, no latency).
+  double AllToAllSecondsPerCrossNodeToken() const;
+  // The replica communication of one layer not hidden by attention (docs/cost-model.md
+  // "Overlap"), given one spAG and one spRS of `spag_seconds` / `sprs_seconds` and
+  // `attention_forward_seconds` of attention forward per block (backward: twice that):
+  //   ephemeral:  max(0, spAG - T_attn) + ExposedBackward
+  //   shadow:     spAG + max(0, spRS - 2 T_attn)
+  //   persistent: max(0, spRS - 2 T_attn)   (spRS is the replica AllReduce)
+  static double ExposedSeconds(ReplicaSemantics semantics, RematMode remat, double spag_seconds,
+                               double sprs_seconds, double attention_forward_seconds);
+  // The backward part for ephemeral copies: max(0, spRS [+ the re-gather's spAG] - 2 T_attn).
+  static double ExposedBackwardSeconds(double sprs_seconds, double regather_seconds,
+                                       double attention_forward_seconds);
 
   // Time of the sparse collective of one layer: the relay tree's two phases, parameter bytes.
   double SparseCollectiveSeconds(LayerId l, const LayerPlan& layer, int64_t* bytes) const;

@@ -1,4 +1,7 @@
-#include "placement/materialization.h"
+#include "placement/calibration.h"
+#include "placement/greedy.h"
+#include "placement/paper_materialization.h"
+#include "placement/refine.h"
 
 #include "placement/synthetic.h"
 

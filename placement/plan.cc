@@ -13,6 +13,16 @@ bool LayerPlan::Holds(ExpertId e, DeviceId d) const {
   return std::binary_search(r.begin(), r.end(), d);
 }
 
+void LayerPlan::AddHolder(ExpertId e, DeviceId d) {
+  std::vector<DeviceId>& r = replicas[e];
+  r.insert(std::upper_bound(r.begin(), r.end(), d), d);
+}
+
+void LayerPlan::DropHolder(ExpertId e, DeviceId d) {
+  std::vector<DeviceId>& r = replicas[e];
+  r.erase(std::lower_bound(r.begin(), r.end(), d));
+}
+
 int LayerPlan::ExtraCopiesOn(DeviceId d) const {
   int n = 0;
   for (ExpertId e = 0; e < num_experts(); ++e) {

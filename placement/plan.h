@@ -56,6 +56,10 @@ struct LayerPlan {
 
   int num_experts() const { return static_cast<int>(owner.size()); }
   bool Holds(ExpertId e, DeviceId d) const;
+  // Adds holder d of expert e, keeping the holders ascending. Precondition: !Holds(e, d).
+  void AddHolder(ExpertId e, DeviceId d);
+  // Removes holder d of expert e. Precondition: Holds(e, d).
+  void DropHolder(ExpertId e, DeviceId d);
   // Number of non-owner copies on device d.
   int ExtraCopiesOn(DeviceId d) const;
   // ExtraCopiesOn for every device at once, in one pass over the holders.

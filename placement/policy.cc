@@ -7,7 +7,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "placement/materialization.h"
+#include "placement/calibration.h"
+#include "placement/greedy.h"
+#include "placement/paper_materialization.h"
+#include "placement/refine.h"
 
 namespace hecate::placement {
 
