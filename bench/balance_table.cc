@@ -15,9 +15,9 @@
 // copies per device per layer for every policy alike.
 //
 // Policies whose plans the workers calibrate (`hecate`, `hecate-rm`: Policy::Calibrates) are
-// judged as they run: each layer calibrated on iteration i's actual counts (placement::Calibrate
-// with the workers' defaults, within the same extra_slots), its late gather charged in time and
-// bytes. A last table gives their max/mean before calibration and calibration's CPU time.
+// judged as they run: each layer calibrated on iteration i's actual counts
+// (placement::CalibratePlan with the workers' defaults, within the same extra_slots), its late
+// gather charged in time and bytes. A last table gives their max/mean before calibration and calibration's CPU time.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -26,7 +26,7 @@
 #include <vector>
 
 #include "bench/scales.h"
-#include "placement/materialization.h"
+#include "placement/planning_loop.h"
 #include "placement/policy.h"
 #include "placement/synthetic.h"
 
@@ -63,50 +63,38 @@ Row RunCase(const Cluster& c, const ModelSpec& m, const Policy& policy, const Sk
       r.iteration = static_cast<uint64_t>(i);
       r.config.extra_slots = extra_slots;
       Plan plan = policy.Compute(r);
-      // Judge the plan on what actually happened this iteration.
+      // Judge the plan on what actually happened this iteration, as the workers run it:
+      // calibrated within the same extra slots, late gathers charged.
       CostModel cost(c, m);
       Plan published = plan;
       cost.Evaluate(&published, actual);
-      Plan judged = published;
-      double late_seconds = 0;
-      int64_t late_bytes = 0;
-      int calibrated = 0;
-      double calibration_us = 0;
-      if (policy.Calibrates()) {
-        const auto t0 = std::chrono::steady_clock::now();
-        for (LayerId l = 0; l < static_cast<LayerId>(judged.layers.size()); ++l) {
-          std::vector<int> free = judged.layers[l].ExtraCopies(c.num_devices());
-          for (int& f : free) f = std::max(0, extra_slots - f);
-          CalibrationResult cal = Calibrate(cost, l, judged.layers[l], actual[l], free,
-                                            plan.dispatch_rule, CalibrationOptions{});
-          if (!cal.accepted) continue;
-          judged.layers[l] = std::move(cal.layer);
-          late_seconds += cal.extra_spag_seconds;
-          late_bytes += cal.extra_spag_bytes;
-          ++calibrated;
-        }
-        calibration_us =
-            std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0)
-                .count();
-        cost.Evaluate(&judged, actual);
-      }
+      CalibrationRule rule;
+      rule.copy_cap = extra_slots;
+      const auto t0 = std::chrono::steady_clock::now();
+      Judgement judgement = CalibratePlan(published, actual, rule, cost, cost);
+      const double calibration_us =
+          std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0)
+              .count();
+      cost.Evaluate(&judgement.plan, actual);
+      const Plan& judged = judgement.plan;
       if (i >= warmup) {
         for (size_t l = 0; l < judged.prediction.layers.size(); ++l) {
           const LayerPrediction& lp = judged.prediction.layers[l];
           const LayerPrediction& pp = published.prediction.layers[l];
-          row.max_mean += lp.mean_tokens > 0 ? lp.max_tokens / lp.mean_tokens : 1.0;
-          row.plan_max_mean += pp.mean_tokens > 0 ? pp.max_tokens / pp.mean_tokens : 1.0;
+          row.max_mean += MaxOverMean(lp);
+          row.plan_max_mean += MaxOverMean(pp);
           row.balancedness += lp.balancedness;
           // Every planned copy was gathered before the gate; calibration's copies after it;
           // gradients go back from the copies the layer computed with.
           bytes += static_cast<double>(pp.spag_bytes + lp.sprs_bytes);
           ++samples;
         }
-        bytes += static_cast<double>(late_bytes + plan.migration_bytes());
-        row.moe_seconds +=
-            judged.prediction.moe_seconds + late_seconds + judged.prediction.migration_seconds;
+        bytes += static_cast<double>(judgement.late_bytes + plan.migration_bytes());
+        row.moe_seconds += judged.prediction.moe_seconds + judgement.late_seconds +
+                           published.prediction.migration_seconds;
         row.calibration_us_per_layer += calibration_us / static_cast<double>(m.layers.size());
-        row.calibrated_share += static_cast<double>(calibrated) / m.layers.size();
+        row.calibrated_share +=
+            static_cast<double>(judgement.calibrated_layers) / m.layers.size();
       }
       previous = std::move(plan);
       have_previous = true;

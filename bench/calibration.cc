@@ -25,7 +25,7 @@
 #include "placement/dispatch.h"
 #include "placement/synthetic.h"
 #include "sim/simulator.h"
-#include "worker/plan_source.h"
+#include "placement/planning_loop.h"
 
 ABSL_FLAG(int, iterations, 30, "Iterations per measured run");
 ABSL_FLAG(int, warmup, 6, "Iterations excluded from the means");
@@ -189,7 +189,7 @@ int Main(int argc, char** argv) {
     // Replay what the workers did: plan with the rates they assumed (the trace's cluster, the
     // model's attention window, the local planner's damping), time on the fitted cluster, where
     // the CPU data plane overlaps nothing.
-    const worker::LocalPlannerConfig local;  // what the workers' local planner used
+    const pl::PlanningConfig local;  // what the workers' local planner used
     o.planning_cluster = &*c0;
     o.planning_model = &model;
     o.window = local.window;

@@ -127,7 +127,7 @@ int Main(int argc, char** argv) {
     if (absl::GetFlag(FLAGS_balance_target) >= 0) {
       o.planner.balance_target = absl::GetFlag(FLAGS_balance_target);
     }
-    o.calibration = absl::GetFlag(FLAGS_calibration);
+    o.calibration.enabled = absl::GetFlag(FLAGS_calibration);
     o.warmup = std::min(5, iters / 4);
     auto loads = [&](int i) { return pl::SkewedLoad(c, m, gen, static_cast<uint64_t>(i)); };
     absl::StatusOr<sim::SimResult> r = sim::Simulate(c, m, loads, iters, o);

@@ -17,7 +17,10 @@
 
 #include "bench/scales.h"
 #include "placement/cost_model.h"
-#include "placement/materialization.h"
+#include "placement/calibration.h"
+#include "placement/greedy.h"
+#include "placement/paper_materialization.h"
+#include "placement/refine.h"
 #include "placement/policy.h"
 #include "placement/sharding.h"
 #include "placement/synthetic.h"

@@ -79,6 +79,26 @@ v1::ModelSpec ToProto(const pl::ModelSpec& m) {
   return p;
 }
 
+pl::CalibrationRule FromProto(const v1::CalibrationRule& p) {
+  pl::CalibrationRule r;
+  r.enabled = p.enabled();
+  r.free_copies = static_cast<int>(p.free_copies());
+  r.options.target = p.target();
+  r.options.candidates = static_cast<int>(p.candidates());
+  r.options.swap_cell_budget = static_cast<int64_t>(p.swap_cell_budget());
+  return r;
+}
+
+v1::CalibrationRule ToProto(const pl::CalibrationRule& r) {
+  v1::CalibrationRule p;
+  p.set_enabled(r.enabled);
+  p.set_free_copies(static_cast<uint32_t>(std::max(0, r.free_copies)));
+  p.set_target(r.options.target);
+  p.set_candidates(static_cast<uint32_t>(std::max(0, r.options.candidates)));
+  p.set_swap_cell_budget(static_cast<uint64_t>(std::max<int64_t>(0, r.options.swap_cell_budget)));
+  return p;
+}
+
 pl::PlanId FromProto(const v1::PlanId& p) { return pl::PlanId{p.epoch(), p.version()}; }
 
 v1::PlanId ToProto(const pl::PlanId& id) {

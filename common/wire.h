@@ -9,6 +9,7 @@
 #include "absl/status/statusor.h"
 #include "google/protobuf/message.h"
 #include "hecate/v1/types.pb.h"
+#include "placement/calibration.h"
 #include "placement/cluster.h"
 #include "placement/plan.h"
 
@@ -18,6 +19,9 @@ placement::ClusterSpec FromProto(const v1::ClusterSpec& p);
 v1::ClusterSpec ToProto(const placement::ClusterSpec& c);
 placement::ModelSpec FromProto(const v1::ModelSpec& p);
 v1::ModelSpec ToProto(const placement::ModelSpec& m);
+
+placement::CalibrationRule FromProto(const v1::CalibrationRule& p);
+v1::CalibrationRule ToProto(const placement::CalibrationRule& r);
 
 placement::PlanId FromProto(const v1::PlanId& p);
 v1::PlanId ToProto(const placement::PlanId& id);

@@ -31,9 +31,6 @@ ABSL_FLAG(int, lead, 2, "A plan from iteration i takes effect at i + lead (>= 2)
 ABSL_FLAG(int, reshard_period, 100,
           "Re-shard every this many iterations when worth it (0 = never)");
 ABSL_FLAG(double, damping, 0.02, "Minimum predicted relative gain to publish a new plan");
-ABSL_FLAG(bool, workers_calibrate, true,
-          "The workers calibrate hecate/hecate-rm plans (their default; false if they run with "
-          "--calibration=false): observed balancedness is that of the plan as they calibrate it");
 ABSL_FLAG(bool, warm_start, true,
           "hecate: start each iteration's placement from the plan in force and revise it "
           "(false: plan every iteration from scratch)");
@@ -122,7 +119,6 @@ int main(int argc, char** argv) {
   core.lead = absl::GetFlag(FLAGS_lead);
   core.reshard_period = absl::GetFlag(FLAGS_reshard_period);
   core.damping = absl::GetFlag(FLAGS_damping);
-  core.workers_calibrate = absl::GetFlag(FLAGS_workers_calibrate);
   core.planner.warm_start = absl::GetFlag(FLAGS_warm_start);
   core.planner.revise_period = absl::GetFlag(FLAGS_revise_period);
   core.planner.revise_gain = absl::GetFlag(FLAGS_revise_gain);

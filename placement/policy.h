@@ -126,6 +126,9 @@ class Policy {
   // with swaps: `hecate`, `hecate-rm`). The baselines' plans run as published; `hecate-paper` is
   // Alg. 1 as written.
   virtual bool Calibrates() const { return false; }
+  // Whether the policy decides after the gate, on the iteration's actual counts, rather than
+  // from the window's estimate (FasterMoE's shadowing).
+  virtual bool PlansAfterGate() const { return false; }
 };
 
 // Policy `name` calibrates (false for unknown names).

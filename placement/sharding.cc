@@ -14,6 +14,12 @@ int64_t OwnedExpertBytes(const LayerSpec& spec) {
 
 }  // namespace
 
+Owners OwnersOf(const Plan& plan) {
+  Owners owners;
+  for (const LayerPlan& l : plan.layers) owners.push_back(l.owner);
+  return owners;
+}
+
 Owners EvenSharding(const Cluster& cluster, const ModelSpec& model) {
   const int devices = cluster.num_devices();
   Owners owners;

@@ -18,6 +18,9 @@ namespace hecate::placement {
 // owners[layer][expert] -> device.
 using Owners = std::vector<std::vector<DeviceId>>;
 
+// The owners of every layer of `plan`.
+Owners OwnersOf(const Plan& plan);
+
 // Contiguous blocks per layer (expert e -> floor(e * D / E)); when a layer has fewer experts than
 // there are devices (or they do not divide), blocks rotate by the experts of earlier layers so
 // every device owns about the same number of experts overall.

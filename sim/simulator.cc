@@ -6,8 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "placement/cost_model.h"
-#include "placement/materialization.h"
-#include "placement/planner.h"
+#include "placement/planning_loop.h"
 
 namespace hecate::sim {
 
@@ -55,60 +54,43 @@ absl::StatusOr<SimResult> Simulate(const pl::Cluster& cluster, const pl::ModelSp
   const pl::CostModel planning_cost(planning, believed, options.planner.attention_forward_seconds);
   const double planner_attention = planning_cost.attention_forward_seconds();
   const int layers = model.num_layers();
-  const bool calibrates = options.calibration && (*policy)->Calibrates();
   int calibrated_layers = 0;
-  pl::LoadWindow window(options.window);
-  std::shared_ptr<const pl::Plan> current;
+  pl::PlanningConfig planning_config;
+  planning_config.policy = options.policy;
+  planning_config.window = options.window;
+  planning_config.reshard_period = options.reshard_period;
+  planning_config.damping = options.damping;
+  planning_config.planner = options.planner;
+  pl::PlanningLoop loop(planning_config, /*epoch=*/0);
   SimResult result;
   result.policy = options.policy;
   result.peak_memory_bytes.assign(cluster.num_devices(), 0);
   double balance_sum = 0, maxmean_sum = 0;
   int balance_n = 0;
   for (int i = 0; i < iterations; ++i) {
-    pl::ModelLoad actual = loads(i);
-    if (absl::Status s = pl::CheckShape(actual, cluster, model); !s.ok()) {
+    auto actual = std::make_shared<const pl::ModelLoad>(loads(i));
+    if (absl::Status s = pl::CheckShape(*actual, cluster, model); !s.ok()) {
       return absl::InvalidArgumentError(absl::StrCat("iteration ", i, ": ", s.message()));
     }
-    // FasterMoE decides after the gate (actual counts); everyone else predicts from the window
-    // (the first iteration plans from its own counts, as a profiling step would).
-    const bool after_gate = options.policy == "fastermoe" || window.size() == 0;
-    const pl::ModelLoad estimate = after_gate ? actual : window.Estimate();
-    pl::PlanRequest request{&planning,      &believed, &estimate,
-                            current.get(),  nullptr,   static_cast<uint64_t>(i),
-                            options.planner};
-    const bool reshard_due = options.reshard_period > 0 && i > 0 && i % options.reshard_period == 0;
-    pl::PlanDecision d =
-        pl::DecidePlan(**policy, request, reshard_due, options.reshard_period, options.damping);
-    if (!d.error.empty()) return absl::InternalError(d.error);
+    // A policy that decides after the gate plans from the iteration's own counts, everyone else
+    // from the window; the first iteration plans from its own counts, as a profiling step would.
+    pl::PlanningTask task = loop.MakeTask(static_cast<uint64_t>(i));
+    task.gate = actual;
+    absl::StatusOr<pl::PlanOutcome> d = pl::PlanStep(planning, believed, std::move(task));
+    if (!d.ok()) return absl::InternalError(d.status().message());
     double migration_s = 0;
     int64_t migration_bytes = 0;
-    if (d.plan.has_value() && (current == nullptr || !SamePlacement(*d.plan, *current))) {
+    const std::shared_ptr<const pl::Plan>& current = loop.current();
+    if (d->plan.has_value() && (current == nullptr || !SamePlacement(*d->plan, *current))) {
       // Relative to the plan in force (the first plan: relative to even sharding).
-      migration_s = cost.MigrationSeconds(d.plan->migrations);
-      migration_bytes = d.plan->migration_bytes();
-      current = std::make_shared<const pl::Plan>(std::move(*d.plan));
+      migration_s = cost.MigrationSeconds(d->plan->migrations);
+      migration_bytes = d->plan->migration_bytes();
+      loop.Commit(*std::move(d->plan), static_cast<uint64_t>(i), static_cast<uint64_t>(i));
       ++result.plans_published;
     }
-    pl::Plan judged = *current;
-    judged.migrations.clear();
-    double late_seconds = 0;
-    int64_t late_bytes = 0;
-    if (calibrates) {
-      for (int l = 0; l < layers; ++l) {
-        const std::vector<int> free(cluster.num_devices(), options.calibration_copies);
-        pl::CalibrationResult cal =
-            pl::Calibrate(planning_cost, l, judged.layers[l], actual[l], free, judged.dispatch_rule,
-                          options.calibration_options);
-        if (!cal.accepted) continue;
-        int64_t bytes = 0;
-        late_seconds +=
-            cost.SparseCollectiveSeconds(l, pl::LateCopies(judged.layers[l], cal.layer), &bytes);
-        late_bytes += bytes;
-        judged.layers[l] = std::move(cal.layer);
-        if (i >= options.warmup) ++calibrated_layers;
-      }
-    }
-    cost.Evaluate(&judged, actual);
+    pl::Judgement judgement = pl::Judge(*loop.current(), *actual, options.calibration, planning_cost, cost);
+    const pl::Plan& judged = judgement.plan;
+    if (i >= options.warmup) calibrated_layers += judgement.calibrated_layers;
 
     IterationTime t;
     t.attention = 3.0 *
@@ -116,7 +98,7 @@ absl::StatusOr<SimResult> Simulate(const pl::Cluster& cluster, const pl::ModelSp
                   layers;
     t.other = options.other_seconds_per_layer * layers;
     t.migration = migration_s;
-    t.exposed_sparse += late_seconds;
+    t.exposed_sparse += judgement.late_seconds;
     for (int l = 0; l < layers; ++l) {
       const pl::LayerPrediction& lp = judged.prediction.layers[l];
       t.expert += lp.compute_seconds;
@@ -124,10 +106,12 @@ absl::StatusOr<SimResult> Simulate(const pl::Cluster& cluster, const pl::ModelSp
       t.exposed_sparse += lp.exposed_comm_seconds;
       double dispatched = 0;
       for (double x : lp.device_tokens) dispatched += x;
-      if (static_cast<int64_t>(dispatched) != actual[l].Total()) result.tokens_conserved = false;
+      if (static_cast<int64_t>(dispatched) != (*actual)[l].Total()) {
+        result.tokens_conserved = false;
+      }
       if (i >= options.warmup) {
         balance_sum += lp.balancedness;
-        maxmean_sum += lp.mean_tokens > 0 ? lp.max_tokens / lp.mean_tokens : 1.0;
+        maxmean_sum += pl::MaxOverMean(lp);
         ++balance_n;
       }
     }
@@ -144,10 +128,10 @@ absl::StatusOr<SimResult> Simulate(const pl::Cluster& cluster, const pl::ModelSp
       result.mean.exposed_sparse += t.exposed_sparse;
       result.mean.migration += t.migration;
       result.mean.other += t.other;
-      result.sparse_bytes_per_iter += judged.prediction.sparse_bytes + late_bytes;
+      result.sparse_bytes_per_iter += judged.prediction.sparse_bytes + judgement.late_bytes;
       result.migration_bytes_total += migration_bytes;
     }
-    (void)window.Push(actual);
+    (void)loop.Observe(actual);
   }
   if (result.iterations > 0) {
     const double n = result.iterations;

@@ -2,10 +2,12 @@
 // or the generator) on a described cluster and model under any policy, using placement/'s planners
 // and cost model, and reports per-iteration time breakdowns, per-device memory and bytes moved.
 //
-// Per iteration i: the policy plans from the sliding-window estimate of iterations < i and the
-// previous plan (FasterMoE decides after the gate, so it plans from iteration i's actual loads);
-// FSSDP policies re-shard (Alg. 2) every `reshard_period` iterations when the gain covers the
-// migration; the plan is then judged on iteration i's actual loads. Pure (no I/O, no clocks).
+// Per iteration i, through the same planning loop as the controller and the workers
+// (placement/planning_loop.h): the policy plans from the sliding-window estimate of iterations
+// < i and the previous plan (a policy that plans after the gate, FasterMoE, from iteration i's
+// actual loads); FSSDP policies re-shard (Alg. 2) every `reshard_period` iterations when the gain
+// covers the migration; the plan in force is then judged on iteration i's actual loads as the
+// workers run it (placement::Judge). Pure (no I/O, no clocks).
 #ifndef HECATE_SIM_SIMULATOR_H_
 #define HECATE_SIM_SIMULATOR_H_
 
@@ -16,7 +18,7 @@
 #include "absl/status/statusor.h"
 #include "placement/cluster.h"
 #include "placement/load.h"
-#include "placement/materialization.h"
+#include "placement/calibration.h"
 #include "placement/policy.h"
 #include "placement/synthetic.h"
 
@@ -48,12 +50,10 @@ struct SimOptions {
   // Attention forward time that hides the sparse collectives when timing, when it differs from
   // what the planner assumes (a CPU data plane that overlaps nothing: 0); < 0: the planner's.
   double overlap_seconds = -1;
-  // Calibration as the workers run it (on by default for the policies that calibrate): each
+  // Calibration as the workers run it (on by default, for the policies that calibrate): each
   // layer of the plan in force calibrated on the iteration's actual counts with the planning
-  // cluster and model, its late gather timed on the simulated cluster.
-  bool calibration = true;
-  int calibration_copies = 0;
-  placement::CalibrationOptions calibration_options;
+  // cluster and model, its late gather timed on the simulated one (placement::Judge).
+  placement::CalibrationRule calibration;
 };
 
 // One iteration's predicted time, seconds.

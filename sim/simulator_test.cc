@@ -109,7 +109,7 @@ TEST(SimulatorTest, CalibrationBalancesHecateOnADriftingHotSet) {
     SimOptions o;
     o.policy = policy;
     o.planner.attention_forward_seconds = m.attention_forward_seconds;
-    o.calibration = calibration;
+    o.calibration.enabled = calibration;
     absl::StatusOr<SimResult> r = Simulate(c, m, loads, 20, o);
     EXPECT_TRUE(r.ok()) << r.status();
     return *r;

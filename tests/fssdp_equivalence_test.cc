@@ -144,8 +144,8 @@ int RunRank(const RunSpec& spec, int rank, int port, int batch) {
                                                            int64_t{1} << 30, 1e7, 1e10, 1e10);
   TrainerConfig config = Config(batch);
   config.rematerialize = spec.remat;
-  config.calibration = spec.calibration;
-  config.calibration_copies = spec.calibration_copies;
+  config.calibration.enabled = spec.calibration;
+  config.calibration.free_copies = spec.calibration_copies;
   auto data = TextData::Load(config.data_path, config.seq_len);
   if (!data.ok()) return 11;
   placement::ModelSpec model;

@@ -16,7 +16,7 @@
 #include "absl/status/statusor.h"
 #include "placement/load.h"
 #include "placement/plan.h"
-#include "placement/policy.h"
+#include "placement/planning_loop.h"
 
 namespace hecate::worker {
 
@@ -44,40 +44,29 @@ class FixedPlanSource : public PlanSource {
 placement::Plan ExpertParallelPlan(const placement::Cluster& cluster,
                                    const placement::ModelSpec& model);
 
-struct LocalPlannerConfig {
-  std::string policy = "hecate";
-  int window = 5;
-  int reshard_period = 100;
-  double damping = 0.02;
-  placement::PlannerConfig planner;
-};
-
 class LocalPlanner : public PlanSource {
  public:
   // NOT_FOUND for an unknown policy.
-  static absl::StatusOr<std::unique_ptr<LocalPlanner>> Create(const placement::Cluster& cluster,
-                                                              const placement::ModelSpec& model,
-                                                              const LocalPlannerConfig& config);
+  static absl::StatusOr<std::unique_ptr<LocalPlanner>> Create(
+      const placement::Cluster& cluster, const placement::ModelSpec& model,
+      const placement::PlanningConfig& config);
+  // Observes `last_global` and plans from the window (placement::PlanningLoop, as the
+  // controller does); the plan is effective at `iteration` at once (every rank computes it).
   std::shared_ptr<const placement::Plan> Next(uint64_t iteration,
                                               const placement::ModelLoad& last_global) override;
   // Continues from `plan` (e.g. the last controller plan); its id is kept and later local plans
   // get ids (epoch, version + k) above it.
-  void Seed(std::shared_ptr<const placement::Plan> plan);
+  void Seed(std::shared_ptr<const placement::Plan> plan) { loop_.Follow(std::move(plan)); }
   // Feeds the window without planning (while another source provides the plans).
   void Observe(const placement::ModelLoad& last_global);
-  const std::string& last_decision() const { return last_decision_; }
 
  private:
   LocalPlanner(const placement::Cluster& cluster, const placement::ModelSpec& model,
-               LocalPlannerConfig config, std::unique_ptr<placement::Policy> policy);
+               placement::PlanningConfig config)
+      : cluster_(cluster), model_(model), loop_(std::move(config), /*epoch=*/0) {}
   const placement::Cluster& cluster_;
   const placement::ModelSpec& model_;
-  LocalPlannerConfig config_;
-  std::unique_ptr<placement::Policy> policy_;
-  placement::LoadWindow window_;
-  std::shared_ptr<const placement::Plan> current_;
-  uint64_t last_reshard_ = 0;
-  std::string last_decision_;
+  placement::PlanningLoop loop_;
 };
 
 }  // namespace hecate::worker

@@ -30,7 +30,7 @@
 #include "common/trace.h"
 #include "common/wire.h"
 #include "placement/dispatch.h"
-#include "placement/materialization.h"
+#include "placement/calibration.h"
 #include "worker/agent/agent.h"
 #include "worker/comm/fake_communicator.h"
 #include "worker/comm/gloo/gloo_communicator.h"
@@ -260,10 +260,10 @@ int Main(int argc, char** argv) {
   tc.seed = absl::GetFlag(FLAGS_seed);
   tc.float64 = absl::GetFlag(FLAGS_float64);
   tc.rematerialize = absl::GetFlag(FLAGS_rematerialize);
-  tc.calibration = absl::GetFlag(FLAGS_calibration);
-  tc.calibration_copies = absl::GetFlag(FLAGS_calibration_copies);
-  tc.calibration_options.target = absl::GetFlag(FLAGS_calibration_target);
-  tc.calibration_options.swap_cell_budget = absl::GetFlag(FLAGS_calibration_cell_budget);
+  tc.calibration.enabled = absl::GetFlag(FLAGS_calibration);
+  tc.calibration.free_copies = absl::GetFlag(FLAGS_calibration_copies);
+  tc.calibration.options.target = absl::GetFlag(FLAGS_calibration_target);
+  tc.calibration.options.swap_cell_budget = absl::GetFlag(FLAGS_calibration_cell_budget);
   tc.data_path = absl::GetFlag(FLAGS_data);
   if (tc.layers < 1 || tc.experts < 1 || tc.top_k < 1 || tc.top_k > tc.experts ||
       tc.d_model % tc.heads != 0 || tc.batch < 1 || tc.seq_len < 1) {
@@ -274,8 +274,8 @@ int Main(int argc, char** argv) {
   }
   if (!(absl::GetFlag(FLAGS_copy_overhead_ms) >= 0) || !(absl::GetFlag(FLAGS_device_gflops) > 0) ||
       !(absl::GetFlag(FLAGS_link_gbytes) > 0) || absl::GetFlag(FLAGS_reshard_period) < 0 ||
-      tc.calibration_copies < 0 || !(tc.calibration_options.target > 1) ||
-      tc.calibration_options.swap_cell_budget < 0) {
+      tc.calibration.free_copies < 0 || !(tc.calibration.options.target > 1) ||
+      tc.calibration.options.swap_cell_budget < 0) {
     std::fprintf(stderr,
                  "hecate-worker: need --copy_overhead_ms >= 0, --device_gflops > 0, "
                  "--link_gbytes > 0, --reshard_period >= 0, --calibration_copies >= 0, "
@@ -323,7 +323,7 @@ int Main(int argc, char** argv) {
   for (pl::LayerSpec& l : model.layers)
     l.copy_seconds = absl::GetFlag(FLAGS_copy_overhead_ms) * 1e-3;
   pl::CostModel cost(*cluster, model);
-  Trainer trainer(tc, comm, &*cluster, tc.calibration ? &cost : nullptr, *data);
+  Trainer trainer(tc, comm, &*cluster, tc.calibration.enabled ? &cost : nullptr, *data);
   Trainer* t = &trainer;
 
   // Plan sources.
@@ -345,6 +345,7 @@ int Main(int argc, char** argv) {
     reg.set_incarnation(incarnation);
     *reg.mutable_model() = wire::ToProto(model);
     *reg.mutable_links() = wire::ToProto(cluster->spec());
+    *reg.mutable_calibration() = wire::ToProto(tc.calibration);
     ac.plan_delay = absl::Milliseconds(absl::GetFlag(FLAGS_debug_plan_delay_ms));
     ac.backoff_max = absl::Milliseconds(std::max(100, absl::GetFlag(FLAGS_reconnect_max_ms)));
     agent = std::make_unique<ControllerAgent>(ac);
@@ -352,7 +353,7 @@ int Main(int argc, char** argv) {
   }
   std::unique_ptr<LocalPlanner> local;
   if (mode == "fssdp" && absl::GetFlag(FLAGS_local_planning)) {
-    LocalPlannerConfig lc;
+    pl::PlanningConfig lc;
     lc.policy = absl::GetFlag(FLAGS_policy);
     lc.reshard_period = absl::GetFlag(FLAGS_reshard_period);
     auto lp = LocalPlanner::Create(*cluster, model, lc);

@@ -3,6 +3,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "absl/strings/numbers.h"
@@ -13,7 +14,6 @@
 #include "clients/ctl/output.h"
 #include "common/trace.h"
 #include "common/wire.h"
-#include "placement/planner.h"
 #include "placement/synthetic.h"
 #include "sim/configs.h"
 #include "sim/simulator.h"

@@ -5,9 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "placement/cost_model.h"
-#include "placement/dispatch.h"
-#include "placement/materialization.h"
-#include "placement/planner.h"
+#include "placement/planning_loop.h"
 #include "placement/sharding.h"
 
 namespace hecate::controller {
@@ -106,12 +104,6 @@ IngestOutcome Reject(ReportResult result, absl::Status status) {
   return IngestOutcome{result, std::move(status)};
 }
 
-pl::Owners OwnersOf(const pl::Plan& plan) {
-  pl::Owners owners;
-  for (const pl::LayerPlan& l : plan.layers) owners.push_back(l.owner);
-  return owners;
-}
-
 }  // namespace
 
 ControllerCore::ControllerCore(CoreConfig config, uint64_t epoch)
@@ -136,7 +128,13 @@ std::optional<JobRecord> ControllerCore::GetJobRecord(const std::string& job) co
 }
 
 void ControllerCore::RestoreJob(const JobRecord& record) {
-  auto job = std::make_unique<Job>(config_.window);
+  pl::PlanningConfig planning;
+  planning.policy = record.policy;
+  planning.window = config_.window;
+  planning.reshard_period = config_.reshard_period;
+  planning.damping = config_.damping;
+  planning.planner = config_.planner;
+  auto job = std::make_unique<Job>(std::move(planning), epoch_);
   job->record = record;
   job->workers.resize(record.world_size);
   jobs_[record.job_id] = std::move(job);
@@ -167,8 +165,7 @@ void ControllerCore::RestorePlan(const pl::Plan& plan) {
   if (static_cast<int>(job->history.size()) > config_.max_history) {
     job->history.erase(job->history.begin());
   }
-  job->current = p;
-  job->next_version = std::max(job->next_version, plan.id.version + 1);
+  job->loop.Restore(p);
   ++job->plans_published;
 }
 
@@ -184,6 +181,10 @@ absl::Status ControllerCore::Register(const WorkerRegistration& reg, absl::Time 
   }
   if (absl::Status s = reg.model.Validate(); !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("model: ", s.message()));
+  }
+  if (reg.calibration.enabled && !(reg.calibration.options.target > 1)) {
+    return absl::InvalidArgumentError(absl::StrCat("calibration target must be > 1, not ",
+                                                   reg.calibration.options.target));
   }
   Job* job = FindJob(reg.job_id);
   if (job != nullptr) {
@@ -276,7 +277,7 @@ IngestOutcome ControllerCore::Ingest(const LoadReport& r, absl::Time now) {
                         "layer ", l, ": counts exceed tokens per step x top-k (", bound, ")")));
     }
   }
-  const pl::PlanId current = job->current ? job->current->id : pl::PlanId{};
+  const pl::PlanId current = job->loop.current() ? job->loop.current()->id : pl::PlanId{};
   if (current < r.plan) {
     return Reject(ReportResult::kFuturePlan,
                   absl::InvalidArgumentError(absl::StrCat(
@@ -366,7 +367,7 @@ void ControllerCore::Finalize(Job& job, uint64_t iteration) {
   auto load = std::make_shared<const pl::ModelLoad>(std::move(p.load));
   auto totals = std::make_shared<const pl::LayerTotals>(std::move(p.totals));
   std::shared_ptr<const pl::ModelLoad> evicted;
-  (void)job.window.Push(load, &evicted, std::move(totals));  // shape fixed by the job's model
+  (void)job.loop.Observe(load, &evicted, std::move(totals));  // shape fixed by the job's model
   if (evicted != nullptr && evicted.use_count() == 1) {
     // Nobody else holds it (planning tasks and snapshots share, never mutate): recycle.
     job.spare = std::make_unique<pl::ModelLoad>(
@@ -462,20 +463,14 @@ std::optional<PlanningTask> ControllerCore::MakeTask(Job& job) {
   job.planning_due = false;
   PlanningTask t;
   t.job_id = job.record.job_id;
-  t.iteration = job.last_finalized;
   t.cluster = *std::move(cluster);
   t.model = job.record.model;
-  t.window = job.window.Snapshot();
+  t.step = job.loop.MakeTask(job.last_finalized);
+  if (job.attention_ema > 0) t.step.planner.attention_forward_seconds = job.attention_ema;
   t.observed = std::move(job.last_observed);
   job.last_observed.reset();
-  t.current = job.current;
-  t.policy = job.record.policy;
-  t.planner = config_.planner;
-  if (job.attention_ema > 0) t.planner.attention_forward_seconds = job.attention_ema;
-  t.reshard_period = config_.reshard_period;
-  t.damping = config_.damping;
-  t.workers_calibrate = config_.workers_calibrate;
   t.frozen = job.record.frozen;
+  t.workers_calibration = job.workers[0]->reg.calibration;
   return t;
 }
 
@@ -483,24 +478,21 @@ std::vector<PlanningTask> ControllerCore::TakePlanningTasks() {
   std::vector<PlanningTask> tasks;
   for (auto& [id, job] : jobs_) {
     std::optional<PlanningTask> t = MakeTask(*job);
-    if (!t.has_value()) continue;
-    t->reshard_due = config_.reshard_period > 0 && job->current != nullptr &&
-                     t->iteration >= job->last_reshard_iteration + config_.reshard_period;
-    if (t->reshard_due) job->last_reshard_iteration = t->iteration;
-    tasks.push_back(*std::move(t));
+    if (t.has_value()) tasks.push_back(*std::move(t));
   }
   return tasks;
 }
 
 std::optional<PlanningTask> ControllerCore::TakeRevisionTask(const PlanningResult& first) {
   Job* job = FindJob(first.job_id);
-  if (job == nullptr || first.decision != "first" || !first.plan.has_value() ||
-      job->current != nullptr || job->record.frozen || first.revisions >= kMaxFirstPlanRevisions) {
+  if (job == nullptr || first.decision != pl::Decision::kFirst || !first.plan.has_value() ||
+      job->loop.current() != nullptr || job->record.frozen ||
+      first.revisions >= kMaxFirstPlanRevisions) {
     return std::nullopt;
   }
   std::optional<PlanningTask> t = MakeTask(*job);
   if (!t.has_value()) return std::nullopt;
-  t->revise = std::make_shared<const pl::Plan>(*first.plan);
+  t->step.start = std::make_shared<const pl::Plan>(*first.plan);
   t->revisions = first.revisions;
   return t;
 }
@@ -508,21 +500,21 @@ std::optional<PlanningTask> ControllerCore::TakeRevisionTask(const PlanningResul
 PlanningResult ComputePlan(PlanningTask task) {
   PlanningResult result;
   result.job_id = task.job_id;
-  result.iteration = task.iteration;
+  result.iteration = task.step.iteration;
   absl::StatusOr<pl::Cluster> cluster = pl::Cluster::Create(task.cluster);
   if (!cluster.ok()) {
-    result.decision = "error";
-    result.error = std::string(cluster.status().message());
+    result.status = cluster.status();
     return result;
   }
-  const pl::CostModel cost(*cluster, task.model, task.planner.attention_forward_seconds);
 
-  // What happened under the plan in force.
+  // What happened under the plan in force, as the workers ran it.
   if (task.observed != nullptr) {
-    pl::Dispatcher dispatcher(*cluster);
-    const bool calibrated = task.workers_calibrate && task.current != nullptr &&
-                            pl::PolicyCalibrates(task.current->policy);
-    const std::vector<int> no_free_memory(cluster->num_devices(), 0);
+    const std::shared_ptr<const pl::Plan>& current = task.step.current;
+    std::optional<pl::Judgement> judged;
+    if (current != nullptr && current->layers.size() == task.observed->size()) {
+      const pl::CostModel cost(*cluster, task.model, task.step.planner.attention_forward_seconds);
+      judged = pl::Judge(*current, *task.observed, task.workers_calibration, cost, cost);
+    }
     for (int l = 0; l < task.model.num_layers(); ++l) {
       LayerObservation o;
       std::vector<int64_t> totals = (*task.observed)[l].ExpertTotals();
@@ -537,78 +529,59 @@ PlanningResult ComputePlan(PlanningTask task) {
         o.expert_max = ratio.back();
         o.expert_p50 = ratio[ratio.size() / 2];
       }
-      if (task.current != nullptr && l < static_cast<int>(task.current->layers.size())) {
-        const pl::LayerPlan* layer = &task.current->layers[l];
-        pl::CalibrationResult cal;
-        if (calibrated) {
-          cal = pl::Calibrate(cost, l, *layer, (*task.observed)[l], no_free_memory,
-                              task.current->dispatch_rule, pl::CalibrationOptions{});
-          if (cal.accepted) layer = &cal.layer;
-        }
-        pl::LayerPrediction lp =
-            cost.EvaluateLayer(l, *layer, (*task.observed)[l], task.current->dispatch_rule,
-                               task.current->semantics, &dispatcher);
-        o.balancedness = lp.balancedness;
-        if (l < static_cast<int>(task.current->prediction.layers.size())) {
-          o.predicted_balancedness = task.current->prediction.layers[l].balancedness;
+      if (judged.has_value()) {
+        o.balancedness = judged->plan.prediction.layers[l].balancedness;
+        if (l < static_cast<int>(current->prediction.layers.size())) {
+          o.predicted_balancedness = current->prediction.layers[l].balancedness;
         }
       }
       result.layers.push_back(o);
     }
   }
   if (task.frozen) {
-    result.decision = "frozen";
+    result.decision = pl::Decision::kFrozen;
     return result;
   }
-  absl::StatusOr<std::unique_ptr<pl::Policy>> policy = pl::MakePolicy(task.policy);
-  if (!policy.ok()) {
-    result.decision = "error";
-    result.error = std::string(policy.status().message());
+  const std::shared_ptr<const pl::Plan> revised = task.step.start;
+  absl::StatusOr<pl::PlanOutcome> d = pl::PlanStep(*cluster, task.model, std::move(task.step));
+  if (!d.ok()) {
+    result.status = d.status();
     return result;
   }
-  const pl::ModelLoad estimate = task.window.Estimate();
-  task.window = pl::WindowSnapshot();
-  const pl::Plan* previous = task.revise != nullptr ? task.revise.get() : task.current.get();
-  pl::PlanRequest request{&*cluster, &task.model,    &estimate,   previous,
-                          nullptr,   task.iteration, task.planner};
-  pl::PlanDecision d =
-      pl::DecidePlan(**policy, request, task.reshard_due, task.reshard_period, task.damping);
-  result.plan = std::move(d.plan);
-  result.decision = d.decision;
-  result.predicted_gain = d.predicted_gain;
-  result.reshard = d.reshard;
-  result.error = d.error;
-  if (task.revise != nullptr && d.decision != "error") {
+  result.plan = std::move(d->plan);
+  result.decision = d->decision;
+  result.predicted_gain = d->predicted_gain;
+  if (revised != nullptr) {
     // A revised first plan is still the job's first; damped, the first plan goes out as it is.
     result.revisions = task.revisions + (result.plan.has_value() ? 1 : 0);
-    if (!result.plan.has_value()) result.plan = *task.revise;
-    result.decision = "first";
+    if (!result.plan.has_value()) result.plan = *revised;
+    result.decision = pl::Decision::kFirst;
   }
   return result;
 }
 
-std::shared_ptr<const pl::Plan> ControllerCore::Publish(Job& job, pl::Plan plan,
-                                                        uint64_t computed_from, absl::Time now) {
-  plan.job_id = job.record.job_id;
-  plan.id = pl::PlanId{epoch_, job.next_version++};
-  plan.computed_from_iteration = computed_from;
-  plan.effective_iteration = job.last_finalized + static_cast<uint64_t>(config_.lead);
-  if (job.current == nullptr) {
-    plan.sharding_version = 1;
-  } else {
-    bool owners_changed = false;
-    for (size_t l = 0; l < plan.layers.size() && l < job.current->layers.size(); ++l) {
-      owners_changed = owners_changed || plan.layers[l].owner != job.current->layers[l].owner;
-    }
-    plan.sharding_version = job.current->sharding_version + (owners_changed ? 1 : 0);
+PlanningResult PlanWithRevisions(
+    PlanningTask task,
+    absl::FunctionRef<std::optional<PlanningTask>(const PlanningResult&)> take_revision) {
+  PlanningResult result = ComputePlan(std::move(task));
+  for (;;) {
+    std::optional<PlanningTask> revision = take_revision(result);
+    if (!revision.has_value()) return result;
+    const int before = result.revisions;
+    result = ComputePlan(*std::move(revision));
+    if (result.revisions == before) return result;  // damped: nothing newer to gain
   }
-  (void)now;
-  auto published = std::make_shared<const pl::Plan>(std::move(plan));
+}
+
+std::shared_ptr<const pl::Plan> ControllerCore::Publish(Job& job, pl::Plan plan,
+                                                        uint64_t computed_from) {
+  plan.job_id = job.record.job_id;
+  std::shared_ptr<const pl::Plan> published = job.loop.Commit(
+      std::move(plan), computed_from, job.last_finalized + static_cast<uint64_t>(config_.lead));
   job.history.push_back(published);
   if (static_cast<int>(job.history.size()) > config_.max_history) {
     job.history.erase(job.history.begin());
   }
-  job.current = published;
   ++job.plans_published;
   return published;
 }
@@ -622,7 +595,8 @@ absl::StatusOr<std::shared_ptr<const pl::Plan>> ControllerCore::CommitPlan(
   job->observations = result.layers;
   if (!result.plan.has_value() || job->record.frozen) return nullptr;
   job->last_planned_iteration = result.iteration;
-  return Publish(*job, *result.plan, result.iteration, now);
+  (void)now;
+  return Publish(*job, *result.plan, result.iteration);
 }
 
 void ControllerCore::RecordObservations(const std::string& job_id,
@@ -635,10 +609,10 @@ absl::StatusOr<std::shared_ptr<const pl::Plan>> ControllerCore::GetPlan(const st
   const Job* job = FindJob(job_id);
   if (job == nullptr) return absl::NotFoundError(absl::StrCat("unknown job '", job_id, "'"));
   if (version == 0) {
-    if (job->current == nullptr) {
+    if (job->loop.current() == nullptr) {
       return absl::NotFoundError(absl::StrCat("job '", job_id, "' has no plan yet"));
     }
-    return job->current;
+    return job->loop.current();
   }
   for (const auto& p : job->history) {
     if (p->id.version == version) return p;
@@ -648,7 +622,7 @@ absl::StatusOr<std::shared_ptr<const pl::Plan>> ControllerCore::GetPlan(const st
 
 std::shared_ptr<const pl::Plan> ControllerCore::CurrentPlan(const std::string& job_id) const {
   const Job* job = FindJob(job_id);
-  return job == nullptr ? nullptr : job->current;
+  return job == nullptr ? nullptr : job->loop.current();
 }
 
 std::vector<WorkerInfo> ControllerCore::ListWorkers(const std::string& job_id) const {
@@ -670,9 +644,9 @@ absl::StatusOr<std::vector<LayerLoadView>> ControllerCore::GetLoad(
   for (int l = 0; l < job->record.model.num_layers(); ++l) {
     LayerLoadView v;
     v.layer = l;
-    v.expert_tokens = job->window.ExpertMeans(l);
+    v.expert_tokens = job->loop.window().ExpertMeans(l);
     if (v.expert_tokens.empty()) v.expert_tokens.assign(job->record.model.layers[l].num_experts, 0);
-    v.window_iterations = job->window.size();
+    v.window_iterations = job->loop.window().size();
     double sum = 0, max = 0;
     for (double t : v.expert_tokens) {
       sum += t;
@@ -708,7 +682,7 @@ std::vector<JobStatusView> ControllerCore::Jobs() const {
           break;
       }
     }
-    if (job->current) v.current_plan = job->current->id;
+    if (job->loop.current()) v.current_plan = job->loop.current()->id;
     v.last_planned_iteration = job->last_planned_iteration;
     v.policy = job->record.policy;
     v.frozen = job->record.frozen;
@@ -757,6 +731,7 @@ absl::StatusOr<std::string> ControllerCore::SetPolicy(const std::string& job_id,
     if (job == nullptr) return absl::NotFoundError(absl::StrCat("unknown job '", job_id, "'"));
     std::string previous = job->record.policy;
     job->record.policy = policy;
+    job->loop.set_policy(policy);
     job->planning_due = job->has_finalized;
     return previous;
   }
@@ -764,6 +739,7 @@ absl::StatusOr<std::string> ControllerCore::SetPolicy(const std::string& job_id,
   config_.default_policy = policy;
   for (auto& [id, job] : jobs_) {
     job->record.policy = policy;
+    job->loop.set_policy(policy);
     job->planning_due = job->has_finalized;
   }
   return previous;
@@ -777,11 +753,13 @@ absl::StatusOr<std::shared_ptr<const pl::Plan>> ControllerCore::Rollback(const s
   Job* job = FindJob(job_id);
   pl::Plan plan = **target;
   plan.migrations.clear();
-  if (job->current != nullptr) {
-    plan.migrations = pl::Migrations(OwnersOf(*job->current), OwnersOf(plan), job->record.model);
+  if (job->loop.current() != nullptr) {
+    plan.migrations =
+        pl::Migrations(pl::OwnersOf(*job->loop.current()), pl::OwnersOf(plan), job->record.model);
   }
   const uint64_t computed_from = plan.computed_from_iteration;
-  return Publish(*job, std::move(plan), computed_from, now);
+  (void)now;
+  return Publish(*job, std::move(plan), computed_from);
 }
 
 }  // namespace hecate::controller

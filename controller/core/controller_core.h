@@ -1,10 +1,12 @@
-// The controller's state machine: job registry, worker liveness, validated load ingest, the
-// per-iteration load window, planning triggers, damping, re-shard cadence, freeze, policy and plan
-// history. Plain C++ over plain data: time is passed in, nothing blocks, no I/O, no gRPC.
+// The controller's state machine: job registry, worker liveness, validated load ingest, planning
+// triggers, freeze, policy and plan history. Each job's load window, re-shard cadence, plan ids
+// and sharding versions are its placement::PlanningLoop (the same loop the workers' local planner
+// and the simulator run). Plain C++ over plain data: time is passed in, nothing blocks, no I/O,
+// no gRPC.
 //
 // Planning itself (running the placement policies) is a pure function, ComputePlan(), that the
 // service runs on its own thread between TakePlanningTasks() and CommitPlan(), so a slow plan never
-// delays report ingest.
+// delays report ingest; PlanWithRevisions() adds the revisions of a stale first plan.
 //
 // Not thread-safe: the owner (controller/service) serializes every call under one mutex.
 #ifndef HECATE_CONTROLLER_CORE_CONTROLLER_CORE_H_
@@ -17,12 +19,14 @@
 #include <string>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "placement/cluster.h"
 #include "placement/load.h"
 #include "placement/plan.h"
+#include "placement/planning_loop.h"
 #include "placement/policy.h"
 
 namespace hecate::controller {
@@ -47,10 +51,6 @@ struct CoreConfig {
   // Plans kept in memory per job (the store keeps its own bound).
   int max_history = 256;
   placement::PlannerConfig planner;
-  // The workers calibrate the plans of policies that calibrate (their default): the observed
-  // balancedness is then that of the plan as they calibrate it on the observed counts
-  // (placement::Calibrate with the workers' default options), not of the plan as published.
-  bool workers_calibrate = true;
 };
 
 enum class WorkerState { kLive, kStale, kLost };
@@ -68,6 +68,9 @@ struct WorkerRegistration {
   placement::ModelSpec model;
   // Link bandwidths, latency and device FLOP rate (nodes are derived from `node`).
   placement::ClusterSpec links;
+  // How the worker calibrates plans after the gate: the controller judges the plan in force the
+  // way the workers run it (the observed balancedness).
+  placement::CalibrationRule calibration;
 };
 
 struct WorkerInfo {
@@ -129,24 +132,19 @@ inline constexpr int kMaxFirstPlanRevisions = 2;
 // Everything ComputePlan needs, copied out of the core.
 struct PlanningTask {
   std::string job_id;
-  uint64_t iteration = 0;  // last finalized iteration
   placement::ClusterSpec cluster;
   placement::ModelSpec model;
-  placement::WindowSnapshot window;  // its mean is the estimate (computed off the lock)
+  // The job's planning loop's task (window snapshot, plan in force, policy, cadence). On a
+  // revision task (TakeRevisionTask), `step.start` is the unpublished first plan to revise warm;
+  // `step.current` stays the plan in force.
+  placement::PlanningTask step;
   // The finalized iteration's actual counts (shared with the window; null when none).
   std::shared_ptr<const placement::ModelLoad> observed;
-  std::shared_ptr<const placement::Plan> current;
-  // Set only on a revision task (TakeRevisionTask): the unpublished first plan to revise warm.
-  // It is the policy's starting point and damping's reference; `current` stays the plan in force.
-  std::shared_ptr<const placement::Plan> revise;
-  int revisions = 0;  // of `revise` so far
-  std::string policy;
-  placement::PlannerConfig planner;
-  bool reshard_due = false;
-  int reshard_period = 100;
-  double damping = 0.02;
+  int revisions = 0;  // of `step.start` so far
   bool frozen = false;
-  bool workers_calibrate = true;  // CoreConfig::workers_calibrate
+  // How the workers calibrate (rank 0's registration): the observation judges the plan in force
+  // that way.
+  placement::CalibrationRule workers_calibration;
 };
 
 struct LayerObservation {
@@ -161,21 +159,28 @@ struct PlanningResult {
   uint64_t iteration = 0;
   // The plan to publish (id unset), or nullopt when damping or a freeze held it back.
   std::optional<placement::Plan> plan;
-  std::string
-      decision;  // "first", "gain", "balance", "reshard", "policy", "damped", "frozen", "error"
+  placement::Decision decision = placement::Decision::kDamped;
+  // Not OK when planning failed (the decision is then meaningless and no plan is published).
+  absl::Status status;
   double predicted_gain = 0;  // relative, vs the plan in force on the same estimate
-  bool reshard = false;
   // How many times the job's first plan was revised on a newer window before publication (at
   // most kMaxFirstPlanRevisions).
   int revisions = 0;
   std::vector<LayerObservation> layers;
-  std::string error;
 };
 
-// Runs the job's policy (and, when due, heterogeneous sharding) and applies damping. Pure.
-// Takes the task by value: the window snapshot is released as soon as the estimate is computed,
-// so the core can recycle the iteration that leaves the window next.
+// Observes what happened under the plan in force, then runs the job's planning step
+// (placement::PlanStep: the policy, heterogeneous sharding when due, damping). Pure. Takes the
+// task by value: the window snapshot is released as soon as the estimate is computed, so the core
+// can recycle the iteration that leaves the window next.
 PlanningResult ComputePlan(PlanningTask task);
+
+// ComputePlan, then, while `take_revision` (the core's TakeRevisionTask, called under the
+// owner's lock) returns a task, the revisions of a stale first plan; stops when a revision is
+// damped (nothing newer to gain).
+PlanningResult PlanWithRevisions(
+    PlanningTask task,
+    absl::FunctionRef<std::optional<PlanningTask>(const PlanningResult&)> take_revision);
 
 struct JobStatusView {
   std::string job_id;
@@ -282,7 +287,8 @@ class ControllerCore {
     JobRecord record;
     std::vector<std::optional<WorkerInfo>> workers;  // by rank
     int not_lost = 0;  // registered ranks not lost (kept by Recount and Ingest)
-    placement::LoadWindow window;
+    // The load window, re-shard cadence, plan ids and the plan in force.
+    placement::PlanningLoop loop;
     std::map<uint64_t, Pending> pending;
     bool has_finalized = false;
     uint64_t last_finalized = 0;
@@ -292,14 +298,11 @@ class ControllerCore {
     std::unique_ptr<placement::ModelLoad> spare;
     bool planning_due = false;
     uint64_t last_planned_iteration = 0;
-    uint64_t last_reshard_iteration = 0;
     double attention_ema = 0;  // measured attention forward seconds
-    std::shared_ptr<const placement::Plan> current;
     std::vector<std::shared_ptr<const placement::Plan>> history;
-    uint64_t next_version = 1;
     uint64_t plans_published = 0;
     std::vector<LayerObservation> observations;
-    explicit Job(int window) : window(window) {}
+    Job(placement::PlanningConfig planning, uint64_t epoch) : loop(std::move(planning), epoch) {}
   };
 
   Job* FindJob(const std::string& job);
@@ -313,7 +316,7 @@ class ControllerCore {
   void FinalizeUpTo(Job& job, uint64_t iteration);
   // `computed_from`: the last iteration in the plan's window.
   std::shared_ptr<const placement::Plan> Publish(Job& job, placement::Plan plan,
-                                                 uint64_t computed_from, absl::Time now);
+                                                 uint64_t computed_from);
   std::optional<PlanningTask> MakeTask(Job& job);
   void UpdateLiveness(Job& job, absl::Time now);
 

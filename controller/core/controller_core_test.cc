@@ -84,7 +84,7 @@ class CoreTest : public ::testing::Test {
     std::shared_ptr<const placement::Plan> last;
     for (const PlanningTask& t : tasks) {
       PlanningResult r = ComputePlan(t);
-      if (decision) *decision = r.decision;
+      if (decision) *decision = placement::DecisionName(r.decision);
       auto committed = core_.CommitPlan(r, clock_.Now());
       EXPECT_TRUE(committed.ok());
       if (*committed) last = *committed;
@@ -111,7 +111,7 @@ TEST_F(CoreTest, RecycledLoadMatricesCountMissingRanksAsZero) {
   std::vector<PlanningTask> tasks = core_.TakePlanningTasks();
   ASSERT_EQ(tasks.size(), 1u);
   ASSERT_NE(tasks[0].observed, nullptr);
-  EXPECT_EQ(tasks[0].iteration, 3u);
+  EXPECT_EQ(tasks[0].step.iteration, 3u);
   for (const placement::LoadMatrix& m : *tasks[0].observed) {
     for (int e = 0; e < m.num_experts(); ++e) EXPECT_EQ(m.at(0, e), 0) << "expert " << e;
     EXPECT_EQ(m.at(1, 0), 70);
@@ -178,7 +178,7 @@ TEST_F(CoreTest, PlansWhenAllRanksReported) {
   ASSERT_TRUE(core_.Ingest(Report(3, 0), clock_.Now()).status.ok());
   std::vector<PlanningTask> tasks = core_.TakePlanningTasks();
   ASSERT_EQ(tasks.size(), 1u);
-  EXPECT_EQ(tasks[0].iteration, 0u);
+  EXPECT_EQ(tasks[0].step.iteration, 0u);
   EXPECT_EQ(tasks[0].cluster.nodes.size(), 2u);  // "a" and "b"
   std::string decision;
   auto plan = PlanAndCommit(tasks, &decision);
@@ -251,7 +251,7 @@ TEST_F(CoreTest, DampingHoldsBackUselessPlans) {
 // The workers calibrate hecate's plans on each iteration's counts; the observed balancedness
 // the controller reports is that of the plan as they calibrate it. After the hot expert moves,
 // the plan in force (copies of the old hot expert) is worse balanced as published than as
-// calibrated; with workers_calibrate off the controller reports the published plan's.
+// calibrated; for workers that do not calibrate the controller reports the published plan's.
 TEST_F(CoreTest, ObservedBalancednessFollowsTheWorkersCalibration) {
   RegisterAll();
   ASSERT_NE(PlanAndCommit(ReportAll(0, 85)), nullptr);
@@ -259,7 +259,7 @@ TEST_F(CoreTest, ObservedBalancednessFollowsTheWorkersCalibration) {
   std::vector<PlanningTask> tasks = ReportAll(1, 85, 3);
   ASSERT_EQ(tasks.size(), 1u);
   PlanningTask published = tasks[0];
-  published.workers_calibrate = false;
+  published.workers_calibration.enabled = false;
   const PlanningResult as_published = ComputePlan(published);
   const PlanningResult as_calibrated = ComputePlan(tasks[0]);
   ASSERT_EQ(as_published.layers.size(), 2u);
@@ -277,7 +277,7 @@ TEST_F(CoreTest, ReshardCadence) {
   for (uint64_t i = 1; i <= 9; ++i) {
     std::vector<PlanningTask> tasks = ReportAll(i);
     ASSERT_EQ(tasks.size(), 1u);
-    due += tasks[0].reshard_due;
+    due += tasks[0].step.reshard_due;
     PlanAndCommit(tasks);
   }
   EXPECT_EQ(due, 2);  // iterations 4 and 8 (period 4)
@@ -317,7 +317,7 @@ TEST_F(CoreTest, StaleFirstPlanIsRevisedBeforePublication) {
   std::vector<PlanningTask> tasks = ReportAll(0, /*hot=*/70, /*hot_expert=*/0);
   ASSERT_EQ(tasks.size(), 1u);
   PlanningResult first = ComputePlan(tasks[0]);
-  ASSERT_EQ(first.decision, "first");
+  ASSERT_EQ(first.decision, placement::Decision::kFirst);
   ASSERT_TRUE(first.plan.has_value());
   // Nothing newer yet: no revision.
   EXPECT_FALSE(core_.TakeRevisionTask(first).has_value());
@@ -330,13 +330,13 @@ TEST_F(CoreTest, StaleFirstPlanIsRevisedBeforePublication) {
   }
   std::optional<PlanningTask> revision = core_.TakeRevisionTask(first);
   ASSERT_TRUE(revision.has_value());
-  EXPECT_EQ(revision->iteration, 2u);
-  ASSERT_NE(revision->revise, nullptr);
-  EXPECT_EQ(revision->current, nullptr);           // still no plan in force
+  EXPECT_EQ(revision->step.iteration, 2u);
+  ASSERT_NE(revision->step.start, nullptr);
+  EXPECT_EQ(revision->step.current, nullptr);           // still no plan in force
   EXPECT_TRUE(core_.TakePlanningTasks().empty());  // the trigger went to the revision
 
   PlanningResult revised = ComputePlan(*revision);
-  EXPECT_EQ(revised.decision, "first");
+  EXPECT_EQ(revised.decision, placement::Decision::kFirst);
   EXPECT_EQ(revised.revisions, 1);
   ASSERT_TRUE(revised.plan.has_value());
   EXPECT_FALSE(core_.TakeRevisionTask(revised).has_value());  // nothing newer
@@ -353,10 +353,10 @@ TEST_F(CoreTest, StaleFirstPlanIsRevisedBeforePublication) {
   revision = core_.TakeRevisionTask(revised);
   ASSERT_TRUE(revision.has_value());
   EXPECT_EQ(revision->revisions, 1);
-  EXPECT_EQ(revision->iteration, 3u);
+  EXPECT_EQ(revision->step.iteration, 3u);
   PlanningResult again = ComputePlan(*revision);  // the same hot expert: damped, kept as it was
   EXPECT_EQ(again.revisions, 1);
-  EXPECT_EQ(again.decision, "first");
+  EXPECT_EQ(again.decision, placement::Decision::kFirst);
   EXPECT_EQ(again.plan->layers[0].replicas, revised.plan->layers[0].replicas);
 
   auto published = core_.CommitPlan(revised, clock_.Now());
@@ -383,7 +383,7 @@ TEST_F(CoreTest, DampedRevisionPublishesTheFirstPlan) {
   std::optional<PlanningTask> revision = core_.TakeRevisionTask(first);
   ASSERT_TRUE(revision.has_value());
   PlanningResult revised = ComputePlan(*revision);
-  EXPECT_EQ(revised.decision, "first");
+  EXPECT_EQ(revised.decision, placement::Decision::kFirst);
   EXPECT_EQ(revised.revisions, 0);
   ASSERT_TRUE(revised.plan.has_value());
   for (size_t l = 0; l < first.plan->layers.size(); ++l) {

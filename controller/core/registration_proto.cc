@@ -16,6 +16,7 @@ v1::RegisterWorkerRequest WorkerToProto(const WorkerRegistration& w) {
   p.set_incarnation(w.incarnation);
   *p.mutable_model() = wire::ToProto(w.model);
   *p.mutable_links() = wire::ToProto(w.links);
+  *p.mutable_calibration() = wire::ToProto(w.calibration);
   return p;
 }
 
@@ -31,6 +32,7 @@ WorkerRegistration WorkerFromProto(const v1::RegisterWorkerRequest& p) {
   w.incarnation = p.incarnation();
   w.model = wire::FromProto(p.model());
   w.links = wire::FromProto(p.links());
+  if (p.has_calibration()) w.calibration = wire::FromProto(p.calibration());
   return w;
 }
 

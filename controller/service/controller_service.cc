@@ -300,23 +300,18 @@ void ControllerService::RunPlannerOnce() {
     const absl::Time t0 = absl::Now();
     const std::string job_id = task.job_id;
     std::shared_ptr<const pl::ModelLoad> observed = task.observed;
-    PlanningResult result = ComputePlan(std::move(task));
-    for (;;) {
-      std::optional<PlanningTask> revision;
-      {
-        absl::MutexLock lock(&mu_);
-        revision = core_->TakeRevisionTask(result);
-      }
-      if (!revision.has_value()) break;
-      observed = revision->observed;
-      const double stale_s = absl::ToDoubleSeconds(absl::Now() - t0);
-      const int before = result.revisions;
-      result = ComputePlan(*std::move(revision));
-      LogInfo("first plan revised before publication",
-              LogFields()("job", job_id)("iteration", result.iteration)("seconds_so_far", stale_s)(
-                  "revision_gain", result.revisions > before ? result.predicted_gain : 0.0));
-      if (result.revisions == before) break;  // damped: nothing newer to gain
-    }
+    PlanningResult result =
+        PlanWithRevisions(std::move(task), [&](const PlanningResult& r) {
+          absl::MutexLock lock(&mu_);
+          std::optional<PlanningTask> revision = core_->TakeRevisionTask(r);
+          if (revision.has_value()) {
+            observed = revision->observed;
+            LogInfo("first plan is stale: revising it before publication",
+                    LogFields()("job", job_id)("iteration", revision->step.iteration)(
+                        "seconds_so_far", absl::ToDoubleSeconds(absl::Now() - t0)));
+          }
+          return revision;
+        });
     const double compute_s = absl::ToDoubleSeconds(absl::Now() - t0);
     absl::StatusOr<std::shared_ptr<const pl::Plan>> committed;
     {
@@ -328,19 +323,21 @@ void ControllerService::RunPlannerOnce() {
       metrics_->Observed(job_id, result.layers);
       if (observed != nullptr) metrics_->ExpertTokens(job_id, *observed);
     }
-    if (result.decision == "error") {
-      LogWarn("planning failed", LogFields()("job", job_id)("error", result.error));
+    if (!result.status.ok()) {
+      LogWarn("planning failed", LogFields()("job", job_id)("error", result.status.ToString()));
     }
     if (!committed.ok() || *committed == nullptr) continue;
     const std::shared_ptr<const pl::Plan>& plan = *committed;
     LogInfo(
         "plan published",
         LogFields()("job", plan->job_id)("epoch", plan->id.epoch)("version", plan->id.version)(
-            "effective_iteration", plan->effective_iteration)("decision", result.decision)(
+            "effective_iteration", plan->effective_iteration)(
+            "decision", pl::DecisionName(result.decision))("revisions", result.revisions)(
             "gain", result.predicted_gain)("predicted_moe_seconds", plan->prediction.moe_seconds)(
             "balancedness", plan->prediction.balancedness)("compute_seconds", compute_s));
     if (metrics_ != nullptr) {
-      metrics_->PlanPublished(plan->job_id, *plan, UnixSeconds(clock_->Now()), result.reshard);
+      metrics_->PlanPublished(plan->job_id, *plan, UnixSeconds(clock_->Now()),
+                              result.decision == pl::Decision::kReshard);
     }
     Deliver(plan);
   }

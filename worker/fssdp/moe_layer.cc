@@ -6,7 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "placement/materialization.h"
+#include "placement/calibration.h"
 #include "worker/fssdp/adam.h"
 #include "worker/fssdp/expert_ffn.h"
 
@@ -228,10 +228,9 @@ torch::Tensor MoELayer::ForwardImpl(const torch::Tensor& x_in, const torch::Tens
   }
   // Calibration on this iteration's actual counts, if the model says it pays: copies into free
   // slots and swaps of planned copies for copies of the busiest devices' experts.
-  if (config_.calibration && calibrate_ && cost_ != nullptr) {
-    std::vector<int> remaining(world, config_.calibration_copies);
-    pl::CalibrationResult cal = pl::Calibrate(*cost_, layer_, effective_, global_counts_, remaining,
-                                              rule_, config_.calibration_options);
+  if (config_.calibration.enabled && calibrate_ && cost_ != nullptr) {
+    pl::CalibrationResult cal = pl::CalibrateLayer(*cost_, layer_, effective_, global_counts_,
+                                                   rule_, config_.calibration);
     times_.gate += Since(t0);
     if (cal.accepted) {
       calibration_added_ = cal.copies_added;

@@ -27,7 +27,7 @@
 #include "absl/status/status.h"
 #include "placement/cost_model.h"
 #include "placement/dispatch.h"
-#include "placement/materialization.h"
+#include "placement/calibration.h"
 #include "placement/plan.h"
 #include "worker/comm/communicator.h"
 
@@ -41,12 +41,10 @@ struct MoEConfig {
   torch::Dtype dtype = torch::kFloat32;
   // Free replica parameters after forward; re-gather them before backward.
   bool rematerialize = false;
-  // After the gate, calibrate the plan on the actual counts (placement::Calibrate: copies into
-  // `calibration_copies` free slots per device beyond the plan's, then swaps of the plan's copies
-  // per `calibration_options`) when the cost model says it pays. Needs `cost`.
-  bool calibration = false;
-  int calibration_copies = 0;
-  placement::CalibrationOptions calibration_options;
+  // After the gate, calibrate the plan on the actual counts under this rule
+  // (placement::CalibrateLayer: copies into free slots beyond the plan's, then swaps of the plan's
+  // copies) when the cost model says it pays. Needs `cost`. Off by default.
+  placement::CalibrationRule calibration{/*enabled=*/false};
   // Where expert parameters, optimizer state and the layer's token buffers live. Chosen at build
   // time: CUDA when LibTorch has CUDA (HECATE_TORCH_CUDA, set by builds against PyTorch's
   // LibTorch), else CPU (Debian's LibTorch). A CUDA layer needs a device-memory communicator

@@ -109,8 +109,6 @@ Trainer::Trainer(const TrainerConfig& config, Communicator* comm, const pl::Clus
   mc.dtype = config.float64 ? torch::kFloat64 : torch::kFloat32;
   mc.rematerialize = config.rematerialize;
   mc.calibration = config.calibration;
-  mc.calibration_copies = config.calibration_copies;
-  mc.calibration_options = config.calibration_options;
   for (int l = 0; l < config.layers; ++l) {
     moe_.push_back(std::make_unique<MoELayer>(l, mc, comm, cluster, cost, config.seed));
   }

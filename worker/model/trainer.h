@@ -46,10 +46,8 @@ struct TrainerConfig {
   bool float64 = false;
   bool rematerialize = false;
   // Calibrate the plans of policies that calibrate (placement::PolicyCalibrates) on each
-  // iteration's actual counts; see MoEConfig.
-  bool calibration = false;
-  int calibration_copies = 0;
-  placement::CalibrationOptions calibration_options;
+  // iteration's actual counts under this rule; see MoEConfig. Off by default.
+  placement::CalibrationRule calibration{/*enabled=*/false};
   std::string data_path = "/usr/share/games/fortunes/fortunes";
 };
 

@@ -1,4 +1,4 @@
-#include "placement/planner.h"
+#include "placement/planning_loop.h"
 
 #include <gtest/gtest.h>
 
@@ -41,8 +41,11 @@ struct BalanceDecision : ::testing::Test {
 TEST_F(BalanceDecision, PublishesABetterBalancedPlanWithinTheBudget) {
   r.config.balance_target = 1.08;
   r.config.balance_budget = 0.04;
-  const PlanDecision d = DecidePlan(*policy, r, /*reshard_due=*/false, 100, /*damping=*/0.02);
-  EXPECT_EQ(d.decision, "balance");
+  const absl::StatusOr<PlanOutcome> outcome =
+      DecidePlan(*policy, r, /*reshard_due=*/false, 100, /*damping=*/0.02);
+  ASSERT_TRUE(outcome.ok()) << outcome.status();
+  const PlanOutcome& d = *outcome;
+  EXPECT_EQ(d.decision, Decision::kBalance);
   ASSERT_TRUE(d.plan.has_value());
   EXPECT_LT(d.predicted_gain, 0.02);
   EXPECT_GE(d.predicted_gain, -0.04);
@@ -54,13 +57,15 @@ TEST_F(BalanceDecision, PublishesABetterBalancedPlanWithinTheBudget) {
 TEST_F(BalanceDecision, DampedWhenBalanceMayCostNothingOrIsOff) {
   r.config.balance_target = 1.08;
   r.config.balance_budget = 0;
-  PlanDecision d = DecidePlan(*policy, r, false, 100, 0.02);
-  EXPECT_EQ(d.decision, "damped");
-  EXPECT_FALSE(d.plan.has_value());
+  absl::StatusOr<PlanOutcome> d = DecidePlan(*policy, r, false, 100, 0.02);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->decision, Decision::kDamped);
+  EXPECT_FALSE(d->plan.has_value());
   r.config.balance_target = 0;
   r.config.balance_budget = 0.04;
   d = DecidePlan(*policy, r, false, 100, 0.02);
-  EXPECT_EQ(d.decision, "damped");
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->decision, Decision::kDamped);
 }
 
 // Only policies that work toward the target are published for balance alone.
