@@ -21,7 +21,7 @@
 #include "bench/worker_group.h"
 #include "common/flags.h"
 #include "common/subprocess.h"
-#include "common/trace.h"
+#include "wire/trace.h"
 #include "placement/dispatch.h"
 #include "placement/synthetic.h"
 #include "sim/simulator.h"
@@ -47,7 +47,7 @@ int Main(int argc, char** argv) {
     std::string name, mode;
     double bias;
     GroupResult measured;
-    Trace trace;
+    wire::Trace trace;
   };
   std::vector<Case> cases = {{"ep-balanced", "ep", 0, {}, {}},
                              {"ep-skewed", "ep", 6, {}, {}},
@@ -63,7 +63,7 @@ int Main(int argc, char** argv) {
       std::fprintf(stderr, "%s: %s\n", c.name.c_str(), c.measured.error.c_str());
       return 1;
     }
-    absl::StatusOr<Trace> t = ReadTrace(absl::StrCat(dir, "/", c.name, ".trace"));
+    absl::StatusOr<wire::Trace> t = wire::ReadTrace(absl::StrCat(dir, "/", c.name, ".trace"));
     if (!t.ok()) {
       std::fprintf(stderr, "%s\n", t.status().ToString().c_str());
       return 1;

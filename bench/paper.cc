@@ -27,7 +27,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/flags.h"
-#include "common/trace.h"
+#include "wire/trace.h"
 #include "placement/synthetic.h"
 #include "sim/configs.h"
 #include "sim/simulator.h"
@@ -100,7 +100,7 @@ int Main(int argc, char** argv) {
   gen.source_noise = 0.090;
   std::string fit_note = "defaults (trace not found)";
   {
-    absl::StatusOr<Trace> t = ReadTrace(Workspace() + "/bench/traces/gpt_moe_cpu.trace");
+    absl::StatusOr<wire::Trace> t = wire::ReadTrace(Workspace() + "/bench/traces/gpt_moe_cpu.trace");
     if (t.ok()) {
       sim::GeneratorFit f = sim::Fit(t->loads);
       gen.zipf_s = f.zipf_s;

@@ -5,7 +5,7 @@
 
 #include <cstdint>
 
-#include "common/wire.h"
+#include "wire/convert.h"
 #include "hecate/v1/controller.pb.h"
 #include "placement/cluster.h"
 

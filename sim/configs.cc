@@ -3,7 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
-#include "common/wire.h"
+#include "wire/convert.h"
 
 namespace hecate::sim {
 

@@ -7,7 +7,7 @@
 #include <gtest/gtest.h>
 
 #include "common/subprocess.h"
-#include "common/wire.h"
+#include "wire/convert.h"
 #include "hecate/v1/controller.grpc.pb.h"
 
 namespace hecate {

@@ -27,8 +27,8 @@
 #include "common/flags.h"
 #include "common/log.h"
 #include "common/metrics_http.h"
-#include "common/trace.h"
-#include "common/wire.h"
+#include "wire/trace.h"
+#include "wire/convert.h"
 #include "placement/dispatch.h"
 #include "placement/calibration.h"
 #include "worker/agent/agent.h"
@@ -332,20 +332,21 @@ int Main(int argc, char** argv) {
   if (!controller.empty()) {
     AgentConfig ac;
     ac.controller = controller;
-    v1::RegisterWorkerRequest& reg = ac.registration;
-    reg.set_job_id(absl::GetFlag(FLAGS_job));
-    reg.set_rank(rank);
-    reg.set_world_size(world);
-    reg.set_node(absl::GetFlag(FLAGS_ranks_per_node) > 0
-                     ? absl::StrCat(node, "/", rank / absl::GetFlag(FLAGS_ranks_per_node))
-                     : node);
-    reg.set_local_rank(local_rank);
-    reg.set_device_kind("cpu");
-    reg.set_device_memory_bytes(int64_t{4} << 30);
-    reg.set_incarnation(incarnation);
-    *reg.mutable_model() = wire::ToProto(model);
-    *reg.mutable_links() = wire::ToProto(cluster->spec());
-    *reg.mutable_calibration() = wire::ToProto(tc.calibration);
+    wire::WorkerRegistration reg;
+    reg.job_id = absl::GetFlag(FLAGS_job);
+    reg.rank = rank;
+    reg.world_size = world;
+    reg.node = absl::GetFlag(FLAGS_ranks_per_node) > 0
+                   ? absl::StrCat(node, "/", rank / absl::GetFlag(FLAGS_ranks_per_node))
+                   : node;
+    reg.local_rank = local_rank;
+    reg.device_kind = "cpu";
+    reg.device_memory_bytes = int64_t{4} << 30;
+    reg.incarnation = incarnation;
+    reg.model = model;
+    reg.links = cluster->spec();
+    reg.calibration = tc.calibration;
+    ac.registration = wire::ToProto(reg);
     ac.plan_delay = absl::Milliseconds(absl::GetFlag(FLAGS_debug_plan_delay_ms));
     ac.backoff_max = absl::Milliseconds(std::max(100, absl::GetFlag(FLAGS_reconnect_max_ms)));
     agent = std::make_unique<ControllerAgent>(ac);
@@ -392,10 +393,10 @@ int Main(int argc, char** argv) {
   if (local) local->Seed(applied);
   pl::PlanId controller_applied = applied->policy == "ep" ? pl::PlanId{} : applied->id;
 
-  std::unique_ptr<TraceWriter> trace;
+  std::unique_ptr<wire::TraceWriter> trace;
   if (!absl::GetFlag(FLAGS_trace_out).empty() && rank == 0) {
-    absl::StatusOr<std::unique_ptr<TraceWriter>> tw =
-        TraceWriter::Open(absl::GetFlag(FLAGS_trace_out), cluster->spec(), model);
+    absl::StatusOr<std::unique_ptr<wire::TraceWriter>> tw =
+        wire::TraceWriter::Open(absl::GetFlag(FLAGS_trace_out), cluster->spec(), model);
     if (!tw.ok()) {
       std::fprintf(stderr, "hecate-worker: %s\n", tw.status().ToString().c_str());
       return kBadInput;
@@ -476,30 +477,25 @@ int Main(int argc, char** argv) {
     last_global = r->global_counts;
     if (trace) (void)trace->Append(it, r->global_counts);
     if (agent && absl::GetFlag(FLAGS_report_loads)) {
-      v1::LoadReport rep;
-      rep.set_job_id(absl::GetFlag(FLAGS_job));
-      rep.set_rank(rank);
-      rep.set_incarnation(incarnation);
-      rep.set_iteration(it);
-      *rep.mutable_plan() = wire::ToProto(controller_applied);
-      for (size_t l = 0; l < r->local_counts.size(); ++l) {
-        v1::LayerLoad* ll = rep.add_layers();
-        ll->set_layer(static_cast<uint32_t>(l));
-        for (int64_t c : r->local_counts[l]) ll->add_expert_tokens(static_cast<uint64_t>(c));
-      }
-      v1::PhaseTimings* tm = rep.mutable_timings();
-      tm->set_attention_seconds(r->times.attention / tc.layers);
-      tm->set_gate_seconds(r->times.gate);
-      tm->set_dispatch_seconds(r->times.dispatch);
-      tm->set_expert_seconds(r->times.expert);
-      tm->set_combine_seconds(r->times.combine);
-      tm->set_spag_seconds(r->times.spag);
-      tm->set_sprs_seconds(r->times.sprs);
-      tm->set_optimizer_seconds(r->times.optimizer);
-      tm->set_step_seconds(r->times.step);
-      rep.set_tokens(static_cast<uint64_t>(tc.batch) * tc.seq_len);
-      rep.set_free_memory_bytes(int64_t{4} << 30);
-      agent->Enqueue(std::move(rep));
+      wire::LoadReport rep;
+      rep.job_id = absl::GetFlag(FLAGS_job);
+      rep.rank = rank;
+      rep.incarnation = incarnation;
+      rep.iteration = it;
+      rep.plan = controller_applied;
+      rep.layers = r->local_counts;
+      rep.timings.attention_seconds = r->times.attention / tc.layers;
+      rep.timings.gate_seconds = r->times.gate;
+      rep.timings.dispatch_seconds = r->times.dispatch;
+      rep.timings.expert_seconds = r->times.expert;
+      rep.timings.combine_seconds = r->times.combine;
+      rep.timings.spag_seconds = r->times.spag;
+      rep.timings.sprs_seconds = r->times.sprs;
+      rep.timings.optimizer_seconds = r->times.optimizer;
+      rep.timings.step_seconds = r->times.step;
+      rep.tokens = int64_t{tc.batch} * tc.seq_len;
+      rep.free_memory_bytes = int64_t{4} << 30;
+      agent->Enqueue(wire::ToProto(rep));
     }
     // Metrics and progress.
     metrics.Step(r->times.step, r->loss, r->tokens);

@@ -9,7 +9,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "common/wire.h"
+#include "wire/convert.h"
 #include "controller/server.h"
 
 namespace hecate::ctl {

@@ -12,8 +12,8 @@
 #include "absl/strings/str_split.h"
 #include "clients/ctl/ctl.h"
 #include "clients/ctl/output.h"
-#include "common/trace.h"
-#include "common/wire.h"
+#include "wire/trace.h"
+#include "wire/convert.h"
 #include "placement/synthetic.h"
 #include "sim/configs.h"
 #include "sim/simulator.h"
@@ -68,7 +68,7 @@ absl::StatusOr<pl::ModelLoad> ReadLoads(const std::string& path, const pl::Clust
   std::string first;
   std::getline(probe, first);
   if (first == "hecate-trace v1") {
-    absl::StatusOr<Trace> t = ReadTrace(path);
+    absl::StatusOr<wire::Trace> t = wire::ReadTrace(path);
     if (!t.ok()) return t.status();
     if (t->loads.empty())
       return absl::InvalidArgumentError(absl::StrCat(path, " has no iterations"));
@@ -187,9 +187,9 @@ int Simulate(Args& a, Format format, std::ostream& out, std::ostream& err) {
                "--drift=D --noise=N --iterations=N]) [--policy=P[,P...]] "
                "[--reshard-period=R] [--extra-slots=N] [-o table|json]");
   }
-  std::optional<Trace> trace;
+  std::optional<wire::Trace> trace;
   if (!trace_path.empty()) {
-    absl::StatusOr<Trace> t = ReadTrace(trace_path);
+    absl::StatusOr<wire::Trace> t = wire::ReadTrace(trace_path);
     if (!t.ok()) return Fail(err, t.status());
     trace = std::move(*t);
   }
@@ -266,7 +266,7 @@ int Simulate(Args& a, Format format, std::ostream& out, std::ostream& err) {
 int TraceCommand(const std::string& sub, Args& a, std::ostream& out, std::ostream& err) {
   const std::string path = a.rest().size() > 2 ? a.rest()[2] : "";
   if (path.empty()) return Bad(err, "usage: trace inspect|csv|fit|slice TRACE [...]");
-  absl::StatusOr<Trace> t = ReadTrace(path);
+  absl::StatusOr<wire::Trace> t = wire::ReadTrace(path);
   if (!t.ok()) return Fail(err, t.status());
   if (sub == "inspect") {
     out << "trace " << path << ": " << t->loads.size() << " iterations";
@@ -314,7 +314,7 @@ int TraceCommand(const std::string& sub, Args& a, std::ostream& out, std::ostrea
     (void)absl::SimpleAtoi(a.Get("--to", "9223372036854775807"), &to);
     const std::string output = a.Get("--out");
     if (output.empty()) return Bad(err, "usage: trace slice TRACE --from=I --to=J --out=FILE");
-    Trace s;
+    wire::Trace s;
     s.cluster = t->cluster;
     s.model = t->model;
     for (size_t i = 0; i < t->loads.size(); ++i) {
@@ -324,7 +324,7 @@ int TraceCommand(const std::string& sub, Args& a, std::ostream& out, std::ostrea
         s.loads.push_back(t->loads[i]);
       }
     }
-    if (absl::Status st = WriteTrace(output, s); !st.ok()) return Fail(err, st);
+    if (absl::Status st = wire::WriteTrace(output, s); !st.ok()) return Fail(err, st);
     out << "wrote " << s.loads.size() << " iterations to " << output << "\n";
     return kOk;
   }

@@ -28,6 +28,7 @@
 #include "placement/plan.h"
 #include "placement/planning_loop.h"
 #include "placement/policy.h"
+#include "wire/types.h"
 
 namespace hecate::controller {
 
@@ -56,22 +57,10 @@ struct CoreConfig {
 enum class WorkerState { kLive, kStale, kLost };
 const char* WorkerStateName(WorkerState s);
 
-struct WorkerRegistration {
-  std::string job_id;
-  int rank = 0;
-  int world_size = 0;
-  std::string node;
-  int local_rank = 0;
-  std::string device_kind;
-  int64_t device_memory_bytes = 0;
-  uint64_t incarnation = 0;
-  placement::ModelSpec model;
-  // Link bandwidths, latency and device FLOP rate (nodes are derived from `node`).
-  placement::ClusterSpec links;
-  // How the worker calibrates plans after the gate: the controller judges the plan in force the
-  // way the workers run it (the observed balancedness).
-  placement::CalibrationRule calibration;
-};
+// A worker's registration and load report, as the wire carries them (wire/types.h).
+using wire::LoadReport;
+using wire::PhaseTimes;
+using wire::WorkerRegistration;
 
 struct WorkerInfo {
   WorkerRegistration reg;
@@ -81,24 +70,6 @@ struct WorkerInfo {
   uint64_t last_iteration = 0;
   uint64_t last_report_hash = 0;
   placement::PlanId last_plan;
-};
-
-struct PhaseTimes {
-  double attention_seconds = 0;
-  double step_seconds = 0;
-};
-
-struct LoadReport {
-  std::string job_id;
-  int rank = 0;
-  uint64_t incarnation = 0;
-  uint64_t iteration = 0;
-  placement::PlanId plan;
-  // One row per layer: tokens this rank routed to each expert.
-  std::vector<std::vector<int64_t>> layers;
-  PhaseTimes timings;
-  int64_t free_memory_bytes = 0;
-  int64_t tokens = 0;
 };
 
 // Why a report was rejected (metric label `result`), or accepted.

@@ -5,8 +5,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
-#include "common/wire.h"
-#include "controller/core/registration_proto.h"
+#include "wire/convert.h"
+#include "wire/plan_codec.h"
 
 namespace hecate::controller {
 
@@ -404,34 +404,15 @@ absl::Status ControllerService::IngestReport(const v1::LoadReport& p) {
     return absl::ResourceExhaustedError(
         absl::StrCat("report of ", p.ByteSizeLong(), " bytes exceeds ", config_.max_report_bytes));
   }
-  LoadReport r;
-  r.job_id = p.job_id();
-  r.rank = static_cast<int>(p.rank());
-  r.incarnation = p.incarnation();
-  r.iteration = p.iteration();
-  r.plan = wire::FromProto(p.plan());
-  bool ordered = true;
-  for (int l = 0; l < p.layers_size(); ++l) {
-    ordered = ordered && p.layers(l).layer() == static_cast<uint32_t>(l);
-    std::vector<int64_t> row;
-    row.reserve(p.layers(l).expert_tokens_size());
-    for (uint64_t t : p.layers(l).expert_tokens()) {
-      row.push_back(t > static_cast<uint64_t>(INT64_MAX) ? -1 : static_cast<int64_t>(t));
-    }
-    r.layers.push_back(std::move(row));
-  }
-  if (!ordered) {
+  absl::StatusOr<LoadReport> r = wire::FromProto(p);
+  if (!r.ok()) {
     if (metrics_ != nullptr) metrics_->Report(ReportResult::kBadShape);
-    return absl::InvalidArgumentError("report layers must be listed in layer order 0, 1, ...");
+    return r.status();
   }
-  r.timings.attention_seconds = p.timings().attention_seconds();
-  r.timings.step_seconds = p.timings().step_seconds();
-  r.free_memory_bytes = static_cast<int64_t>(p.free_memory_bytes());
-  r.tokens = static_cast<int64_t>(p.tokens());
   IngestOutcome outcome;
   {
     absl::MutexLock lock(&mu_);
-    outcome = core_->Ingest(r, clock_->Now());
+    outcome = core_->Ingest(*r, clock_->Now());
     // Only a completed iteration can make planning due; deadlines and liveness are the tick's.
     if (outcome.finalized) wake_ = true;
   }
@@ -446,7 +427,7 @@ grpc::ServerUnaryReactor* ControllerService::RegisterWorker(grpc::CallbackServer
                                                             const v1::RegisterWorkerRequest* req,
                                                             v1::RegisterWorkerResponse* resp) {
   if (!ready_) return Done(ctx, kNotReady);
-  WorkerRegistration reg = WorkerFromProto(*req);
+  WorkerRegistration reg = wire::FromProto(*req);
   absl::Status s;
   {
     absl::MutexLock lock(&mu_);

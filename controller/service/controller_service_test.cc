@@ -11,7 +11,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "common/wire.h"
+#include "wire/convert.h"
+#include "wire/plan_codec.h"
 #include "controller/server.h"
 #include "controller/test_job.h"
 #include "grpc/health/v1/health.grpc.pb.h"

@@ -10,8 +10,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "common/wire.h"
-#include "controller/core/registration_proto.h"
+#include "wire/convert.h"
 #include "hecate/v1/controller.pb.h"
 
 namespace hecate::controller {
@@ -238,7 +237,7 @@ absl::StatusOr<StoreSnapshot> SqliteStateStore::Load() {
     while (sqlite3_step(q.get()) == SQLITE_ROW) {
       v1::RegisterWorkerRequest r;
       if (!r.ParseFromString(q.ColumnBytes(0))) return absl::DataLossError("unreadable worker");
-      snap.workers.push_back(WorkerFromProto(r));
+      snap.workers.push_back(wire::FromProto(r));
     }
   }
   {
@@ -283,7 +282,7 @@ absl::Status SqliteStateStore::PutWorker(const WorkerRegistration& worker) {
   Stmt q(Db(db_), "INSERT OR REPLACE INTO workers (job_id, rank, reg) VALUES (?, ?, ?)");
   q.Text(1, worker.job_id);
   q.Int(2, worker.rank);
-  q.Blob(3, WorkerToProto(worker).SerializeAsString());
+  q.Blob(3, wire::ToProto(worker).SerializeAsString());
   return q.Run();
 }
 

@@ -8,7 +8,8 @@
 #include "absl/time/clock.h"
 
 #include "common/log.h"
-#include "common/wire.h"
+#include "wire/convert.h"
+#include "wire/plan_codec.h"
 
 namespace hecate::worker {
 

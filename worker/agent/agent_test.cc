@@ -7,7 +7,7 @@
 #include <gtest/gtest.h>
 
 #include "absl/time/clock.h"
-#include "common/wire.h"
+#include "wire/convert.h"
 #include "controller/server.h"
 #include "controller/test_job.h"
 

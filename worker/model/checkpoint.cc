@@ -9,7 +9,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
-#include "common/wire.h"
+#include "wire/convert.h"
 
 namespace hecate::worker {
 

@@ -1,4 +1,4 @@
-#include "common/trace.h"
+#include "wire/trace.h"
 
 #include <cstdlib>
 #include <fstream>
@@ -7,7 +7,7 @@
 
 #include "placement/synthetic.h"
 
-namespace hecate {
+namespace hecate::wire {
 namespace {
 
 std::string Tmp(const std::string& n) {
@@ -44,4 +44,4 @@ TEST(TraceTest, RoundTripAndTruncation) {
 }
 
 }  // namespace
-}  // namespace hecate
+}  // namespace hecate::wire

@@ -1,19 +1,19 @@
-#include "common/trace.h"
+#include "wire/trace.h"
 
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
-#include "common/wire.h"
+#include "wire/convert.h"
 #include "hecate/v1/types.pb.h"
 
-namespace hecate {
+namespace hecate::wire {
 
 namespace {
 constexpr char kMagic[] = "hecate-trace v1";
 
 std::string Header(const placement::ClusterSpec& cluster, const placement::ModelSpec& model) {
-  return absl::StrCat("{\"cluster\": ", wire::ToJson(wire::ToProto(cluster), false),
-                      ", \"model\": ", wire::ToJson(wire::ToProto(model), false), "}");
+  return absl::StrCat("{\"cluster\": ", ToJson(ToProto(cluster), false),
+                      ", \"model\": ", ToJson(ToProto(model), false), "}");
 }
 
 void WriteIteration(std::ostream& out, uint64_t iteration, const placement::ModelLoad& load) {
@@ -75,13 +75,13 @@ absl::StatusOr<Trace> ReadTrace(const std::string& path) {
   }
   v1::ClusterSpec cluster;
   v1::ModelSpec model;
-  if (!wire::FromJson(line.substr(c + 10, m - c - 10), &cluster).ok() ||
-      !wire::FromJson(line.substr(m + 10, line.size() - m - 11), &model).ok()) {
+  if (!FromJson(line.substr(c + 10, m - c - 10), &cluster).ok() ||
+      !FromJson(line.substr(m + 10, line.size() - m - 11), &model).ok()) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": header does not parse"));
   }
   Trace t;
-  t.cluster = wire::FromProto(cluster);
-  t.model = wire::FromProto(model);
+  t.cluster = FromProto(cluster);
+  t.model = FromProto(model);
   absl::StatusOr<placement::Cluster> cl = placement::Cluster::Create(t.cluster);
   if (!cl.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", cl.status().message()));
   const int devices = cl->num_devices();
@@ -128,4 +128,4 @@ absl::StatusOr<Trace> ReadTrace(const std::string& path) {
   return t;
 }
 
-}  // namespace hecate
+}  // namespace hecate::wire

@@ -9,8 +9,8 @@
 //            space-separated integers (devices x experts of that layer)
 // Readers validate every matrix's shape against the header; a truncated last iteration (a
 // crashed recorder) is dropped, not an error.
-#ifndef HECATE_COMMON_TRACE_H_
-#define HECATE_COMMON_TRACE_H_
+#ifndef HECATE_WIRE_TRACE_H_
+#define HECATE_WIRE_TRACE_H_
 
 #include <cstdint>
 #include <fstream>
@@ -22,7 +22,7 @@
 #include "placement/cluster.h"
 #include "placement/load.h"
 
-namespace hecate {
+namespace hecate::wire {
 
 struct Trace {
   placement::ClusterSpec cluster;
@@ -46,6 +46,6 @@ absl::Status WriteTrace(const std::string& path, const Trace& trace);
 // NOT_FOUND: no file; INVALID_ARGUMENT: not a trace / bad header / wrong matrix shape.
 absl::StatusOr<Trace> ReadTrace(const std::string& path);
 
-}  // namespace hecate
+}  // namespace hecate::wire
 
-#endif  // HECATE_COMMON_TRACE_H_
+#endif  // HECATE_WIRE_TRACE_H_

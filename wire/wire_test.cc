@@ -1,4 +1,5 @@
-#include "common/wire.h"
+#include "wire/convert.h"
+#include "wire/plan_codec.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
