@@ -17,7 +17,8 @@
 // Policies whose plans the workers calibrate (`hecate`, `hecate-rm`: Policy::Calibrates) are
 // judged as they run: each layer calibrated on iteration i's actual counts
 // (placement::CalibratePlan with the workers' defaults, within the same extra_slots), its late
-// gather charged in time and bytes. A last table gives their max/mean before calibration and calibration's CPU time.
+// gather charged in time and bytes. A last table gives their max/mean before calibration and
+// calibration's CPU time.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -73,8 +74,7 @@ Row RunCase(const Cluster& c, const ModelSpec& m, const Policy& policy, const Sk
       const auto t0 = std::chrono::steady_clock::now();
       Judgement judgement = CalibratePlan(published, actual, rule, cost, cost);
       const double calibration_us =
-          std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0)
-              .count();
+          std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
       cost.Evaluate(&judgement.plan, actual);
       const Plan& judged = judgement.plan;
       if (i >= warmup) {
@@ -93,8 +93,7 @@ Row RunCase(const Cluster& c, const ModelSpec& m, const Policy& policy, const Sk
         row.moe_seconds += judged.prediction.moe_seconds + judgement.late_seconds +
                            published.prediction.migration_seconds;
         row.calibration_us_per_layer += calibration_us / static_cast<double>(m.layers.size());
-        row.calibrated_share +=
-            static_cast<double>(judgement.calibrated_layers) / m.layers.size();
+        row.calibrated_share += static_cast<double>(judgement.calibrated_layers) / m.layers.size();
       }
       previous = std::move(plan);
       have_previous = true;

@@ -1,4 +1,4 @@
-// Calibration check of the simulator against measured CPU runs (issue 7, item 8).
+// Calibration check of the simulator against measured CPU runs.
 //
 //   bazel run //bench:calibration [-- --iterations=30]
 //
@@ -21,11 +21,11 @@
 #include "bench/worker_group.h"
 #include "common/flags.h"
 #include "common/subprocess.h"
-#include "wire/trace.h"
 #include "placement/dispatch.h"
+#include "placement/planning_loop.h"
 #include "placement/synthetic.h"
 #include "sim/simulator.h"
-#include "placement/planning_loop.h"
+#include "wire/trace.h"
 
 ABSL_FLAG(int, iterations, 30, "Iterations per measured run");
 ABSL_FLAG(int, warmup, 6, "Iterations excluded from the means");

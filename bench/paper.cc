@@ -1,4 +1,4 @@
-// Regenerates the comparison with the paper's evaluation by simulation (issue 7):
+// Regenerates the comparison with the paper's evaluation by simulation:
 //   Fig. 9/10  speedup over EP at 16 and 32 GPUs on Cluster A and B, four models, every policy
 //   Fig. 12    per-iteration time breakdown (BERT-MoE-Deep, Cluster B, 32 GPUs)
 //   Fig. 13    peak MoE memory per device (same setup)
@@ -27,10 +27,10 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/flags.h"
-#include "wire/trace.h"
 #include "placement/synthetic.h"
 #include "sim/configs.h"
 #include "sim/simulator.h"
+#include "wire/trace.h"
 
 ABSL_FLAG(int, iterations, 40, "Simulated iterations per run (paper figures)");
 ABSL_FLAG(int, scale_iterations, 8, "Simulated iterations per run (scale-out)");
@@ -100,7 +100,8 @@ int Main(int argc, char** argv) {
   gen.source_noise = 0.090;
   std::string fit_note = "defaults (trace not found)";
   {
-    absl::StatusOr<wire::Trace> t = wire::ReadTrace(Workspace() + "/bench/traces/gpt_moe_cpu.trace");
+    absl::StatusOr<wire::Trace> t =
+        wire::ReadTrace(Workspace() + "/bench/traces/gpt_moe_cpu.trace");
     if (t.ok()) {
       sim::GeneratorFit f = sim::Fit(t->loads);
       gen.zipf_s = f.zipf_s;

@@ -2,7 +2,7 @@
 //
 //   bazel run //bench:placement_bench
 //
-// Targets (issue 3): per-iteration planning (materialization + dispatch + prediction for all
+// Targets: per-iteration planning (materialization + dispatch + prediction for all
 // layers) <= 1 ms at paper scale and <= 10 ms at DeepSeek-V3-like scale; sharding (Alg. 2)
 // <= 100 ms at DeepSeek-V3-like scale. BM_PlanSteady is the planning loop's per-iteration cost
 // (warm start from the previous plan, new loads every call; layers whose loads moved less than
@@ -16,12 +16,12 @@
 #include <vector>
 
 #include "bench/scales.h"
-#include "placement/cost_model.h"
 #include "placement/calibration.h"
+#include "placement/cost_model.h"
 #include "placement/greedy.h"
 #include "placement/paper_materialization.h"
-#include "placement/refine.h"
 #include "placement/policy.h"
+#include "placement/refine.h"
 #include "placement/sharding.h"
 #include "placement/synthetic.h"
 

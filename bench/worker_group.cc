@@ -111,10 +111,9 @@ std::vector<std::string> BenchModelFlags(int iterations) {
   return {"--iterations=" + std::to_string(iterations), "--layers=2", "--d_model=128", "--heads=2",
           "--experts=4", "--top_k=2", "--d_ffn=2048", "--seq_len=32", "--batch=16",
           "--skew_experts=2", "--attention_ms=0", "--device_gflops=90", "--link_gbytes=2.4",
-          // A copy's fixed cost (replica and gradient buffers, one more GEMM per pass):
-          // //bench:calibration's balanced A/B measured 2.3-5.7 ms per copy and iteration in
-          // three runs on this noisy machine; with 4 ms the planner leaves the balanced case
-          // alone and places the same skewed copies as with 0 to 6 ms (docs/benchmarks.md).
+          // A copy's fixed cost (replica and gradient buffers, one more GEMM per pass), as
+          // //bench:calibration's balanced A/B measures it (docs/benchmarks.md): the planner
+          // then leaves the balanced case alone and places the skewed copies that pay.
           "--copy_overhead_ms=4", "--reshard_period=" + std::to_string(kBenchReshardPeriod)};
 }
 

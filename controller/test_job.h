@@ -5,9 +5,9 @@
 
 #include <cstdint>
 
-#include "wire/convert.h"
 #include "hecate/v1/controller.pb.h"
 #include "placement/cluster.h"
+#include "wire/convert.h"
 
 namespace hecate::controller::testing {
 

@@ -153,7 +153,8 @@ CalibrationResult Calibrate(const CostModel& cost, LayerId l, const LayerPlan& c
               ExpertId out = -1;
               if (!search.HasFreeSlot(d)) {
                 const std::vector<ExpertId> least = search.LeastUseful(d, e, 1);
-                if (least.empty() || !(search.TokensPerHolder(least[0]) < search.TokensPerHolder(e)))
+                if (least.empty() ||
+                    !(search.TokensPerHolder(least[0]) < search.TokensPerHolder(e)))
                   continue;
                 out = least[0];
               }
@@ -165,8 +166,7 @@ CalibrationResult Calibrate(const CostModel& cost, LayerId l, const LayerPlan& c
     };
     // The late gather is only costed for a move that could be kept without it.
     double kept_seconds = now_seconds;
-    auto judge = [&](const LayerPrediction&,
-                     const LayerPrediction& p) -> std::optional<MoveScore> {
+    auto judge = [&](const LayerPrediction&, const LayerPrediction& p) -> std::optional<MoveScore> {
       const double gain = excess_now - ExcessOver(p, options.target);
       if (!(gain > 1e-9 && p.total_seconds <= before.total_seconds)) return std::nullopt;
       const double seconds = p.total_seconds + late_seconds(candidate);

@@ -136,8 +136,7 @@ LayerPrediction CostModel::EvaluateLayer(LayerId l, const LayerPlan& layer, cons
   }
   // The data plane runs the four All-to-Alls whenever there is more than one device, even when
   // every token stays local (the collective still synchronizes): latency is always charged.
-  p.all_to_all_seconds =
-      devices > 1 ? kAllToAllsPerLayer * (worst_a2a + cluster_.latency()) : 0.0;
+  p.all_to_all_seconds = devices > 1 ? kAllToAllsPerLayer * (worst_a2a + cluster_.latency()) : 0.0;
 
   if (semantics == ReplicaSemantics::kPersistent) {
     // Ring AllReduce per replica group: every member moves 2(n-1)/n parameter bytes in and out.
@@ -155,8 +154,7 @@ LayerPrediction CostModel::EvaluateLayer(LayerId l, const LayerPlan& layer, cons
     p.spag_seconds = 0;
     p.sprs_seconds = allreduce;
     p.sprs_bytes = moved;
-    p.exposed_comm_seconds =
-        ExposedSeconds(semantics, layer.remat, 0.0, allreduce, attention_s_);
+    p.exposed_comm_seconds = ExposedSeconds(semantics, layer.remat, 0.0, allreduce, attention_s_);
   } else {
     int64_t bytes = 0;
     const double t = SparseCollectiveSeconds(l, layer, &bytes);

@@ -56,7 +56,6 @@ double ShareDistance(const std::vector<int64_t>& a, const std::vector<int64_t>& 
   return d;
 }
 
-
 class HecatePolicy : public Policy {
  public:
   // `regather_every_layer`: Hecate-RM (every layer re-gathered before backward); else

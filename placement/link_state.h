@@ -134,7 +134,6 @@ class LinkState {
   double worst_ = 0;
 };
 
-
 }  // namespace hecate::placement::internal
 
 #endif  // HECATE_PLACEMENT_LINK_STATE_H_

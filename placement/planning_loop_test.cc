@@ -101,7 +101,6 @@ TEST(BalanceOverageTest, SumsHowFarLayersAreOverTheTarget) {
   EXPECT_NEAR(BalanceOverage(p, 1.0), 0.35, 1e-12);
 }
 
-
 // A small cluster and model for the loop's own tests: 2 nodes x 2 devices, 2 layers x 8 experts.
 struct LoopFixture : ::testing::Test {
   const Cluster c = Cluster::Uniform(2, 2, int64_t{1} << 30, 1e12, 1e11, 1e10, 1e-5);
@@ -223,8 +222,7 @@ TEST_F(LoopFixture, JudgeCalibratesAsTheRuleAndThePolicySay) {
     EXPECT_GT(on.copies_gathered, 0) << policy;
     EXPECT_GT(on.late_seconds, 0) << policy;
     EXPECT_GT(on.late_bytes, 0) << policy;
-    EXPECT_LT(on.plan.prediction.moe_seconds + on.late_seconds,
-              without.plan.prediction.moe_seconds)
+    EXPECT_LT(on.plan.prediction.moe_seconds + on.late_seconds, without.plan.prediction.moe_seconds)
         << policy << ": accepted only when it pays";
     EXPECT_TRUE(on.plan.migrations.empty());
     EXPECT_TRUE(Validate(on.plan, slow, m).ok());

@@ -45,8 +45,8 @@ struct PlannerConfig {
   bool warm_start = true;
   // Warm start: each layer, once every `revise_period` iterations (layer l when iteration %
   // period == l % period), drops the copies whose removal costs less than `revise_gain` x its
-  // predicted time, and the greedy regrows what pays. This escapes the greedy's local optima
-  // (measured: 10-40% lower predicted time than a cold start) at the cost of more moves.
+  // predicted time, and the greedy regrows what pays. This escapes the greedy's local optima (a
+  // lower predicted time than a cold start; docs/placement.md) at the cost of more moves.
   int revise_period = 4;
   double revise_gain = 1e-2;
   // Warm start: a layer whose expert token shares moved by less than this (L1 distance of the

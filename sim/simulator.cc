@@ -88,7 +88,8 @@ absl::StatusOr<SimResult> Simulate(const pl::Cluster& cluster, const pl::ModelSp
       loop.Commit(*std::move(d->plan), static_cast<uint64_t>(i), static_cast<uint64_t>(i));
       ++result.plans_published;
     }
-    pl::Judgement judgement = pl::Judge(*loop.current(), *actual, options.calibration, planning_cost, cost);
+    pl::Judgement judgement =
+        pl::Judge(*loop.current(), *actual, options.calibration, planning_cost, cost);
     const pl::Plan& judged = judgement.plan;
     if (i >= options.warmup) calibrated_layers += judgement.calibrated_layers;
 

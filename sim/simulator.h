@@ -16,9 +16,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "placement/calibration.h"
 #include "placement/cluster.h"
 #include "placement/load.h"
-#include "placement/calibration.h"
 #include "placement/policy.h"
 #include "placement/synthetic.h"
 

@@ -7,8 +7,8 @@
 #include <gtest/gtest.h>
 
 #include "common/subprocess.h"
-#include "wire/convert.h"
 #include "hecate/v1/controller.grpc.pb.h"
+#include "wire/convert.h"
 
 namespace hecate {
 namespace {

@@ -22,8 +22,6 @@ bool SamePrediction(const v1::LayerPrediction& a, const v1::LayerPrediction& b) 
 
 }  // namespace
 
-
-
 v1::Plan MakeDelta(const v1::Plan& base, const v1::Plan& next) {
   if (base.layers_size() != next.layers_size()) return next;
   for (int l = 0; l < next.layers_size(); ++l) {

@@ -3,8 +3,8 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
-#include "wire/convert.h"
 #include "hecate/v1/types.pb.h"
+#include "wire/convert.h"
 
 namespace hecate::wire {
 

@@ -45,8 +45,7 @@ std::shared_ptr<const pl::Plan> LocalPlanner::Next(uint64_t iteration,
     loop_.Follow(std::make_shared<const pl::Plan>(std::move(start)));
   }
   if (last_global.empty() || !loop_.Observe(last_global).ok()) return loop_.current();
-  absl::StatusOr<pl::PlanOutcome> d =
-      pl::PlanStep(cluster_, model_, loop_.MakeTask(iteration));
+  absl::StatusOr<pl::PlanOutcome> d = pl::PlanStep(cluster_, model_, loop_.MakeTask(iteration));
   // A failed step (malformed counts) keeps the plan in force, as damping would.
   if (!d.ok() || !d->plan.has_value()) return loop_.current();
   return loop_.Commit(*std::move(d->plan), iteration == 0 ? 0 : iteration - 1, iteration);

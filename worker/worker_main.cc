@@ -27,10 +27,10 @@
 #include "common/flags.h"
 #include "common/log.h"
 #include "common/metrics_http.h"
-#include "wire/trace.h"
-#include "wire/convert.h"
-#include "placement/dispatch.h"
 #include "placement/calibration.h"
+#include "placement/planning_loop.h"
+#include "wire/convert.h"
+#include "wire/trace.h"
 #include "worker/agent/agent.h"
 #include "worker/comm/fake_communicator.h"
 #include "worker/comm/gloo/gloo_communicator.h"
@@ -156,28 +156,12 @@ absl::StatusOr<pl::Cluster> DeriveCluster(Communicator& comm, const std::string&
   return pl::Cluster::Create(spec);
 }
 
-double Balancedness(const pl::Cluster& cluster, const pl::Plan& plan, const pl::ModelLoad& load) {
-  pl::Dispatcher dispatcher(cluster);
-  double sum = 0;
-  for (size_t l = 0; l < load.size() && l < plan.layers.size(); ++l) {
-    pl::DispatchSummary s;
-    dispatcher.Summarize(plan.layers[l], load[l], plan.dispatch_rule, &s);
-    double total = 0, max = 0;
-    for (int64_t t : s.device_tokens) {
-      total += static_cast<double>(t);
-      max = std::max(max, static_cast<double>(t));
-    }
-    sum += max > 0 ? total / s.device_tokens.size() / max : 1.0;
-  }
-  return load.empty() ? 1.0 : sum / load.size();
-}
-
 // LibTorch's CPU allocator takes every tensor from malloc. glibc serves blocks above its mmap
 // threshold (128 KiB, rising dynamically) with fresh mappings and returns freed heap tops to the
 // kernel, so the activations a step allocates and frees (tens of MiB per MoE layer) fault their
-// pages in again every iteration: 20% of EP's skewed step in //bench:ep_vs_fssdp (226 -> 176 ms),
-// 9% of FSSDP's. Blocks up to 32 MiB (glibc's largest threshold) come from the heap, and freed
-// memory up to 1 GiB stays mapped for the next step.
+// pages in again every iteration, a large share of a step (docs/benchmarks.md). Blocks up to
+// 32 MiB (glibc's largest threshold) come from the heap, and freed memory up to 1 GiB stays mapped
+// for the next step.
 void KeepFreedMemory() {
   const bool ok = mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 &&
                   mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1 && mallopt(M_TOP_PAD, 64 << 20) == 1;
@@ -531,7 +515,8 @@ int Main(int argc, char** argv) {
           "step_ms=%.1f attention_ms=%.1f gate_ms=%.1f dispatch_ms=%.1f expert_ms=%.1f "
           "combine_ms=%.1f spag_ms=%.1f sprs_ms=%.1f optimizer_ms=%.1f controller=%s\n",
           static_cast<unsigned long long>(it), r->loss, r->tokens / std::max(1e-9, tm.step),
-          Balancedness(*cluster, *applied, r->global_counts),
+          pl::Judge(*applied, r->global_counts, tc.calibration, cost, cost)
+              .plan.prediction.balancedness,
           static_cast<unsigned long long>(applied->id.epoch),
           static_cast<unsigned long long>(applied->id.version), tm.step * 1e3, tm.attention * 1e3,
           tm.gate * 1e3, tm.dispatch * 1e3, tm.expert * 1e3, tm.combine * 1e3, tm.spag * 1e3,

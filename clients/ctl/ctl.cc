@@ -14,9 +14,9 @@
 #include "absl/strings/str_join.h"
 #include "clients/ctl/offline.h"
 #include "clients/ctl/output.h"
-#include "wire/convert.h"
 #include "hecate/v1/controller.grpc.pb.h"
 #include "placement/plan.h"
+#include "wire/convert.h"
 
 namespace hecate::ctl {
 

@@ -9,8 +9,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "wire/convert.h"
 #include "controller/server.h"
+#include "wire/convert.h"
 
 namespace hecate::ctl {
 namespace {

@@ -12,11 +12,11 @@
 #include "absl/strings/str_split.h"
 #include "clients/ctl/ctl.h"
 #include "clients/ctl/output.h"
-#include "wire/trace.h"
-#include "wire/convert.h"
 #include "placement/synthetic.h"
 #include "sim/configs.h"
 #include "sim/simulator.h"
+#include "wire/convert.h"
+#include "wire/trace.h"
 
 namespace hecate::ctl {
 

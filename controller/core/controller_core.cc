@@ -77,8 +77,8 @@ bool SameModel(const pl::ModelSpec& a, const pl::ModelSpec& b) {
 }
 
 // Identifies a report's content for duplicate detection (in memory only). Runs under the
-// service's lock for every report (15k counts at 58 x 256): four independent multiply-xorshift
-// lanes, about a nanosecond per count (a byte-wise FNV-1a took ~0.2 ms per report).
+// service's lock for every report (15k counts at 58 x 256), so it hashes eight bytes at a time in
+// four independent multiply-xorshift lanes rather than byte by byte.
 uint64_t HashReport(const LoadReport& r) {
   auto mix = [](uint64_t h, uint64_t v) {
     h = (h ^ v) * 0x9E3779B97F4A7C15ULL;
@@ -183,8 +183,8 @@ absl::Status ControllerCore::Register(const WorkerRegistration& reg, absl::Time 
     return absl::InvalidArgumentError(absl::StrCat("model: ", s.message()));
   }
   if (reg.calibration.enabled && !(reg.calibration.options.target > 1)) {
-    return absl::InvalidArgumentError(absl::StrCat("calibration target must be > 1, not ",
-                                                   reg.calibration.options.target));
+    return absl::InvalidArgumentError(
+        absl::StrCat("calibration target must be > 1, not ", reg.calibration.options.target));
   }
   Job* job = FindJob(reg.job_id);
   if (job != nullptr) {

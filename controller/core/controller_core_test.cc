@@ -332,7 +332,7 @@ TEST_F(CoreTest, StaleFirstPlanIsRevisedBeforePublication) {
   ASSERT_TRUE(revision.has_value());
   EXPECT_EQ(revision->step.iteration, 2u);
   ASSERT_NE(revision->step.start, nullptr);
-  EXPECT_EQ(revision->step.current, nullptr);           // still no plan in force
+  EXPECT_EQ(revision->step.current, nullptr);      // still no plan in force
   EXPECT_TRUE(core_.TakePlanningTasks().empty());  // the trigger went to the revision
 
   PlanningResult revised = ComputePlan(*revision);

@@ -300,18 +300,17 @@ void ControllerService::RunPlannerOnce() {
     const absl::Time t0 = absl::Now();
     const std::string job_id = task.job_id;
     std::shared_ptr<const pl::ModelLoad> observed = task.observed;
-    PlanningResult result =
-        PlanWithRevisions(std::move(task), [&](const PlanningResult& r) {
-          absl::MutexLock lock(&mu_);
-          std::optional<PlanningTask> revision = core_->TakeRevisionTask(r);
-          if (revision.has_value()) {
-            observed = revision->observed;
-            LogInfo("first plan is stale: revising it before publication",
-                    LogFields()("job", job_id)("iteration", revision->step.iteration)(
-                        "seconds_so_far", absl::ToDoubleSeconds(absl::Now() - t0)));
-          }
-          return revision;
-        });
+    PlanningResult result = PlanWithRevisions(std::move(task), [&](const PlanningResult& r) {
+      absl::MutexLock lock(&mu_);
+      std::optional<PlanningTask> revision = core_->TakeRevisionTask(r);
+      if (revision.has_value()) {
+        observed = revision->observed;
+        LogInfo("first plan is stale: revising it before publication",
+                LogFields()("job", job_id)("iteration", revision->step.iteration)(
+                    "seconds_so_far", absl::ToDoubleSeconds(absl::Now() - t0)));
+      }
+      return revision;
+    });
     const double compute_s = absl::ToDoubleSeconds(absl::Now() - t0);
     absl::StatusOr<std::shared_ptr<const pl::Plan>> committed;
     {

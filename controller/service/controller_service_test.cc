@@ -11,11 +11,11 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "wire/convert.h"
-#include "wire/plan_codec.h"
 #include "controller/server.h"
 #include "controller/test_job.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "wire/convert.h"
+#include "wire/plan_codec.h"
 
 namespace hecate::controller {
 namespace {

@@ -10,8 +10,8 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "wire/convert.h"
 #include "hecate/v1/controller.pb.h"
+#include "wire/convert.h"
 
 namespace hecate::controller {
 

@@ -7,9 +7,9 @@
 #include <gtest/gtest.h>
 
 #include "absl/time/clock.h"
-#include "wire/convert.h"
 #include "controller/server.h"
 #include "controller/test_job.h"
+#include "wire/convert.h"
 
 namespace hecate::worker {
 namespace {

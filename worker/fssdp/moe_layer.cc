@@ -229,8 +229,8 @@ torch::Tensor MoELayer::ForwardImpl(const torch::Tensor& x_in, const torch::Tens
   // Calibration on this iteration's actual counts, if the model says it pays: copies into free
   // slots and swaps of planned copies for copies of the busiest devices' experts.
   if (config_.calibration.enabled && calibrate_ && cost_ != nullptr) {
-    pl::CalibrationResult cal = pl::CalibrateLayer(*cost_, layer_, effective_, global_counts_,
-                                                   rule_, config_.calibration);
+    pl::CalibrationResult cal =
+        pl::CalibrateLayer(*cost_, layer_, effective_, global_counts_, rule_, config_.calibration);
     times_.gate += Since(t0);
     if (cal.accepted) {
       calibration_added_ = cal.copies_added;

@@ -25,9 +25,9 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "placement/calibration.h"
 #include "placement/cost_model.h"
 #include "placement/dispatch.h"
-#include "placement/calibration.h"
 #include "placement/plan.h"
 #include "worker/comm/communicator.h"
 
