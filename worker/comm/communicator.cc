@@ -68,6 +68,10 @@ absl::Status Communicator::SendRecvAccumulate(const std::vector<P2POp>& /*sends*
   return absl::UnimplementedError("SendRecvAccumulate needs a device-memory communicator");
 }
 
+absl::StatusOr<std::unique_ptr<Communicator>> Communicator::CreateLane() {
+  return absl::UnimplementedError("this communicator has no lanes");
+}
+
 namespace {
 
 // One phase of the reduce-scatter: this rank sends its gradient chunk up each of `up` (to the

@@ -7,7 +7,9 @@
 // leave (sent) and arrive (received) at this rank; local copies are not counted.
 //
 // Thread-compatibility: one thread drives a communicator at a time; counters are atomic and may
-// be read from any thread.
+// be read from any thread. Work that must run concurrently with a thread's blocking calls goes to
+// a lane (CreateLane, worker/comm/async_lane.h): a second communicator of the same ranks with its
+// own connections, sharing this one's byte counters.
 #ifndef HECATE_WORKER_COMM_COMMUNICATOR_H_
 #define HECATE_WORKER_COMM_COMMUNICATOR_H_
 
@@ -15,10 +17,12 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "placement/cluster.h"
 #include "placement/plan.h"
 
@@ -91,10 +95,16 @@ class Communicator {
   virtual absl::Status SendRecvAccumulate(const std::vector<P2POp>& sends,
                                           const std::vector<P2POp>& sums, CommKind kind);
 
-  const CommCounters& counters() const { return counters_; }
+  // Collective: a new communicator of the same ranks with its own connections (and, on NCCL, its
+  // own stream), counting its bytes into this one's counters. Its calls never wait behind this
+  // one's, so another thread may drive it concurrently. UNIMPLEMENTED where unsupported.
+  virtual absl::StatusOr<std::unique_ptr<Communicator>> CreateLane();
+
+  const CommCounters& counters() const { return *counters_; }
 
  protected:
-  CommCounters counters_;
+  // Shared with the lanes created from this communicator.
+  std::shared_ptr<CommCounters> counters_ = std::make_shared<CommCounters>();
 };
 
 // The sparse collectives of one layer from this rank's point of view, on the relay tree of

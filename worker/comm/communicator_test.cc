@@ -1,6 +1,7 @@
 // The communicator contract on the in-process fake: uneven and zero all-to-all splits, all-reduce,
 // sparse collectives over random plans with exact byte counts, and failure when a peer dies.
 #include "worker/comm/communicator.h"
+#include "worker/comm/async_lane.h"
 
 #include <algorithm>
 #include <numeric>
@@ -152,6 +153,100 @@ TEST(FakeCommunicatorTest, DeadPeerFailsClearly) {
   absl::Status s = g.rank(0)->AllReduceSum(&x, 1, 4);
   EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable);
   EXPECT_NE(std::string(s.message()).find("rank 1 died"), std::string::npos);
+}
+
+
+// Lanes: two operations outstanding at once complete whichever is waited first; a lane's traffic
+// never matches the parent's (same tags on both), and its bytes count in the parent's counters.
+TEST(AsyncLaneTest, OutstandingOpsCompleteInAnyWaitOrder) {
+  InProcessGroup g(2, absl::Seconds(10));
+  for (bool first_a : {true, false}) {
+    OnRanks(g, [&](int r, Communicator& c) {
+      absl::StatusOr<std::unique_ptr<Communicator>> lane_comm = c.CreateLane();
+      ASSERT_TRUE(lane_comm.ok()) << lane_comm.status();
+      AsyncLane lane(*std::move(lane_comm), absl::Seconds(10));
+      const int peer = 1 - r;
+      std::vector<float> a_out(64, 1.0f + r), a_in(64), b_out(32, 10.0f + r), b_in(32);
+      auto a = lane.Submit([&](Communicator& l) {
+        return l.SendRecv({{peer, 7, a_out.data(), 256}}, {{peer, 7, a_in.data(), 256}},
+                          CommKind::kSparseAllGather);
+      });
+      auto b = lane.Submit([&](Communicator& l) {
+        return l.SendRecv({{peer, 8, b_out.data(), 128}}, {{peer, 8, b_in.data(), 128}},
+                          CommKind::kSparseReduceScatter);
+      });
+      // Meanwhile the parent runs its own exchange with the same tag.
+      float mine = 100.0f + r, theirs = 0;
+      ASSERT_TRUE(
+          c.SendRecv({{peer, 7, &mine, 4}}, {{peer, 7, &theirs, 4}}, CommKind::kControl).ok());
+      EXPECT_EQ(theirs, 100.0f + peer);
+      if (first_a) {
+        ASSERT_TRUE(lane.Wait(*a).ok());
+        ASSERT_TRUE(lane.Wait(*b).ok());
+      } else {
+        ASSERT_TRUE(lane.Wait(*b).ok());
+        ASSERT_TRUE(lane.Wait(*a).ok());
+      }
+      EXPECT_TRUE(a->Done() && b->Done());
+      EXPECT_EQ(a_in[63], 1.0f + peer);
+      EXPECT_EQ(b_in[0], 10.0f + peer);
+      EXPECT_GE(c.counters().sent(CommKind::kSparseAllGather), 256);
+      EXPECT_GE(c.counters().received(CommKind::kSparseReduceScatter), 128);
+    });
+  }
+}
+
+// A peer that dies makes the lane's op fail and Wait return that error well within its
+// deadline; a peer that is alive but silent makes Wait return DEADLINE_EXCEEDED at the deadline.
+TEST(AsyncLaneTest, DeadOrSilentPeerGivesAnErrorNotAHang) {
+  InProcessGroup g(2, absl::Seconds(30));
+  absl::StatusOr<std::unique_ptr<Communicator>> lane_comm = g.rank(0)->CreateLane();
+  ASSERT_TRUE(lane_comm.ok());
+  {
+    AsyncLane lane(*std::move(lane_comm), absl::Seconds(30));
+    float x = 0;
+    auto op = lane.Submit([&](Communicator& l) {
+      return l.SendRecv({}, {{1, 3, &x, 4}}, CommKind::kSparseAllGather);
+    });
+    const absl::Time t0 = absl::Now();
+    EXPECT_EQ(op->Wait(t0 + absl::Milliseconds(100)).code(),
+              absl::StatusCode::kDeadlineExceeded);
+    EXPECT_FALSE(op->Done());
+    g.Kill(1);
+    const absl::Status s = op->Wait(absl::Now() + absl::Seconds(20));
+    EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+    EXPECT_LT(absl::Now() - t0, absl::Seconds(10));
+    EXPECT_EQ(op->Wait(absl::Now()).code(), absl::StatusCode::kUnavailable) << "same status again";
+  }
+}
+
+// The sparse collectives on a lane equal their blocking forms.
+TEST(AsyncLaneTest, SparseCollectivesOnALaneMatchTheBlockingOnes) {
+  InProcessGroup g(3, absl::Seconds(10));
+  placement::LayerPlan layer;
+  layer.owner = {0, 1, 2, 0};
+  layer.replicas = {{0, 1, 2}, {1, 2}, {0, 2}, {0}};
+  OnRanks(g, [&](int r, Communicator& c) {
+    AsyncLane lane(*c.CreateLane(), absl::Seconds(10));
+    const SparseSchedule sched = BuildSparseSchedule(layer, r);
+    std::vector<std::vector<float>> params(4, std::vector<float>(16, 0)), grads = params;
+    for (int e = 0; e < 4; ++e) {
+      if (layer.owner[e] == r) std::fill(params[e].begin(), params[e].end(), 1.0f + e);
+      if (layer.Holds(e, r)) std::fill(grads[e].begin(), grads[e].end(), 1.0f);
+    }
+    ChunkAccess p{[&](placement::ExpertId e) { return static_cast<void*>(params[e].data()); }, 64};
+    ChunkAccess gr{[&](placement::ExpertId e) { return static_cast<void*>(grads[e].data()); }, 64};
+    auto ag = StartSparseAllGather(lane, sched, p, 1000);
+    ASSERT_TRUE(lane.Wait(*ag).ok());
+    auto rs = StartSparseReduceScatter(lane, sched, gr, 4, 2000);
+    ASSERT_TRUE(lane.Wait(*rs).ok());
+    for (int e = 0; e < 4; ++e) {
+      if (layer.Holds(e, r)) EXPECT_EQ(params[e][5], 1.0f + e) << "expert " << e;
+      if (layer.owner[e] == r) {
+        EXPECT_EQ(grads[e][7], static_cast<float>(layer.replicas[e].size())) << "expert " << e;
+      }
+    }
+  });
 }
 
 }  // namespace

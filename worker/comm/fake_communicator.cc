@@ -9,10 +9,17 @@ namespace hecate::worker {
 namespace {
 
 constexpr uint64_t kCollective = uint64_t{1} << 63;
+// Keys carry their communicator's channel (0: the group's; k: its k-th lane) in bits 48-62, so a
+// lane's messages never match another channel's.
+constexpr int kChannelShift = 48;
 
 class FakeCommunicator : public Communicator {
  public:
-  FakeCommunicator(InProcessGroup* group, int rank) : group_(group), rank_(rank) {}
+  FakeCommunicator(InProcessGroup* group, int rank, uint64_t channel = 0,
+                   std::shared_ptr<CommCounters> counters = nullptr)
+      : group_(group), rank_(rank), channel_(channel) {
+    if (counters != nullptr) counters_ = std::move(counters);
+  }
   int rank() const override { return rank_; }
   int world_size() const override { return group_->world_size(); }
 
@@ -45,7 +52,7 @@ class FakeCommunicator : public Communicator {
       }
       received += bytes;
     }
-    counters_.Add(kind, sent, received);
+    counters_->Add(kind, sent, received);
     return absl::OkStatus();
   }
 
@@ -107,21 +114,30 @@ class FakeCommunicator : public Communicator {
                         CommKind kind) override {
     int64_t sent = 0, received = 0;
     for (const P2POp& op : sends) {
-      group_->Post(rank_, op.peer, op.tag, op.data, op.bytes);
+      group_->Post(rank_, op.peer, Channel(op.tag), op.data, op.bytes);
       sent += op.bytes;
     }
     for (const P2POp& op : recvs) {
-      if (absl::Status s = group_->Take(op.peer, rank_, op.tag, op.data, op.bytes); !s.ok()) {
+      if (absl::Status s = group_->Take(op.peer, rank_, Channel(op.tag), op.data, op.bytes);
+          !s.ok()) {
         return s;
       }
       received += op.bytes;
     }
-    counters_.Add(kind, sent, received);
+    counters_->Add(kind, sent, received);
     return absl::OkStatus();
   }
 
+  // Every rank's k-th lane is channel k: ranks create lanes in the same order.
+  absl::StatusOr<std::unique_ptr<Communicator>> CreateLane() override {
+    const uint64_t channel = channel_ * 16 + ++lanes_;
+    return std::unique_ptr<Communicator>(
+        new FakeCommunicator(group_, rank_, channel, counters_));
+  }
+
  private:
-  uint64_t NextKey() { return kCollective | seq_++; }
+  uint64_t Channel(uint64_t key) const { return (channel_ << kChannelShift) | key; }
+  uint64_t NextKey() { return kCollective | Channel(seq_++); }
 
   // Every rank's `bytes` bytes, concatenated in rank order.
   absl::Status Gather(const void* data, int64_t bytes, std::vector<char>* all, CommKind kind) {
@@ -137,12 +153,14 @@ class FakeCommunicator : public Communicator {
         return st;
       }
     }
-    counters_.Add(kind, bytes * (world_size() - 1), bytes * (world_size() - 1));
+    counters_->Add(kind, bytes * (world_size() - 1), bytes * (world_size() - 1));
     return absl::OkStatus();
   }
 
   InProcessGroup* group_;
   int rank_;
+  const uint64_t channel_;
+  uint64_t lanes_ = 0;
   uint64_t seq_ = 0;
 };
 

@@ -57,9 +57,34 @@ absl::Status FromException(const std::exception& e, int rank, const char* what) 
 class GlooCommunicator : public Communicator {
  public:
   GlooCommunicator(c10::intrusive_ptr<c10d::TCPStore> store,
-                   std::shared_ptr<gloo::rendezvous::Context> ctx,
-                   std::chrono::milliseconds timeout)
-      : store_(std::move(store)), ctx_(std::move(ctx)), timeout_(timeout) {}
+                   std::shared_ptr<gloo::transport::Device> device,
+                   std::shared_ptr<gloo::rendezvous::Context> ctx, std::string prefix,
+                   std::chrono::milliseconds timeout,
+                   std::shared_ptr<CommCounters> counters = nullptr)
+      : store_(std::move(store)),
+        device_(std::move(device)),
+        ctx_(std::move(ctx)),
+        prefix_(std::move(prefix)),
+        timeout_(timeout) {
+    if (counters != nullptr) counters_ = std::move(counters);
+  }
+
+  // A full mesh of its own over the same store and device, under the prefix "<prefix>/lane<k>":
+  // every rank's k-th lane meets the others' k-th.
+  absl::StatusOr<std::unique_ptr<Communicator>> CreateLane() override {
+    const std::string prefix = absl::StrCat(prefix_, "/lane", ++lanes_);
+    try {
+      auto adapter = std::make_shared<TcpStoreAdapter>(store_);
+      gloo::rendezvous::PrefixStore prefixed(prefix, *adapter);
+      auto ctx = std::make_shared<gloo::rendezvous::Context>(rank(), world_size());
+      ctx->setTimeout(timeout_);
+      ctx->connectFullMesh(prefixed, device_);
+      return std::unique_ptr<Communicator>(
+          new GlooCommunicator(store_, device_, std::move(ctx), prefix, timeout_, counters_));
+    } catch (const std::exception& e) {
+      return FromException(e, rank(), "connecting a lane");
+    }
+  }
 
   int rank() const override { return ctx_->rank; }
   int world_size() const override { return ctx_->size; }
@@ -88,7 +113,7 @@ class GlooCommunicator : public Communicator {
       opts.setTag(NextTag());
       opts.setTimeout(timeout_);
       gloo::alltoallv(opts);
-      counters_.Add(kind, sent, received);
+      counters_->Add(kind, sent, received);
       return absl::OkStatus();
     } catch (const std::exception& e) {
       return FromException(e, rank(), "all-to-all");
@@ -115,7 +140,7 @@ class GlooCommunicator : public Communicator {
       // Ring all-reduce: each rank sends and receives 2(n-1)/n of the buffer.
       const int n = world_size();
       const int64_t moved = n > 1 ? 2 * (n - 1) * elements * element_bytes / n : 0;
-      counters_.Add(kind, moved, moved);
+      counters_->Add(kind, moved, moved);
       return absl::OkStatus();
     } catch (const std::exception& e) {
       return FromException(e, rank(), "all-reduce");
@@ -132,7 +157,7 @@ class GlooCommunicator : public Communicator {
       opts.setTimeout(timeout_);
       gloo::allgather(opts);
       const int64_t bytes = elements * 8 * (world_size() - 1);
-      counters_.Add(kind, bytes, bytes);
+      counters_->Add(kind, bytes, bytes);
       return absl::OkStatus();
     } catch (const std::exception& e) {
       return FromException(e, rank(), "all-gather");
@@ -184,7 +209,7 @@ class GlooCommunicator : public Communicator {
       for (auto& b : out) {
         if (!b->waitSend(timeout_)) return absl::DeadlineExceededError("send timed out");
       }
-      counters_.Add(kind, sent, received);
+      counters_->Add(kind, sent, received);
       return absl::OkStatus();
     } catch (const std::exception& e) {
       return FromException(e, rank(), "send/recv");
@@ -195,8 +220,11 @@ class GlooCommunicator : public Communicator {
   uint32_t NextTag() { return tag_++ & 0x7fffffff; }
 
   c10::intrusive_ptr<c10d::TCPStore> store_;
+  std::shared_ptr<gloo::transport::Device> device_;
   std::shared_ptr<gloo::rendezvous::Context> ctx_;
+  const std::string prefix_;
   std::chrono::milliseconds timeout_;
+  int lanes_ = 0;
   uint32_t tag_ = 1;
 };
 
@@ -225,7 +253,8 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateGlooCommunicator(const GlooO
     auto ctx = std::make_shared<gloo::rendezvous::Context>(o.rank, o.world_size);
     ctx->setTimeout(timeout);
     ctx->connectFullMesh(prefixed, device);
-    return std::unique_ptr<Communicator>(new GlooCommunicator(store, ctx, timeout));
+    return std::unique_ptr<Communicator>(
+        new GlooCommunicator(store, device, ctx, o.prefix, timeout));
   } catch (const std::exception& e) {
     return absl::UnavailableError(absl::StrCat("rank ", o.rank, ": rendezvous at ", o.master_addr,
                                                ":", o.master_port, " failed: ", e.what()));

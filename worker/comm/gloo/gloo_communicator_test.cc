@@ -2,6 +2,7 @@
 // with the fake's contract, and a peer that dies mid-collective makes the others fail with a clear
 // error within the timeout instead of hanging.
 #include "worker/comm/gloo/gloo_communicator.h"
+#include "worker/comm/async_lane.h"
 #include "common/subprocess.h"
 
 #include <netinet/in.h>
@@ -149,6 +150,56 @@ TEST(GlooCommunicatorTest, PeerDeathIsAnErrorNotAHang) {
     return 0;
   });
   for (int r = 0; r < 3; ++r) EXPECT_EQ(codes[r], 0) << "rank " << r;
+}
+
+// A lane across processes: its transfers run while the parent's collectives run on the training
+// thread, the two never mix up (same tags), and when a peer dies the lane's op fails and Wait
+// returns within its deadline instead of hanging.
+TEST(GlooCommunicatorTest, LaneRunsConcurrentlyAndFailsWhenAPeerDies) {
+  const int port = FreePort();
+  std::vector<int> codes = RunRanks(2, [&](int r) {
+    GlooOptions o;
+    o.rank = r;
+    o.world_size = 2;
+    o.master_port = port;
+    o.prefix = "lane";
+    o.timeout = absl::Seconds(20);
+    auto c = CreateGlooCommunicator(o);
+    CHECK_OR(c.ok(), 10);
+    absl::StatusOr<std::unique_ptr<Communicator>> lane_comm = (*c)->CreateLane();
+    CHECK_OR(lane_comm.ok(), 11);
+    AsyncLane lane(*std::move(lane_comm), absl::Seconds(20));
+    const int peer = 1 - r;
+    std::vector<float> out(1 << 18, 1.0f + r), in(1 << 18, 0.0f);
+    const int64_t bytes = static_cast<int64_t>(out.size()) * 4;
+    auto op = lane.Submit([&](Communicator& l) {
+      return l.SendRecv({{peer, 5, out.data(), bytes}}, {{peer, 5, in.data(), bytes}},
+                        CommKind::kSparseAllGather);
+    });
+    float x[4] = {1.0f * r, 1, 1, 1};
+    for (int i = 0; i < 20; ++i) CHECK_OR((*c)->AllReduceSum(x, 4, 4).ok(), 12);
+    int64_t tag_clash = r, other = -1;
+    CHECK_OR((*c)->SendRecv({{peer, 5, &tag_clash, 8}}, {{peer, 5, &other, 8}}, CommKind::kControl)
+                 .ok(),
+             13);
+    CHECK_OR(other == peer, 14);
+    CHECK_OR(lane.Wait(*op).ok(), 15);
+    CHECK_OR(in[12345] == 1.0f + peer, 16);
+    CHECK_OR((*c)->counters().sent(CommKind::kSparseAllGather) == bytes, 17);
+    CHECK_OR((*c)->Barrier().ok(), 18);
+    if (r == 1) _exit(0);  // dies with the next lane transfer outstanding
+    auto dead = lane.Submit([&](Communicator& l) {
+      return l.SendRecv({}, {{peer, 6, in.data(), bytes}}, CommKind::kSparseAllGather);
+    });
+    const absl::Time t0 = absl::Now();
+    const absl::Status s = dead->Wait(t0 + absl::Seconds(15));
+    CHECK_OR(!s.ok(), 19);
+    CHECK_OR(absl::Now() - t0 < absl::Seconds(15), 20);
+    std::fprintf(stderr, "lane op failed as expected after %.3f s: %s\n",
+                 absl::ToDoubleSeconds(absl::Now() - t0), s.ToString().c_str());
+    return 0;
+  });
+  for (int r = 0; r < 2; ++r) EXPECT_EQ(codes[r], 0) << "rank " << r;
 }
 
 TEST(GlooCommunicatorTest, BadGroupIsInvalidArgument) {

@@ -81,7 +81,7 @@ class NcclCommunicator final : public Communicator {
     if (!err.empty()) return absl::InvalidArgumentError(err);
     if (absl::Status s = ToAbsl(group_->Run(schedule)); !s.ok()) return s;
     if (absl::Status s = StageOut(recv, drecv, recv_total * element_bytes); !s.ok()) return s;
-    counters_.Add(kind, schedule.bytes_sent, schedule.bytes_received);
+    counters_->Add(kind, schedule.bytes_sent, schedule.bytes_received);
     return absl::OkStatus();
   }
 
@@ -113,7 +113,7 @@ class NcclCommunicator final : public Communicator {
       return s;
     }
     if (absl::Status s = StageOut(recv, drecv, bytes * world_size()); !s.ok()) return s;
-    counters_.Add(kind, bytes * (world_size() - 1), bytes * (world_size() - 1));
+    counters_->Add(kind, bytes * (world_size() - 1), bytes * (world_size() - 1));
     return absl::OkStatus();
   }
 
@@ -156,7 +156,7 @@ class NcclCommunicator final : public Communicator {
         return st;
       }
     }
-    counters_.Add(kind, schedule.bytes_sent, schedule.bytes_received);
+    counters_->Add(kind, schedule.bytes_sent, schedule.bytes_received);
     return absl::OkStatus();
   }
 
@@ -244,7 +244,7 @@ class NcclCommunicator final : public Communicator {
     if (absl::Status s = StageOut(data, d, bytes); !s.ok()) return s;
     // Ring all-reduce moves 2 (n - 1) / n of the buffer each way.
     const int64_t moved = world_size() > 1 ? 2 * bytes * (world_size() - 1) / world_size() : 0;
-    counters_.Add(kind, moved, moved);
+    counters_->Add(kind, moved, moved);
     return absl::OkStatus();
   }
 
