@@ -102,49 +102,82 @@ absl::Status Validate(const Plan& plan, const Cluster& cluster, const ModelSpec&
   return absl::OkStatus();
 }
 
-std::vector<int64_t> MemoryPerDevice(const Plan& plan, const Cluster& cluster,
-                                     const ModelSpec& model) {
+namespace {
+
+// Per device: owned expert state, resident copies (kept layers, or persistent copies with their
+// optimizer state), the most re-gathered copies alive at once, and the largest single layer's
+// copy bytes (its replica gradients).
+struct DeviceMemory {
+  std::vector<int64_t> owned, resident, regathered, max_layer;
+};
+
+DeviceMemory Account(const Plan& plan, const Cluster& cluster, const ModelSpec& model) {
   const int devices = cluster.num_devices();
+  const int layers = static_cast<int>(plan.layers.size());
   const bool persistent = plan.semantics == ReplicaSemantics::kPersistent;
-  std::vector<int64_t> owned(devices, 0);
-  std::vector<int64_t> resident(devices, 0);   // copies resident across all layers
-  std::vector<int64_t> max_layer(devices, 0);  // largest single-layer copy bytes (gradients)
-  std::vector<int64_t> max_pair(devices, 0);   // largest two-consecutive re-gathered layers
-  std::vector<int64_t> prev_regather(devices, 0);
-  for (LayerId l = 0; l < static_cast<int>(plan.layers.size()); ++l) {
+  DeviceMemory m;
+  m.owned.assign(devices, 0);
+  m.resident.assign(devices, 0);
+  m.regathered.assign(devices, 0);
+  m.max_layer.assign(devices, 0);
+  std::vector<std::vector<int64_t>> regather(layers, std::vector<int64_t>(devices, 0));
+  for (LayerId l = 0; l < layers; ++l) {
     const LayerPlan& layer = plan.layers[l];
     const LayerSpec& spec = model.layers[l];
     std::vector<int64_t> copies(devices, 0);
     for (ExpertId e = 0; e < layer.num_experts(); ++e) {
       // Owned: parameters, their gradient and the optimizer state.
-      owned[layer.owner[e]] += 2 * spec.expert_param_bytes + spec.expert_optimizer_bytes;
+      m.owned[layer.owner[e]] += 2 * spec.expert_param_bytes + spec.expert_optimizer_bytes;
       for (DeviceId d : layer.replicas[e]) {
         if (d == layer.owner[e]) continue;
         copies[d] += persistent ? 2 * spec.expert_param_bytes + spec.expert_optimizer_bytes
                                 : spec.expert_param_bytes;
       }
     }
-    const bool regather = !persistent && layer.remat == RematMode::kRegather;
+    const bool regathered = !persistent && layer.remat == RematMode::kRegather;
     for (DeviceId d = 0; d < devices; ++d) {
-      if (regather) {
-        max_pair[d] = std::max(max_pair[d], copies[d] + prev_regather[d]);
-      } else {
-        resident[d] += copies[d];
-      }
-      max_layer[d] = std::max(max_layer[d], copies[d]);
-      prev_regather[d] = regather ? copies[d] : 0;
+      (regathered ? regather[l][d] : m.resident[d]) += copies[d];
+      m.max_layer[d] = std::max(m.max_layer[d], copies[d]);
     }
   }
-  std::vector<int64_t> peak(devices, 0);
-  for (DeviceId d = 0; d < devices; ++d) {
-    // Persistent copies carry their own gradients and optimizer state. Ephemeral copies:
-    // parameters of KEEP layers stay resident until backward; re-gathered layers hold at most
-    // two layers' parameters at once (the one in backward and the one being re-gathered); and
-    // during backward one layer's replica gradients exist until its spRS completes.
-    peak[d] =
-        persistent ? owned[d] + resident[d] : owned[d] + resident[d] + max_pair[d] + max_layer[d];
+  // Re-gathered layers: in forward, a layer's copies arrive kPrefetchLayers layers ahead and go
+  // after its forward, so up to kPrefetchLayers + 1 consecutive layers' copies are alive at once;
+  // in backward, two (the layer in backward and the one re-gathered one layer early).
+  for (LayerId l = 0; l < layers; ++l) {
+    std::vector<int64_t> window(devices, 0);
+    for (LayerId k = l; k < std::min(layers, l + kPrefetchLayers + 1); ++k) {
+      for (DeviceId d = 0; d < devices; ++d) window[d] += regather[k][d];
+    }
+    for (DeviceId d = 0; d < devices; ++d) {
+      m.regathered[d] = std::max(m.regathered[d], window[d]);
+    }
+  }
+  return m;
+}
+
+}  // namespace
+
+std::vector<int64_t> MemoryPerDevice(const Plan& plan, const Cluster& cluster,
+                                     const ModelSpec& model) {
+  const DeviceMemory m = Account(plan, cluster, model);
+  const bool persistent = plan.semantics == ReplicaSemantics::kPersistent;
+  std::vector<int64_t> peak(m.owned.size(), 0);
+  for (size_t d = 0; d < peak.size(); ++d) {
+    // Persistent copies carry their own gradients and optimizer state. Ephemeral copies: kept
+    // layers' parameters stay until backward, re-gathered layers' as above, and during backward
+    // one layer's replica gradients exist until its spRS completes.
+    peak[d] = persistent ? m.owned[d] + m.resident[d]
+                         : m.owned[d] + m.resident[d] + m.regathered[d] + m.max_layer[d];
   }
   return peak;
+}
+
+std::vector<int64_t> CopyBytesPerDevice(const Plan& plan, const Cluster& cluster,
+                                        const ModelSpec& model) {
+  const DeviceMemory m = Account(plan, cluster, model);
+  std::vector<int64_t> out(m.owned.size(), 0);
+  for (size_t d = 0; d < out.size(); ++d) out[d] = m.resident[d] + m.regathered[d];
+  return out;
 }
 
 absl::Status CheckMemory(const Plan& plan, const Cluster& cluster, const ModelSpec& model) {

@@ -32,6 +32,11 @@ struct PlanId {
 };
 
 enum class RematMode { kKeep, kRegather };
+
+// The workers start layer l's SparseAllGather this many layers ahead, at the start of layer
+// (l - kPrefetchLayers)'s attention (docs/cost-model.md "Schedule"); memory and time are charged
+// for that schedule.
+inline constexpr int kPrefetchLayers = 2;
 enum class DispatchRule { kEven, kLoadAware };
 
 // How a policy's extra copies live, which decides what they cost (memory, traffic, migration).
@@ -136,6 +141,10 @@ absl::Status ValidateLayer(const LayerPlan& layer, LayerId l, const Cluster& clu
 // Per-device peak MoE memory of a plan (owned state + its copies), bytes. See cost_model.h.
 std::vector<int64_t> MemoryPerDevice(const Plan& plan, const Cluster& cluster,
                                      const ModelSpec& model);
+// The materialized copies' parameter bytes a device holds at most at once (the copy part of
+// MemoryPerDevice, without gradients or owned state): what a worker meters as its peak copy bytes.
+std::vector<int64_t> CopyBytesPerDevice(const Plan& plan, const Cluster& cluster,
+                                        const ModelSpec& model);
 // FAILED_PRECONDITION when some device's peak MoE memory exceeds its budget.
 absl::Status CheckMemory(const Plan& plan, const Cluster& cluster, const ModelSpec& model);
 

@@ -67,7 +67,8 @@ std::vector<int> CopyBudget(const Cluster& cluster, const ModelSpec& model, cons
   if (semantics == ReplicaSemantics::kPersistent) {
     per_copy = sum_full;
   } else if (mode == RematMode::kRegather) {
-    per_copy = 3 * max_pb;
+    // The prefetch window's layers alive at once in forward, plus a layer's replica gradients.
+    per_copy = (kPrefetchLayers + 2) * max_pb;
   } else {
     per_copy = sum_pb + max_pb;
   }

@@ -155,7 +155,7 @@ double BalanceOverage(const Prediction& p, double target);
 
 // Extra copies each device may hold per layer under `owners` ([device]), given its memory budget:
 //   ephemeral keep:     free / (sum_l param_bytes_l + max_l param_bytes_l)
-//   ephemeral regather: free / (3 * max_l param_bytes_l)
+//   ephemeral regather: free / ((kPrefetchLayers + 2) * max_l param_bytes_l)
 //   persistent:         free / sum_l (2 * param_bytes_l + optimizer_bytes_l)
 // where free = memory - owned bytes; capped at `cap` when cap >= 0.
 std::vector<int> CopyBudget(const Cluster& cluster, const ModelSpec& model, const Owners& owners,

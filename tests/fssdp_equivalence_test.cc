@@ -21,6 +21,7 @@
 #include "placement/sharding.h"
 #include "placement/sparse_tree.h"
 #include "placement/synthetic.h"
+#include "worker/comm/async_lane.h"
 #include "worker/comm/fake_communicator.h"
 #include "worker/comm/gloo/gloo_communicator.h"
 #include "worker/model/trainer.h"
@@ -67,13 +68,17 @@ TrainerConfig Config(int batch) {
   return c;
 }
 
+// How a run's plans re-materialize: no layer, every layer, or a mix the plan chooses (a random
+// set of layers each iteration).
+enum class Remat { kNone, kAll, kMixed };
+
 // A new random plan every iteration (identical on every rank: seeded by the iteration); owners
 // are even until kReshardAt, then a fixed random re-sharding.
 class RandomPlans : public PlanSource {
  public:
   RandomPlans(const placement::Cluster& c, const placement::ModelSpec& m,
-              std::string policy = "hecate")
-      : c_(c), m_(m), policy_(std::move(policy)) {}
+              std::string policy = "hecate", Remat remat = Remat::kNone)
+      : c_(c), m_(m), policy_(std::move(policy)), remat_(remat) {}
   std::shared_ptr<const placement::Plan> Next(uint64_t it, const placement::ModelLoad&) override {
     placement::Plan plan = ExpertParallelPlan(c_, m_);
     plan.semantics = placement::ReplicaSemantics::kEphemeral;
@@ -84,6 +89,8 @@ class RandomPlans : public PlanSource {
     placement::Rng rng(1000 + it);
     placement::Rng owner_rng(77);
     for (auto& layer : plan.layers) {
+      const bool regather = remat_ == Remat::kAll || (remat_ == Remat::kMixed && rng.Below(2));
+      layer.remat = regather ? placement::RematMode::kRegather : placement::RematMode::kKeep;
       for (int e = 0; e < layer.num_experts(); ++e) {
         if (it >= kReshardAt) layer.owner[e] = static_cast<int>(owner_rng.Below(c_.num_devices()));
         layer.replicas[e].clear();
@@ -99,19 +106,22 @@ class RandomPlans : public PlanSource {
   const placement::Cluster& c_;
   const placement::ModelSpec& m_;
   const std::string policy_;
+  const Remat remat_;
 };
 
 struct RunSpec {
   std::string name;
   int world = 1;
   bool fssdp = false;
-  bool remat = false;
+  Remat remat = Remat::kNone;
   bool calibration = false;
   bool all_replicated = false;  // every expert on every rank, EP owners (gradient test)
   int iterations = kIterations;
   int nodes = 1;  // ranks split evenly over this many (simulated) nodes: the relay tree's shape
   int calibration_copies = 1;     // with calibration: copies beyond the plan's per device
   std::string policy = "hecate";  // the plans' policy (workers calibrate hecate's)
+  bool overlap = true;            // sparse collectives on a lane, overlapped with compute
+  int layers = 2;
 };
 
 // One rank of a run; writes "loss\n" per iteration and the owned experts' gradients of the first
@@ -143,7 +153,7 @@ int RunRank(const RunSpec& spec, int rank, int port, int batch) {
   placement::Cluster cluster = placement::Cluster::Uniform(spec.nodes, spec.world / spec.nodes,
                                                            int64_t{1} << 30, 1e7, 1e10, 1e10);
   TrainerConfig config = Config(batch);
-  config.rematerialize = spec.remat;
+  config.layers = spec.layers;
   config.calibration.enabled = spec.calibration;
   config.calibration.free_copies = spec.calibration_copies;
   auto data = TextData::Load(config.data_path, config.seq_len);
@@ -155,7 +165,13 @@ int RunRank(const RunSpec& spec, int rank, int port, int batch) {
   }
   model.attention_forward_seconds = 1e-4;
   placement::CostModel cost(cluster, model);
-  Trainer trainer(config, comm, &cluster, spec.calibration ? &cost : nullptr, *data);
+  std::unique_ptr<AsyncLane> lane;
+  if (spec.overlap) {
+    absl::StatusOr<std::unique_ptr<Communicator>> lane_comm = comm->CreateLane();
+    if (!lane_comm.ok()) return 14;
+    lane = std::make_unique<AsyncLane>(*std::move(lane_comm), absl::Seconds(60));
+  }
+  Trainer trainer(config, comm, &cluster, spec.calibration ? &cost : nullptr, *data, lane.get());
   std::unique_ptr<PlanSource> plans;
   if (!spec.fssdp) {
     plans = std::make_unique<FixedPlanSource>(ExpertParallelPlan(cluster, model));
@@ -170,7 +186,7 @@ int RunRank(const RunSpec& spec, int rank, int port, int batch) {
     }
     plans = std::make_unique<FixedPlanSource>(p);
   } else {
-    plans = std::make_unique<RandomPlans>(cluster, model, spec.policy);
+    plans = std::make_unique<RandomPlans>(cluster, model, spec.policy, spec.remat);
   }
   std::ofstream losses(Tmp(absl::StrCat(spec.name, "_rank", rank, ".loss")));
   std::ofstream grads(Tmp(absl::StrCat(spec.name, "_rank", rank, ".grad")));
@@ -296,12 +312,31 @@ TEST_F(EquivalenceTest, FssdpOverTheRelayTreeMatchesReference) {
 }
 
 TEST_F(EquivalenceTest, FssdpWithRematerializationMatchesReference) {
-  RunWorld(RunSpec{"fssdp2_rm", 2, true, /*remat=*/true}, 2);
+  RunWorld(RunSpec{"fssdp2_rm", 2, true, Remat::kAll}, 2);
   ExpectSameLosses("fssdp2_rm", Losses("ref2"));
 }
 
+// The schedule the cost model charges: spAG prefetched ahead of attention and spRS overlapping the
+// backward on a lane, with each layer re-materialized or resident as the plan says, on four
+// layers (so the prefetch window and the one-layer-early re-gathers are all exercised); and the
+// same plans run blocking.
+TEST_F(EquivalenceTest, OverlappedScheduleWithPerLayerRematerializationMatchesReference) {
+  RunWorld(RunSpec{"ref4_deep", 1, false, Remat::kNone, false, false, kIterations, 1, 1, "hecate",
+                   true, 4},
+           8);
+  RunSpec spec{"fssdp4_mixed", 4, true, Remat::kMixed};
+  spec.layers = 4;
+  spec.nodes = 2;
+  RunWorld(spec, 2);
+  ExpectSameLosses("fssdp4_mixed", Losses("ref4_deep"));
+  spec.name = "fssdp4_mixed_blocking";
+  spec.overlap = false;
+  RunWorld(spec, 2);
+  ExpectSameLosses("fssdp4_mixed_blocking", Losses("ref4_deep"));
+}
+
 TEST_F(EquivalenceTest, FssdpWithCalibrationMatchesReference) {
-  RunWorld(RunSpec{"fssdp2_cal", 2, true, false, /*calibration=*/true}, 2);
+  RunWorld(RunSpec{"fssdp2_cal", 2, true, Remat::kNone, /*calibration=*/true}, 2);
   ExpectSameLosses("fssdp2_cal", Losses("ref2"));
   int calibrated = 0;
   std::ifstream(Tmp("fssdp2_cal_calibrated")) >> calibrated;
@@ -311,7 +346,7 @@ TEST_F(EquivalenceTest, FssdpWithCalibrationMatchesReference) {
 // Calibration within the plan's memory: it can only swap planned copies for others (each rank
 // drops the same copies from its spRS schedule, frees them, gathers the new ones late).
 TEST_F(EquivalenceTest, FssdpWithCalibrationSwapsMatchesReference) {
-  RunSpec spec{"fssdp4_swap", 4, true, false, /*calibration=*/true};
+  RunSpec spec{"fssdp4_swap", 4, true, Remat::kNone, /*calibration=*/true};
   spec.calibration_copies = 0;
   spec.nodes = 2;
   RunWorld(spec, 2);
@@ -322,7 +357,7 @@ TEST_F(EquivalenceTest, FssdpWithCalibrationSwapsMatchesReference) {
   EXPECT_EQ(added, dropped) << "no free memory: every copy gathered must replace a planned one";
   // With re-materialization the swapped copies are the ones re-gathered before backward.
   spec.name = "fssdp4_swap_rm";
-  spec.remat = true;
+  spec.remat = Remat::kAll;
   RunWorld(spec, 2);
   ExpectSameLosses("fssdp4_swap_rm", Losses("ref4"));
   std::ifstream(Tmp("fssdp4_swap_rm_calibrated")) >> added >> dropped;
@@ -331,7 +366,7 @@ TEST_F(EquivalenceTest, FssdpWithCalibrationSwapsMatchesReference) {
 
 // The same run with the plans labelled as a baseline's: workers run them as published.
 TEST_F(EquivalenceTest, PlansOfAPolicyThatDoesNotCalibrateRunAsPublished) {
-  RunSpec spec{"fssdp4_flex", 4, true, false, /*calibration=*/true};
+  RunSpec spec{"fssdp4_flex", 4, true, Remat::kNone, /*calibration=*/true};
   spec.calibration_copies = 0;
   spec.nodes = 2;
   spec.policy = "flexmoe";
@@ -344,8 +379,8 @@ TEST_F(EquivalenceTest, PlansOfAPolicyThatDoesNotCalibrateRunAsPublished) {
 }
 
 TEST_F(EquivalenceTest, ReplicatedExpertGradientEqualsExpertParallel) {
-  RunWorld(RunSpec{"ep_grad", 2, false, false, false, false, 1}, 2);
-  RunWorld(RunSpec{"rep_grad", 2, true, false, false, /*all_replicated=*/true, 1}, 2);
+  RunWorld(RunSpec{"ep_grad", 2, false, Remat::kNone, false, false, 1}, 2);
+  RunWorld(RunSpec{"rep_grad", 2, true, Remat::kNone, false, /*all_replicated=*/true, 1}, 2);
   for (int r = 0; r < 2; ++r) {
     std::ifstream a(Tmp(absl::StrCat("ep_grad_rank", r, ".grad")));
     std::ifstream b(Tmp(absl::StrCat("rep_grad_rank", r, ".grad")));

@@ -69,7 +69,12 @@ ABSL_FLAG(double, gate_bias, 0.0, "Bias added to one gate logit per layer (skewe
 ABSL_FLAG(int, skew_experts, 1, "Experts per layer that receive --gate_bias");
 ABSL_FLAG(uint64_t, seed, 1, "Seed of initialization and data order");
 ABSL_FLAG(bool, float64, false, "Compute in float64");
-ABSL_FLAG(bool, rematerialize, false, "Free replicas after forward, re-gather before backward");
+ABSL_FLAG(bool, overlap, true,
+          "Run spAG/spRS asynchronously on a second set of connections, overlapped with compute "
+          "(docs/cost-model.md \"Schedule\"); false: blocking, spAG at the step's start and spRS "
+          "after the whole backward");
+ABSL_FLAG(int, prefetch_layers, hecate::placement::kPrefetchLayers,
+          "Start layer l's spAG at the start of layer (l - N)'s attention (with --overlap)");
 ABSL_FLAG(bool, calibration, true,
           "Calibrate the plans of policies that calibrate (hecate, hecate-rm) on each "
           "iteration's actual counts after the gate, when the cost model says it pays "
@@ -243,7 +248,7 @@ int Main(int argc, char** argv) {
   tc.skew_experts = absl::GetFlag(FLAGS_skew_experts);
   tc.seed = absl::GetFlag(FLAGS_seed);
   tc.float64 = absl::GetFlag(FLAGS_float64);
-  tc.rematerialize = absl::GetFlag(FLAGS_rematerialize);
+  tc.prefetch_layers = absl::GetFlag(FLAGS_prefetch_layers);
   tc.calibration.enabled = absl::GetFlag(FLAGS_calibration);
   tc.calibration.free_copies = absl::GetFlag(FLAGS_calibration_copies);
   tc.calibration.options.target = absl::GetFlag(FLAGS_calibration_target);
@@ -258,11 +263,12 @@ int Main(int argc, char** argv) {
   }
   if (!(absl::GetFlag(FLAGS_copy_overhead_ms) >= 0) || !(absl::GetFlag(FLAGS_device_gflops) > 0) ||
       !(absl::GetFlag(FLAGS_link_gbytes) > 0) || absl::GetFlag(FLAGS_reshard_period) < 0 ||
-      tc.calibration.free_copies < 0 || !(tc.calibration.options.target > 1) ||
-      tc.calibration.options.swap_cell_budget < 0) {
+      tc.prefetch_layers < 0 || tc.calibration.free_copies < 0 ||
+      !(tc.calibration.options.target > 1) || tc.calibration.options.swap_cell_budget < 0) {
     std::fprintf(stderr,
                  "hecate-worker: need --copy_overhead_ms >= 0, --device_gflops > 0, "
-                 "--link_gbytes > 0, --reshard_period >= 0, --calibration_copies >= 0, "
+                 "--link_gbytes > 0, --reshard_period >= 0, --prefetch_layers >= 0, "
+                 "--calibration_copies >= 0, "
                  "--calibration_target > 1, --calibration_cell_budget >= 0\n");
     return kUsage;
   }
@@ -307,7 +313,19 @@ int Main(int argc, char** argv) {
   for (pl::LayerSpec& l : model.layers)
     l.copy_seconds = absl::GetFlag(FLAGS_copy_overhead_ms) * 1e-3;
   pl::CostModel cost(*cluster, model);
-  Trainer trainer(tc, comm, &*cluster, tc.calibration.enabled ? &cost : nullptr, *data);
+  // The sparse collectives' lane: its own connections and thread (declared before the trainer,
+  // which submits to it, so it outlives it).
+  std::unique_ptr<AsyncLane> lane;
+  if (absl::GetFlag(FLAGS_overlap)) {
+    absl::StatusOr<std::unique_ptr<Communicator>> lane_comm = comm->CreateLane();
+    if (!lane_comm.ok()) {
+      std::fprintf(stderr, "hecate-worker: %s\n", lane_comm.status().ToString().c_str());
+      return kCollective;
+    }
+    lane = std::make_unique<AsyncLane>(*std::move(lane_comm),
+                                       absl::Seconds(absl::GetFlag(FLAGS_collective_timeout_s)));
+  }
+  Trainer trainer(tc, comm, &*cluster, tc.calibration.enabled ? &cost : nullptr, *data, lane.get());
   Trainer* t = &trainer;
 
   // Plan sources.
@@ -398,6 +416,8 @@ int Main(int argc, char** argv) {
   double first_loss = 0, last_loss = 0, step_sum = 0;
   int64_t tokens_sum = 0;
   int64_t calibration_gathered = 0, calibration_dropped = 0;
+  int64_t peak_copy_bytes = 0, max_predicted_copy_bytes = 0;
+  double spag_sum = 0, spag_exposed_sum = 0, sprs_sum = 0, sprs_exposed_sum = 0;
   int steps = 0, plans_applied = 0;
   bool local_mode = false;
   const absl::Duration pace = absl::Milliseconds(absl::GetFlag(FLAGS_step_interval_ms));
@@ -490,9 +510,20 @@ int Main(int argc, char** argv) {
     metrics.Phase("combine", r->times.combine);
     metrics.Phase("spag", r->times.spag);
     metrics.Phase("sprs", r->times.sprs);
+    metrics.Phase("spag_exposed", r->times.spag_exposed);
+    metrics.Phase("sprs_exposed", r->times.sprs_exposed);
     metrics.Phase("optimizer", r->times.optimizer);
     metrics.Phase("dense_allreduce", r->times.dense_allreduce);
     metrics.Calibration(r->calibration_copies, r->calibration_dropped);
+    const int64_t predicted_copy_bytes =
+        pl::CopyBytesPerDevice(*applied, *cluster, model)[static_cast<size_t>(rank)];
+    metrics.SetCopyBytes(r->peak_copy_bytes, predicted_copy_bytes);
+    peak_copy_bytes = std::max(peak_copy_bytes, r->peak_copy_bytes);
+    max_predicted_copy_bytes = std::max(max_predicted_copy_bytes, predicted_copy_bytes);
+    spag_sum += r->times.spag;
+    spag_exposed_sum += r->times.spag_exposed;
+    sprs_sum += r->times.sprs;
+    sprs_exposed_sum += r->times.sprs_exposed;
     calibration_gathered += r->calibration_copies;
     calibration_dropped += r->calibration_dropped;
     metrics.SyncBytes(comm->counters());
@@ -513,14 +544,16 @@ int Main(int argc, char** argv) {
       std::printf(
           "progress iter=%llu loss=%.4f tokens_per_s=%.0f balancedness=%.3f plan=%llu.%llu "
           "step_ms=%.1f attention_ms=%.1f gate_ms=%.1f dispatch_ms=%.1f expert_ms=%.1f "
-          "combine_ms=%.1f spag_ms=%.1f sprs_ms=%.1f optimizer_ms=%.1f controller=%s\n",
+          "combine_ms=%.1f spag_ms=%.1f spag_exposed_ms=%.1f sprs_ms=%.1f sprs_exposed_ms=%.1f "
+          "optimizer_ms=%.1f peak_copy_bytes=%lld controller=%s\n",
           static_cast<unsigned long long>(it), r->loss, r->tokens / std::max(1e-9, tm.step),
           pl::Judge(*applied, r->global_counts, tc.calibration, cost, cost)
               .plan.prediction.balancedness,
           static_cast<unsigned long long>(applied->id.epoch),
           static_cast<unsigned long long>(applied->id.version), tm.step * 1e3, tm.attention * 1e3,
           tm.gate * 1e3, tm.dispatch * 1e3, tm.expert * 1e3, tm.combine * 1e3, tm.spag * 1e3,
-          tm.sprs * 1e3, tm.optimizer * 1e3,
+          tm.spag_exposed * 1e3, tm.sprs * 1e3, tm.sprs_exposed * 1e3, tm.optimizer * 1e3,
+          static_cast<long long>(r->peak_copy_bytes),
           agent == nullptr     ? "none"
           : local_mode         ? "unreachable"
           : agent->connected() ? "connected"
@@ -546,7 +579,8 @@ int Main(int argc, char** argv) {
         "tokens_per_s=%.0f plans_applied=%d final_plan=%llu.%llu sharding_version=%llu "
         "spag_bytes=%lld "
         "sprs_bytes=%lld a2a_bytes=%lld reports_dropped=%lld calibration_gathered=%lld "
-        "calibration_dropped=%lld\n",
+        "calibration_dropped=%lld mean_spag_ms=%.2f mean_spag_exposed_ms=%.2f mean_sprs_ms=%.2f "
+        "mean_sprs_exposed_ms=%.2f peak_copy_bytes=%lld predicted_copy_bytes=%lld overlap=%d\n",
         steps, first_loss, last_loss, steps ? step_sum / steps * 1e3 : 0.0,
         step_sum > 0 ? tokens_sum / step_sum : 0.0, plans_applied,
         static_cast<unsigned long long>(applied->id.epoch),
@@ -556,7 +590,11 @@ int Main(int argc, char** argv) {
         static_cast<long long>(comm->counters().sent(CommKind::kSparseReduceScatter)),
         static_cast<long long>(comm->counters().sent(CommKind::kAllToAll)),
         static_cast<long long>(agent ? agent->reports_dropped() : 0),
-        static_cast<long long>(calibration_gathered), static_cast<long long>(calibration_dropped));
+        static_cast<long long>(calibration_gathered), static_cast<long long>(calibration_dropped),
+        steps ? spag_sum / steps * 1e3 : 0.0, steps ? spag_exposed_sum / steps * 1e3 : 0.0,
+        steps ? sprs_sum / steps * 1e3 : 0.0, steps ? sprs_exposed_sum / steps * 1e3 : 0.0,
+        static_cast<long long>(peak_copy_bytes), static_cast<long long>(max_predicted_copy_bytes),
+        lane != nullptr ? 1 : 0);
     std::fflush(stdout);
   }
   return kDone;

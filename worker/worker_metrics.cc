@@ -40,7 +40,7 @@ WorkerMetrics::WorkerMetrics(std::shared_ptr<prometheus::Registry> registry)
                        .Help("Seconds per training step spent in each phase.")
                        .Register(r);
   for (const char* p : {"attention", "gate", "dispatch", "expert", "combine", "spag", "sprs",
-                        "optimizer", "dense_allreduce", "step"}) {
+                        "spag_exposed", "sprs_exposed", "optimizer", "dense_allreduce", "step"}) {
     phases_[p] = &phase_family_->Add(
         {{"phase", p}}, prometheus::Histogram::BucketBoundaries{0.0001, 0.0005, 0.001, 0.005, 0.01,
                                                                 0.05, 0.1, 0.5, 1, 5});
@@ -82,6 +82,17 @@ WorkerMetrics::WorkerMetrics(std::shared_ptr<prometheus::Registry> registry)
                           .Register(r);
   calibration_gathered_ = &calibration.Add({{"change", "gathered"}});
   calibration_dropped_ = &calibration.Add({{"change", "dropped"}});
+  copy_peak_ = &BuildGauge()
+                    .Name("hecate_worker_copy_peak_bytes")
+                    .Help("Most bytes of materialized expert copies held at once in the last step.")
+                    .Register(r)
+                    .Add({});
+  copy_predicted_ =
+      &BuildGauge()
+           .Name("hecate_worker_copy_predicted_bytes")
+           .Help("Copy bytes the plan's memory model predicts for this rank at most at once.")
+           .Register(r)
+           .Add({});
 }
 
 void WorkerMetrics::Calibration(int gathered, int dropped) {

@@ -35,6 +35,12 @@ class WorkerMetrics {
   // Copies calibration gathered after the gate, and planned copies it gave up for them, in one
   // step (all layers).
   void Calibration(int gathered, int dropped);
+  // The most bytes of materialized copies held at once in the last step, and what the plan's
+  // memory model predicts for this rank (placement::CopyBytesPerDevice).
+  void SetCopyBytes(int64_t peak, int64_t predicted) {
+    copy_peak_->Set(static_cast<double>(peak));
+    copy_predicted_->Set(static_cast<double>(predicted));
+  }
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
@@ -55,6 +61,8 @@ class WorkerMetrics {
   prometheus::Counter* dropped_;
   prometheus::Counter* calibration_gathered_;
   prometheus::Counter* calibration_dropped_;
+  prometheus::Gauge* copy_peak_;
+  prometheus::Gauge* copy_predicted_;
 };
 
 }  // namespace hecate::worker

@@ -98,8 +98,7 @@ std::shared_ptr<PendingOp> StartSparseAllGather(AsyncLane& lane, const SparseSch
   });
 }
 
-std::shared_ptr<PendingOp> StartSparseReduceScatter(AsyncLane& lane,
-                                                    const SparseSchedule& schedule,
+std::shared_ptr<PendingOp> StartSparseReduceScatter(AsyncLane& lane, const SparseSchedule& schedule,
                                                     const ChunkAccess& grads, int element_bytes,
                                                     uint32_t tag_base) {
   return lane.Submit(

@@ -77,8 +77,7 @@ class AsyncLane {
 // until the op is done.
 std::shared_ptr<PendingOp> StartSparseAllGather(AsyncLane& lane, const SparseSchedule& schedule,
                                                 const ChunkAccess& chunks, uint32_t tag_base);
-std::shared_ptr<PendingOp> StartSparseReduceScatter(AsyncLane& lane,
-                                                    const SparseSchedule& schedule,
+std::shared_ptr<PendingOp> StartSparseReduceScatter(AsyncLane& lane, const SparseSchedule& schedule,
                                                     const ChunkAccess& grads, int element_bytes,
                                                     uint32_t tag_base);
 

@@ -155,7 +155,6 @@ TEST(FakeCommunicatorTest, DeadPeerFailsClearly) {
   EXPECT_NE(std::string(s.message()).find("rank 1 died"), std::string::npos);
 }
 
-
 // Lanes: two operations outstanding at once complete whichever is waited first; a lane's traffic
 // never matches the parent's (same tags on both), and its bytes count in the parent's counters.
 TEST(AsyncLaneTest, OutstandingOpsCompleteInAnyWaitOrder) {
@@ -209,8 +208,7 @@ TEST(AsyncLaneTest, DeadOrSilentPeerGivesAnErrorNotAHang) {
       return l.SendRecv({}, {{1, 3, &x, 4}}, CommKind::kSparseAllGather);
     });
     const absl::Time t0 = absl::Now();
-    EXPECT_EQ(op->Wait(t0 + absl::Milliseconds(100)).code(),
-              absl::StatusCode::kDeadlineExceeded);
+    EXPECT_EQ(op->Wait(t0 + absl::Milliseconds(100)).code(), absl::StatusCode::kDeadlineExceeded);
     EXPECT_FALSE(op->Done());
     g.Kill(1);
     const absl::Status s = op->Wait(absl::Now() + absl::Seconds(20));

@@ -131,8 +131,7 @@ class FakeCommunicator : public Communicator {
   // Every rank's k-th lane is channel k: ranks create lanes in the same order.
   absl::StatusOr<std::unique_ptr<Communicator>> CreateLane() override {
     const uint64_t channel = channel_ * 16 + ++lanes_;
-    return std::unique_ptr<Communicator>(
-        new FakeCommunicator(group_, rank_, channel, counters_));
+    return std::unique_ptr<Communicator>(new FakeCommunicator(group_, rank_, channel, counters_));
   }
 
  private:

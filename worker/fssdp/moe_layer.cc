@@ -20,6 +20,8 @@ double Since(absl::Time t0) { return absl::ToDoubleSeconds(absl::Now() - t0); }
 
 int ElementBytes(torch::Dtype t) { return t == torch::kFloat64 ? 8 : 4; }
 
+void ThrowIfError(const absl::Status& s, absl::Status* sink);
+
 void ThrowIfError(const absl::Status& s, absl::Status* sink) {
   if (s.ok()) return;
   *sink = s;
@@ -84,6 +86,18 @@ MoELayer::MoELayer(int layer, const MoEConfig& config, Communicator* comm,
       seed_(seed),
       chunk_(2 * int64_t{config.d_model} * config.d_ffn),
       dispatcher_(*cluster) {}
+
+MoELayer::~MoELayer() {
+  // Collectives still in flight (after an error) write into this layer's buffers.
+  for (std::shared_ptr<PendingOp>* op : {&gather_, &regather_, &reduce_}) {
+    if (*op != nullptr && lane_ != nullptr) (void)lane_->Wait(**op);
+  }
+  if (memory_ != nullptr) {
+    for (const auto& [e, t] : replicas_) {
+      if (t.defined()) memory_->Add(-CopyBytes());
+    }
+  }
+}
 
 torch::Tensor MoELayer::InitExpert(pl::ExpertId e) const {
   const uint64_t s =
@@ -153,20 +167,56 @@ torch::Tensor MoELayer::HeldParam(pl::ExpertId e) const {
   return r == replicas_.end() ? torch::Tensor() : r->second;
 }
 
-absl::Status MoELayer::Gather() {
+void MoELayer::AllocateCopies(const pl::LayerPlan& layer) {
   const int me = comm_->rank();
-  auto opts = Options();
-  for (pl::ExpertId e = 0; e < effective_.num_experts(); ++e) {
-    if (effective_.owner[e] != me && effective_.Holds(e, me) && !replicas_.count(e)) {
-      replicas_[e] = torch::empty({chunk_}, opts);
+  for (pl::ExpertId e = 0; e < layer.num_experts(); ++e) {
+    if (layer.owner[e] == me || !layer.Holds(e, me)) continue;
+    torch::Tensor& t = replicas_[e];
+    if (t.defined()) continue;
+    t = torch::empty({chunk_}, Options());
+    if (memory_ != nullptr) memory_->Add(CopyBytes());
+  }
+}
+
+void MoELayer::FreeCopy(pl::ExpertId e) {
+  auto it = replicas_.find(e);
+  if (it == replicas_.end()) return;
+  if (it->second.defined() && memory_ != nullptr) memory_->Add(-CopyBytes());
+  replicas_.erase(it);
+}
+
+void MoELayer::FreeCopies() {
+  if (memory_ != nullptr) {
+    for (const auto& [e, t] : replicas_) {
+      if (t.defined()) memory_->Add(-CopyBytes());
     }
   }
-  const SparseSchedule sched = BuildSparseSchedule(effective_, me, cluster_);
-  ChunkAccess access{[this](pl::ExpertId e) { return HeldParam(e).data_ptr(); },
-                     chunk_ * ElementBytes(config_.dtype)};
+  replicas_.clear();
+}
+
+std::shared_ptr<PendingOp> MoELayer::Gather(const pl::LayerPlan& layer, int tag_kind,
+                                            absl::Status* blocking_status) {
+  AllocateCopies(layer);
+  const SparseSchedule sched = BuildSparseSchedule(layer, comm_->rank(), cluster_);
+  const ChunkAccess access{[this](pl::ExpertId e) { return HeldParam(e).data_ptr(); }, CopyBytes()};
+  if (lane_ != nullptr)
+    return StartSparseAllGather(*lane_, sched, access, TagBase(layer_, tag_kind));
   const absl::Time t0 = absl::Now();
-  absl::Status s = SparseAllGather(*comm_, sched, access, TagBase(layer_, 1));
+  *blocking_status = SparseAllGather(*comm_, sched, access, TagBase(layer_, tag_kind));
   times_.spag += Since(t0);
+  times_.spag_exposed += Since(t0);
+  return nullptr;
+}
+
+absl::Status MoELayer::Await(std::shared_ptr<PendingOp>* op, double* exposed, double* total,
+                             const char* event) {
+  if (*op == nullptr) return absl::OkStatus();
+  Note(event);
+  const absl::Time t0 = absl::Now();
+  absl::Status s = lane_->Wait(**op);
+  *exposed += Since(t0);
+  *total += (*op)->run_seconds();
+  op->reset();
   return s;
 }
 
@@ -176,14 +226,31 @@ absl::Status MoELayer::BeginIteration() {
   effective_ = plan_;
   calibration_added_ = 0;
   calibration_dropped_ = 0;
-  replicas_.clear();
+  FreeCopies();
   grads_.clear();
   auto opts = Options();
   for (pl::ExpertId e = 0; e < plan_.num_experts(); ++e) {
     if (plan_.Holds(e, me)) grads_[e] = torch::zeros({chunk_}, opts);
   }
   comm_status_ = absl::OkStatus();
-  return Gather();
+  blocking_status_ = absl::OkStatus();
+  gather_started_ = regather_started_ = reduce_started_ = false;
+  return absl::OkStatus();
+}
+
+void MoELayer::StartGather() {
+  if (gather_started_) return;
+  gather_started_ = true;
+  Note("spag_start");
+  gather_ = Gather(effective_, 1, &blocking_status_);
+}
+
+void MoELayer::StartRegather() {
+  // Without a lane the re-gather runs blocking where backward needs it.
+  if (regather_started_ || !rematerialized() || lane_ == nullptr) return;
+  regather_started_ = true;
+  Note("regather_start");
+  regather_ = Gather(effective_, 3, &blocking_status_);
 }
 
 torch::Tensor MoELayer::Forward(const torch::Tensor& x_in, const torch::Tensor& topk_idx,
@@ -226,6 +293,7 @@ torch::Tensor MoELayer::ForwardImpl(const torch::Tensor& x_in, const torch::Tens
   for (int s = 0; s < world; ++s) {
     for (int e = 0; e < experts; ++e) global_counts_.at(s, e) = all[s * experts + e];
   }
+  ThrowIfError(blocking_status_, &comm_status_);
   // Calibration on this iteration's actual counts, if the model says it pays: copies into free
   // slots and swaps of planned copies for copies of the busiest devices' experts.
   if (config_.calibration.enabled && calibrate_ && cost_ != nullptr) {
@@ -233,13 +301,15 @@ torch::Tensor MoELayer::ForwardImpl(const torch::Tensor& x_in, const torch::Tens
         pl::CalibrateLayer(*cost_, layer_, effective_, global_counts_, rule_, config_.calibration);
     times_.gate += Since(t0);
     if (cal.accepted) {
+      // The planned copies must have arrived before any is given up (the gather writes them).
+      ThrowIfError(Await(&gather_, &times_.spag_exposed, &times_.spag, "spag_wait"), &comm_status_);
       calibration_added_ = cal.copies_added;
       calibration_dropped_ = cal.copies_dropped;
       // Copies given up free their memory before the new ones arrive; every rank drops them
       // from its spRS schedule alike (it follows effective_).
       for (pl::ExpertId e = 0; e < experts; ++e) {
         if (effective_.owner[e] != me && effective_.Holds(e, me) && !cal.layer.Holds(e, me)) {
-          replicas_.erase(e);
+          FreeCopy(e);
           grads_.erase(e);
         }
       }
@@ -248,17 +318,17 @@ torch::Tensor MoELayer::ForwardImpl(const torch::Tensor& x_in, const torch::Tens
       for (pl::ExpertId e = 0; e < experts; ++e) {
         if (effective_.Holds(e, me) && !grads_.count(e)) grads_[e] = torch::zeros({chunk_}, opts);
       }
-      // Only the new copies travel; the schedule of the extended plan re-sends nothing held.
+      // Only the new copies travel, after the gate and on the critical path: blocking, on the
+      // training thread's communicator (the lane may hold later layers' gathers).
       const pl::LayerPlan extra = pl::LateCopies(plan_, effective_);
-      for (pl::ExpertId e = 0; e < experts; ++e) {
-        if (extra.Holds(e, me) && extra.owner[e] != me) replicas_[e] = torch::empty({chunk_}, opts);
-      }
+      AllocateCopies(extra);
       ChunkAccess access{[this](pl::ExpertId e) { return HeldParam(e).data_ptr(); }, chunk_ * eb};
       const absl::Time ts = absl::Now();
       ThrowIfError(SparseAllGather(*comm_, BuildSparseSchedule(extra, me, cluster_), access,
                                    TagBase(layer_, 2)),
                    &comm_status_);
       times_.spag += Since(ts);
+      times_.spag_exposed += Since(ts);
     }
     t0 = absl::Now();
   }
@@ -307,7 +377,9 @@ torch::Tensor MoELayer::ForwardImpl(const torch::Tensor& x_in, const torch::Tens
       &comm_status_);
   times_.dispatch += Since(t0);
 
-  // Experts.
+  // Experts: the gathered copies are needed from here on.
+  ThrowIfError(Await(&gather_, &times_.spag_exposed, &times_.spag, "spag_wait"), &comm_status_);
+  Note("expert_forward");
   t0 = absl::Now();
   for (int e = 0; e < experts; ++e) {
     if (rows[e].empty()) continue;
@@ -332,8 +404,9 @@ torch::Tensor MoELayer::ForwardImpl(const torch::Tensor& x_in, const torch::Tens
   out.index_copy_(0, r->send_index, back);
   times_.combine += Since(t0);
 
-  if (config_.rematerialize) {
-    for (auto& [e, t] : replicas_) t = torch::Tensor();  // freed until backward
+  if (rematerialized()) {
+    Note("free_copies");
+    FreeCopies();  // until the re-gather before backward
   }
   return out;
 }
@@ -345,15 +418,19 @@ std::pair<torch::Tensor, torch::Tensor> MoELayer::BackwardImpl(const torch::Tens
   const int eb = ElementBytes(config_.dtype);
   torch::Tensor g = grad_out.contiguous();
 
-  if (config_.rematerialize) {
-    // Re-gather the replicas freed after forward.
-    auto opts = Options();
-    for (auto& [e, t] : replicas_) t = torch::empty({chunk_}, opts);
-    const SparseSchedule sched = BuildSparseSchedule(effective_, comm_->rank(), cluster_);
-    ChunkAccess access{[this](pl::ExpertId e) { return HeldParam(e).data_ptr(); }, chunk_ * eb};
-    const absl::Time ts = absl::Now();
-    ThrowIfError(SparseAllGather(*comm_, sched, access, TagBase(layer_, 3)), &comm_status_);
-    times_.spag += Since(ts);
+  // The layer below re-gathers while this one computes (one layer early).
+  if (next_in_backward_ != nullptr) next_in_backward_->StartRegather();
+  if (rematerialized()) {
+    if (lane_ == nullptr) {
+      Note("regather_start");
+      absl::Status s;
+      Gather(effective_, 3, &s);  // blocking, here
+      ThrowIfError(s, &comm_status_);
+    } else {
+      StartRegather();
+      ThrowIfError(Await(&regather_, &times_.spag_exposed, &times_.spag, "regather_wait"),
+                   &comm_status_);
+    }
   }
 
   // Gradient of the combine goes to the experts (the dispatch direction).
@@ -365,6 +442,7 @@ std::pair<torch::Tensor, torch::Tensor> MoELayer::BackwardImpl(const torch::Tens
       &comm_status_);
   times_.combine += Since(t0);
 
+  Note("expert_backward");
   t0 = absl::Now();
   for (pl::ExpertId e : r->experts) r->groups.params.push_back(HeldParam(e));
   std::vector<torch::Tensor> grads;
@@ -381,22 +459,36 @@ std::pair<torch::Tensor, torch::Tensor> MoELayer::BackwardImpl(const torch::Tens
   torch::Tensor dx_assign = torch::zeros({r->tokens * r->k, d}, g.options());
   dx_assign.index_copy_(0, r->send_index, dx_send);
   times_.dispatch += Since(t0);
-  if (config_.rematerialize) {
-    for (auto& [e, t] : replicas_) t = torch::Tensor();
+  if (rematerialized()) FreeCopies();
+  // The gradients of every held expert are complete: spRS overlaps the backward below.
+  if (lane_ != nullptr) {
+    reduce_started_ = true;
+    Note("sprs_start");
+    const SparseSchedule sched = BuildSparseSchedule(effective_, comm_->rank(), cluster_);
+    const ChunkAccess access{[this](pl::ExpertId e) { return grads_.at(e).data_ptr(); },
+                             chunk_ * eb};
+    reduce_ = StartSparseReduceScatter(*lane_, sched, access, eb, TagBase(layer_, 4));
   }
+  Note("backward_done");
   return {dx_assign.view({r->tokens, r->k, d}).sum(1), torch::Tensor()};
 }
 
 absl::Status MoELayer::ReduceGradients() {
   if (!comm_status_.ok()) return comm_status_;
-  const SparseSchedule sched = BuildSparseSchedule(effective_, comm_->rank(), cluster_);
-  ChunkAccess access{[this](pl::ExpertId e) { return grads_.at(e).data_ptr(); },
-                     chunk_ * ElementBytes(config_.dtype)};
-  const absl::Time t0 = absl::Now();
-  absl::Status s =
-      SparseReduceScatter(*comm_, sched, access, ElementBytes(config_.dtype), TagBase(layer_, 4));
-  times_.sprs += Since(t0);
-  if (config_.rematerialize) replicas_.clear();
+  absl::Status s;
+  if (reduce_started_) {
+    s = Await(&reduce_, &times_.sprs_exposed, &times_.sprs, "sprs_wait");
+  } else {
+    const SparseSchedule sched = BuildSparseSchedule(effective_, comm_->rank(), cluster_);
+    ChunkAccess access{[this](pl::ExpertId e) { return grads_.at(e).data_ptr(); },
+                       chunk_ * ElementBytes(config_.dtype)};
+    Note("sprs_start");
+    const absl::Time t0 = absl::Now();
+    s = SparseReduceScatter(*comm_, sched, access, ElementBytes(config_.dtype), TagBase(layer_, 4));
+    times_.sprs += Since(t0);
+    times_.sprs_exposed += Since(t0);
+  }
+  FreeCopies();  // the copies' parameters are not needed until the next iteration's gather
   return s;
 }
 

@@ -5,21 +5,35 @@
 // this iteration. Forward/backward run as one custom autograd function: count exchange (every rank
 // gets the global [device x expert] matrix), the placement dispatcher (identical on every rank),
 // All-to-All of tokens, the expert FFNs (GELU, no bias), All-to-All back and the top-k combine;
-// backward mirrors it and accumulates expert gradients into the held copies. After the whole
-// backward, ReduceGradients() runs SparseReduceScatter (replica gradients summed into owners) and
-// Step() runs Adam on owned experts only. A plan whose owners differ migrates parameters AND
-// Adam state of the re-owned experts.
+// backward mirrors it and accumulates expert gradients into the held copies. Step() runs Adam on
+// owned experts only. A plan whose owners differ migrates parameters AND Adam state of the
+// re-owned experts.
+//
+// The iteration, as the Trainer drives it (and the cost model charges it, docs/cost-model.md):
+//   BeginIteration()   zero gradients
+//   StartGather()      SparseAllGather of the agreed plan's copies: on the lane (asynchronous,
+//                      started ahead of the layer's attention), or now when there is no lane
+//   Forward()          waits for the gather where the experts are first needed (before the expert
+//                      FFN, or before calibration changes the copies)
+//   after forward      a layer the plan re-materializes (LayerPlan::remat) frees its copies
+//   StartRegather()    re-gathers them before backward (started one layer early)
+//   backward           waits for the re-gather, computes, then starts SparseReduceScatter on the
+//                      lane (copies of a re-materialized layer are freed)
+//   ReduceGradients()  waits for it (runs it now when there is no lane)
+//   Step()             Adam on owned experts
 //
 // Expert chunk layout: [W1 (d_model x d_ffn) | W2 (d_ffn x d_model)], row-major, one tensor.
 // Experts are initialized from (seed, layer, expert) alone, so any sharding starts identical.
 //
-// Not thread-safe; one training thread drives it. Uses the communicator collectively: every rank
-// must call the same methods in the same order.
+// Not thread-safe; one training thread drives it (the lane runs the collectives it submits on the
+// buffers it resolved at submission). Uses the communicator collectively: every rank must call the
+// same methods in the same order.
 #ifndef HECATE_WORKER_FSSDP_MOE_LAYER_H_
 #define HECATE_WORKER_FSSDP_MOE_LAYER_H_
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <vector>
@@ -29,6 +43,7 @@
 #include "placement/cost_model.h"
 #include "placement/dispatch.h"
 #include "placement/plan.h"
+#include "worker/comm/async_lane.h"
 #include "worker/comm/communicator.h"
 
 namespace hecate::worker {
@@ -39,8 +54,6 @@ struct MoEConfig {
   int num_experts = 8;
   int top_k = 2;
   torch::Dtype dtype = torch::kFloat32;
-  // Free replica parameters after forward; re-gather them before backward.
-  bool rematerialize = false;
   // After the gate, calibrate the plan on the actual counts under this rule
   // (placement::CalibrateLayer: copies into free slots beyond the plan's, then swaps of the plan's
   // copies) when the cost model says it pays. Needs `cost`. Off by default.
@@ -56,16 +69,42 @@ struct MoEConfig {
 #endif
 };
 
-// Wall time of the layer's phases in the last iteration, seconds.
+// Wall time of the layer's phases in the last iteration, seconds. `spag` and `sprs` are the time
+// the transfers took (on the lane, or blocking); `*_exposed` the time the training thread waited
+// for them (equal to the transfer time when they ran blocking).
 struct MoEPhaseTimes {
   double gate = 0;      // count exchange + dispatch planning
   double dispatch = 0;  // All-to-All of tokens (forward + the backward dispatch)
   double expert = 0;    // expert FFN forward + backward
   double combine = 0;   // All-to-All back (forward + backward)
-  double spag = 0;
+  double spag = 0;      // spAG, re-gathers and calibration's late gathers
   double sprs = 0;
+  double spag_exposed = 0;
+  double sprs_exposed = 0;
   double optimizer = 0;
   void Reset() { *this = MoEPhaseTimes(); }
+};
+
+// Bytes of materialized copies (non-owned expert parameters) a rank holds, now and at its peak
+// since the last Reset. Shared by a trainer's layers; one thread.
+struct CopyMemory {
+  int64_t now = 0;
+  int64_t peak = 0;
+  void Add(int64_t bytes) {
+    now += bytes;
+    peak = std::max(peak, now);
+  }
+  void ResetPeak() { peak = now; }
+};
+
+// Receives the layer's schedule events in the order the training thread issues them (tests).
+class ScheduleObserver {
+ public:
+  virtual ~ScheduleObserver() = default;
+  // `event`: "spag_start", "spag_wait", "expert_forward", "free_copies", "regather_start",
+  // "regather_wait", "expert_backward", "sprs_start", "backward_done", "sprs_wait" (and the
+  // trainer's own: "attention_start", "attention_end", "backward_end").
+  virtual void Record(const char* event, int layer) = 0;
 };
 
 class MoELayer {
@@ -74,6 +113,17 @@ class MoELayer {
   // calibration. Both must outlive the layer.
   MoELayer(int layer, const MoEConfig& config, Communicator* comm,
            const placement::Cluster* cluster, const placement::CostModel* cost, uint64_t seed);
+  ~MoELayer();
+
+  // The schedule's collaborators (all optional, all must outlive the layer): the lane that runs
+  // spAG, re-gathers and spRS asynchronously (null: they run blocking where they are needed); the
+  // copy-memory meter; an observer of the schedule.
+  void set_lane(AsyncLane* lane) { lane_ = lane; }
+  void set_copy_memory(CopyMemory* meter) { memory_ = meter; }
+  void set_observer(ScheduleObserver* observer) { observer_ = observer; }
+  // The layer whose backward follows this one's: its re-gather starts when this one's backward
+  // does.
+  void set_next_in_backward(MoELayer* next) { next_in_backward_ = next; }
 
   int layer() const { return layer_; }
   const MoEConfig& config() const { return config_; }
@@ -85,13 +135,21 @@ class MoELayer {
   // Whether the plan in force is calibrated (when MoEConfig::calibration is on; default true).
   void set_calibrate(bool on) { calibrate_ = on; }
 
-  // Iteration start: zero gradients, SparseAllGather replicas (collective).
+  // Iteration start: zero gradients (the gather is StartGather's).
   absl::Status BeginIteration();
+  // SparseAllGather of the agreed plan's copies (collective): submitted to the lane, or run now.
+  void StartGather();
+  bool gather_started() const { return gather_started_; }
+  // A re-materialized layer: re-gathers the copies freed after forward (collective); no-op for a
+  // resident layer or when already started.
+  void StartRegather();
+  bool rematerialized() const { return plan_.remat == placement::RematMode::kRegather; }
   // Routes `x` [T, d_model] with top-k indices [T, k] (int64) and weights [T, k] through the
   // experts; returns [T, d_model]. Differentiable in x and weights.
   torch::Tensor Forward(const torch::Tensor& x, const torch::Tensor& topk_idx,
                         const torch::Tensor& topk_w);
-  // After backward: SparseReduceScatter of replica gradients into owners (collective).
+  // After backward: waits for the SparseReduceScatter backward started (or runs it now when
+  // there is no lane, or backward did not reach this layer).
   absl::Status ReduceGradients();
   // Adam on owned experts. `step` counts from 1.
   void Step(double lr, double beta1, double beta2, double eps, int64_t step);
@@ -134,11 +192,25 @@ class MoELayer {
     torch::Tensor param, m, v;
   };
   torch::Tensor InitExpert(placement::ExpertId e) const;
+  int64_t CopyBytes() const { return chunk_ * (config_.dtype == torch::kFloat64 ? 8 : 4); }
   torch::TensorOptions Options() const {
     return torch::TensorOptions().dtype(config_.dtype).device(config_.device);
   }
   torch::Tensor HeldParam(placement::ExpertId e) const;
-  absl::Status Gather();  // spAG of the current effective plan
+  // Allocates a buffer for every non-owned copy `layer` holds here that has none.
+  void AllocateCopies(const placement::LayerPlan& layer);
+  // Frees every non-owned copy's buffer.
+  void FreeCopies();
+  void FreeCopy(placement::ExpertId e);
+  // Waits for `op` (if any) and adds the wait to `exposed` and its run time to `total`; clears it.
+  absl::Status Await(std::shared_ptr<PendingOp>* op, double* exposed, double* total,
+                     const char* event);
+  // Starts (lane) or runs (no lane) a sparse all-gather of `layer`'s copies with `tag_kind`.
+  std::shared_ptr<PendingOp> Gather(const placement::LayerPlan& layer, int tag_kind,
+                                    absl::Status* blocking_status);
+  void Note(const char* event) {
+    if (observer_ != nullptr) observer_->Record(event, layer_);
+  }
 
   const int layer_;
   const MoEConfig config_;
@@ -163,6 +235,16 @@ class MoELayer {
   bool calibrate_ = true;
   int calibration_added_ = 0;
   int calibration_dropped_ = 0;
+
+  AsyncLane* lane_ = nullptr;
+  CopyMemory* memory_ = nullptr;
+  ScheduleObserver* observer_ = nullptr;
+  MoELayer* next_in_backward_ = nullptr;
+  bool gather_started_ = false;
+  bool regather_started_ = false;
+  bool reduce_started_ = false;
+  std::shared_ptr<PendingOp> gather_, regather_, reduce_;
+  absl::Status blocking_status_;  // of a collective run blocking at its start point
 };
 
 }  // namespace hecate::worker

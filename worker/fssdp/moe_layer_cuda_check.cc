@@ -81,6 +81,8 @@ int main() {
   for (int it = 1; it <= 4; ++it) {
     const std::string tag = " (iteration " + std::to_string(it) + ")";
     Expect(cpu.BeginIteration().ok() && gpu.BeginIteration().ok(), "BeginIteration" + tag);
+    cpu.StartGather();
+    gpu.StartGather();
     const torch::Tensor x0 = torch::randn({tokens, d});
     // Skewed routing: experts 0 and 1 take most tokens.
     const torch::Tensor logits = torch::randn({tokens, cpu_cfg.num_experts}) +

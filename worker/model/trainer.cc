@@ -91,8 +91,8 @@ struct Trainer::Net : torch::nn::Module {
 };
 
 Trainer::Trainer(const TrainerConfig& config, Communicator* comm, const pl::Cluster* cluster,
-                 const pl::CostModel* cost, TextData data)
-    : config_(config), comm_(comm), cluster_(cluster), data_(std::move(data)) {
+                 const pl::CostModel* cost, TextData data, AsyncLane* lane)
+    : config_(config), comm_(comm), cluster_(cluster), data_(std::move(data)), lane_(lane) {
   // Identical dense initialization on every rank: one seed, one construction order.
   torch::manual_seed(config.seed);
   net_ = std::make_unique<Net>(config);
@@ -107,11 +107,18 @@ Trainer::Trainer(const TrainerConfig& config, Communicator* comm, const pl::Clus
   mc.num_experts = config.experts;
   mc.top_k = config.top_k;
   mc.dtype = config.float64 ? torch::kFloat64 : torch::kFloat32;
-  mc.rematerialize = config.rematerialize;
   mc.calibration = config.calibration;
   for (int l = 0; l < config.layers; ++l) {
     moe_.push_back(std::make_unique<MoELayer>(l, mc, comm, cluster, cost, config.seed));
+    moe_.back()->set_lane(lane);
+    moe_.back()->set_copy_memory(&copy_memory_);
+    if (l > 0) moe_[l]->set_next_in_backward(moe_[l - 1].get());
   }
+}
+
+void Trainer::set_observer(ScheduleObserver* observer) {
+  observer_ = observer;
+  for (auto& moe : moe_) moe->set_observer(observer);
 }
 
 Trainer::~Trainer() = default;
@@ -142,10 +149,23 @@ absl::StatusOr<StepResult> Trainer::Step(uint64_t iteration) {
   const absl::Time t_step = absl::Now();
   const int world = comm_->world_size();
   StepResult result;
+  copy_memory_.ResetPeak();
   for (auto& moe : moe_) {
     moe->mutable_times().Reset();
     if (absl::Status s = moe->BeginIteration(); !s.ok()) return s;
   }
+  // spAG of layer l starts at the start of layer (l - prefetch)'s attention (layers up to
+  // `prefetch` at once); without a lane every spAG runs now, blocking.
+  const int layers = config_.layers;
+  const int prefetch = lane_ != nullptr ? std::max(0, config_.prefetch_layers) : layers;
+  int next_gather = 0;
+  auto gather_through = [&](int last) {
+    for (; next_gather <= std::min(last, layers - 1); ++next_gather)
+      moe_[next_gather]->StartGather();
+  };
+  auto note = [&](const char* event, int layer) {
+    if (observer_ != nullptr) observer_->Record(event, layer);
+  };
   auto [input, target] = data_.Batch(iteration, comm_->rank(), world, config_.batch, config_.seed);
   const int64_t B = config_.batch, S = config_.seq_len, D = config_.d_model, H = config_.heads;
   const int64_t global_tokens = B * S * world;
@@ -159,6 +179,8 @@ absl::StatusOr<StepResult> Trainer::Step(uint64_t iteration) {
         torch::full({S, S}, -std::numeric_limits<double>::infinity(), h.options()).triu(1);
     torch::Tensor aux = torch::zeros({}, h.options());
     for (int l = 0; l < config_.layers; ++l) {
+      gather_through(l + prefetch);
+      note("attention_start", l);
       const absl::Time ta = absl::Now();
       torch::Tensor qkv = net_->qkv[l]->forward(net_->ln1[l]->forward(h));
       auto parts = qkv.chunk(3, -1);
@@ -169,6 +191,7 @@ absl::StatusOr<StepResult> Trainer::Step(uint64_t iteration) {
       torch::Tensor a = att.matmul(v).transpose(1, 2).contiguous().view({B, S, D});
       h = h + net_->proj[l]->forward(a);
       attention_s += Since(ta);
+      note("attention_end", l);
 
       torch::Tensor z = net_->ln2[l]->forward(h).view({B * S, D});
       torch::Tensor logits = net_->gate[l]->forward(z);
@@ -202,7 +225,11 @@ absl::StatusOr<StepResult> Trainer::Step(uint64_t iteration) {
         torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
     loss = nll / static_cast<double>(global_tokens) + aux;
     net_->zero_grad();
+    // The top layer's re-gather (if the plan re-materializes it) starts now; each layer's
+    // backward starts the one below it.
+    moe_.back()->StartRegather();
     loss.backward();
+    note("backward_end", -1);
   } catch (const std::exception& e) {
     for (auto& moe : moe_) {
       if (!moe->comm_status().ok()) return moe->comm_status();
@@ -262,12 +289,15 @@ absl::StatusOr<StepResult> Trainer::Step(uint64_t iteration) {
     result.times.combine += t.combine;
     result.times.spag += t.spag;
     result.times.sprs += t.sprs;
+    result.times.spag_exposed += t.spag_exposed;
+    result.times.sprs_exposed += t.sprs_exposed;
     result.times.optimizer += t.optimizer;
     result.local_counts.push_back(moe->last_local_counts());
     result.global_counts.push_back(moe->last_global_counts());
     result.calibration_copies += moe->last_calibration_copies();
     result.calibration_dropped += moe->last_calibration_dropped();
   }
+  result.peak_copy_bytes = copy_memory_.peak;
   result.times.step = Since(t_step);
   return result;
 }

@@ -44,7 +44,9 @@ struct TrainerConfig {
   int skew_experts = 1;
   uint64_t seed = 1;
   bool float64 = false;
-  bool rematerialize = false;
+  // spAG of layer l starts this many layers ahead (at the start of layer l - prefetch_layers's
+  // attention) when the trainer has a lane; the memory model assumes placement::kPrefetchLayers.
+  int prefetch_layers = placement::kPrefetchLayers;
   // Calibrate the plans of policies that calibrate (placement::PolicyCalibrates) on each
   // iteration's actual counts under this rule; see MoEConfig. Off by default.
   placement::CalibrationRule calibration{/*enabled=*/false};
@@ -70,9 +72,11 @@ class TextData {
   int seq_len_ = 0;
 };
 
+// Seconds per phase of one step on this rank. spag/sprs: what the sparse collectives took;
+// spag_exposed/sprs_exposed: what the training thread waited for them.
 struct PhaseTimes {
   double attention = 0, gate = 0, dispatch = 0, expert = 0, combine = 0, spag = 0, sprs = 0,
-         optimizer = 0, dense_allreduce = 0, step = 0;
+         spag_exposed = 0, sprs_exposed = 0, optimizer = 0, dense_allreduce = 0, step = 0;
 };
 
 struct StepResult {
@@ -84,13 +88,17 @@ struct StepResult {
   placement::ModelLoad global_counts;
   int calibration_copies = 0;   // copies calibration gathered, all layers
   int calibration_dropped = 0;  // planned copies it gave up for them
+  int64_t peak_copy_bytes = 0;  // most bytes of materialized copies held at once this step
 };
 
 class Trainer {
  public:
-  // `cluster` describes the ranks; `cost` (may be null) enables calibration. Both outlive this.
+  // `cluster` describes the ranks; `cost` (may be null) enables calibration; `lane` (may be null)
+  // runs the sparse collectives asynchronously, overlapped with compute (docs/cost-model.md,
+  // "Schedule"); without one they run blocking: every spAG at the start of the step, every spRS
+  // after the whole backward. All outlive this.
   Trainer(const TrainerConfig& config, Communicator* comm, const placement::Cluster* cluster,
-          const placement::CostModel* cost, TextData data);
+          const placement::CostModel* cost, TextData data, AsyncLane* lane = nullptr);
   ~Trainer();
 
   // The placement model of this network (expert sizes, FLOPs, token bytes) for planners.
@@ -102,6 +110,8 @@ class Trainer {
   absl::StatusOr<StepResult> Step(uint64_t iteration);
 
   std::vector<std::unique_ptr<MoELayer>>& moe_layers() { return moe_; }
+  // Receives the schedule's events (tests); may be null.
+  void set_observer(ScheduleObserver* observer);
   // Dense parameters in a fixed order (for checkpoints and tests).
   std::vector<torch::Tensor> DenseParameters();
   std::vector<torch::Tensor>& dense_adam_m() { return m_; }
@@ -117,6 +127,9 @@ class Trainer {
   const placement::Cluster* cluster_;
   TextData data_;
   std::unique_ptr<Net> net_;
+  AsyncLane* lane_;
+  ScheduleObserver* observer_ = nullptr;
+  CopyMemory copy_memory_;
   std::vector<std::unique_ptr<MoELayer>> moe_;
   std::vector<torch::Tensor> m_, v_;
   int64_t step_ = 0;

@@ -2,8 +2,8 @@
 // with the fake's contract, and a peer that dies mid-collective makes the others fail with a clear
 // error within the timeout instead of hanging.
 #include "worker/comm/gloo/gloo_communicator.h"
-#include "worker/comm/async_lane.h"
 #include "common/subprocess.h"
+#include "worker/comm/async_lane.h"
 
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -179,9 +179,9 @@ TEST(GlooCommunicatorTest, LaneRunsConcurrentlyAndFailsWhenAPeerDies) {
     float x[4] = {1.0f * r, 1, 1, 1};
     for (int i = 0; i < 20; ++i) CHECK_OR((*c)->AllReduceSum(x, 4, 4).ok(), 12);
     int64_t tag_clash = r, other = -1;
-    CHECK_OR((*c)->SendRecv({{peer, 5, &tag_clash, 8}}, {{peer, 5, &other, 8}}, CommKind::kControl)
-                 .ok(),
-             13);
+    CHECK_OR(
+        (*c)->SendRecv({{peer, 5, &tag_clash, 8}}, {{peer, 5, &other, 8}}, CommKind::kControl).ok(),
+        13);
     CHECK_OR(other == peer, 14);
     CHECK_OR(lane.Wait(*op).ok(), 15);
     CHECK_OR(in[12345] == 1.0f + peer, 16);

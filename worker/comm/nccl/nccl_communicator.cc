@@ -52,7 +52,11 @@ class DeviceScratch {
 
 class NcclCommunicator final : public Communicator {
  public:
-  explicit NcclCommunicator(std::unique_ptr<nc::NcclGroup> group) : group_(std::move(group)) {}
+  NcclCommunicator(std::unique_ptr<nc::NcclGroup> group, NcclOptions options,
+                   std::shared_ptr<CommCounters> counters = nullptr)
+      : group_(std::move(group)), options_(options) {
+    if (counters != nullptr) counters_ = std::move(counters);
+  }
   ~NcclCommunicator() override {
     if (zero_offset_ != nullptr) cudaFree(zero_offset_);
   }
@@ -249,13 +253,22 @@ class NcclCommunicator final : public Communicator {
   }
 
   std::unique_ptr<nc::NcclGroup> group_;
+  const NcclOptions options_;
   int64_t* zero_offset_ = nullptr;
+
+ public:
+  // A second NCCL communicator of the same ranks (its own ncclComm and stream), bootstrapped over
+  // this one.
+  absl::StatusOr<std::unique_ptr<Communicator>> CreateLane() override;
 };
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(Communicator& bootstrap,
-                                                                     const NcclOptions& options) {
+namespace {
+
+absl::StatusOr<std::unique_ptr<Communicator>> Create(Communicator& bootstrap,
+                                                     const NcclOptions& options,
+                                                     std::shared_ptr<CommCounters> counters) {
   static_assert(sizeof(ncclUniqueId) % 8 == 0, "ncclUniqueId is whole int64 words");
   constexpr int kWords = sizeof(ncclUniqueId) / 8;
   std::vector<int64_t> mine(kWords, 0);
@@ -282,7 +295,19 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(Communicato
       !s.ok()) {
     return s;
   }
-  return std::unique_ptr<Communicator>(new NcclCommunicator(std::move(group)));
+  return std::unique_ptr<Communicator>(
+      new NcclCommunicator(std::move(group), options, std::move(counters)));
+}
+
+absl::StatusOr<std::unique_ptr<Communicator>> NcclCommunicator::CreateLane() {
+  return Create(*this, options_, counters_);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(Communicator& bootstrap,
+                                                                     const NcclOptions& options) {
+  return Create(bootstrap, options, nullptr);
 }
 
 }  // namespace hecate::worker
