@@ -195,7 +195,7 @@ int Main(int argc, char** argv) {
     o.window = local.window;
     o.damping = local.damping;
     o.reshard_period = kBenchReshardPeriod;  // BenchModelFlags' --reshard_period
-    o.overlap_seconds = 0;
+    o.overlap = false;
     o.attention_seconds = attention;
     o.other_seconds_per_layer = other;
     o.warmup = warmup;

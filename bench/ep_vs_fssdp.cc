@@ -4,9 +4,12 @@
 //
 //   bazel run //bench:ep_vs_fssdp [-- --iterations=40]
 //
-// Ends with "ep_s=<s/iter> fssdp_s=<s/iter> speedup=<ep/fssdp>" for the skewed case. Also
-// reports the ideal speedup (EP's time if its skewed tokens were perfectly balanced, from the
-// balanced run's expert phase) and FSSDP's share of it.
+// Ends with "ep_s=<s/iter> fssdp_s=<s/iter> speedup=<ep/fssdp>" for the skewed case and
+// "spag_ms=.. spag_exposed_ms=.. sprs_ms=.. sprs_exposed_ms=.." for the skewed FSSDP run (the
+// sparse collectives' time, and the time the training thread waited for them: means per step).
+// Also reports the ideal speedup (EP's time if its skewed tokens were perfectly balanced, from the
+// balanced run's expert phase) and FSSDP's share of it, and what the overlap is worth: the skewed
+// FSSDP run again with --overlap=false (blocking collectives), same rounds.
 //
 // This machine is shared and noisy: the four configurations run in --rounds interleaved rounds
 // (a slow spell hits all four, not one), and the ratios use the median iteration over all rounds
@@ -43,22 +46,34 @@ int Main(int argc, char** argv) {
     std::string name;
     std::string mode;
     double bias;
+    bool overlap = true;
+    bool reshard = true;
   };
-  std::vector<Case> cases = {{"ep-skewed", "ep", absl::GetFlag(FLAGS_skew_bias)},
-                             {"fssdp-skewed", "fssdp", absl::GetFlag(FLAGS_skew_bias)},
-                             {"ep-balanced", "ep", 0},
-                             {"fssdp-balanced", "fssdp", 0}};
+  std::vector<Case> cases = {
+      {"ep-skewed", "ep", absl::GetFlag(FLAGS_skew_bias)},
+      {"fssdp-skewed", "fssdp", absl::GetFlag(FLAGS_skew_bias)},
+      {"fssdp-skewed-blocking", "fssdp", absl::GetFlag(FLAGS_skew_bias),
+       /*overlap=*/false},
+      // Without the re-shard the copies stay: the overlap on real traffic.
+      {"fssdp-skewed-copies", "fssdp", absl::GetFlag(FLAGS_skew_bias), true,
+       /*reshard=*/false},
+      {"fssdp-skewed-copies-blocking", "fssdp", absl::GetFlag(FLAGS_skew_bias), false, false},
+      {"ep-balanced", "ep", 0},
+      {"fssdp-balanced", "fssdp", 0}};
   std::map<std::string, GroupResult> results;
-  const char* phases[] = {"step",    "attention", "gate", "dispatch", "expert",
-                          "combine", "spag",      "sprs", "optimizer"};
+  const char* phases[] = {"step", "attention",    "gate", "dispatch",     "expert",   "combine",
+                          "spag", "spag_exposed", "sprs", "sprs_exposed", "optimizer"};
   std::printf(
-      "case,step_ms,attention_ms,gate_ms,dispatch_ms,expert_ms,combine_ms,spag_ms,sprs_ms,"
-      "optimizer_ms,balancedness,tokens_per_s,median_step_ms\n");
+      "case,step_ms,attention_ms,gate_ms,dispatch_ms,expert_ms,combine_ms,spag_ms,"
+      "spag_exposed_ms,sprs_ms,sprs_exposed_ms,optimizer_ms,balancedness,tokens_per_s,"
+      "median_step_ms\n");
   for (int round = 0; round < rounds; ++round) {
     for (const Case& c : cases) {
       std::vector<std::string> flags = model;
       flags.push_back("--mode=" + c.mode);
       flags.push_back(absl::StrCat("--gate_bias=", c.bias));
+      flags.push_back(c.overlap ? "--overlap=true" : "--overlap=false");
+      if (!c.reshard) flags.push_back("--reshard_period=0");
       GroupResult r = RunWorkers(worker, 2, flags, {}, warmup, "/tmp/hecate-bench-" + c.name);
       if (!r.ok) {
         std::fprintf(stderr, "%s: %s\n", c.name.c_str(), r.error.c_str());
@@ -104,7 +119,22 @@ int Main(int argc, char** argv) {
       "of it (%.0f%% of the ideal gain over EP)\n",
       ideal_speedup, 100.0 * (ep / fs) / ideal_speedup,
       100.0 * (ep / fs - 1) / std::max(1e-9, ideal_speedup - 1));
+  for (const char* name : {"fssdp-skewed", "fssdp-skewed-copies"}) {
+    const double with = median_s(name, "step");
+    const double without = median_s(absl::StrCat(name, "-blocking").c_str(), "step");
+    GroupResult& r = results[name];
+    std::printf(
+        "overlap, %s: %.4f s/iter with it, %.4f without (%.3fx); spAG %.2f ms of which %.2f "
+        "exposed, spRS %.2f ms of which %.2f exposed\n",
+        name, with, without, without / with, mean(r.samples_ms["spag"]),
+        mean(r.samples_ms["spag_exposed"]), mean(r.samples_ms["sprs"]),
+        mean(r.samples_ms["sprs_exposed"]));
+  }
   std::printf("ep_s=%.4f fssdp_s=%.4f speedup=%.2f\n", ep, fs, ep / fs);
+  GroupResult& skewed = results["fssdp-skewed"];
+  std::printf("spag_ms=%.3f spag_exposed_ms=%.3f sprs_ms=%.3f sprs_exposed_ms=%.3f\n",
+              mean(skewed.samples_ms["spag"]), mean(skewed.samples_ms["spag_exposed"]),
+              mean(skewed.samples_ms["sprs"]), mean(skewed.samples_ms["sprs_exposed"]));
   return 0;
 }
 

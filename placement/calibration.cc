@@ -92,6 +92,7 @@ CalibrationResult Calibrate(const CostModel& cost, LayerId l, const LayerPlan& c
   budget.max_copies = max_copies;
   // The extra gather runs after the gate, on the critical path: nothing hides it.
   budget.attention_forward_seconds = 0;
+  budget.hide_behind_compute = false;
   int added = 0;
   if (free_memory) {
     candidate = MaterializeGreedy(cost, l, current, actual, budget, &added, &aggregate);

@@ -55,25 +55,40 @@ double CostModel::AllToAllSecondsPerCrossNodeToken() const {
   return kAllToAllsPerLayer * static_cast<double>(model_.token_bytes) / cluster_.inter_bw();
 }
 
-double CostModel::ExposedBackwardSeconds(double sprs_seconds, double regather_seconds,
-                                         double attention_forward_seconds) {
-  return std::max(0.0, sprs_seconds + regather_seconds - 2.0 * attention_forward_seconds);
+CostModel::HidingWindows CostModel::Windows(LayerId l, double compute_seconds,
+                                            double all_to_all_seconds) const {
+  const double a2a = all_to_all_seconds / kAllToAllsPerLayer;
+  const double pass = compute_seconds / kComputePasses;
+  const double forward_cycle = attention_s_ + 2 * a2a + pass;
+  const double backward_cycle = 2 * attention_s_ + 2 * a2a + 2 * pass;
+  HidingWindows w;
+  w.forward = l == 0 ? attention_s_ + a2a : forward_cycle;
+  const bool top = l + 1 == model_.num_layers();
+  if (l == 0 || top) {
+    w.shared = false;
+    w.regather = top ? 0.0 : backward_cycle;
+    w.reduce = l == 0 ? 2 * attention_s_ : backward_cycle;
+  } else {
+    w.regather = w.reduce = backward_cycle;
+  }
+  return w;
 }
 
 double CostModel::ExposedSeconds(ReplicaSemantics semantics, RematMode remat, double spag_seconds,
-                                 double sprs_seconds, double attention_forward_seconds) {
-  const double attn_b = 2.0 * attention_forward_seconds;
+                                 double sprs_seconds, const HidingWindows& w) {
   switch (semantics) {
     case ReplicaSemantics::kPersistent:
-      return std::max(0.0, sprs_seconds - attn_b);
+      return std::max(0.0, sprs_seconds - w.reduce);
     case ReplicaSemantics::kShadow:
-      return spag_seconds + std::max(0.0, sprs_seconds - attn_b);
+      return spag_seconds + std::max(0.0, sprs_seconds - w.reduce);
     case ReplicaSemantics::kEphemeral:
       break;
   }
   const double regather = remat == RematMode::kRegather ? spag_seconds : 0.0;
-  return std::max(0.0, spag_seconds - attention_forward_seconds) +
-         ExposedBackwardSeconds(sprs_seconds, regather, attention_forward_seconds);
+  const double backward =
+      w.shared ? std::max(0.0, sprs_seconds + regather - w.reduce)
+               : std::max(0.0, regather - w.regather) + std::max(0.0, sprs_seconds - w.reduce);
+  return std::max(0.0, spag_seconds - w.forward) + backward;
 }
 
 double CostModel::SparseCollectiveSeconds(LayerId l, const LayerPlan& layer, int64_t* bytes) const {
@@ -154,7 +169,8 @@ LayerPrediction CostModel::EvaluateLayer(LayerId l, const LayerPlan& layer, cons
     p.spag_seconds = 0;
     p.sprs_seconds = allreduce;
     p.sprs_bytes = moved;
-    p.exposed_comm_seconds = ExposedSeconds(semantics, layer.remat, 0.0, allreduce, attention_s_);
+    p.exposed_comm_seconds = ExposedSeconds(semantics, layer.remat, 0.0, allreduce,
+                                            Windows(l, p.compute_seconds, p.all_to_all_seconds));
   } else {
     int64_t bytes = 0;
     const double t = SparseCollectiveSeconds(l, layer, &bytes);
@@ -162,10 +178,81 @@ LayerPrediction CostModel::EvaluateLayer(LayerId l, const LayerPlan& layer, cons
     p.sprs_seconds = t;
     p.spag_bytes = bytes;
     p.sprs_bytes = bytes;
-    p.exposed_comm_seconds = ExposedSeconds(semantics, layer.remat, t, t, attention_s_);
+    p.exposed_comm_seconds = ExposedSeconds(semantics, layer.remat, t, t,
+                                            Windows(l, p.compute_seconds, p.all_to_all_seconds));
   }
   p.total_seconds = p.compute_seconds + p.all_to_all_seconds + p.exposed_comm_seconds;
   return p;
+}
+
+void CostModel::ChargeSchedule(const Plan& plan, std::vector<LayerPrediction>* layers) const {
+  const int n = static_cast<int>(layers->size());
+  std::vector<double> exposed(n, 0.0);
+  const bool ephemeral = plan.semantics == ReplicaSemantics::kEphemeral;
+  const bool shadow = plan.semantics == ReplicaSemantics::kShadow;
+  auto regathered = [&](int l) {
+    return ephemeral && plan.layers[l].remat == RematMode::kRegather;
+  };
+  if (!overlap_) {
+    // Every transfer takes compute's time: spAG (twice when re-gathered) and spRS in full.
+    for (int l = 0; l < n; ++l) {
+      const LayerPrediction& p = (*layers)[l];
+      exposed[l] = p.spag_seconds * (regathered(l) ? 2 : 1) + p.sprs_seconds;
+    }
+  } else {
+    const double attention = attention_s_;
+    auto a2a = [&](int l) { return (*layers)[l].all_to_all_seconds / kAllToAllsPerLayer; };
+    auto compute = [&](int l) { return (*layers)[l].compute_seconds / kComputePasses; };
+    // Forward: spAG(l) joins the lane at the start of layer (l - kPrefetchLayers)'s attention;
+    // the lane runs its work in order; layer l waits for it before its experts.
+    std::vector<double> gathered(n, 0.0);
+    double t = 0, lane = 0;
+    int submitted = 0;
+    for (int l = 0; l < n; ++l) {
+      for (; submitted < n && submitted <= l + kPrefetchLayers; ++submitted) {
+        if (!ephemeral) continue;
+        lane = std::max(lane, t) + (*layers)[submitted].spag_seconds;
+        gathered[submitted] = lane;
+      }
+      t += attention + a2a(l);  // attention, gate, dispatch
+      if (ephemeral) {
+        const double wait = std::max(0.0, gathered[l] - t);
+        exposed[l] += wait;
+        t += wait;
+      } else if (shadow) {
+        // The shadows are broadcast after the gate: nothing hides them.
+        exposed[l] += (*layers)[l].spag_seconds;
+        t += (*layers)[l].spag_seconds;
+      }
+      t += compute(l) + a2a(l);  // experts, combine
+    }
+    // Backward: the top layer's re-gather joins the lane as forward ends, each other one when the
+    // layer above starts its backward; spRS (or the replica AllReduce) when a layer's backward is
+    // done; the optimizer waits for the lane.
+    std::vector<double> regather_done(n, 0.0);
+    auto regather = [&](int l) {
+      lane = std::max(lane, t) + (*layers)[l].spag_seconds;
+      regather_done[l] = lane;
+    };
+    if (n > 0 && regathered(n - 1)) regather(n - 1);
+    for (int l = n - 1; l >= 0; --l) {
+      if (l > 0 && regathered(l - 1)) regather(l - 1);
+      if (regathered(l)) {
+        const double wait = std::max(0.0, regather_done[l] - t);
+        exposed[l] += wait;
+        t += wait;
+      }
+      t += 2 * compute(l) + 2 * a2a(l);
+      lane = std::max(lane, t) + (*layers)[l].sprs_seconds;
+      t += 2 * attention;
+    }
+    if (n > 0) exposed[0] += std::max(0.0, lane - t);
+  }
+  for (int l = 0; l < n; ++l) {
+    LayerPrediction& p = (*layers)[l];
+    p.exposed_comm_seconds = exposed[l];
+    p.total_seconds = p.compute_seconds + p.all_to_all_seconds + p.exposed_comm_seconds;
+  }
 }
 
 double CostModel::MigrationSeconds(const std::vector<Migration>& migrations) const {
@@ -191,7 +278,9 @@ void CostModel::Evaluate(Plan* plan, const ModelLoad& load,
                                           plan->semantics, &dispatcher,
                                           aggregates != nullptr ? &(*aggregates)[l] : nullptr));
     }
-    const LayerPrediction& lp = pred.layers.back();
+  }
+  ChargeSchedule(*plan, &pred.layers);
+  for (const LayerPrediction& lp : pred.layers) {
     pred.moe_seconds += lp.total_seconds;
     pred.sparse_bytes += lp.spag_bytes + lp.sprs_bytes;
     balance_sum += lp.balancedness;

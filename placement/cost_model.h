@@ -20,6 +20,13 @@
 //               each member of a replica group moves 2(n-1)/n parameter bytes (ring AllReduce)
 //   total     = compute + a2a + exposed
 //
+// Exposure above is one layer's own estimate (EvaluateLayer: what planners compare). A plan's
+// prediction (Evaluate) charges the schedule the workers run instead (docs/cost-model.md
+// "Schedule"): a timeline over the layers in which spAG of layer l starts kPrefetchLayers layers
+// ahead on the lane and is waited before l's experts, spRS (or the replica AllReduce) starts when
+// l's backward is done, a re-materialized layer is re-gathered one layer early, and the optimizer
+// waits for the lane; each wait is the layer's exposed time.
+//
 // Migration (owner changes, or new persistent copies) moves parameters + optimizer state:
 //   migration = max_d max(bytes in/out per link class / bandwidth) + latency, fully exposed.
 //
@@ -77,6 +84,12 @@ class CostModel {
                                 DispatchRule rule, ReplicaSemantics semantics,
                                 Dispatcher* dispatcher,
                                 const LoadAggregate* aggregate = nullptr) const;
+  // Whether transfers run beside compute (a GPU's copy engines and NICs: the schedule's
+  // timeline) or take the compute's own time (CPU workers whose lane shares their core: every
+  // transfer charged in full). Default true.
+  void set_overlap(bool overlap) { overlap_ = overlap; }
+  bool overlap() const { return overlap_; }
+
   // Fills plan->prediction for `load` (one matrix per layer), including migration time and memory.
   // `aggregates`, when given, holds LoadAggregate::Of of every layer's matrix.
   // `reuse`, when given, names per layer a prediction to copy instead of evaluating (null:
@@ -90,27 +103,40 @@ class CostModel {
   double ExpertSecondsPerToken(LayerId l, DeviceId d) const;
   // All-to-All seconds per token crossing the node NIC (all four All-to-Alls, no latency).
   double AllToAllSecondsPerCrossNodeToken() const;
-  // The replica communication of one layer not hidden by attention (docs/cost-model.md
-  // "Overlap"), given one spAG and one spRS of `spag_seconds` / `sprs_seconds` and
-  // `attention_forward_seconds` of attention forward per block (backward: twice that):
-  //   ephemeral:  max(0, spAG - T_attn) + ExposedBackward
-  //   shadow:     spAG + max(0, spRS - 2 T_attn)
-  //   persistent: max(0, spRS - 2 T_attn)   (spRS is the replica AllReduce)
+  // What hides one layer's replica communication in the workers' schedule (docs/cost-model.md
+  // "Schedule"): the lane runs spAG during the forward cycle before the layer's experts, and a
+  // re-gather and spRS during backward cycles. In steady state (an interior layer) the re-gather
+  // and spRS share one backward cycle; at the edges they do not: layer 0's spAG has only its own
+  // attention and dispatch, its spRS only its attention backward before the optimizer waits, and
+  // the top layer's re-gather starts as backward does.
+  struct HidingWindows {
+    double forward = 0;   // spAG
+    double regather = 0;  // a re-gather of a re-materialized layer
+    double reduce = 0;    // spRS (or the replica AllReduce)
+    bool shared = true;   // the re-gather and spRS share one window (`reduce`)
+  };
+  HidingWindows Windows(LayerId l, double compute_seconds, double all_to_all_seconds) const;
+  // The layer's exposed replica communication under those windows:
+  //   ephemeral:  max(0, spAG - forward) + backward part (shared: max(0, spRS [+ re-gather] -
+  //               reduce); else max(0, re-gather - regather) + max(0, spRS - reduce))
+  //   shadow:     spAG + max(0, spRS - reduce)   (broadcast after the gate: nothing hides it)
+  //   persistent: max(0, spRS - reduce)           (spRS is the replica AllReduce)
   static double ExposedSeconds(ReplicaSemantics semantics, RematMode remat, double spag_seconds,
-                               double sprs_seconds, double attention_forward_seconds);
-  // The backward part for ephemeral copies: max(0, spRS [+ the re-gather's spAG] - 2 T_attn).
-  static double ExposedBackwardSeconds(double sprs_seconds, double regather_seconds,
-                                       double attention_forward_seconds);
+                               double sprs_seconds, const HidingWindows& windows);
 
   // Time of the sparse collective of one layer: the relay tree's two phases, parameter bytes.
   double SparseCollectiveSeconds(LayerId l, const LayerPlan& layer, int64_t* bytes) const;
   // Exposed time of parameter + optimizer migrations.
   double MigrationSeconds(const std::vector<Migration>& migrations) const;
+  // Re-charges each layer's exposed communication for the plan's schedule (the timeline above,
+  // or everything in full without overlap), and its total; `plan.layers` and `layers` agree.
+  void ChargeSchedule(const Plan& plan, std::vector<LayerPrediction>* layers) const;
 
  private:
   const Cluster& cluster_;
   const ModelSpec& model_;
   double attention_s_;
+  bool overlap_ = true;
 };
 
 }  // namespace hecate::placement

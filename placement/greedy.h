@@ -19,6 +19,10 @@ struct GreedyBudget {
   std::vector<int> max_copies;
   // Attention forward time the sparse collectives hide behind, seconds; < 0: the cost model's.
   double attention_forward_seconds = -1;
+  // Whether the layer's compute and All-to-Alls hide them too (the workers' schedule: the lane
+  // runs beside the whole forward and backward cycle); false: the attention window alone
+  // (calibration's late gather, which follows the gate).
+  bool hide_behind_compute = true;
   // Warm start: `base` holds last iteration's copies, which the greedy may also drop. Among the
   // least useful copies (smallest share of their holder's compute), it first drops every one whose
   // removal costs less than `keep_gain` x the layer's objective (0: only copies that no longer

@@ -24,7 +24,9 @@ class GreedyState {
  public:
   GreedyState(const CostModel& cost, LayerId l, LayerPlan* plan, const LoadAggregate& load,
               const GreedyBudget& budget)
-      : cluster_(cost.cluster()),
+      : cost_(cost),
+        layer_(l),
+        cluster_(cost.cluster()),
         plan_(*plan),
         devices_(cluster_.num_devices()),
         nodes_(cluster_.num_nodes()),
@@ -34,6 +36,7 @@ class GreedyState {
     const LayerSpec& spec = cost.model().layers[l];
     attention_ = budget.attention_forward_seconds >= 0 ? budget.attention_forward_seconds
                                                        : cost.attention_forward_seconds();
+    hide_behind_compute_ = budget.hide_behind_compute;
     regather_ = plan->remat == RematMode::kRegather;
     pb_ = static_cast<double>(spec.expert_param_bytes);
     a2a_sec_per_token_ = cost.AllToAllSecondsPerCrossNodeToken();
@@ -164,12 +167,22 @@ class GreedyState {
   // Compute time of device d: its tokens, plus the fixed cost of the copies it holds.
   double TimeOf(DeviceId d) const { return tokens_[d] * sec_per_token_[d] + Fixed(d); }
   double Fixed(DeviceId d) const { return copies_[d] * copy_s_; }
-  double Exposed(double link_seconds) const {
+  // The cost model's exposure (CostModel::ExposedSeconds under CostModel::Windows) of a
+  // spAG/spRS taking `link_seconds`, given the layer's slowest device's compute and its
+  // All-to-All term (or the attention window alone, for calibration's late gather, which follows
+  // the gate).
+  double Exposed(double link_seconds, double compute_seconds, double a2a_seconds) const {
     if (link_seconds <= 0) return 0.0;
     const double t = link_seconds + cluster_.latency();
+    CostModel::HidingWindows w;
+    if (hide_behind_compute_) {
+      w = cost_.Windows(layer_, compute_seconds, a2a_seconds);
+    } else {
+      w.forward = attention_;
+      w.regather = w.reduce = 2 * attention_;
+    }
     return CostModel::ExposedSeconds(ReplicaSemantics::kEphemeral,
-                                     regather_ ? RematMode::kRegather : RematMode::kKeep, t, t,
-                                     attention_);
+                                     regather_ ? RematMode::kRegather : RematMode::kKeep, t, t, w);
   }
   // The All-to-All term the greedy minimises: the busiest NIC (what the cost model charges) plus a
   // quarter of the mean NIC traffic, so that a move relieving one side of two equally busy nodes
@@ -405,9 +418,9 @@ class GreedyState {
     const double total =
         node_total_ + delta * (k - on_m) + (in_m - node_in_[m]) + (out_m - node_out_[m]);
     const double a2a_after = A2aSurrogate(worst, total, nodes_) * a2a_sec_per_token_;
-    const double exposed_now = Exposed(TreeSeconds());
-    const double exposed_after = Exposed(TreeSecondsWith(e, set));
     const double a2a_now = A2a();
+    const double exposed_now = Exposed(TreeSeconds(), max_time, a2a_now);
+    const double exposed_after = Exposed(TreeSecondsWith(e, set), new_max, a2a_after);
     Outcome o;
     o.delta = (new_max - max_time) + (a2a_after - a2a_now) + (exposed_after - exposed_now);
     const DeviceId slow = by_time_[0];
@@ -451,10 +464,13 @@ class GreedyState {
       total += in + out;
     }
     const double a2a_after = A2aSurrogate(worst, total, nodes_) * a2a_sec_per_token_;
-    const double exposed_now = Exposed(TreeSeconds());
-    // Dropping a transfer never exposes more; when nothing is exposed now, nothing changes.
-    const double exposed_after = exposed_now > 0 ? Exposed(TreeSecondsWithout(e, c)) : 0.0;
-    return (new_max - max_time) + (a2a_after - A2a()) + (exposed_after - exposed_now);
+    const double a2a_now = A2a();
+    const double exposed_now = Exposed(TreeSeconds(), max_time, a2a_now);
+    // Dropping a transfer never exposes more (the slowest device and the All-to-All only get
+    // busier, so the cycles that hide it only grow); when nothing is exposed now, nothing changes.
+    const double exposed_after =
+        exposed_now > 0 ? Exposed(TreeSecondsWithout(e, c), new_max, a2a_after) : 0.0;
+    return (new_max - max_time) + (a2a_after - a2a_now) + (exposed_after - exposed_now);
   }
 
   void CommitRemove(ExpertId e, DeviceId c) {
@@ -497,7 +513,10 @@ class GreedyState {
   }
 
   // The greedy's objective for the layer as it stands (for relative thresholds).
-  double Objective() const { return TimeOf(by_time_[0]) + A2a() + Exposed(TreeSeconds()); }
+  double Objective() const {
+    const double compute = TimeOf(by_time_[0]), a2a = A2a();
+    return compute + a2a + Exposed(TreeSeconds(), compute, a2a);
+  }
 
   void Commit(ExpertId e, const DeviceSpan& set) {
     std::vector<DeviceId>& holders = plan_.replicas[e];
@@ -526,6 +545,8 @@ class GreedyState {
   }
 
  private:
+  const CostModel& cost_;
+  const LayerId layer_;
   const Cluster& cluster_;
   LayerPlan& plan_;
   const int devices_, nodes_, experts_;
@@ -537,6 +558,7 @@ class GreedyState {
   std::vector<DeviceId> relay_;  // [expert * nodes + node], -1: none (and on the owner's node)
   double attention_ = 0, pb_ = 0, a2a_sec_per_token_ = 0, copy_s_ = 0;
   bool regather_ = false;
+  bool hide_behind_compute_ = true;
   std::vector<double> sec_per_token_;
   size_t Idx(ExpertId e, NodeId n) const { return static_cast<size_t>(e) * nodes_ + n; }
   std::vector<double> mass_;                     // [expert * nodes + node] tokens

@@ -91,8 +91,13 @@ void PlanRemat(const CostModel& cost, std::vector<LayerPlan>* layers) {
   for (LayerId l = 0; l < static_cast<int>(layers->size()); ++l) {
     (*layers)[l].remat = RematMode::kRegather;
     const double t = cost.SparseCollectiveSeconds(l, (*layers)[l], nullptr);
-    const double saved = CostModel::ExposedBackwardSeconds(t, t, attention) -
-                         CostModel::ExposedBackwardSeconds(t, 0.0, attention);
+    // Ranked by the backward attention window alone (the layer's compute is not known here).
+    CostModel::HidingWindows w;
+    w.forward = attention;
+    w.regather = w.reduce = 2 * attention;
+    const double saved =
+        CostModel::ExposedSeconds(ReplicaSemantics::kEphemeral, RematMode::kRegather, t, t, w) -
+        CostModel::ExposedSeconds(ReplicaSemantics::kEphemeral, RematMode::kKeep, t, t, w);
     savings.push_back({saved, l});
   }
   std::stable_sort(savings.begin(), savings.end(),

@@ -46,10 +46,10 @@ absl::StatusOr<SimResult> Simulate(const pl::Cluster& cluster, const pl::ModelSp
   if (!same_shape) {
     return absl::InvalidArgumentError("planning model differs from the simulated one in shape");
   }
-  const pl::CostModel cost(cluster, model,
-                           options.overlap_seconds >= 0
-                               ? options.overlap_seconds
-                               : options.planner.attention_forward_seconds);
+  pl::CostModel cost(cluster, model,
+                     options.attention_seconds >= 0 ? options.attention_seconds
+                                                    : options.planner.attention_forward_seconds);
+  cost.set_overlap(options.overlap);
   // Calibration decides with what the workers believe (the planning cluster and model).
   const pl::CostModel planning_cost(planning, believed, options.planner.attention_forward_seconds);
   const double planner_attention = planning_cost.attention_forward_seconds();

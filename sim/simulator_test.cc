@@ -109,6 +109,7 @@ TEST(SimulatorTest, CalibrationBalancesHecateOnADriftingHotSet) {
     SimOptions o;
     o.policy = policy;
     o.planner.attention_forward_seconds = m.attention_forward_seconds;
+    o.planner.extra_slots = 1;  // the plans cannot cover every rotation with copies
     o.calibration.enabled = calibration;
     absl::StatusOr<SimResult> r = Simulate(c, m, loads, 20, o);
     EXPECT_TRUE(r.ok()) << r.status();
@@ -163,8 +164,8 @@ TEST(SimulatorTest, PlanningClusterDecidesSimulatedClusterTimes) {
   ASSERT_TRUE(on_fast.ok());
   EXPECT_EQ(on_fast->sparse_bytes_per_iter, believed_fast->sparse_bytes_per_iter);
   EXPECT_GT(believed_fast->mean.exposed_sparse, on_fast->mean.exposed_sparse);
-  // Nothing hides the collectives when the overlap window is 0.
-  o.overlap_seconds = 0;
+  // Nothing hides the collectives when the data plane cannot overlap them.
+  o.overlap = false;
   absl::StatusOr<SimResult> no_overlap = Simulate(c, m, loads, 12, o);
   ASSERT_TRUE(no_overlap.ok());
   EXPECT_EQ(no_overlap->sparse_bytes_per_iter, believed_fast->sparse_bytes_per_iter);
