@@ -4,6 +4,7 @@
 #include <numeric>
 #include <utility>
 
+#include "placement/baselines.h"
 #include "placement/cost_model.h"
 #include "placement/dispatch.h"
 #include "placement/policy_support.h"
@@ -32,42 +33,15 @@ class FasterMoePolicy : public Policy {
   bool PlansAfterGate() const override { return true; }
   Plan Compute(const PlanRequest& r) const override {
     const Owners owners = EvenSharding(*r.cluster, *r.model);
-    const std::vector<std::vector<double>> loads = ExpertLoads(*r.load);
     const std::vector<int> keep = CopyBudget(*r.cluster, *r.model, owners, semantics(),
                                              RematMode::kKeep, r.config.extra_slots);
     const int max_shadows = *std::min_element(keep.begin(), keep.end());
     CostModel cost(*r.cluster, *r.model, r.config.attention_forward_seconds);
     Dispatcher dispatcher(*r.cluster);
-    const int devices = r.cluster->num_devices();
     std::vector<LayerPlan> layers;
     for (LayerId l = 0; l < r.model->num_layers(); ++l) {
-      LayerPlan layer = OwnersOnlyLayer(owners[l]);
-      std::vector<ExpertId> order(layer.num_experts());
-      std::iota(order.begin(), order.end(), 0);
-      std::stable_sort(order.begin(), order.end(),
-                       [&](ExpertId a, ExpertId b) { return loads[l][a] > loads[l][b]; });
-      double best =
-          cost.EvaluateLayer(l, layer, (*r.load)[l], DispatchRule::kEven, semantics(), &dispatcher)
-              .total_seconds;
-      // Greedy shadowing: add the next-hottest expert while the predicted time keeps falling;
-      // stop at the first non-improvement (FasterMoE's global_policy).
-      for (int i = 0; i < std::min<int>(max_shadows, layer.num_experts()); ++i) {
-        const ExpertId e = order[i];
-        if (loads[l][e] <= 0) break;
-        std::vector<DeviceId> previous = layer.replicas[e];
-        layer.replicas[e].resize(devices);
-        std::iota(layer.replicas[e].begin(), layer.replicas[e].end(), 0);
-        const double t = cost.EvaluateLayer(l, layer, (*r.load)[l], DispatchRule::kEven,
-                                            semantics(), &dispatcher)
-                             .total_seconds;
-        if (t < best) {
-          best = t;
-        } else {
-          layer.replicas[e] = std::move(previous);
-          break;
-        }
-      }
-      layers.push_back(std::move(layer));
+      layers.push_back(ShadowHotExperts(cost, l, OwnersOnlyLayer(owners[l]), (*r.load)[l],
+                                        max_shadows, &dispatcher));
     }
     return Finish(r, name(), semantics(), DispatchRule::kEven, std::move(layers),
                   OwnerMigrations(r, owners));
@@ -280,6 +254,44 @@ class EplbPolicy : public Policy {
 };
 
 }  // namespace
+
+}  // namespace hecate::placement::internal
+
+namespace hecate::placement {
+
+LayerPlan ShadowHotExperts(const CostModel& cost, LayerId l, LayerPlan layer,
+                           const LoadMatrix& load, int max_shadows, Dispatcher* dispatcher) {
+  const int devices = cost.cluster().num_devices();
+  const std::vector<int64_t> loads = load.ExpertTotals();
+  std::vector<ExpertId> order(layer.num_experts());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](ExpertId a, ExpertId b) { return loads[a] > loads[b]; });
+  double best =
+      cost.EvaluateLayer(l, layer, load, DispatchRule::kEven, ReplicaSemantics::kShadow, dispatcher)
+          .total_seconds;
+  for (int i = 0; i < std::min<int>(max_shadows, layer.num_experts()); ++i) {
+    const ExpertId e = order[i];
+    if (loads[e] <= 0) break;
+    std::vector<DeviceId> previous = layer.replicas[e];
+    layer.replicas[e].resize(devices);
+    std::iota(layer.replicas[e].begin(), layer.replicas[e].end(), 0);
+    const double t = cost.EvaluateLayer(l, layer, load, DispatchRule::kEven,
+                                        ReplicaSemantics::kShadow, dispatcher)
+                         .total_seconds;
+    if (t < best) {
+      best = t;
+    } else {
+      layer.replicas[e] = std::move(previous);
+      break;
+    }
+  }
+  return layer;
+}
+
+}  // namespace hecate::placement
+
+namespace hecate::placement::internal {
 
 std::unique_ptr<Policy> NewEpPolicy() { return std::make_unique<EpPolicy>(); }
 std::unique_ptr<Policy> NewFasterMoePolicy() { return std::make_unique<FasterMoePolicy>(); }

@@ -18,6 +18,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/subprocess.h"
+#include "placement/policy.h"
 #include "placement/sharding.h"
 #include "placement/sparse_tree.h"
 #include "placement/synthetic.h"
@@ -81,7 +82,8 @@ class RandomPlans : public PlanSource {
       : c_(c), m_(m), policy_(std::move(policy)), remat_(remat) {}
   std::shared_ptr<const placement::Plan> Next(uint64_t it, const placement::ModelLoad&) override {
     placement::Plan plan = ExpertParallelPlan(c_, m_);
-    plan.semantics = placement::ReplicaSemantics::kEphemeral;
+    // The policy's semantics: FSSDP copies, persistent replicas, or shadows.
+    plan.semantics = (*placement::MakePolicy(policy_))->semantics();
     plan.dispatch_rule =
         it % 2 ? placement::DispatchRule::kEven : placement::DispatchRule::kLoadAware;
     plan.id = {0, it + 1};
@@ -165,13 +167,15 @@ int RunRank(const RunSpec& spec, int rank, int port, int batch) {
   }
   model.attention_forward_seconds = 1e-4;
   placement::CostModel cost(cluster, model);
+  // Shadows are decided after the gate with the cost model; calibration only when asked for.
+  const bool needs_cost = spec.calibration || spec.policy == "fastermoe";
   std::unique_ptr<AsyncLane> lane;
   if (spec.overlap) {
     absl::StatusOr<std::unique_ptr<Communicator>> lane_comm = comm->CreateLane();
     if (!lane_comm.ok()) return 14;
     lane = std::make_unique<AsyncLane>(*std::move(lane_comm), absl::Seconds(60));
   }
-  Trainer trainer(config, comm, &cluster, spec.calibration ? &cost : nullptr, *data, lane.get());
+  Trainer trainer(config, comm, &cluster, needs_cost ? &cost : nullptr, *data, lane.get());
   std::unique_ptr<PlanSource> plans;
   if (!spec.fssdp) {
     plans = std::make_unique<FixedPlanSource>(ExpertParallelPlan(cluster, model));
@@ -222,6 +226,10 @@ int RunRank(const RunSpec& spec, int rank, int port, int batch) {
   if (spec.calibration) {
     std::ofstream(Tmp(spec.name + "_calibrated")) << calibrated << " " << dropped;
   }
+  std::ofstream(Tmp(absl::StrCat(spec.name, "_rank", rank, ".bytes")))
+      << comm->counters().sent(CommKind::kSparseAllGather) << " "
+      << comm->counters().sent(CommKind::kSparseReduceScatter) << " "
+      << comm->counters().sent(CommKind::kMigration);
   return 0;
 }
 
@@ -376,6 +384,40 @@ TEST_F(EquivalenceTest, PlansOfAPolicyThatDoesNotCalibrateRunAsPublished) {
   std::ifstream(Tmp("fssdp4_flex_calibrated")) >> added >> dropped;
   EXPECT_EQ(added, 0);
   EXPECT_EQ(dropped, 0);
+}
+
+// Bytes rank 0 sent by spAG, spRS (or the replica AllReduce) and migration.
+std::vector<int64_t> SentBytes(const std::string& name) {
+  std::ifstream in(Tmp(name + "_rank0.bytes"));
+  std::vector<int64_t> out(3, -1);
+  in >> out[0] >> out[1] >> out[2];
+  return out;
+}
+
+// The baselines run as their systems run them, on the same data plane: persistent replicas that
+// keep parameters and Adam state on every holder, AllReduce their gradients among the holders and
+// move state when the layout changes (FlexMoE, SmartMoE, EPLB); and FasterMoE's shadows, decided
+// on each iteration's counts after the gate and broadcast then. The losses equal the reference's.
+TEST_F(EquivalenceTest, BaselinesAsTheirSystemsRunThemMatchReference) {
+  for (const std::string policy : {"eplb", "flexmoe", "smartmoe"}) {
+    RunSpec spec{"persistent4_" + policy, 4, true};
+    spec.nodes = 2;
+    spec.policy = policy;
+    RunWorld(spec, 2);
+    ExpectSameLosses(spec.name, Losses("ref4"));
+    const std::vector<int64_t> sent = SentBytes(spec.name);
+    EXPECT_EQ(sent[0], 0) << policy << ": persistent replicas gather nothing";
+    EXPECT_GT(sent[1], 0) << policy << ": the replicas' gradients were AllReduced";
+    EXPECT_GT(sent[2], 0) << policy << ": new replicas received parameters and Adam state";
+  }
+  RunSpec spec{"shadow4", 4, true};
+  spec.nodes = 2;
+  spec.policy = "fastermoe";
+  RunWorld(spec, 2);
+  ExpectSameLosses("shadow4", Losses("ref4"));
+  const std::vector<int64_t> sent = SentBytes("shadow4");
+  EXPECT_GT(sent[0], 0) << "shadows were broadcast";
+  EXPECT_GT(sent[1], 0) << "and their gradients reduced to the owners";
 }
 
 TEST_F(EquivalenceTest, ReplicatedExpertGradientEqualsExpertParallel) {

@@ -107,4 +107,19 @@ std::shared_ptr<PendingOp> StartSparseReduceScatter(AsyncLane& lane, const Spars
       });
 }
 
+std::shared_ptr<PendingOp> StartReplicaAllReduce(AsyncLane& lane, const placement::LayerPlan& layer,
+                                                 const ChunkAccess& grads, int element_bytes,
+                                                 uint32_t tag_base) {
+  auto pointers = std::make_shared<std::map<placement::ExpertId, void*>>();
+  const int me = lane.communicator().rank();
+  for (placement::ExpertId e = 0; e < layer.num_experts(); ++e) {
+    if (layer.replicas[e].size() >= 2 && layer.Holds(e, me)) (*pointers)[e] = grads.chunk(e);
+  }
+  ChunkAccess resolved{[pointers](placement::ExpertId e) { return pointers->at(e); },
+                       grads.chunk_bytes};
+  return lane.Submit([layer, resolved, element_bytes, tag_base](Communicator& c) {
+    return ReplicaAllReduce(c, layer, resolved, element_bytes, tag_base);
+  });
+}
+
 }  // namespace hecate::worker

@@ -81,6 +81,10 @@ std::shared_ptr<PendingOp> StartSparseReduceScatter(AsyncLane& lane, const Spars
                                                     const ChunkAccess& grads, int element_bytes,
                                                     uint32_t tag_base);
 
+std::shared_ptr<PendingOp> StartReplicaAllReduce(AsyncLane& lane, const placement::LayerPlan& layer,
+                                                 const ChunkAccess& grads, int element_bytes,
+                                                 uint32_t tag_base);
+
 }  // namespace hecate::worker
 
 #endif  // HECATE_WORKER_COMM_ASYNC_LANE_H_

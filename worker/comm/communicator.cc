@@ -148,4 +148,85 @@ absl::Status SparseReduceScatter(Communicator& comm, const SparseSchedule& sched
   return absl::OkStatus();
 }
 
+namespace {
+
+template <typename T>
+void AddInto(void* dst, const void* src, int64_t n) {
+  T* d = static_cast<T*>(dst);
+  const T* s = static_cast<const T*>(src);
+  for (int64_t i = 0; i < n; ++i) d[i] += s[i];
+}
+
+}  // namespace
+
+absl::Status ReplicaAllReduce(Communicator& comm, const placement::LayerPlan& layer,
+                              const ChunkAccess& grads, int element_bytes, uint32_t tag_base) {
+  const int me = comm.rank();
+  const int64_t elements = grads.chunk_bytes / element_bytes;
+  struct Ring {
+    placement::ExpertId expert;
+    int size, index;  // members and this rank's position among them
+    int prev, next;
+    char* data;
+  };
+  std::vector<Ring> rings;
+  int steps = 0;
+  for (placement::ExpertId e = 0; e < layer.num_experts(); ++e) {
+    const std::vector<placement::DeviceId>& holders = layer.replicas[e];
+    const int n = static_cast<int>(holders.size());
+    if (n < 2 || !layer.Holds(e, me)) continue;
+    const int i =
+        static_cast<int>(std::lower_bound(holders.begin(), holders.end(), me) - holders.begin());
+    rings.push_back({e, n, i, holders[(i + n - 1) % n], holders[(i + 1) % n],
+                     static_cast<char*>(grads.chunk(e))});
+    steps = std::max(steps, n - 1);
+  }
+  auto segment = [&](const Ring& r, int s, int64_t* offset) {
+    const int k = ((s % r.size) + r.size) % r.size;
+    const int64_t begin = elements * k / r.size, end = elements * (k + 1) / r.size;
+    *offset = begin * element_bytes;
+    return (end - begin) * element_bytes;
+  };
+  // Reduce-scatter, then all-gather: step k of each ring moves one segment to the next member.
+  for (int phase = 0; phase < 2; ++phase) {
+    for (int k = 0; k < steps; ++k) {
+      std::vector<P2POp> sends, recvs;
+      std::vector<std::vector<char>> staging;
+      std::vector<std::pair<const Ring*, int64_t>> sums;  // (ring, offset) of each staged receive
+      for (const Ring& r : rings) {
+        if (k >= r.size - 1) continue;
+        const uint32_t tag = tag_base + static_cast<uint32_t>(r.expert) * 2 + phase;
+        int64_t send_offset = 0, recv_offset = 0;
+        // Reduce-scatter sends the segment it has summed so far; all-gather the finished one.
+        const int send_segment = phase == 0 ? r.index - k : r.index + 1 - k;
+        const int recv_segment = phase == 0 ? r.index - k - 1 : r.index - k;
+        const int64_t send_bytes = segment(r, send_segment, &send_offset);
+        const int64_t recv_bytes = segment(r, recv_segment, &recv_offset);
+        sends.push_back({r.next, tag, r.data + send_offset, send_bytes});
+        if (phase == 0) {
+          staging.emplace_back(recv_bytes);
+          recvs.push_back({r.prev, tag, staging.back().data(), recv_bytes});
+          sums.push_back({&r, recv_offset});
+        } else {
+          recvs.push_back({r.prev, tag, r.data + recv_offset, recv_bytes});
+        }
+      }
+      if (sends.empty()) continue;
+      if (absl::Status s = comm.SendRecv(sends, recvs, CommKind::kSparseReduceScatter); !s.ok()) {
+        return s;
+      }
+      for (size_t i = 0; i < sums.size(); ++i) {
+        const int64_t n = static_cast<int64_t>(staging[i].size()) / element_bytes;
+        void* dst = sums[i].first->data + sums[i].second;
+        if (element_bytes == 8) {
+          AddInto<double>(dst, staging[i].data(), n);
+        } else {
+          AddInto<float>(dst, staging[i].data(), n);
+        }
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace hecate::worker

@@ -147,6 +147,16 @@ absl::Status SparseAllGather(Communicator& comm, const SparseSchedule& schedule,
 absl::Status SparseReduceScatter(Communicator& comm, const SparseSchedule& schedule,
                                  const ChunkAccess& grads, int element_bytes, uint32_t tag_base);
 
+// The gradient AllReduce of persistent replicas (FlexMoE, SmartMoE, EPLB: every holder keeps the
+// expert's parameters and optimizer state): for each expert held by two or more ranks, its
+// holders sum their gradient chunks with a ring (a reduce-scatter then an all-gather over the
+// holders in ascending order, the chunk split in one segment per holder), so every member moves
+// 2(n-1)/n of a chunk each way, and every holder ends with bitwise the same sum. Bytes count as
+// CommKind::kSparseReduceScatter. Runs the rings of every expert this rank holds together, one
+// batch per ring step.
+absl::Status ReplicaAllReduce(Communicator& comm, const placement::LayerPlan& layer,
+                              const ChunkAccess& grads, int element_bytes, uint32_t tag_base);
+
 }  // namespace hecate::worker
 
 #endif  // HECATE_WORKER_COMM_COMMUNICATOR_H_

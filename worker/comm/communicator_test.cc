@@ -247,5 +247,53 @@ TEST(AsyncLaneTest, SparseCollectivesOnALaneMatchTheBlockingOnes) {
   });
 }
 
+// Persistent replicas' gradient AllReduce: every holder of an expert ends with the sum of the
+// holders' gradients, bitwise the same on all of them, and each moves 2(n-1)/n of a chunk each
+// way (ring), over random holder sets of 4 ranks.
+TEST(ReplicaAllReduceTest, EveryHolderGetsTheSameSumAtRingCost) {
+  InProcessGroup g(4, absl::Seconds(10));
+  placement::Rng rng(5);
+  placement::LayerPlan layer;
+  const int experts = 6;
+  for (int e = 0; e < experts; ++e) {
+    layer.owner.push_back(static_cast<int>(rng.Below(4)));
+    std::vector<int> holders;
+    for (int d = 0; d < 4; ++d) {
+      if (d == layer.owner[e] || rng.Below(2)) holders.push_back(d);
+    }
+    layer.replicas.push_back(holders);
+  }
+  constexpr int64_t kElements = 12;  // divisible by every group size
+  std::vector<std::vector<std::vector<double>>> grads(4);
+  OnRanks(g, [&](int r, Communicator& c) {
+    grads[r].assign(experts, std::vector<double>(kElements, 0.0));
+    for (int e = 0; e < experts; ++e) {
+      for (int64_t i = 0; i < kElements; ++i) grads[r][e][i] = 0.1 * (r + 1) + e + 0.01 * i;
+    }
+    ChunkAccess access{
+        [&, r](placement::ExpertId e) { return static_cast<void*>(grads[r][e].data()); },
+        kElements * 8};
+    const absl::Status st = ReplicaAllReduce(c, layer, access, 8, 9000);
+    ASSERT_TRUE(st.ok()) << st;
+    int64_t expected_bytes = 0;
+    for (int e = 0; e < experts; ++e) {
+      const int n = static_cast<int>(layer.replicas[e].size());
+      if (n >= 2 && layer.Holds(e, r)) expected_bytes += 2 * (n - 1) * kElements * 8 / n;
+    }
+    EXPECT_EQ(c.counters().sent(CommKind::kSparseReduceScatter), expected_bytes);
+    EXPECT_EQ(c.counters().received(CommKind::kSparseReduceScatter), expected_bytes);
+  });
+  for (int e = 0; e < experts; ++e) {
+    for (int64_t i = 0; i < kElements; ++i) {
+      double sum = 0;
+      for (int h : layer.replicas[e]) sum += 0.1 * (h + 1) + e + 0.01 * i;
+      for (int h : layer.replicas[e]) {
+        EXPECT_NEAR(grads[h][e][i], sum, 1e-12) << "expert " << e << " holder " << h;
+        EXPECT_EQ(grads[h][e][i], grads[layer.replicas[e][0]][e][i]) << "not bitwise equal";
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace hecate::worker

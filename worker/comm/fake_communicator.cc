@@ -179,7 +179,7 @@ void InProcessGroup::Kill(int r) {
 void InProcessGroup::Post(int src, int dst, uint64_t key, const void* data, int64_t bytes) {
   absl::MutexLock lock(&mu_);
   const char* p = static_cast<const char*>(data);
-  mail_[{src, dst, key}].assign(p, p + bytes);
+  mail_[{src, dst, key}].emplace_back(p, p + bytes);
 }
 
 absl::Status InProcessGroup::Take(int src, int dst, uint64_t key, void* data, int64_t bytes) {
@@ -195,12 +195,14 @@ absl::Status InProcessGroup::Take(int src, int dst, uint64_t key, void* data, in
   if (it == mail_.end()) {
     return absl::UnavailableError(absl::StrCat("rank ", dst, ": peer rank ", src, " died"));
   }
-  if (static_cast<int64_t>(it->second.size()) != bytes) {
+  std::vector<char>& message = it->second.front();
+  if (static_cast<int64_t>(message.size()) != bytes) {
     return absl::InternalError(absl::StrCat("rank ", dst, ": expected ", bytes, " bytes from ", src,
-                                            ", got ", it->second.size()));
+                                            ", got ", message.size()));
   }
-  std::memcpy(data, it->second.data(), bytes);
-  mail_.erase(it);
+  std::memcpy(data, message.data(), bytes);
+  it->second.pop_front();
+  if (it->second.empty()) mail_.erase(it);
   return absl::OkStatus();
 }
 

@@ -7,6 +7,7 @@
 #ifndef HECATE_WORKER_COMM_FAKE_COMMUNICATOR_H_
 #define HECATE_WORKER_COMM_FAKE_COMMUNICATOR_H_
 
+#include <deque>
 #include <map>
 #include <memory>
 #include <tuple>
@@ -32,7 +33,10 @@ class InProcessGroup {
 
  private:
   absl::Mutex mu_;
-  std::map<std::tuple<int, int, uint64_t>, std::vector<char>> mail_ ABSL_GUARDED_BY(mu_);
+  // Messages with the same (source, destination, key) are delivered in the order they were
+  // posted, as Gloo's and NCCL's are.
+  std::map<std::tuple<int, int, uint64_t>, std::deque<std::vector<char>>> mail_
+      ABSL_GUARDED_BY(mu_);
   std::vector<bool> dead_ ABSL_GUARDED_BY(mu_);
   absl::Duration timeout_;
   std::vector<std::unique_ptr<Communicator>> comms_;

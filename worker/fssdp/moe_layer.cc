@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "placement/baselines.h"
 #include "placement/calibration.h"
 #include "worker/fssdp/adam.h"
 #include "worker/fssdp/expert_ffn.h"
@@ -110,53 +111,94 @@ torch::Tensor MoELayer::InitExpert(pl::ExpertId e) const {
   return torch::cat({w1, w2}).to(config_.device);
 }
 
-absl::Status MoELayer::ApplyPlan(const pl::LayerPlan& plan, pl::DispatchRule rule) {
+namespace {
+
+// The ranks that keep expert e's parameters and Adam state: its owner, or, for persistent
+// replicas, every holder.
+std::vector<pl::DeviceId> StateHolders(const pl::LayerPlan& layer, pl::ReplicaSemantics semantics,
+                                       pl::ExpertId e) {
+  if (semantics == pl::ReplicaSemantics::kPersistent) return layer.replicas[e];
+  return {layer.owner[e]};
+}
+
+bool Contains(const std::vector<pl::DeviceId>& v, pl::DeviceId d) {
+  return std::find(v.begin(), v.end(), d) != v.end();
+}
+
+}  // namespace
+
+void MoELayer::CountPersistentCopy(int64_t sign) {
+  // A persistent copy keeps parameters, gradient and Adam's two moments, as the memory model
+  // charges it.
+  if (memory_ != nullptr) memory_->Add(sign * 4 * CopyBytes());
+}
+
+absl::Status MoELayer::ApplyPlan(const pl::LayerPlan& plan, pl::DispatchRule rule,
+                                 pl::ReplicaSemantics semantics) {
   if (config_.device.is_cuda() && !comm_->device_memory()) {
     return absl::FailedPreconditionError(
         "a MoE layer on CUDA needs a device-memory communicator (NCCL), not a host one (Gloo)");
   }
   const int me = comm_->rank();
   rule_ = rule;
+  auto persistent_copy = [&](const pl::LayerPlan& p, pl::ReplicaSemantics sem, pl::ExpertId e) {
+    return sem == pl::ReplicaSemantics::kPersistent && p.owner[e] != me && p.Holds(e, me);
+  };
   if (!has_plan_) {
     for (pl::ExpertId e = 0; e < plan.num_experts(); ++e) {
-      if (plan.owner[e] != me) continue;
+      if (!Contains(StateHolders(plan, semantics, e), me)) continue;
       torch::Tensor p = InitExpert(e);
       owned_[e] = Owned{p, torch::zeros_like(p), torch::zeros_like(p)};
+      if (persistent_copy(plan, semantics, e)) CountPersistentCopy(+1);
     }
     plan_ = plan;
+    semantics_ = semantics;
     has_plan_ = true;
     return absl::OkStatus();
   }
-  // Migrate parameters and Adam state of re-owned experts.
+  // Move parameters and Adam state to every rank that keeps them under the new plan and did not
+  // under the old one (a new owner, or a new persistent replica), each from one rank that kept
+  // them (the old owner when it did); ranks that no longer keep them drop them.
   std::vector<P2POp> sends, recvs;
   std::map<pl::ExpertId, Owned> incoming;
+  std::vector<pl::ExpertId> dropped;
   const int64_t bytes = chunk_ * ElementBytes(config_.dtype);
   for (pl::ExpertId e = 0; e < plan.num_experts(); ++e) {
-    const int from = plan_.owner[e], to = plan.owner[e];
-    if (from == to) continue;
+    const std::vector<pl::DeviceId> before = StateHolders(plan_, semantics_, e);
+    const std::vector<pl::DeviceId> after = StateHolders(plan, semantics, e);
+    if (before == after) continue;
+    const pl::DeviceId source = Contains(before, plan_.owner[e]) ? plan_.owner[e] : before.front();
     const uint32_t tag = TagBase(layer_, 0) + static_cast<uint32_t>(e) * 4;
-    if (from == me) {
-      Owned& o = owned_[e];
-      sends.push_back({to, tag, o.param.data_ptr(), bytes});
-      sends.push_back({to, tag + 1, o.m.data_ptr(), bytes});
-      sends.push_back({to, tag + 2, o.v.data_ptr(), bytes});
+    for (pl::DeviceId to : after) {
+      if (Contains(before, to)) continue;
+      if (source == me) {
+        Owned& o = owned_[e];
+        sends.push_back({to, tag, o.param.data_ptr(), bytes});
+        sends.push_back({to, tag + 1, o.m.data_ptr(), bytes});
+        sends.push_back({to, tag + 2, o.v.data_ptr(), bytes});
+      }
+      if (to == me) {
+        auto opts = Options();
+        Owned o{torch::empty({chunk_}, opts), torch::empty({chunk_}, opts),
+                torch::empty({chunk_}, opts)};
+        recvs.push_back({source, tag, o.param.data_ptr(), bytes});
+        recvs.push_back({source, tag + 1, o.m.data_ptr(), bytes});
+        recvs.push_back({source, tag + 2, o.v.data_ptr(), bytes});
+        incoming[e] = o;
+      }
     }
-    if (to == me) {
-      auto opts = Options();
-      Owned o{torch::empty({chunk_}, opts), torch::empty({chunk_}, opts),
-              torch::empty({chunk_}, opts)};
-      recvs.push_back({from, tag, o.param.data_ptr(), bytes});
-      recvs.push_back({from, tag + 1, o.m.data_ptr(), bytes});
-      recvs.push_back({from, tag + 2, o.v.data_ptr(), bytes});
-      incoming[e] = o;
-    }
+    if (Contains(before, me) && !Contains(after, me)) dropped.push_back(e);
   }
   if (absl::Status s = comm_->SendRecv(sends, recvs, CommKind::kMigration); !s.ok()) return s;
   for (pl::ExpertId e = 0; e < plan.num_experts(); ++e) {
-    if (plan_.owner[e] == me && plan.owner[e] != me) owned_.erase(e);
+    const bool was = persistent_copy(plan_, semantics_, e) && owned_.count(e);
+    const bool is = persistent_copy(plan, semantics, e);
+    if (was != is) CountPersistentCopy(is ? +1 : -1);
   }
+  for (pl::ExpertId e : dropped) owned_.erase(e);
   for (auto& [e, o] : incoming) owned_[e] = o;
   plan_ = plan;
+  semantics_ = semantics;
   return absl::OkStatus();
 }
 
@@ -241,6 +283,8 @@ absl::Status MoELayer::BeginIteration() {
 void MoELayer::StartGather() {
   if (gather_started_) return;
   gather_started_ = true;
+  // Persistent replicas hold their parameters already; shadows are gathered after the gate.
+  if (semantics_ != pl::ReplicaSemantics::kEphemeral) return;
   Note("spag_start");
   gather_ = Gather(effective_, 1, &blocking_status_);
 }
@@ -294,6 +338,31 @@ torch::Tensor MoELayer::ForwardImpl(const torch::Tensor& x_in, const torch::Tens
     for (int e = 0; e < experts; ++e) global_counts_.at(s, e) = all[s * experts + e];
   }
   ThrowIfError(blocking_status_, &comm_status_);
+  if (semantics_ == pl::ReplicaSemantics::kShadow) {
+    // FasterMoE: the shadows are decided on this iteration's counts and broadcast now, after the
+    // gate, on the critical path.
+    if (cost_ != nullptr) {
+      pl::LayerPlan owners_only = plan_;
+      for (pl::ExpertId e = 0; e < experts; ++e) owners_only.replicas[e] = {plan_.owner[e]};
+      effective_ = pl::ShadowHotExperts(*cost_, layer_, std::move(owners_only), global_counts_,
+                                        max_shadows_, &dispatcher_);
+    }
+    times_.gate += Since(t0);
+    for (pl::ExpertId e = 0; e < experts; ++e) {
+      if (effective_.Holds(e, me) && !grads_.count(e))
+        grads_[e] = torch::zeros({chunk_}, Options());
+    }
+    AllocateCopies(effective_);
+    ChunkAccess access{[this](pl::ExpertId e) { return HeldParam(e).data_ptr(); }, chunk_ * eb};
+    Note("spag_start");
+    const absl::Time ts = absl::Now();
+    ThrowIfError(SparseAllGather(*comm_, BuildSparseSchedule(effective_, me, cluster_), access,
+                                 TagBase(layer_, 1)),
+                 &comm_status_);
+    times_.spag += Since(ts);
+    times_.spag_exposed += Since(ts);
+    t0 = absl::Now();
+  }
   // Calibration on this iteration's actual counts, if the model says it pays: copies into free
   // slots and swaps of planned copies for copies of the busiest devices' experts.
   if (config_.calibration.enabled && calibrate_ && cost_ != nullptr) {
@@ -464,10 +533,14 @@ std::pair<torch::Tensor, torch::Tensor> MoELayer::BackwardImpl(const torch::Tens
   if (lane_ != nullptr) {
     reduce_started_ = true;
     Note("sprs_start");
-    const SparseSchedule sched = BuildSparseSchedule(effective_, comm_->rank(), cluster_);
     const ChunkAccess access{[this](pl::ExpertId e) { return grads_.at(e).data_ptr(); },
                              chunk_ * eb};
-    reduce_ = StartSparseReduceScatter(*lane_, sched, access, eb, TagBase(layer_, 4));
+    if (semantics_ == pl::ReplicaSemantics::kPersistent) {
+      reduce_ = StartReplicaAllReduce(*lane_, plan_, access, eb, TagBase(layer_, 5));
+    } else {
+      const SparseSchedule sched = BuildSparseSchedule(effective_, comm_->rank(), cluster_);
+      reduce_ = StartSparseReduceScatter(*lane_, sched, access, eb, TagBase(layer_, 4));
+    }
   }
   Note("backward_done");
   return {dx_assign.view({r->tokens, r->k, d}).sum(1), torch::Tensor()};
@@ -479,12 +552,16 @@ absl::Status MoELayer::ReduceGradients() {
   if (reduce_started_) {
     s = Await(&reduce_, &times_.sprs_exposed, &times_.sprs, "sprs_wait");
   } else {
-    const SparseSchedule sched = BuildSparseSchedule(effective_, comm_->rank(), cluster_);
-    ChunkAccess access{[this](pl::ExpertId e) { return grads_.at(e).data_ptr(); },
-                       chunk_ * ElementBytes(config_.dtype)};
+    const int eb = ElementBytes(config_.dtype);
+    ChunkAccess access{[this](pl::ExpertId e) { return grads_.at(e).data_ptr(); }, chunk_ * eb};
     Note("sprs_start");
     const absl::Time t0 = absl::Now();
-    s = SparseReduceScatter(*comm_, sched, access, ElementBytes(config_.dtype), TagBase(layer_, 4));
+    if (semantics_ == pl::ReplicaSemantics::kPersistent) {
+      s = ReplicaAllReduce(*comm_, plan_, access, eb, TagBase(layer_, 5));
+    } else {
+      const SparseSchedule sched = BuildSparseSchedule(effective_, comm_->rank(), cluster_);
+      s = SparseReduceScatter(*comm_, sched, access, eb, TagBase(layer_, 4));
+    }
     times_.sprs += Since(t0);
     times_.sprs_exposed += Since(t0);
   }

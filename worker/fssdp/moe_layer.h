@@ -128,9 +128,18 @@ class MoELayer {
   int layer() const { return layer_; }
   const MoEConfig& config() const { return config_; }
 
-  // Adopts `plan` for the next iterations. If owners change, migrates parameters and Adam state
-  // (collective). The first call just takes ownership per the plan.
-  absl::Status ApplyPlan(const placement::LayerPlan& plan, placement::DispatchRule rule);
+  // Adopts `plan` for the next iterations, run with `semantics` (collective): ephemeral (FSSDP)
+  // copies gathered each iteration and summed back to the owner; persistent replicas (FlexMoE,
+  // SmartMoE, EPLB) keeping parameters and Adam state on every holder, their gradients
+  // AllReduced among the holders and every holder stepping Adam; FasterMoE's shadows decided and
+  // broadcast after the gate. Parameters and Adam state move to every rank that keeps them under
+  // the new plan and did not before. The first call just takes them per the plan.
+  absl::Status ApplyPlan(
+      const placement::LayerPlan& plan, placement::DispatchRule rule,
+      placement::ReplicaSemantics semantics = placement::ReplicaSemantics::kEphemeral);
+  placement::ReplicaSemantics semantics() const { return semantics_; }
+  // Shadow plans: at most this many experts shadowed per layer (the memory's budget).
+  void set_max_shadows(int n) { max_shadows_ = n; }
   const placement::LayerPlan& plan() const { return plan_; }
   // Whether the plan in force is calibrated (when MoEConfig::calibration is on; default true).
   void set_calibrate(bool on) { calibrate_ = on; }
@@ -143,7 +152,10 @@ class MoELayer {
   // A re-materialized layer: re-gathers the copies freed after forward (collective); no-op for a
   // resident layer or when already started.
   void StartRegather();
-  bool rematerialized() const { return plan_.remat == placement::RematMode::kRegather; }
+  bool rematerialized() const {
+    return semantics_ == placement::ReplicaSemantics::kEphemeral &&
+           plan_.remat == placement::RematMode::kRegather;
+  }
   // Routes `x` [T, d_model] with top-k indices [T, k] (int64) and weights [T, k] through the
   // experts; returns [T, d_model]. Differentiable in x and weights.
   torch::Tensor Forward(const torch::Tensor& x, const torch::Tensor& topk_idx,
@@ -167,7 +179,8 @@ class MoELayer {
   int last_calibration_copies() const { return calibration_added_; }
   int last_calibration_dropped() const { return calibration_dropped_; }
 
-  // Owned experts (for checkpoints and tests): parameters and Adam moments, by expert id.
+  // Experts whose parameters and Adam state this rank keeps (its owned ones; for persistent
+  // replicas, every one it holds), for checkpoints and tests, by expert id.
   std::vector<placement::ExpertId> OwnedExperts() const;
   torch::Tensor OwnedParam(placement::ExpertId e) const;
   torch::Tensor OwnedAdamM(placement::ExpertId e) const;
@@ -202,6 +215,8 @@ class MoELayer {
   // Frees every non-owned copy's buffer.
   void FreeCopies();
   void FreeCopy(placement::ExpertId e);
+  // Counts one persistent copy's state (sign +1 / -1) in the copy-memory meter.
+  void CountPersistentCopy(int64_t sign);
   // Waits for `op` (if any) and adds the wait to `exposed` and its run time to `total`; clears it.
   absl::Status Await(std::shared_ptr<PendingOp>* op, double* exposed, double* total,
                      const char* event);
@@ -236,6 +251,8 @@ class MoELayer {
   int calibration_added_ = 0;
   int calibration_dropped_ = 0;
 
+  placement::ReplicaSemantics semantics_ = placement::ReplicaSemantics::kEphemeral;
+  int max_shadows_ = 0;
   AsyncLane* lane_ = nullptr;
   CopyMemory* memory_ = nullptr;
   ScheduleObserver* observer_ = nullptr;

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "placement/policy.h"
+#include "placement/sharding.h"
 #include "worker/fssdp/adam.h"
 
 namespace hecate::worker {
@@ -138,9 +139,21 @@ absl::Status Trainer::ApplyPlan(const pl::Plan& plan) {
         absl::StrCat("plan has ", plan.layers.size(), " layers, model has ", config_.layers));
   }
   const bool calibrate = pl::PolicyCalibrates(plan.policy);
+  int max_shadows = 0;
+  if (plan.semantics == pl::ReplicaSemantics::kShadow) {
+    // FasterMoE's shadow budget: the copies every device's memory allows.
+    const std::vector<int> budget =
+        pl::CopyBudget(*cluster_, PlacementModel(), pl::OwnersOf(plan), plan.semantics,
+                       pl::RematMode::kKeep, /*cap=*/-1);
+    max_shadows = *std::min_element(budget.begin(), budget.end());
+  }
   for (int l = 0; l < config_.layers; ++l) {
-    if (absl::Status s = moe_[l]->ApplyPlan(plan.layers[l], plan.dispatch_rule); !s.ok()) return s;
+    if (absl::Status s = moe_[l]->ApplyPlan(plan.layers[l], plan.dispatch_rule, plan.semantics);
+        !s.ok()) {
+      return s;
+    }
     moe_[l]->set_calibrate(calibrate);
+    moe_[l]->set_max_shadows(max_shadows);
   }
   return absl::OkStatus();
 }
