@@ -1,13 +1,19 @@
-// hecate: the launcher. `hecate run` is the main job: an embedded controller plus N worker
-// processes on loopback training a small GPT-MoE, with live progress and a final summary.
+// hecate: the launcher. `hecate run` is the main job: an embedded controller plus one worker
+// process per available core (each pinned to its core, so a rank's load is its own time, as on a
+// GPU) training a small GPT-MoE under skewed routing, with live progress and a final summary;
+// `--compare=POLICY` runs the same job again under another policy and prints the step-time ratio.
 //
-//   hecate run [--workers=4] [--iterations=60] [--policy=hecate] [-- WORKER FLAGS...]
+//   hecate run [--workers=N] [--iterations=60] [--policy=hecate] [--compare=ep]
+//              [-- WORKER FLAGS...]
 //
-// Anything after "--" goes to every hecate-worker (e.g. -- --layers=4 --gate_bias=2).
+// Anything after "--" goes to every hecate-worker and wins over the launcher's defaults (e.g.
+// -- --layers=4 --gate_bias=2).
+#include <sched.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -24,7 +30,14 @@
 #include "common/flags.h"
 #include "common/subprocess.h"
 
-ABSL_FLAG(int, workers, 4, "Worker processes (ranks)");
+ABSL_FLAG(int, workers, 0, "Worker processes (ranks); 0: one per available core (at least 2)");
+ABSL_FLAG(bool, pin, true, "Pin worker r to the r-th available core (round robin)");
+ABSL_FLAG(double, skew, 6.0,
+          "Gate bias toward the experts rank 0 owns under expert parallelism (skewed routing; 0: "
+          "the router's own balance)");
+ABSL_FLAG(std::string, compare, "",
+          "Run the job again under this policy (ep: static expert parallelism) with the same seed "
+          "and print the step-time ratio");
 ABSL_FLAG(int, ranks_per_node, 2, "Ranks per simulated node (topology for dispatch; 0: one node)");
 ABSL_FLAG(int, iterations, 60, "Training iterations");
 ABSL_FLAG(std::string, policy, "hecate",
@@ -80,10 +93,188 @@ std::map<std::string, std::string> ParseKv(const std::string& line) {
 volatile sig_atomic_t g_interrupted = 0;
 void OnInterrupt(int) { g_interrupted = 1; }
 
+// The CPUs this process may run on, ascending.
+std::vector<int> AvailableCpus() {
+  std::vector<int> cpus;
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    for (int c = 0; c < CPU_SETSIZE; ++c) {
+      if (CPU_ISSET(c, &set)) cpus.push_back(c);
+    }
+  }
+  if (cpus.empty()) cpus.push_back(0);
+  return cpus;
+}
+
+// The job's model when the user gives none: expert compute dominates (wide experts, few heads,
+// short sequences), two experts per rank, and --skew biases the gate toward rank 0's two under
+// expert parallelism; the planners assume this machine's rates.
+std::vector<std::string> DefaultWorkerFlags(int workers) {
+  return {"--layers=2",         "--d_model=128",
+          "--heads=2",          absl::StrCat("--experts=", 2 * workers),
+          "--top_k=2",          "--d_ffn=2048",
+          "--seq_len=32",       "--batch=16",
+          "--skew_experts=2",   absl::StrCat("--gate_bias=", absl::GetFlag(FLAGS_skew)),
+          "--attention_ms=0",   "--device_gflops=90",
+          "--link_gbytes=2.4",  "--copy_overhead_ms=4",
+          "--reshard_period=10"};
+}
+
+struct RunResult {
+  int code = 0;  // the launcher's exit code
+  std::map<std::string, std::string> summary;
+};
+
+// One job: an embedded controller (unless `mode` is ep) and the workers, to their summary.
+RunResult RunJob(const std::string& policy, const std::string& mode, int workers,
+                 const std::vector<std::string>& worker_args, const std::string& controller_bin,
+                 const std::string& worker_bin, const std::string& state, const std::string& logs) {
+  RunResult result;
+  std::system(absl::StrCat("mkdir -p '", logs, "'").c_str());
+  proc::Subprocess controller;
+  const bool with_controller = mode == "fssdp";
+  std::string address, metrics;
+  if (with_controller) {
+    if (!controller.Start({controller_bin, "--listen=127.0.0.1:0", "--metrics-listen=127.0.0.1:0",
+                           "--state-dir=" + state + "/controller", "--policy=" + policy,
+                           "--report-deadline-ms=2000", "--reshard-period=10"},
+                          {}, logs + "/controller.log")) {
+      std::fprintf(stderr, "hecate run: cannot start %s\n", controller_bin.c_str());
+      result.code = 1;
+      return result;
+    }
+    if (!controller.WaitForLine("listening on ", absl::Seconds(60), &address) ||
+        !controller.WaitForLine("metrics on ", absl::Seconds(10), &metrics)) {
+      std::fprintf(stderr, "hecate run: the controller did not start; see %s/controller.log\n",
+                   logs.c_str());
+      result.code = 1;
+      return result;
+    }
+  }
+  const int port =
+      absl::GetFlag(FLAGS_master_port) > 0 ? absl::GetFlag(FLAGS_master_port) : proc::FreePort();
+  const std::vector<int> cpus = AvailableCpus();
+  std::printf("Hecate: %d workers (%s, policy %s), %d iterations%s\n", workers, mode.c_str(),
+              policy.c_str(), absl::GetFlag(FLAGS_iterations),
+              absl::GetFlag(FLAGS_pin)
+                  ? absl::StrCat(", pinned to cores of ", cpus.size(), " available").c_str()
+                  : "");
+  if (with_controller) {
+    std::printf("  controller      %s   (hecatectl --controller=%s status)\n", address.c_str(),
+                address.c_str());
+    std::printf("  metrics         http://%s/metrics (controller)\n", metrics.c_str());
+  }
+  std::vector<std::unique_ptr<proc::Subprocess>> ranks;
+  for (int r = 0; r < workers; ++r) {
+    std::vector<std::string> argv = {
+        worker_bin,
+        "--mode=" + mode,
+        "--policy=" + policy,
+        absl::StrCat("--iterations=", absl::GetFlag(FLAGS_iterations)),
+        absl::StrCat("--ranks_per_node=", absl::GetFlag(FLAGS_ranks_per_node)),
+        absl::StrCat("--log_every=", absl::GetFlag(FLAGS_log_every)),
+        "--job=hecate-run"};
+    const std::vector<std::string> defaults = DefaultWorkerFlags(workers);
+    argv.insert(argv.end(), defaults.begin(), defaults.end());
+    if (absl::GetFlag(FLAGS_pin)) argv.push_back(absl::StrCat("--cpu=", cpus[r % cpus.size()]));
+    if (r == 0) argv.push_back("--metrics_listen=127.0.0.1:0");
+    if (!absl::GetFlag(FLAGS_checkpoint_dir).empty()) {
+      argv.push_back("--checkpoint_dir=" + absl::GetFlag(FLAGS_checkpoint_dir));
+      argv.push_back(absl::StrCat("--checkpoint_every=", absl::GetFlag(FLAGS_checkpoint_every)));
+    }
+    if (absl::GetFlag(FLAGS_resume)) argv.push_back("--resume");
+    argv.insert(argv.end(), worker_args.begin(), worker_args.end());
+    std::vector<std::string> env = {absl::StrCat("RANK=", r), absl::StrCat("WORLD_SIZE=", workers),
+                                    absl::StrCat("LOCAL_RANK=", r), "MASTER_ADDR=127.0.0.1",
+                                    absl::StrCat("MASTER_PORT=", port)};
+    if (with_controller) env.push_back("HECATE_CONTROLLER=" + address);
+    auto p = std::make_unique<proc::Subprocess>();
+    if (!p->Start(argv, env, absl::StrCat(logs, "/worker", r, ".log"))) {
+      std::fprintf(stderr, "hecate run: cannot start worker %d\n", r);
+      result.code = 1;
+      return result;
+    }
+    ranks.push_back(std::move(p));
+  }
+  std::printf("  logs            %s\n\n", logs.c_str());
+  std::printf("%6s %8s %10s %7s %9s %8s  %s\n", "iter", "loss", "tokens/s", "balance", "plan",
+              "step_ms", "phases ms (attn gate disp expert comb spAG/exposed spRS/exposed opt)");
+  std::fflush(stdout);
+  // Rank 0's stdout carries progress and summary lines.
+  for (const std::string& l : ranks[0]->ReadLines(absl::Hours(24 * 365))) {
+    if (l.rfind("progress ", 0) == 0) {
+      auto kv = ParseKv(l);
+      std::printf("%6s %8s %10s %7s %9s %8s  %s %s %s %s %s %s/%s %s/%s %s  [%s]\n",
+                  kv["iter"].c_str(), kv["loss"].c_str(), kv["tokens_per_s"].c_str(),
+                  kv["balancedness"].c_str(), kv["plan"].c_str(), kv["step_ms"].c_str(),
+                  kv["attention_ms"].c_str(), kv["gate_ms"].c_str(), kv["dispatch_ms"].c_str(),
+                  kv["expert_ms"].c_str(), kv["combine_ms"].c_str(), kv["spag_ms"].c_str(),
+                  kv["spag_exposed_ms"].c_str(), kv["sprs_ms"].c_str(),
+                  kv["sprs_exposed_ms"].c_str(), kv["optimizer_ms"].c_str(),
+                  kv["controller"].c_str());
+      std::fflush(stdout);
+    } else if (l.rfind("summary ", 0) == 0) {
+      result.summary = ParseKv(l);
+    }
+    if (g_interrupted) break;
+  }
+  int failed = -1, failed_code = 0;
+  for (int r = 0; r < workers; ++r) {
+    if (g_interrupted) ranks[r]->Signal(SIGTERM);
+    const int code = ranks[r]->Wait(absl::Seconds(180));
+    if (code != 0 && failed < 0) {
+      failed = r;
+      failed_code = code;
+    }
+  }
+  if (with_controller) {
+    controller.Signal(SIGTERM);
+    controller.Wait(absl::Seconds(30));
+  }
+  if (g_interrupted) {
+    std::fprintf(stderr, "hecate run: interrupted\n");
+    result.code = 130;
+    return result;
+  }
+  if (failed >= 0) {
+    std::fprintf(stderr,
+                 "hecate run: worker %d failed (exit %d%s); see %s/worker%d.log (and the other "
+                 "workers' logs)\n",
+                 failed, failed_code,
+                 failed_code == 3 ? ": a collective failed, a peer died or timed out" : "",
+                 logs.c_str(), failed);
+    result.code = 1;
+    return result;
+  }
+  auto& sm = result.summary;
+  std::printf(
+      "\nsummary: %s iterations, loss %s -> %s, step %s ms median (%s ms mean), %s tokens/s, "
+      "%s plan switches (final %s), spAG %s B, spRS %s B, All-to-All %s B (rank 0), spAG "
+      "%s ms/step of which %s exposed, spRS %s ms of which %s exposed, peak copies %s B "
+      "(plan predicted %s B), calibration %s copies gathered / %s dropped\n",
+      sm["iterations"].c_str(), sm["first_loss"].c_str(), sm["last_loss"].c_str(),
+      sm["median_step_ms"].c_str(), sm["mean_step_ms"].c_str(), sm["tokens_per_s"].c_str(),
+      sm["plans_applied"].c_str(), sm["final_plan"].c_str(), sm["spag_bytes"].c_str(),
+      sm["sprs_bytes"].c_str(), sm["a2a_bytes"].c_str(), sm["mean_spag_ms"].c_str(),
+      sm["mean_spag_exposed_ms"].c_str(), sm["mean_sprs_ms"].c_str(),
+      sm["mean_sprs_exposed_ms"].c_str(), sm["peak_copy_bytes"].c_str(),
+      sm["predicted_copy_bytes"].c_str(), sm["calibration_gathered"].c_str(),
+      sm["calibration_dropped"].c_str());
+  std::fflush(stdout);
+  return result;
+}
+
 int Run(const std::vector<std::string>& worker_args) {
-  const int workers = absl::GetFlag(FLAGS_workers);
+  const std::vector<int> cpus = AvailableCpus();
+  int workers = absl::GetFlag(FLAGS_workers);
+  if (workers == 0) workers = std::max<int>(2, cpus.size());
   if (workers < 1) {
-    std::fprintf(stderr, "hecate run: --workers must be >= 1\n");
+    std::fprintf(stderr, "hecate run: --workers must be >= 0 (0: one per available core)\n");
+    return 2;
+  }
+  const std::string mode = absl::GetFlag(FLAGS_mode);
+  if (mode != "fssdp" && mode != "ep") {
+    std::fprintf(stderr, "hecate run: --mode must be fssdp or ep, not '%s'\n", mode.c_str());
     return 2;
   }
   const std::string controller_bin = FindBinary("controller/hecate-controller");
@@ -103,124 +294,26 @@ int Run(const std::vector<std::string>& worker_args) {
   }
   std::string logs = absl::GetFlag(FLAGS_log_dir);
   if (logs.empty()) logs = state + "/logs";
-  std::system(absl::StrCat("mkdir -p '", logs, "'").c_str());
-
   signal(SIGINT, OnInterrupt);
   signal(SIGTERM, OnInterrupt);
-  proc::Subprocess controller;
-  const bool with_controller = absl::GetFlag(FLAGS_mode) == "fssdp";
-  std::string address, metrics;
-  if (with_controller) {
-    if (!controller.Start(
-            {controller_bin, "--listen=127.0.0.1:0", "--metrics-listen=127.0.0.1:0",
-             "--state-dir=" + state + "/controller", "--policy=" + absl::GetFlag(FLAGS_policy),
-             "--report-deadline-ms=2000", "--reshard-period=20"},
-            {}, logs + "/controller.log")) {
-      std::fprintf(stderr, "hecate run: cannot start %s\n", controller_bin.c_str());
-      return 1;
-    }
-    if (!controller.WaitForLine("listening on ", absl::Seconds(60), &address) ||
-        !controller.WaitForLine("metrics on ", absl::Seconds(10), &metrics)) {
-      std::fprintf(stderr, "hecate run: the controller did not start; see %s/controller.log\n",
-                   logs.c_str());
-      return 1;
-    }
-  }
-  const int port =
-      absl::GetFlag(FLAGS_master_port) > 0 ? absl::GetFlag(FLAGS_master_port) : proc::FreePort();
-  std::printf("Hecate: %d workers (%s, policy %s), %d iterations\n", workers,
-              absl::GetFlag(FLAGS_mode).c_str(), absl::GetFlag(FLAGS_policy).c_str(),
-              absl::GetFlag(FLAGS_iterations));
-  if (with_controller) {
-    std::printf("  controller      %s   (hecatectl --controller=%s status)\n", address.c_str(),
-                address.c_str());
-    std::printf("  metrics         http://%s/metrics (controller)\n", metrics.c_str());
-  }
-  std::vector<std::unique_ptr<proc::Subprocess>> ranks;
-  for (int r = 0; r < workers; ++r) {
-    std::vector<std::string> argv = {
-        worker_bin,
-        "--mode=" + absl::GetFlag(FLAGS_mode),
-        "--policy=" + absl::GetFlag(FLAGS_policy),
-        absl::StrCat("--iterations=", absl::GetFlag(FLAGS_iterations)),
-        absl::StrCat("--ranks_per_node=", absl::GetFlag(FLAGS_ranks_per_node)),
-        absl::StrCat("--log_every=", absl::GetFlag(FLAGS_log_every)),
-        "--job=hecate-run"};
-    if (r == 0) argv.push_back("--metrics_listen=127.0.0.1:0");
-    if (!absl::GetFlag(FLAGS_checkpoint_dir).empty()) {
-      argv.push_back("--checkpoint_dir=" + absl::GetFlag(FLAGS_checkpoint_dir));
-      argv.push_back(absl::StrCat("--checkpoint_every=", absl::GetFlag(FLAGS_checkpoint_every)));
-    }
-    if (absl::GetFlag(FLAGS_resume)) argv.push_back("--resume");
-    argv.insert(argv.end(), worker_args.begin(), worker_args.end());
-    std::vector<std::string> env = {absl::StrCat("RANK=", r), absl::StrCat("WORLD_SIZE=", workers),
-                                    absl::StrCat("LOCAL_RANK=", r), "MASTER_ADDR=127.0.0.1",
-                                    absl::StrCat("MASTER_PORT=", port)};
-    if (with_controller) env.push_back("HECATE_CONTROLLER=" + address);
-    auto p = std::make_unique<proc::Subprocess>();
-    if (!p->Start(argv, env, absl::StrCat(logs, "/worker", r, ".log"))) {
-      std::fprintf(stderr, "hecate run: cannot start worker %d\n", r);
-      return 1;
-    }
-    ranks.push_back(std::move(p));
-  }
-  std::printf("  logs            %s\n\n", logs.c_str());
-  std::printf("%6s %8s %10s %7s %9s %8s  %s\n", "iter", "loss", "tokens/s", "balance", "plan",
-              "step_ms", "phases ms (attn gate disp expert comb spAG spRS opt)");
-  std::fflush(stdout);
-  // Rank 0's stdout carries progress and summary lines.
-  std::string line;
-  std::map<std::string, std::string> summary;
-  for (const std::string& l : ranks[0]->ReadLines(absl::Hours(24 * 365))) {
-    if (l.rfind("progress ", 0) == 0) {
-      auto kv = ParseKv(l);
-      std::printf("%6s %8s %10s %7s %9s %8s  %s %s %s %s %s %s %s %s  [%s]\n", kv["iter"].c_str(),
-                  kv["loss"].c_str(), kv["tokens_per_s"].c_str(), kv["balancedness"].c_str(),
-                  kv["plan"].c_str(), kv["step_ms"].c_str(), kv["attention_ms"].c_str(),
-                  kv["gate_ms"].c_str(), kv["dispatch_ms"].c_str(), kv["expert_ms"].c_str(),
-                  kv["combine_ms"].c_str(), kv["spag_ms"].c_str(), kv["sprs_ms"].c_str(),
-                  kv["optimizer_ms"].c_str(), kv["controller"].c_str());
-      std::fflush(stdout);
-    } else if (l.rfind("summary ", 0) == 0) {
-      summary = ParseKv(l);
-    }
-    if (g_interrupted) break;
-  }
-  int failed = -1, failed_code = 0;
-  for (int r = 0; r < workers; ++r) {
-    if (g_interrupted) ranks[r]->Signal(SIGTERM);
-    const int code = ranks[r]->Wait(absl::Seconds(180));
-    if (code != 0 && failed < 0) {
-      failed = r;
-      failed_code = code;
-    }
-  }
-  if (with_controller) {
-    controller.Signal(SIGTERM);
-    controller.Wait(absl::Seconds(30));
-  }
-  if (g_interrupted) {
-    std::fprintf(stderr, "hecate run: interrupted\n");
-    return 130;
-  }
-  if (failed >= 0) {
-    std::fprintf(stderr,
-                 "hecate run: worker %d failed (exit %d%s); see %s/worker%d.log (and the other "
-                 "workers' logs)\n",
-                 failed, failed_code,
-                 failed_code == 3 ? ": a collective failed, a peer died or timed out" : "",
-                 logs.c_str(), failed);
+  const std::string policy = absl::GetFlag(FLAGS_policy);
+  const std::string compare = absl::GetFlag(FLAGS_compare);
+  RunResult main_run = RunJob(policy, mode, workers, worker_args, controller_bin, worker_bin, state,
+                              compare.empty() ? logs : logs + "/" + policy);
+  if (main_run.code != 0 || compare.empty()) return main_run.code;
+  std::printf("\n-- the same job under %s --\n", compare.c_str());
+  RunResult other = RunJob(compare, compare == "ep" ? "ep" : "fssdp", workers, worker_args,
+                           controller_bin, worker_bin, state + "/" + compare, logs + "/" + compare);
+  if (other.code != 0) return other.code;
+  double ours = 0, theirs = 0;
+  if (!absl::SimpleAtod(main_run.summary["median_step_ms"], &ours) ||
+      !absl::SimpleAtod(other.summary["median_step_ms"], &theirs) || ours <= 0) {
+    std::fprintf(stderr, "hecate run: a run printed no step time to compare\n");
     return 1;
   }
-  std::printf(
-      "\nsummary: %s iterations, loss %s -> %s, mean step %s ms, %s tokens/s, %s plan "
-      "switches (final %s), spAG %s B, spRS %s B, All-to-All %s B (rank 0), calibration "
-      "%s copies gathered / %s dropped\n",
-      summary["iterations"].c_str(), summary["first_loss"].c_str(), summary["last_loss"].c_str(),
-      summary["mean_step_ms"].c_str(), summary["tokens_per_s"].c_str(),
-      summary["plans_applied"].c_str(), summary["final_plan"].c_str(),
-      summary["spag_bytes"].c_str(), summary["sprs_bytes"].c_str(), summary["a2a_bytes"].c_str(),
-      summary["calibration_gathered"].c_str(), summary["calibration_dropped"].c_str());
+  std::printf("\ncompare: %s %.1f ms/step, %s %.1f ms/step (median): %s is %.2fx %s\n",
+              policy.c_str(), ours, compare.c_str(), theirs, policy.c_str(),
+              theirs >= ours ? theirs / ours : ours / theirs, theirs >= ours ? "faster" : "slower");
   return 0;
 }
 

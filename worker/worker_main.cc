@@ -8,13 +8,16 @@
 // Rank 0 prints one "progress ..." line per logged iteration and a final "summary ..." line on
 // stdout (hecate run parses them); logs go to stderr. Exit codes: 0 done, 2 usage, 3 a collective
 // failed (a peer died or timed out), 4 bad input (data, checkpoint), 1 other.
+#include <dirent.h>
 #include <malloc.h>
+#include <sched.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -88,6 +91,9 @@ ABSL_FLAG(int64_t, calibration_cell_budget, hecate::placement::kCalibrationCellB
           "Calibration: device x expert cells the swaps may evaluate per layer (0: no swaps)");
 ABSL_FLAG(std::string, data, "/usr/share/games/fortunes/fortunes", "Training text (bytes)");
 ABSL_FLAG(int, threads, 1, "Intra-op threads");
+ABSL_FLAG(int, cpu, -1,
+          "Pin this process (and every thread it starts) to this CPU core, so the rank's load is "
+          "its own time as on a GPU (-1: no pinning)");
 ABSL_FLAG(int, collective_timeout_s, 60, "Collective and rendezvous timeout");
 ABSL_FLAG(std::string, checkpoint_dir, "", "Write checkpoints here");
 ABSL_FLAG(int, checkpoint_every, 0, "Checkpoint every N iterations (0: never)");
@@ -161,6 +167,37 @@ absl::StatusOr<pl::Cluster> DeriveCluster(Communicator& comm, const std::string&
   return pl::Cluster::Create(spec);
 }
 
+// Pins every thread of this process to `cpu`: the ones running now (a BLAS pool starts when its
+// library loads) and, through the mask they inherit, every one started later (LibTorch's, Gloo's,
+// the lane's).
+absl::Status PinProcess(int cpu) {
+  if (cpu >= CPU_SETSIZE) return absl::InvalidArgumentError(absl::StrCat("no CPU ", cpu));
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  DIR* tasks = opendir("/proc/self/task");
+  if (tasks == nullptr) return absl::UnavailableError("cannot list /proc/self/task");
+  absl::Status status;
+  while (dirent* entry = readdir(tasks)) {
+    int tid = 0;
+    if (!absl::SimpleAtoi(entry->d_name, &tid)) continue;
+    if (sched_setaffinity(tid, sizeof(set), &set) != 0) {
+      status = absl::InvalidArgumentError(
+          absl::StrCat("cannot pin thread ", tid, " to CPU ", cpu, ": ", std::strerror(errno)));
+    }
+  }
+  closedir(tasks);
+  return status;
+}
+
+// The median of `v` (0 when empty): a step time robust to this machine's stalls.
+double MedianSeconds(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
 // LibTorch's CPU allocator takes every tensor from malloc. glibc serves blocks above its mmap
 // threshold (128 KiB, rising dynamically) with fresh mappings and returns freed heap tops to the
 // kernel, so the activations a step allocates and frees (tens of MiB per MoE layer) fault their
@@ -211,6 +248,12 @@ int Main(int argc, char** argv) {
     return kUsage;
   }
   SetLogComponent(absl::StrCat("worker", rank));
+  if (const int cpu = absl::GetFlag(FLAGS_cpu); cpu >= 0) {
+    if (absl::Status s = PinProcess(cpu); !s.ok()) {
+      std::fprintf(stderr, "hecate-worker: --cpu: %s\n", s.ToString().c_str());
+      return kUsage;
+    }
+  }
   // Metrics.
   auto registry = std::make_shared<prometheus::Registry>();
   WorkerMetrics metrics(registry);
@@ -414,6 +457,7 @@ int Main(int argc, char** argv) {
   const int log_every = std::max(1, absl::GetFlag(FLAGS_log_every));
   pl::ModelLoad last_global;
   double first_loss = 0, last_loss = 0, step_sum = 0;
+  std::vector<double> step_times;
   int64_t tokens_sum = 0;
   int64_t calibration_gathered = 0, calibration_dropped = 0;
   int64_t peak_copy_bytes = 0, max_predicted_copy_bytes = 0;
@@ -537,6 +581,7 @@ int Main(int argc, char** argv) {
     if (steps == 0) first_loss = r->loss;
     last_loss = r->loss;
     step_sum += r->times.step;
+    step_times.push_back(r->times.step);
     tokens_sum += r->tokens;
     ++steps;
     if (rank == 0 && (it % log_every == 0 || it + 1 == static_cast<uint64_t>(iterations))) {
@@ -580,7 +625,8 @@ int Main(int argc, char** argv) {
         "spag_bytes=%lld "
         "sprs_bytes=%lld a2a_bytes=%lld reports_dropped=%lld calibration_gathered=%lld "
         "calibration_dropped=%lld mean_spag_ms=%.2f mean_spag_exposed_ms=%.2f mean_sprs_ms=%.2f "
-        "mean_sprs_exposed_ms=%.2f peak_copy_bytes=%lld predicted_copy_bytes=%lld overlap=%d\n",
+        "mean_sprs_exposed_ms=%.2f peak_copy_bytes=%lld predicted_copy_bytes=%lld overlap=%d "
+        "median_step_ms=%.1f\n",
         steps, first_loss, last_loss, steps ? step_sum / steps * 1e3 : 0.0,
         step_sum > 0 ? tokens_sum / step_sum : 0.0, plans_applied,
         static_cast<unsigned long long>(applied->id.epoch),
@@ -594,7 +640,7 @@ int Main(int argc, char** argv) {
         steps ? spag_sum / steps * 1e3 : 0.0, steps ? spag_exposed_sum / steps * 1e3 : 0.0,
         steps ? sprs_sum / steps * 1e3 : 0.0, steps ? sprs_exposed_sum / steps * 1e3 : 0.0,
         static_cast<long long>(peak_copy_bytes), static_cast<long long>(max_predicted_copy_bytes),
-        lane != nullptr ? 1 : 0);
+        lane != nullptr ? 1 : 0, MedianSeconds(step_times) * 1e3);
     std::fflush(stdout);
   }
   return kDone;
