@@ -44,6 +44,11 @@ struct ClusterSpec {
   double device_nic_bandwidth_bytes_per_second = 0;
   // Fixed cost of one collective step, seconds.
   double link_latency_seconds = 0;
+  // Whether the workers move data beside their compute (the asynchronous lane: GPUs' copy engines
+  // and NICs, CPU workers' second set of connections), so the schedule hides transfers behind
+  // compute; false for workers run blocking (--overlap=false), whose transfers take the step's
+  // time (docs/cost-model.md "Schedule").
+  bool transfers_overlap_compute = true;
 };
 
 // A validated cluster with precomputed topology maps.
@@ -78,6 +83,7 @@ class Cluster {
     return cap > 0 && cap < inter_bw() ? cap : inter_bw();
   }
   double latency() const { return spec_.link_latency_seconds; }
+  bool transfers_overlap_compute() const { return spec_.transfers_overlap_compute; }
   // The bandwidth the paper's overlap degree uses: inter-node (one device's cap) on a multi-node
   // cluster whose inter-node links are slower, otherwise intra-node.
   double overlap_bw() const;

@@ -45,7 +45,8 @@ CostModel::CostModel(const Cluster& cluster, const ModelSpec& model,
     : cluster_(cluster),
       model_(model),
       attention_s_(attention_forward_seconds >= 0 ? attention_forward_seconds
-                                                  : model.attention_forward_seconds) {}
+                                                  : model.attention_forward_seconds),
+      overlap_(cluster.transfers_overlap_compute()) {}
 
 double CostModel::ExpertSecondsPerToken(LayerId l, DeviceId d) const {
   return kComputePasses * model_.layers[l].expert_flops_per_token / cluster_.flops(d);
@@ -57,11 +58,12 @@ double CostModel::AllToAllSecondsPerCrossNodeToken() const {
 
 CostModel::HidingWindows CostModel::Windows(LayerId l, double compute_seconds,
                                             double all_to_all_seconds) const {
+  HidingWindows w;
+  if (!overlap_) return w;  // nothing hides a transfer that takes compute's time
   const double a2a = all_to_all_seconds / kAllToAllsPerLayer;
   const double pass = compute_seconds / kComputePasses;
   const double forward_cycle = attention_s_ + 2 * a2a + pass;
   const double backward_cycle = 2 * attention_s_ + 2 * a2a + 2 * pass;
-  HidingWindows w;
   w.forward = l == 0 ? attention_s_ + a2a : forward_cycle;
   const bool top = l + 1 == model_.num_layers();
   if (l == 0 || top) {

@@ -84,9 +84,9 @@ class CostModel {
                                 DispatchRule rule, ReplicaSemantics semantics,
                                 Dispatcher* dispatcher,
                                 const LoadAggregate* aggregate = nullptr) const;
-  // Whether transfers run beside compute (a GPU's copy engines and NICs: the schedule's
-  // timeline) or take the compute's own time (CPU workers whose lane shares their core: every
-  // transfer charged in full). Default true.
+  // Whether transfers run beside compute (the schedule's timeline) or take the step's own time
+  // (workers run blocking: every transfer charged in full). The cluster's
+  // (ClusterSpec::transfers_overlap_compute) unless set.
   void set_overlap(bool overlap) { overlap_ = overlap; }
   bool overlap() const { return overlap_; }
 

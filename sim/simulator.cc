@@ -49,7 +49,6 @@ absl::StatusOr<SimResult> Simulate(const pl::Cluster& cluster, const pl::ModelSp
   pl::CostModel cost(cluster, model,
                      options.attention_seconds >= 0 ? options.attention_seconds
                                                     : options.planner.attention_forward_seconds);
-  cost.set_overlap(options.overlap);
   // Calibration decides with what the workers believe (the planning cluster and model).
   const pl::CostModel planning_cost(planning, believed, options.planner.attention_forward_seconds);
   const double planner_attention = planning_cost.attention_forward_seconds();

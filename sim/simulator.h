@@ -47,10 +47,6 @@ struct SimOptions {
   // The model the planner believes, when it differs from the timed one only in cost parameters
   // (e.g. the fixed copy cost the workers assumed; same layers and experts). Null: the timed one.
   const placement::ModelSpec* planning_model = nullptr;
-  // Whether the simulated data plane runs transfers beside compute (GPUs: the schedule's
-  // timeline, docs/cost-model.md "Schedule"); false: CPU workers whose lane shares their core,
-  // so every transfer takes compute's time.
-  bool overlap = true;
   // Calibration as the workers run it (on by default, for the policies that calibrate): each
   // layer of the plan in force calibrated on the iteration's actual counts with the planning
   // cluster and model, its late gather timed on the simulated one (placement::Judge).

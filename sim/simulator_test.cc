@@ -164,9 +164,11 @@ TEST(SimulatorTest, PlanningClusterDecidesSimulatedClusterTimes) {
   ASSERT_TRUE(on_fast.ok());
   EXPECT_EQ(on_fast->sparse_bytes_per_iter, believed_fast->sparse_bytes_per_iter);
   EXPECT_GT(believed_fast->mean.exposed_sparse, on_fast->mean.exposed_sparse);
-  // Nothing hides the collectives when the data plane cannot overlap them.
-  o.overlap = false;
-  absl::StatusOr<SimResult> no_overlap = Simulate(c, m, loads, 12, o);
+  // Nothing hides the collectives on a cluster whose transfers take compute's time.
+  pl::ClusterSpec serial_spec = c.spec();
+  serial_spec.transfers_overlap_compute = false;
+  const pl::Cluster serial = *pl::Cluster::Create(serial_spec);
+  absl::StatusOr<SimResult> no_overlap = Simulate(serial, m, loads, 12, o);
   ASSERT_TRUE(no_overlap.ok());
   EXPECT_EQ(no_overlap->sparse_bytes_per_iter, believed_fast->sparse_bytes_per_iter);
   EXPECT_GT(no_overlap->mean.exposed_sparse, believed_fast->mean.exposed_sparse);

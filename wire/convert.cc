@@ -23,6 +23,7 @@ pl::ClusterSpec FromProto(const v1::ClusterSpec& p) {
   c.inter_node_bandwidth_bytes_per_second = p.inter_node_bandwidth_bytes_per_second();
   c.device_nic_bandwidth_bytes_per_second = p.device_nic_bandwidth_bytes_per_second();
   c.link_latency_seconds = p.link_latency_seconds();
+  c.transfers_overlap_compute = !p.transfers_share_compute();
   return c;
 }
 
@@ -40,6 +41,7 @@ v1::ClusterSpec ToProto(const pl::ClusterSpec& c) {
   p.set_inter_node_bandwidth_bytes_per_second(c.inter_node_bandwidth_bytes_per_second);
   p.set_device_nic_bandwidth_bytes_per_second(c.device_nic_bandwidth_bytes_per_second);
   p.set_link_latency_seconds(c.link_latency_seconds);
+  p.set_transfers_share_compute(!c.transfers_overlap_compute);
   return p;
 }
 

@@ -441,6 +441,7 @@ std::optional<pl::ClusterSpec> ControllerCore::DeriveCluster(const Job& job) con
   spec.inter_node_bandwidth_bytes_per_second = first.links.inter_node_bandwidth_bytes_per_second;
   spec.device_nic_bandwidth_bytes_per_second = first.links.device_nic_bandwidth_bytes_per_second;
   spec.link_latency_seconds = first.links.link_latency_seconds;
+  spec.transfers_overlap_compute = first.links.transfers_overlap_compute;
   const double flops =
       first.links.nodes.empty() ? 1e12 : first.links.nodes[0].device_flops_per_second;
   // Consecutive ranks on the same host form a node (launchers number ranks node by node).
