@@ -164,6 +164,9 @@ absl::StatusOr<pl::Cluster> DeriveCluster(Communicator& comm, const std::string&
   spec.intra_node_bandwidth_bytes_per_second = bw;
   spec.inter_node_bandwidth_bytes_per_second = bw / 2;
   spec.link_latency_seconds = 50e-6;
+  // With the lane, transfers run beside the step's compute (on CPU workers the lane mostly waits on
+  // its peers and the kernel's socket copies, //bench:calibration); blocking, they take its time.
+  spec.transfers_overlap_compute = absl::GetFlag(FLAGS_overlap);
   return pl::Cluster::Create(spec);
 }
 
@@ -618,6 +621,24 @@ int Main(int argc, char** argv) {
     }
   }
   if (agent) agent->Stop();
+  // Job-wide figures for the summary: the most copy bytes any rank held at once, and the bytes
+  // every rank sent by the sparse collectives (or the replicas' AllReduce) and by migrations.
+  const int64_t mine[3] = {peak_copy_bytes,
+                           comm->counters().sent(CommKind::kSparseAllGather) +
+                               comm->counters().sent(CommKind::kSparseReduceScatter),
+                           comm->counters().sent(CommKind::kMigration)};
+  std::vector<int64_t> all(3 * static_cast<size_t>(world));
+  if (absl::Status s = comm->AllGatherInt64(mine, 3, all.data(), CommKind::kControl); !s.ok()) {
+    std::fprintf(stderr, "hecate-worker: rank %d: final exchange failed: %s\n", rank,
+                 s.ToString().c_str());
+    return kCollective;
+  }
+  int64_t job_peak_copy_bytes = 0, job_sparse_bytes = 0, job_migration_bytes = 0;
+  for (int r = 0; r < world; ++r) {
+    job_peak_copy_bytes = std::max(job_peak_copy_bytes, all[3 * r]);
+    job_sparse_bytes += all[3 * r + 1];
+    job_migration_bytes += all[3 * r + 2];
+  }
   if (rank == 0) {
     std::printf(
         "summary iterations=%d first_loss=%.4f last_loss=%.4f mean_step_ms=%.1f "
@@ -626,7 +647,8 @@ int Main(int argc, char** argv) {
         "sprs_bytes=%lld a2a_bytes=%lld reports_dropped=%lld calibration_gathered=%lld "
         "calibration_dropped=%lld mean_spag_ms=%.2f mean_spag_exposed_ms=%.2f mean_sprs_ms=%.2f "
         "mean_sprs_exposed_ms=%.2f peak_copy_bytes=%lld predicted_copy_bytes=%lld overlap=%d "
-        "median_step_ms=%.1f\n",
+        "median_step_ms=%.1f job_peak_copy_bytes=%lld job_sparse_bytes=%lld "
+        "job_migration_bytes=%lld\n",
         steps, first_loss, last_loss, steps ? step_sum / steps * 1e3 : 0.0,
         step_sum > 0 ? tokens_sum / step_sum : 0.0, plans_applied,
         static_cast<unsigned long long>(applied->id.epoch),
@@ -640,7 +662,9 @@ int Main(int argc, char** argv) {
         steps ? spag_sum / steps * 1e3 : 0.0, steps ? spag_exposed_sum / steps * 1e3 : 0.0,
         steps ? sprs_sum / steps * 1e3 : 0.0, steps ? sprs_exposed_sum / steps * 1e3 : 0.0,
         static_cast<long long>(peak_copy_bytes), static_cast<long long>(max_predicted_copy_bytes),
-        lane != nullptr ? 1 : 0, MedianSeconds(step_times) * 1e3);
+        lane != nullptr ? 1 : 0, MedianSeconds(step_times) * 1e3,
+        static_cast<long long>(job_peak_copy_bytes), static_cast<long long>(job_sparse_bytes),
+        static_cast<long long>(job_migration_bytes));
     std::fflush(stdout);
   }
   return kDone;
