@@ -2,10 +2,11 @@
 //
 //   bazel run //bench:calibration [-- --iterations=30]
 //
-// Runs two CPU worker processes (one core and one thread each) four ways -- EP and FSSDP, balanced
-// and skewed routing -- recording each run's load trace. Fits the CPU "cluster" (expert FLOP rate,
+// Runs two CPU worker processes (one core and one thread each) eight ways -- EP and FSSDP, balanced
+// and skewed routing, and the baselines' policies (EPLB, FlexMoE, SmartMoE, FasterMoE) on skewed
+// routing -- recording each run's load trace. Fits the CPU "cluster" (expert FLOP rate,
 // All-to-All bandwidth, a fixed per-layer cost for everything outside the MoE layer) from the
-// balanced EP run alone, then simulates all four runs on their own recorded traces and reports the
+// balanced EP run alone, then simulates every run on their own recorded traces and reports the
 // error of the predicted iteration time against the measured one (target: within 15%). Also
 // measures the fixed cost of an expert copy (balanced FSSDP with one copy against none), which
 // the simulation charges and BenchModelFlags passes to the workers as --copy_overhead_ms.
@@ -29,6 +30,9 @@
 
 ABSL_FLAG(int, iterations, 30, "Iterations per measured run");
 ABSL_FLAG(int, warmup, 6, "Iterations excluded from the means");
+ABSL_FLAG(bool, serial_transfers, false,
+          "Time every run on a fitted cluster whose transfers take the step's time, as if the "
+          "workers had no lane (shows what the schedule's overlap term is worth to the fit)");
 
 namespace hecate::bench {
 namespace {
@@ -44,18 +48,26 @@ int Main(int argc, char** argv) {
   const std::string dir = mkdtemp(tmpl);
   const std::vector<std::string> model_flags = BenchModelFlags(iters);
   struct Case {
-    std::string name, mode;
+    std::string name, mode, policy;
     double bias;
     GroupResult measured;
     wire::Trace trace;
   };
-  std::vector<Case> cases = {{"ep-balanced", "ep", 0, {}, {}},
-                             {"ep-skewed", "ep", 6, {}, {}},
-                             {"fssdp-skewed", "fssdp", 6, {}, {}},
-                             {"fssdp-balanced", "fssdp", 0, {}, {}}};
+  // The persistent-replica baselines run on the same data plane as their systems run them
+  // (replicas holding state, AllReduce among the holders on the lane); FasterMoE's shadows are
+  // decided after the gate on counts the trace records.
+  std::vector<Case> cases = {{"ep-balanced", "ep", "ep", 0, {}, {}},
+                             {"ep-skewed", "ep", "ep", 6, {}, {}},
+                             {"fssdp-skewed", "fssdp", "hecate", 6, {}, {}},
+                             {"fssdp-balanced", "fssdp", "hecate", 0, {}, {}},
+                             {"eplb-skewed", "fssdp", "eplb", 6, {}, {}},
+                             {"flexmoe-skewed", "fssdp", "flexmoe", 6, {}, {}},
+                             {"smartmoe-skewed", "fssdp", "smartmoe", 6, {}, {}},
+                             {"fastermoe-skewed", "fssdp", "fastermoe", 6, {}, {}}};
   for (Case& c : cases) {
     std::vector<std::string> flags = model_flags;
     flags.push_back("--mode=" + c.mode);
+    if (c.mode == "fssdp") flags.push_back("--policy=" + c.policy);
     flags.push_back(absl::StrCat("--gate_bias=", c.bias));
     flags.push_back(absl::StrCat("--trace_out=", dir, "/", c.name, ".trace"));
     c.measured = RunWorkers(worker, 2, flags, {}, warmup, dir + "/" + c.name);
@@ -166,6 +178,7 @@ int Main(int argc, char** argv) {
   spec.intra_node_bandwidth_bytes_per_second = bandwidth;
   spec.inter_node_bandwidth_bytes_per_second = bandwidth;
   spec.link_latency_seconds = latency;
+  if (absl::GetFlag(FLAGS_serial_transfers)) spec.transfers_overlap_compute = false;
   absl::StatusOr<pl::Cluster> fitted = pl::Cluster::Create(spec);
   std::printf(
       "fitted CPU cluster: %.2f GFLOP/s per device (expert phase, balanced EP), "
@@ -185,17 +198,15 @@ int Main(int argc, char** argv) {
   double worst = 0;
   for (const Case& c : cases) {
     sim::SimOptions o;
-    o.policy = c.mode == "ep" ? "ep" : "hecate";
+    o.policy = c.policy;
     // Replay what the workers did: plan with the rates they assumed (the trace's cluster, the
-    // model's attention window, the local planner's damping), time on the fitted cluster, where
-    // the CPU data plane overlaps nothing.
+    // model's attention window, the local planner's damping), time on the fitted cluster.
     const pl::PlanningConfig local;  // what the workers' local planner used
     o.planning_cluster = &*c0;
     o.planning_model = &model;
     o.window = local.window;
     o.damping = local.damping;
     o.reshard_period = kBenchReshardPeriod;  // BenchModelFlags' --reshard_period
-    o.overlap = false;
     o.attention_seconds = attention;
     o.other_seconds_per_layer = other;
     o.warmup = warmup;
