@@ -56,15 +56,15 @@ double CostModel::AllToAllSecondsPerCrossNodeToken() const {
   return kAllToAllsPerLayer * static_cast<double>(model_.token_bytes) / cluster_.inter_bw();
 }
 
-CostModel::HidingWindows CostModel::Windows(LayerId l, double compute_seconds,
-                                            double all_to_all_seconds) const {
+CostModel::HidingWindows CostModel::Windows(LayerId l, double compute_seconds) const {
   HidingWindows w;
   if (!overlap_) return w;  // nothing hides a transfer that takes compute's time
-  const double a2a = all_to_all_seconds / kAllToAllsPerLayer;
+  // Only compute hides the lane's transfers: the All-to-Alls use the same links, so the network
+  // carries them one after the other (ChargeSchedule pauses the lane while they run).
   const double pass = compute_seconds / kComputePasses;
-  const double forward_cycle = attention_s_ + 2 * a2a + pass;
-  const double backward_cycle = 2 * attention_s_ + 2 * a2a + 2 * pass;
-  w.forward = l == 0 ? attention_s_ + a2a : forward_cycle;
+  const double forward_cycle = attention_s_ + pass;
+  const double backward_cycle = 2 * attention_s_ + 2 * pass;
+  w.forward = l == 0 ? attention_s_ : forward_cycle;
   const bool top = l + 1 == model_.num_layers();
   if (l == 0 || top) {
     w.shared = false;
@@ -171,8 +171,8 @@ LayerPrediction CostModel::EvaluateLayer(LayerId l, const LayerPlan& layer, cons
     p.spag_seconds = 0;
     p.sprs_seconds = allreduce;
     p.sprs_bytes = moved;
-    p.exposed_comm_seconds = ExposedSeconds(semantics, layer.remat, 0.0, allreduce,
-                                            Windows(l, p.compute_seconds, p.all_to_all_seconds));
+    p.exposed_comm_seconds =
+        ExposedSeconds(semantics, layer.remat, 0.0, allreduce, Windows(l, p.compute_seconds));
   } else {
     int64_t bytes = 0;
     const double t = SparseCollectiveSeconds(l, layer, &bytes);
@@ -180,8 +180,8 @@ LayerPrediction CostModel::EvaluateLayer(LayerId l, const LayerPlan& layer, cons
     p.sprs_seconds = t;
     p.spag_bytes = bytes;
     p.sprs_bytes = bytes;
-    p.exposed_comm_seconds = ExposedSeconds(semantics, layer.remat, t, t,
-                                            Windows(l, p.compute_seconds, p.all_to_all_seconds));
+    p.exposed_comm_seconds =
+        ExposedSeconds(semantics, layer.remat, t, t, Windows(l, p.compute_seconds));
   }
   p.total_seconds = p.compute_seconds + p.all_to_all_seconds + p.exposed_comm_seconds;
   return p;
@@ -202,53 +202,50 @@ void CostModel::ChargeSchedule(const Plan& plan, std::vector<LayerPrediction>* l
       exposed[l] = p.spag_seconds * (regathered(l) ? 2 : 1) + p.sprs_seconds;
     }
   } else {
+    // The lane runs its work in submission order, and only while the training thread computes or
+    // waits: during an All-to-All the links are busy, and the lane pauses. `done` is the lane's
+    // cumulative work, `submitted` the work submitted so far; a transfer is finished when `done`
+    // reaches its mark.
+    double done = 0, submitted = 0;
+    auto submit = [&](double seconds) { return submitted += seconds; };
+    auto compute = [&](double seconds) { done = std::min(submitted, done + seconds); };
+    auto wait = [&](double mark) {
+      const double w = std::max(0.0, mark - done);
+      done = std::max(done, mark);
+      return w;
+    };
     const double attention = attention_s_;
-    auto a2a = [&](int l) { return (*layers)[l].all_to_all_seconds / kAllToAllsPerLayer; };
-    auto compute = [&](int l) { return (*layers)[l].compute_seconds / kComputePasses; };
+    auto pass = [&](int l) { return (*layers)[l].compute_seconds / kComputePasses; };
     // Forward: spAG(l) joins the lane at the start of layer (l - kPrefetchLayers)'s attention;
-    // the lane runs its work in order; layer l waits for it before its experts.
+    // layer l waits for it before its experts. The All-to-Alls (dispatch, combine) pause the lane.
     std::vector<double> gathered(n, 0.0);
-    double t = 0, lane = 0;
-    int submitted = 0;
+    int queued = 0;
     for (int l = 0; l < n; ++l) {
-      for (; submitted < n && submitted <= l + kPrefetchLayers; ++submitted) {
-        if (!ephemeral) continue;
-        lane = std::max(lane, t) + (*layers)[submitted].spag_seconds;
-        gathered[submitted] = lane;
+      for (; queued < n && queued <= l + kPrefetchLayers; ++queued) {
+        if (ephemeral) gathered[queued] = submit((*layers)[queued].spag_seconds);
       }
-      t += attention + a2a(l);  // attention, gate, dispatch
+      compute(attention);  // attention, gate; then the dispatch All-to-All
       if (ephemeral) {
-        const double wait = std::max(0.0, gathered[l] - t);
-        exposed[l] += wait;
-        t += wait;
+        exposed[l] += wait(gathered[l]);
       } else if (shadow) {
-        // The shadows are broadcast after the gate: nothing hides them.
+        // The shadows are broadcast after the gate, on the training thread: nothing hides them.
         exposed[l] += (*layers)[l].spag_seconds;
-        t += (*layers)[l].spag_seconds;
       }
-      t += compute(l) + a2a(l);  // experts, combine
+      compute(pass(l));  // experts; then the combine All-to-All
     }
     // Backward: the top layer's re-gather joins the lane as forward ends, each other one when the
     // layer above starts its backward; spRS (or the replica AllReduce) when a layer's backward is
     // done; the optimizer waits for the lane.
     std::vector<double> regather_done(n, 0.0);
-    auto regather = [&](int l) {
-      lane = std::max(lane, t) + (*layers)[l].spag_seconds;
-      regather_done[l] = lane;
-    };
-    if (n > 0 && regathered(n - 1)) regather(n - 1);
+    if (n > 0 && regathered(n - 1)) regather_done[n - 1] = submit((*layers)[n - 1].spag_seconds);
     for (int l = n - 1; l >= 0; --l) {
-      if (l > 0 && regathered(l - 1)) regather(l - 1);
-      if (regathered(l)) {
-        const double wait = std::max(0.0, regather_done[l] - t);
-        exposed[l] += wait;
-        t += wait;
-      }
-      t += 2 * compute(l) + 2 * a2a(l);
-      lane = std::max(lane, t) + (*layers)[l].sprs_seconds;
-      t += 2 * attention;
+      if (l > 0 && regathered(l - 1)) regather_done[l - 1] = submit((*layers)[l - 1].spag_seconds);
+      if (regathered(l)) exposed[l] += wait(regather_done[l]);
+      compute(2 * pass(l));  // expert backward, between the two backward All-to-Alls
+      submit((*layers)[l].sprs_seconds);
+      compute(2 * attention);
     }
-    if (n > 0) exposed[0] += std::max(0.0, lane - t);
+    if (n > 0) exposed[0] += wait(submitted);
   }
   for (int l = 0; l < n; ++l) {
     LayerPrediction& p = (*layers)[l];

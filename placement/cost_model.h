@@ -104,18 +104,19 @@ class CostModel {
   // All-to-All seconds per token crossing the node NIC (all four All-to-Alls, no latency).
   double AllToAllSecondsPerCrossNodeToken() const;
   // What hides one layer's replica communication in the workers' schedule (docs/cost-model.md
-  // "Schedule"): the lane runs spAG during the forward cycle before the layer's experts, and a
-  // re-gather and spRS during backward cycles. In steady state (an interior layer) the re-gather
-  // and spRS share one backward cycle; at the edges they do not: layer 0's spAG has only its own
-  // attention and dispatch, its spRS only its attention backward before the optimizer waits, and
-  // the top layer's re-gather starts as backward does.
+  // "Schedule"): the lane runs spAG during the compute of the forward cycle before the layer's
+  // experts, and a re-gather and spRS during the compute of backward cycles; the All-to-Alls use
+  // the same links and hide nothing. In steady state (an interior layer) the re-gather and spRS
+  // share one backward cycle; at the edges they do not: layer 0's spAG has only its own attention,
+  // its spRS only its attention backward before the optimizer waits, and the top layer's
+  // re-gather starts as backward does.
   struct HidingWindows {
     double forward = 0;   // spAG
     double regather = 0;  // a re-gather of a re-materialized layer
     double reduce = 0;    // spRS (or the replica AllReduce)
     bool shared = true;   // the re-gather and spRS share one window (`reduce`)
   };
-  HidingWindows Windows(LayerId l, double compute_seconds, double all_to_all_seconds) const;
+  HidingWindows Windows(LayerId l, double compute_seconds) const;
   // The layer's exposed replica communication under those windows:
   //   ephemeral:  max(0, spAG - forward) + backward part (shared: max(0, spRS [+ re-gather] -
   //               reduce); else max(0, re-gather - regather) + max(0, spRS - reduce))

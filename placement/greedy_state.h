@@ -168,15 +168,14 @@ class GreedyState {
   double TimeOf(DeviceId d) const { return tokens_[d] * sec_per_token_[d] + Fixed(d); }
   double Fixed(DeviceId d) const { return copies_[d] * copy_s_; }
   // The cost model's exposure (CostModel::ExposedSeconds under CostModel::Windows) of a
-  // spAG/spRS taking `link_seconds`, given the layer's slowest device's compute and its
-  // All-to-All term (or the attention window alone, for calibration's late gather, which follows
-  // the gate).
-  double Exposed(double link_seconds, double compute_seconds, double a2a_seconds) const {
+  // spAG/spRS taking `link_seconds`, given the layer's slowest device's compute (or the attention
+  // window alone, for calibration's late gather, which follows the gate).
+  double Exposed(double link_seconds, double compute_seconds) const {
     if (link_seconds <= 0) return 0.0;
     const double t = link_seconds + cluster_.latency();
     CostModel::HidingWindows w;
     if (hide_behind_compute_) {
-      w = cost_.Windows(layer_, compute_seconds, a2a_seconds);
+      w = cost_.Windows(layer_, compute_seconds);
     } else {
       w.forward = attention_;
       w.regather = w.reduce = 2 * attention_;
@@ -419,8 +418,8 @@ class GreedyState {
         node_total_ + delta * (k - on_m) + (in_m - node_in_[m]) + (out_m - node_out_[m]);
     const double a2a_after = A2aSurrogate(worst, total, nodes_) * a2a_sec_per_token_;
     const double a2a_now = A2a();
-    const double exposed_now = Exposed(TreeSeconds(), max_time, a2a_now);
-    const double exposed_after = Exposed(TreeSecondsWith(e, set), new_max, a2a_after);
+    const double exposed_now = Exposed(TreeSeconds(), max_time);
+    const double exposed_after = Exposed(TreeSecondsWith(e, set), new_max);
     Outcome o;
     o.delta = (new_max - max_time) + (a2a_after - a2a_now) + (exposed_after - exposed_now);
     const DeviceId slow = by_time_[0];
@@ -465,11 +464,10 @@ class GreedyState {
     }
     const double a2a_after = A2aSurrogate(worst, total, nodes_) * a2a_sec_per_token_;
     const double a2a_now = A2a();
-    const double exposed_now = Exposed(TreeSeconds(), max_time, a2a_now);
-    // Dropping a transfer never exposes more (the slowest device and the All-to-All only get
-    // busier, so the cycles that hide it only grow); when nothing is exposed now, nothing changes.
-    const double exposed_after =
-        exposed_now > 0 ? Exposed(TreeSecondsWithout(e, c), new_max, a2a_after) : 0.0;
+    const double exposed_now = Exposed(TreeSeconds(), max_time);
+    // Dropping a transfer never exposes more (the other holders only get busier, so the cycles
+    // that hide it do not shrink); when nothing is exposed now, nothing changes.
+    const double exposed_after = exposed_now > 0 ? Exposed(TreeSecondsWithout(e, c), new_max) : 0.0;
     return (new_max - max_time) + (a2a_after - a2a_now) + (exposed_after - exposed_now);
   }
 
@@ -515,7 +513,7 @@ class GreedyState {
   // The greedy's objective for the layer as it stands (for relative thresholds).
   double Objective() const {
     const double compute = TimeOf(by_time_[0]), a2a = A2a();
-    return compute + a2a + Exposed(TreeSeconds(), compute, a2a);
+    return compute + a2a + Exposed(TreeSeconds(), compute);
   }
 
   void Commit(ExpertId e, const DeviceSpan& set) {
