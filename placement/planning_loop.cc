@@ -1,6 +1,7 @@
 #include "placement/planning_loop.h"
 
 #include <algorithm>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -85,17 +86,28 @@ absl::StatusOr<PlanOutcome> DecidePlan(const Policy& policy, const PlanRequest& 
     for (int l = 0; l < model.num_layers(); ++l) {
       t.push_back(OverlapDegree(cluster, model, l, cost.attention_forward_seconds()));
     }
-    ShardingResult sharding =
-        HeterogeneousSharding(cluster, model, ExpertLoads(*request.load), t, &owners);
-    if (!sharding.migrations.empty()) {
+    // Alg. 2 as the paper breaks ties, and spreading instead; the faster prediction is kept.
+    std::optional<Plan> best;
+    for (SlotTieBreak tie : {SlotTieBreak::kFewerFree, SlotTieBreak::kMoreFree}) {
+      ShardingResult sharding =
+          HeterogeneousSharding(cluster, model, ExpertLoads(*request.load), t, &owners, tie);
+      if (sharding.migrations.empty()) continue;
       PlanRequest reshard = r;
       reshard.owners = &sharding.owners;
       Plan resharded = policy.Compute(reshard);
-      const double saved = candidate.prediction.moe_seconds - resharded.prediction.moe_seconds;
-      if (saved * reshard_period > resharded.prediction.migration_seconds) {
+      if (!best || resharded.prediction.moe_seconds +
+                           resharded.prediction.migration_seconds / std::max(1, reshard_period) <
+                       best->prediction.moe_seconds +
+                           best->prediction.migration_seconds / std::max(1, reshard_period)) {
+        best = std::move(resharded);
+      }
+    }
+    if (best) {
+      const double saved = candidate.prediction.moe_seconds - best->prediction.moe_seconds;
+      if (saved * reshard_period > best->prediction.migration_seconds) {
         out.decision = Decision::kReshard;
-        out.predicted_gain = gain_of(resharded);
-        out.plan = std::move(resharded);
+        out.predicted_gain = gain_of(*best);
+        out.plan = std::move(*best);
         return out;
       }
     }

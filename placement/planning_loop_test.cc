@@ -240,6 +240,34 @@ TEST(CalibrationRuleTest, FreeCopiesPerDeviceOrUpToACap) {
   EXPECT_EQ(rule.FreeCopies(layer, 3), (std::vector<int>{1, 0, 0}));
 }
 
+// A re-shard takes the faster of Alg. 2's two tie-breaks: with two hot and two idle experts a
+// layer, the paper's packing leaves the last layer's hot experts together (copies needed); the
+// spreading sharding separates them in every layer, and that plan is published.
+TEST(ReshardTest, KeepsTheFasterOfTheTwoTieBreaks) {
+  const Cluster c = Cluster::Uniform(1, 2, int64_t{1} << 30, 1e11, 1e10, 1e10, 1e-5);
+  ModelSpec m = UniformModel("toy", 3, 4, 2, 128, 2048, 4, 1024, 0);
+  for (LayerSpec& l : m.layers) l.copy_seconds = 4e-3;
+  ModelLoad load;
+  for (int l = 0; l < 3; ++l) {
+    LoadMatrix lm(2, 4);
+    for (DeviceId d = 0; d < 2; ++d) lm.at(d, 0) = lm.at(d, 1) = 512;
+    load.push_back(lm);
+  }
+  std::unique_ptr<Policy> policy = *MakePolicy("hecate");
+  PlanRequest r{&c, &m, &load};
+  const Plan first = policy->Compute(r);  // even sharding: both hot experts on device 0
+  r.previous = &first;
+  r.iteration = 1;
+  absl::StatusOr<PlanOutcome> o = DecidePlan(*policy, r, /*reshard_due=*/true, 10, 0.02);
+  ASSERT_TRUE(o.ok()) << o.status();
+  ASSERT_EQ(o->decision, Decision::kReshard);
+  for (int l = 0; l < 3; ++l) {
+    const LayerPlan& layer = o->plan->layers[l];
+    EXPECT_NE(layer.owner[0], layer.owner[1]) << "layer " << l;
+    for (const std::vector<DeviceId>& holders : layer.replicas) EXPECT_EQ(holders.size(), 1u);
+  }
+}
+
 TEST(DecisionTest, Names) {
   EXPECT_STREQ(DecisionName(Decision::kFirst), "first");
   EXPECT_STREQ(DecisionName(Decision::kReshard), "reshard");

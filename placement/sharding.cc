@@ -62,8 +62,9 @@ int OverlapDegree(const Cluster& cluster, const ModelSpec& model, LayerId l,
 
 ShardingResult HeterogeneousSharding(const Cluster& cluster, const ModelSpec& model,
                                      const std::vector<std::vector<double>>& expert_loads,
-                                     const std::vector<int>& overlap_degree,
-                                     const Owners* current) {
+                                     const std::vector<int>& overlap_degree, const Owners* current,
+                                     SlotTieBreak tie_break) {
+  const bool pack = tie_break == SlotTieBreak::kFewerFree;
   const int devices = cluster.num_devices();
   const int nodes = cluster.num_nodes();
   const int layers = model.num_layers();
@@ -105,11 +106,11 @@ ShardingResult HeterogeneousSharding(const Cluster& cluster, const ModelSpec& mo
     }
     return (*current)[l][e];
   };
-  // Strict-weak "better" for two candidate devices: lower load, fewer free bytes, the current
-  // owner, lower id.
+  // Strict-weak "better" for two candidate devices: lower load, fewer free bytes (more, when
+  // spreading), the current owner, lower id.
   auto better_device = [&](DeviceId a, DeviceId b, DeviceId sticky) {
     if (device_load[a] != device_load[b]) return device_load[a] < device_load[b];
-    if (free_bytes[a] != free_bytes[b]) return free_bytes[a] < free_bytes[b];
+    if (free_bytes[a] != free_bytes[b]) return pack == (free_bytes[a] < free_bytes[b]);
     if ((a == sticky) != (b == sticky)) return a == sticky;
     return a < b;
   };
@@ -157,7 +158,7 @@ ShardingResult HeterogeneousSharding(const Cluster& cluster, const ModelSpec& mo
           if (per_device != best_node_load) {
             take = per_device < best_node_load;
           } else if (node_free != best_node_free) {
-            take = node_free < best_node_free;
+            take = pack == (node_free < best_node_free);
           } else {
             take = sticky_here;  // equal: prefer the current owner's node
           }

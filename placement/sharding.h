@@ -34,6 +34,13 @@ struct ShardingResult {
   std::vector<int64_t> owned_bytes;
 };
 
+// Which way Alg. 2 breaks a tie between equally loaded nodes or devices: the paper's rule packs the
+// one with fewer free slots (keeping freer devices for later layers); the other spreads, toward
+// more free slots. When many experts carry no load (every tie), packing can fill one device early,
+// and the last layers then have their hot experts forced together; DecidePlan tries both and
+// keeps the faster prediction.
+enum class SlotTieBreak { kFewerFree, kMoreFree };
+
 // Alg. 2. `expert_loads[l][e]` is the predicted global load; `overlap_degree[l]` is t for layer l
 // (its top-t experts are "overlappable" and placed last). Ties prefer the expert's current owner
 // (`current`, may be null) to keep migration small.
@@ -42,12 +49,13 @@ struct ShardingResult {
 //      experts);
 //   2. under-loaded experts of every layer, layers by their hottest expert (descending), experts
 //      by load (descending): least-loaded node (per-layer load placed so far, per device of the
-//      node), then its least-loaded device; ties toward fewer free slots, then the current owner,
-//      then the lower id;
+//      node), then its least-loaded device; ties toward fewer free slots (`tie_break`), then the
+//      current owner, then the lower id;
 //   3. the top-t experts of each layer into the remaining capacity, least-loaded device first.
 ShardingResult HeterogeneousSharding(const Cluster& cluster, const ModelSpec& model,
                                      const std::vector<std::vector<double>>& expert_loads,
-                                     const std::vector<int>& overlap_degree, const Owners* current);
+                                     const std::vector<int>& overlap_degree, const Owners* current,
+                                     SlotTieBreak tie_break = SlotTieBreak::kFewerFree);
 
 // Owned bytes per device under `owners`.
 std::vector<int64_t> OwnedBytes(const Cluster& cluster, const ModelSpec& model,

@@ -44,6 +44,25 @@ TEST(HeterogeneousShardingTest, UnderloadedFirstThenTopT) {
   EXPECT_THAT(r.owned_bytes, ElementsAre(1600, 1600));
 }
 
+// Two experts of every layer carry all the tokens, two none: every cold expert is a tie. The
+// paper's tie-break (fewer free slots) packs them onto the device that already holds more, which
+// fills first, and the last layer's two hot experts must share the other device; spreading keeps
+// one hot expert on each device in every layer.
+TEST(HeterogeneousShardingTest, SpreadingKeepsRoomForLaterLayersWhenExpertsCarryNoLoad) {
+  Cluster c = Cluster::Uniform(1, 2, 1 << 30, 1, 1, 1);
+  ModelSpec m = Model(3, 4);
+  const std::vector<std::vector<double>> loads(3, {10, 10, 0, 0});
+  ShardingResult packed = HeterogeneousSharding(c, m, loads, {0, 0, 0}, nullptr);
+  EXPECT_THAT(packed.owners[0], ElementsAre(0, 1, 0, 0));
+  EXPECT_THAT(packed.owners[2], ElementsAre(1, 1, 1, 1));
+  ShardingResult spread =
+      HeterogeneousSharding(c, m, loads, {0, 0, 0}, nullptr, SlotTieBreak::kMoreFree);
+  for (int l = 0; l < 3; ++l) {
+    EXPECT_NE(spread.owners[l][0], spread.owners[l][1]) << "layer " << l;
+  }
+  EXPECT_THAT(spread.owned_bytes, ElementsAre(4800, 4800));
+}
+
 TEST(HeterogeneousShardingTest, NodeFirstThenDevice) {
   // Two nodes of 2 devices, 8 experts: the four hottest under-loaded experts spread over nodes
   // (node 0, node 1, then the less loaded node) before a node gets a second one.
