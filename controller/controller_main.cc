@@ -69,8 +69,9 @@ ABSL_FLAG(int, report_deadline_ms, 5000,
 ABSL_FLAG(int, stale_after_s, 10, "A rank silent this long is stale");
 ABSL_FLAG(int, lost_after_s, 60, "A rank silent this long is lost (planning stops waiting)");
 ABSL_FLAG(int, max_message_bytes, 16 << 20, "Largest accepted gRPC message (load report), bytes");
-ABSL_FLAG(bool, metrics_expert_detail, false,
-          "Export per-expert token counters (hecate_expert_tokens_total{layer,expert})");
+ABSL_FLAG(std::string, metrics_expert_detail, "auto",
+          "Per-expert token counters (hecate_expert_tokens_total{job_id,layer,expert}): auto (for "
+          "jobs of at most 16,384 layer x expert cells, one series each), on, off");
 ABSL_FLAG(bool, grpc_reflection, true, "Serve gRPC server reflection (for grpcurl)");
 
 int main(int argc, char** argv) {
@@ -112,7 +113,11 @@ int main(int argc, char** argv) {
   config.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   config.state_dir = absl::GetFlag(FLAGS_state_dir);
   config.reflection = absl::GetFlag(FLAGS_grpc_reflection);
-  config.expert_detail_metrics = absl::GetFlag(FLAGS_metrics_expert_detail);
+  if (!hecate::controller::ParseExpertDetail(absl::GetFlag(FLAGS_metrics_expert_detail),
+                                             &config.expert_detail_metrics)) {
+    std::fprintf(stderr, "hecate-controller: --metrics_expert_detail must be auto, on or off\n");
+    return 2;
+  }
   hecate::controller::CoreConfig& core = config.service.core;
   core.default_policy = policy;
   core.window = absl::GetFlag(FLAGS_window);

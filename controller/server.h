@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "common/clock.h"
+#include "controller/metrics/controller_metrics.h"
 #include "controller/service/controller_service.h"
 
 namespace prometheus {
@@ -27,7 +28,7 @@ struct ServerConfig {
   std::string metrics_listen = "127.0.0.1:7451";
   std::string state_dir = "hecate-state";
   bool reflection = true;
-  bool expert_detail_metrics = false;
+  ExpertDetail expert_detail_metrics = ExpertDetail::kAuto;
   ServiceConfig service;
 };
 

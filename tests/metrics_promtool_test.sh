@@ -10,7 +10,7 @@ STATE="$TEST_TMPDIR/metrics_state"
 command -v promtool >/dev/null || { echo "promtool missing: run scripts/setup.sh" >&2; exit 1; }
 
 exec 3< <(exec "$CTRL" --listen=127.0.0.1:0 --metrics-listen=127.0.0.1:0 --state-dir="$STATE" \
-  --metrics-expert-detail 2>"$TEST_TMPDIR/controller.log")
+  --metrics-expert-detail=on 2>"$TEST_TMPDIR/controller.log")
 CTRL_PID=$!
 trap 'kill $CTRL_PID 2>/dev/null || true' EXIT
 read -r -t 30 line <&3; ADDR=${line#listening on }

@@ -9,7 +9,7 @@ using prometheus::BuildGauge;
 using prometheus::BuildHistogram;
 
 ControllerMetrics::ControllerMetrics(std::shared_ptr<prometheus::Registry> registry,
-                                     bool expert_detail, const std::string& version)
+                                     ExpertDetail expert_detail, const std::string& version)
     : registry_(std::move(registry)), expert_detail_(expert_detail) {
   prometheus::Registry& r = *registry_;
   BuildGauge()
@@ -90,11 +90,25 @@ ControllerMetrics::ControllerMetrics(std::shared_ptr<prometheus::Registry> regis
                             .Name("hecate_layer_expert_load_ratio")
                             .Help("Expert load over the layer mean: stat = max, p50, min.")
                             .Register(r);
-  expert_tokens_ = expert_detail_ ? &BuildCounter()
-                                         .Name("hecate_expert_tokens_total")
-                                         .Help("Tokens routed to each expert (opt-in detail).")
-                                         .Register(r)
-                                  : nullptr;
+  expert_tokens_ = expert_detail_ != ExpertDetail::kOff
+                       ? &BuildCounter()
+                              .Name("hecate_expert_tokens_total")
+                              .Help("Tokens routed to each expert (per-expert detail).")
+                              .Register(r)
+                       : nullptr;
+}
+
+bool ParseExpertDetail(const std::string& text, ExpertDetail* out) {
+  if (text == "auto") {
+    *out = ExpertDetail::kAuto;
+  } else if (text == "on") {
+    *out = ExpertDetail::kOn;
+  } else if (text == "off") {
+    *out = ExpertDetail::kOff;
+  } else {
+    return false;
+  }
+  return true;
 }
 
 void ControllerMetrics::SetEpoch(uint64_t epoch) { epoch_->Set(static_cast<double>(epoch)); }
@@ -105,13 +119,14 @@ void ControllerMetrics::PlanPushed(double seconds) { push_seconds_->Observe(seco
 
 void ControllerMetrics::PlanPublished(const std::string& job, const placement::Plan& plan,
                                       double unix_seconds, bool reshard) {
-  plan_version_->Add({{"job", job}}).Set(static_cast<double>(plan.id.version));
-  plan_published_ts_->Add({{"job", job}}).Set(unix_seconds);
-  plans_published_->Add({{"job", job}}).Increment();
-  if (reshard || !plan.migrations.empty()) reshards_->Add({{"job", job}}).Increment();
-  migration_bytes_->Add({{"job", job}}).Increment(static_cast<double>(plan.migration_bytes()));
-  materialized_bytes_->Add({{"job", job}}).Set(static_cast<double>(plan.prediction.sparse_bytes));
-  predicted_seconds_->Add({{"job", job}}).Set(plan.prediction.moe_seconds);
+  plan_version_->Add({{"job_id", job}}).Set(static_cast<double>(plan.id.version));
+  plan_published_ts_->Add({{"job_id", job}}).Set(unix_seconds);
+  plans_published_->Add({{"job_id", job}}).Increment();
+  if (reshard || !plan.migrations.empty()) reshards_->Add({{"job_id", job}}).Increment();
+  migration_bytes_->Add({{"job_id", job}}).Increment(static_cast<double>(plan.migration_bytes()));
+  materialized_bytes_->Add({{"job_id", job}})
+      .Set(static_cast<double>(plan.prediction.sparse_bytes));
+  predicted_seconds_->Add({{"job_id", job}}).Set(plan.prediction.moe_seconds);
 }
 
 void ControllerMetrics::Workers(int live, int stale, int lost) {
@@ -125,20 +140,26 @@ void ControllerMetrics::Observed(const std::string& job,
   for (size_t l = 0; l < layers.size(); ++l) {
     const std::string layer = absl::StrCat(l);
     const LayerObservation& o = layers[l];
-    balancedness_->Add({{"job", job}, {"layer", layer}, {"scope", "rank"}}).Set(o.balancedness);
-    predicted_balancedness_->Add({{"job", job}, {"layer", layer}}).Set(o.predicted_balancedness);
-    expert_load_ratio_->Add({{"job", job}, {"layer", layer}, {"stat", "max"}}).Set(o.expert_max);
-    expert_load_ratio_->Add({{"job", job}, {"layer", layer}, {"stat", "p50"}}).Set(o.expert_p50);
-    expert_load_ratio_->Add({{"job", job}, {"layer", layer}, {"stat", "min"}}).Set(o.expert_min);
+    balancedness_->Add({{"job_id", job}, {"layer", layer}, {"scope", "rank"}}).Set(o.balancedness);
+    predicted_balancedness_->Add({{"job_id", job}, {"layer", layer}}).Set(o.predicted_balancedness);
+    expert_load_ratio_->Add({{"job_id", job}, {"layer", layer}, {"stat", "max"}}).Set(o.expert_max);
+    expert_load_ratio_->Add({{"job_id", job}, {"layer", layer}, {"stat", "p50"}}).Set(o.expert_p50);
+    expert_load_ratio_->Add({{"job_id", job}, {"layer", layer}, {"stat", "min"}}).Set(o.expert_min);
   }
 }
 
 void ControllerMetrics::ExpertTokens(const std::string& job, const placement::ModelLoad& observed) {
   if (expert_tokens_ == nullptr) return;
+  if (expert_detail_ == ExpertDetail::kAuto) {
+    int64_t cells = 0;
+    for (const placement::LoadMatrix& m : observed) cells += m.num_experts();
+    if (cells > kExpertDetailAutoCells) return;
+  }
   for (size_t l = 0; l < observed.size(); ++l) {
     std::vector<int64_t> totals = observed[l].ExpertTotals();
     for (size_t e = 0; e < totals.size(); ++e) {
-      expert_tokens_->Add({{"job", job}, {"layer", absl::StrCat(l)}, {"expert", absl::StrCat(e)}})
+      expert_tokens_
+          ->Add({{"job_id", job}, {"layer", absl::StrCat(l)}, {"expert", absl::StrCat(e)}})
           .Increment(static_cast<double>(totals[e]));
     }
   }

@@ -1,6 +1,7 @@
 // The controller's Prometheus metrics, declared in one place (DESIGN.md §10). Base units, `hecate_`
-// prefix, counters end in `_total`, bounded labels (job, layer, result, state, stat); per-expert
-// series only with `expert_detail`. Handles are cached; updating a metric is lock-free inside
+// prefix, counters end in `_total`, bounded labels (job_id, layer, result, state, stat; never a
+// label Prometheus attaches to targets, such as `job` or `instance`); per-expert series as
+// `ExpertDetail` says. Handles are cached; updating a metric is lock-free inside
 // prometheus-cpp, so any thread may call these. The registry is exported by the composition root.
 #ifndef HECATE_CONTROLLER_METRICS_CONTROLLER_METRICS_H_
 #define HECATE_CONTROLLER_METRICS_CONTROLLER_METRICS_H_
@@ -20,9 +21,16 @@
 
 namespace hecate::controller {
 
+// Per-expert series (hecate_expert_tokens_total{job_id,layer,expert}): always, never, or for jobs
+// whose layers x experts is at most kExpertDetailAutoCells (one series per expert of the job).
+enum class ExpertDetail { kAuto, kOn, kOff };
+inline constexpr int64_t kExpertDetailAutoCells = 16384;
+// "auto", "on", "off" -> ExpertDetail; false for anything else.
+bool ParseExpertDetail(const std::string& text, ExpertDetail* out);
+
 class ControllerMetrics {
  public:
-  ControllerMetrics(std::shared_ptr<prometheus::Registry> registry, bool expert_detail,
+  ControllerMetrics(std::shared_ptr<prometheus::Registry> registry, ExpertDetail expert_detail,
                     const std::string& version);
 
   const std::shared_ptr<prometheus::Registry>& registry() const { return registry_; }
@@ -36,12 +44,12 @@ class ControllerMetrics {
   void PlanPushed(double seconds);
   void Workers(int live, int stale, int lost);
   void Observed(const std::string& job, const std::vector<LayerObservation>& layers);
-  // Per-expert tokens of one finalized iteration (only with expert_detail).
+  // Per-expert tokens of one finalized iteration (as ExpertDetail says).
   void ExpertTokens(const std::string& job, const placement::ModelLoad& observed);
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
-  bool expert_detail_;
+  ExpertDetail expert_detail_;
   prometheus::Gauge* epoch_;
   prometheus::Gauge* recovery_seconds_;
   prometheus::Family<prometheus::Counter>* reports_;
