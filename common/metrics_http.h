@@ -1,7 +1,8 @@
 // A minimal HTTP/1.0 server for Prometheus scrapes: every GET is answered with the text
 // exposition (version 0.0.4) of one registry. One accept thread, one request at a time (scrapes
 // are rare and small). Used by the worker, whose process cannot start civetweb's Exposer next to
-// LibTorch (mg_start fails after binding; docs/operations.md). Thread-safe.
+// LibTorch: civetweb's fixed small thread stacks cannot hold the static TLS that LibTorch's
+// dependencies bring, and pthread_create refuses them (docs/operations.md "Metrics"). Thread-safe.
 #ifndef HECATE_COMMON_METRICS_HTTP_H_
 #define HECATE_COMMON_METRICS_HTTP_H_
 
