@@ -52,6 +52,10 @@ ABSL_FLAG(bool, resume, false, "Resume every worker from --checkpoint_dir");
 ABSL_FLAG(int, master_port, 0, "Rendezvous port (0: a free one)");
 ABSL_FLAG(std::string, bin_dir, "", "Directory holding controller/ and worker/ binaries");
 ABSL_FLAG(int, log_every, 5, "Progress line every N iterations");
+ABSL_FLAG(std::string, controller, "",
+          "Train against this running controller (host:port) instead of an embedded one");
+ABSL_FLAG(bool, worker_metrics, true,
+          "Every rank serves /metrics on a free loopback port (printed at start)");
 
 namespace hecate {
 namespace {
@@ -123,6 +127,8 @@ std::vector<std::string> DefaultWorkerFlags(int workers) {
 struct RunResult {
   int code = 0;  // the launcher's exit code
   std::map<std::string, std::string> summary;
+  std::vector<std::map<std::string, std::string>> rows;  // progress rows, as shown
+  std::vector<std::string> worker_metrics;               // each rank's /metrics address
 };
 
 // One job: an embedded controller (unless `mode` is ep) and the workers, to their summary.
@@ -132,9 +138,11 @@ RunResult RunJob(const std::string& policy, const std::string& mode, int workers
   RunResult result;
   std::system(absl::StrCat("mkdir -p '", logs, "'").c_str());
   proc::Subprocess controller;
+  const std::string external = absl::GetFlag(FLAGS_controller);
   const bool with_controller = mode == "fssdp";
-  std::string address, metrics;
-  if (with_controller) {
+  const bool embedded = with_controller && external.empty();
+  std::string address = external, metrics;
+  if (embedded) {
     if (!controller.Start({controller_bin, "--listen=127.0.0.1:0", "--metrics-listen=127.0.0.1:0",
                            "--state-dir=" + state + "/controller", "--policy=" + policy,
                            "--report-deadline-ms=2000", "--reshard-period=10"},
@@ -160,9 +168,10 @@ RunResult RunJob(const std::string& policy, const std::string& mode, int workers
                   ? absl::StrCat(", pinned to cores of ", cpus.size(), " available").c_str()
                   : "");
   if (with_controller) {
-    std::printf("  controller      %s   (hecatectl --controller=%s status)\n", address.c_str(),
-                address.c_str());
-    std::printf("  metrics         http://%s/metrics (controller)\n", metrics.c_str());
+    std::printf("  controller      %s%s   (hecatectl --controller=%s status)\n", address.c_str(),
+                embedded ? "" : " (external)", address.c_str());
+    if (embedded)
+      std::printf("  metrics         http://%s/metrics (controller)\n", metrics.c_str());
   }
   std::vector<std::unique_ptr<proc::Subprocess>> ranks;
   for (int r = 0; r < workers; ++r) {
@@ -177,7 +186,7 @@ RunResult RunJob(const std::string& policy, const std::string& mode, int workers
     const std::vector<std::string> defaults = DefaultWorkerFlags(workers);
     argv.insert(argv.end(), defaults.begin(), defaults.end());
     if (absl::GetFlag(FLAGS_pin)) argv.push_back(absl::StrCat("--cpu=", cpus[r % cpus.size()]));
-    if (r == 0) argv.push_back("--metrics_listen=127.0.0.1:0");
+    if (absl::GetFlag(FLAGS_worker_metrics)) argv.push_back("--metrics_listen=127.0.0.1:0");
     if (!absl::GetFlag(FLAGS_checkpoint_dir).empty()) {
       argv.push_back("--checkpoint_dir=" + absl::GetFlag(FLAGS_checkpoint_dir));
       argv.push_back(absl::StrCat("--checkpoint_every=", absl::GetFlag(FLAGS_checkpoint_every)));
@@ -196,12 +205,27 @@ RunResult RunJob(const std::string& policy, const std::string& mode, int workers
     }
     ranks.push_back(std::move(p));
   }
+  // Each rank prints the address it bound before it joins the rendezvous.
+  if (absl::GetFlag(FLAGS_worker_metrics)) {
+    for (int r = 0; r < workers; ++r) {
+      std::string at;
+      if (!ranks[r]->WaitForLine("metrics on ", absl::Seconds(120), &at)) {
+        std::fprintf(stderr, "hecate run: worker %d did not start; see %s/worker%d.log\n", r,
+                     logs.c_str(), r);
+        result.code = 1;
+        return result;
+      }
+      result.worker_metrics.push_back(at);
+      std::printf("  metrics         http://%s/metrics (rank %d)\n", at.c_str(), r);
+    }
+  }
   std::printf("  logs            %s\n\n", logs.c_str());
   std::printf("%6s %8s %10s %7s %9s %8s  %s\n", "iter", "loss", "tokens/s", "balance", "plan",
               "step_ms", "phases ms (attn gate disp expert comb spAG/exposed spRS/exposed opt)");
   std::fflush(stdout);
-  // Rank 0's stdout carries progress and summary lines.
-  for (const std::string& l : ranks[0]->ReadLines(absl::Hours(24 * 365))) {
+  // Rank 0's stdout carries progress and summary lines; each row is shown as it arrives.
+  std::string l;
+  while (!g_interrupted && ranks[0]->ReadLine(absl::InfiniteFuture(), &l)) {
     if (l.rfind("progress ", 0) == 0) {
       auto kv = ParseKv(l);
       std::printf("%6s %8s %10s %7s %9s %8s  %s %s %s %s %s %s/%s %s/%s %s  [%s]\n",
@@ -213,10 +237,10 @@ RunResult RunJob(const std::string& policy, const std::string& mode, int workers
                   kv["sprs_exposed_ms"].c_str(), kv["optimizer_ms"].c_str(),
                   kv["controller"].c_str());
       std::fflush(stdout);
+      result.rows.push_back(std::move(kv));
     } else if (l.rfind("summary ", 0) == 0) {
       result.summary = ParseKv(l);
     }
-    if (g_interrupted) break;
   }
   int failed = -1, failed_code = 0;
   for (int r = 0; r < workers; ++r) {
@@ -227,12 +251,30 @@ RunResult RunJob(const std::string& policy, const std::string& mode, int workers
       failed_code = code;
     }
   }
-  if (with_controller) {
+  if (embedded) {
     controller.Signal(SIGTERM);
     controller.Wait(absl::Seconds(30));
   }
   if (g_interrupted) {
-    std::fprintf(stderr, "hecate run: interrupted\n");
+    // The rows so far stand as a summary of the interrupted run.
+    std::vector<double> steps;
+    for (auto& row : result.rows) {
+      double ms = 0;
+      if (absl::SimpleAtod(row["step_ms"], &ms)) steps.push_back(ms);
+    }
+    std::sort(steps.begin(), steps.end());
+    if (!result.rows.empty()) {
+      std::printf(
+          "\nsummary (interrupted): %zu progress rows, last iteration %s, loss %s -> %s, step "
+          "%.1f ms median over the rows shown\n",
+          result.rows.size(), result.rows.back()["iter"].c_str(),
+          result.rows.front()["loss"].c_str(), result.rows.back()["loss"].c_str(),
+          steps.empty() ? 0.0 : steps[steps.size() / 2]);
+    } else {
+      std::printf("\nsummary (interrupted): no iteration finished\n");
+    }
+    std::fflush(stdout);
+    std::fprintf(stderr, "hecate run: interrupted; logs in %s\n", logs.c_str());
     result.code = 130;
     return result;
   }
@@ -264,14 +306,42 @@ RunResult RunJob(const std::string& policy, const std::string& mode, int workers
   return result;
 }
 
+// Every numeric and enumerated flag, before anything starts: a usage error names the flag.
+std::string CheckFlags() {
+  const std::vector<std::string> policies = {"hecate",    "hecate-paper", "hecate-rm", "ep",
+                                             "fastermoe", "flexmoe",      "smartmoe",  "eplb"};
+  auto known = [&](const std::string& p) {
+    return std::find(policies.begin(), policies.end(), p) != policies.end();
+  };
+  if (absl::GetFlag(FLAGS_workers) < 0) return "--workers must be >= 0 (0: one per available core)";
+  if (absl::GetFlag(FLAGS_iterations) < 1) return "--iterations must be >= 1";
+  if (absl::GetFlag(FLAGS_log_every) < 1) return "--log_every must be >= 1";
+  if (absl::GetFlag(FLAGS_ranks_per_node) < 0) return "--ranks_per_node must be >= 0";
+  if (absl::GetFlag(FLAGS_checkpoint_every) < 0) return "--checkpoint_every must be >= 0";
+  if (absl::GetFlag(FLAGS_master_port) < 0 || absl::GetFlag(FLAGS_master_port) > 65535)
+    return "--master_port must be 0 (a free one) or a port, 1-65535";
+  const double skew = absl::GetFlag(FLAGS_skew);
+  if (!(skew >= 0 && skew < 100)) return "--skew must be in [0, 100)";
+  if (!known(absl::GetFlag(FLAGS_policy))) return "--policy: unknown policy";
+  if (!absl::GetFlag(FLAGS_compare).empty() && !known(absl::GetFlag(FLAGS_compare)))
+    return "--compare: unknown policy";
+  if ((absl::GetFlag(FLAGS_checkpoint_every) > 0 || absl::GetFlag(FLAGS_resume)) &&
+      absl::GetFlag(FLAGS_checkpoint_dir).empty())
+    return "--checkpoint_every and --resume need --checkpoint_dir";
+  const std::string c = absl::GetFlag(FLAGS_controller);
+  if (!c.empty() && (c.rfind(':') == std::string::npos || c.rfind(':') + 1 == c.size()))
+    return "--controller must be host:port";
+  return "";
+}
+
 int Run(const std::vector<std::string>& worker_args) {
+  if (const std::string bad = CheckFlags(); !bad.empty()) {
+    std::fprintf(stderr, "hecate run: %s (hecate --help)\n", bad.c_str());
+    return 2;
+  }
   const std::vector<int> cpus = AvailableCpus();
   int workers = absl::GetFlag(FLAGS_workers);
   if (workers == 0) workers = std::max<int>(2, cpus.size());
-  if (workers < 1) {
-    std::fprintf(stderr, "hecate run: --workers must be >= 0 (0: one per available core)\n");
-    return 2;
-  }
   const std::string mode = absl::GetFlag(FLAGS_mode);
   if (mode != "fssdp" && mode != "ep") {
     std::fprintf(stderr, "hecate run: --mode must be fssdp or ep, not '%s'\n", mode.c_str());

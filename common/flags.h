@@ -10,8 +10,8 @@ namespace hecate {
 
 inline constexpr char kVersion[] = "0.1.0";
 
-// Parses argv; exits 0 after printing --help/--version, exits 2 on an unknown flag. Returns the
-// positional arguments (argv[0] excluded).
+// Parses argv; exits 0 after printing --help/--version, exits 2 on an unknown flag or a value that
+// does not parse as the flag's type. Returns the positional arguments (argv[0] excluded).
 std::vector<std::string> ParseFlags(int argc, char** argv, const std::string& usage);
 
 }  // namespace hecate

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -33,9 +34,13 @@ bool Subprocess::Start(const std::vector<std::string>& argv, const std::vector<s
   std::vector<std::string> envs;
   for (char** e = environ; *e != nullptr; ++e) envs.push_back(*e);
   envs.insert(envs.end(), env.begin(), env.end());
+  const pid_t parent = getpid();
   const pid_t pid = fork();
   if (pid < 0) return false;
   if (pid == 0) {
+    // Die with the parent; if it is already gone (killed between fork and here), leave now.
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent) _exit(1);
     dup2(fds[1], 1);
     close(fds[0]);
     close(fds[1]);

@@ -21,7 +21,9 @@ class Subprocess {
   Subprocess& operator=(const Subprocess&) = delete;
 
   // Starts `argv[0]` with `argv`; extra environment entries "K=V" are added. stdout is piped to
-  // us; stderr goes to `stderr_path` (appended) when given, else inherited.
+  // us; stderr goes to `stderr_path` (appended) when given, else inherited. The child gets SIGTERM
+  // when the thread that started it dies, whatever kills it (Linux PR_SET_PDEATHSIG): a launcher
+  // killed with SIGKILL leaves no orphans.
   bool Start(const std::vector<std::string>& argv, const std::vector<std::string>& env = {},
              const std::string& stderr_path = "");
   // Reads stdout until a line starting with `prefix` arrives (returns the rest of that line),
@@ -29,6 +31,9 @@ class Subprocess {
   bool WaitForLine(const std::string& prefix, absl::Duration timeout, std::string* rest);
   // Reads every remaining stdout line until EOF or the deadline.
   std::vector<std::string> ReadLines(absl::Duration timeout);
+  // Reads the next stdout line (without its newline) as soon as it is complete; false at EOF or
+  // when the deadline passes first.
+  bool ReadLine(absl::Time deadline, std::string* line);
   void Signal(int sig);
   // Waits for exit; returns the exit code, 128 + signal, or -1 on timeout.
   int Wait(absl::Duration timeout);
@@ -36,7 +41,6 @@ class Subprocess {
   bool running() const { return pid_ > 0; }
 
  private:
-  bool ReadLine(absl::Time deadline, std::string* line);
   pid_t pid_ = -1;
   int out_fd_ = -1;
   std::string buffer_;
