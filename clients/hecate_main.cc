@@ -8,14 +8,18 @@
 //
 // Anything after "--" goes to every hecate-worker and wins over the launcher's defaults (e.g.
 // -- --layers=4 --gate_bias=2).
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <string>
@@ -56,6 +60,12 @@ ABSL_FLAG(std::string, controller, "",
           "Train against this running controller (host:port) instead of an embedded one");
 ABSL_FLAG(bool, worker_metrics, true,
           "Every rank serves /metrics on a free loopback port (printed at start)");
+ABSL_FLAG(
+    bool, prometheus, false,
+    "Start a local Prometheus (/usr/bin/prometheus) with deploy/prometheus's rules and alerts, "
+    "scraping the controller and every rank each second; it stays up after the job until "
+    "Ctrl-C");
+ABSL_FLAG(int, prometheus_port, 0, "Port of --prometheus's web UI and API (0: a free one)");
 
 namespace hecate {
 namespace {
@@ -81,6 +91,110 @@ std::string FindBinary(const std::string& rel) {
     if (access(c.c_str(), X_OK) == 0) return c;
   }
   return "";
+}
+
+// A data file shipped with the launcher (deploy/...): its runfiles, or the workspace it was built
+// in (bazel-bin/clients/hecate -> <workspace>/deploy/...).
+std::string FindData(const std::string& rel) {
+  const std::string self = SelfDir();
+  for (const std::string& c : {self + "/hecate.runfiles/hecate/" + rel, self + "/../../" + rel}) {
+    if (access(c.c_str(), R_OK) == 0) return c;
+  }
+  return "";
+}
+
+// GET http://127.0.0.1:port/path: the HTTP status (0 when nothing answers) and the body.
+int HttpGet(int port, const std::string& path, std::string* body = nullptr) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return 0;
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(static_cast<uint16_t>(port));
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string response;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0) {
+    const std::string req = "GET " + path + " HTTP/1.0\r\n\r\n";
+    if (write(fd, req.data(), req.size()) == static_cast<ssize_t>(req.size())) {
+      char buf[4096];
+      for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;) response.append(buf, n);
+    }
+  }
+  close(fd);
+  int status = 0;
+  if (response.size() > 12)
+    (void)absl::SimpleAtoi(absl::string_view(response).substr(9, 3), &status);
+  if (body != nullptr) {
+    const size_t at = response.find("\r\n\r\n");
+    *body = at == std::string::npos ? "" : response.substr(at + 4);
+  }
+  return status;
+}
+
+// A local Prometheus scraping the job: the shipped rules and alerts, one-second scrapes.
+struct LocalPrometheus {
+  proc::Subprocess process;
+  int port = 0;
+};
+
+std::unique_ptr<LocalPrometheus> StartPrometheus(const std::string& dir,
+                                                 const std::string& controller_metrics,
+                                                 const std::vector<std::string>& worker_metrics,
+                                                 const std::string& logs) {
+  const std::string rules = FindData("deploy/prometheus/hecate-rules.yml");
+  const std::string alerts = FindData("deploy/prometheus/hecate-alerts.yml");
+  if (rules.empty() || alerts.empty() || access("/usr/bin/prometheus", X_OK) != 0) {
+    std::fprintf(stderr,
+                 "hecate run: --prometheus needs /usr/bin/prometheus (scripts/setup.sh installs "
+                 "it) and deploy/prometheus next to the launcher\n");
+    return nullptr;
+  }
+  std::system(absl::StrCat("mkdir -p '", dir, "/data'").c_str());
+  std::ofstream cfg(dir + "/prometheus.yml");
+  cfg << "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+      << "rule_files:\n  - " << rules << "\n  - " << alerts << "\n"
+      << "scrape_configs:\n";
+  if (!controller_metrics.empty()) {
+    cfg << "  - job_name: hecate-controller\n    static_configs:\n      - targets: [\""
+        << controller_metrics << "\"]\n";
+  }
+  if (!worker_metrics.empty()) {
+    cfg << "  - job_name: hecate-workers\n    static_configs:\n      - targets: [";
+    for (size_t i = 0; i < worker_metrics.size(); ++i) {
+      cfg << (i ? ", " : "") << "\"" << worker_metrics[i] << "\"";
+    }
+    cfg << "]\n";
+  }
+  cfg.close();
+  auto p = std::make_unique<LocalPrometheus>();
+  p->port = absl::GetFlag(FLAGS_prometheus_port) > 0 ? absl::GetFlag(FLAGS_prometheus_port)
+                                                     : proc::FreePort();
+  if (!p->process.Start({"/usr/bin/prometheus", "--config.file=" + dir + "/prometheus.yml",
+                         "--storage.tsdb.path=" + dir + "/data",
+                         absl::StrCat("--web.listen-address=127.0.0.1:", p->port)},
+                        {}, logs + "/prometheus.log")) {
+    return nullptr;
+  }
+  // Ready once /-/ready answers 200: polled, bounded (Prometheus prints nothing on stdout).
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  // Then until every target is discovered: Prometheus applies new targets at most every five
+  // seconds, and a short job must not finish before its first scrape.
+  const size_t targets = (controller_metrics.empty() ? 0 : 1) + worker_metrics.size();
+  auto discovered = [&] {
+    std::string body;
+    if (HttpGet(p->port, "/api/v1/targets?state=active", &body) != 200) return false;
+    size_t n = 0;
+    for (size_t at = 0; (at = body.find("\"scrapeUrl\"", at)) != std::string::npos; ++at) ++n;
+    return n >= targets;
+  };
+  while (!discovered()) {
+    if (absl::Now() > deadline || p->process.Wait(absl::ZeroDuration()) >= 0) {
+      std::fprintf(stderr, "hecate run: Prometheus did not start; see %s/prometheus.log\n",
+                   logs.c_str());
+      return nullptr;
+    }
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  return p;
 }
 
 std::map<std::string, std::string> ParseKv(const std::string& line) {
@@ -129,6 +243,7 @@ struct RunResult {
   std::map<std::string, std::string> summary;
   std::vector<std::map<std::string, std::string>> rows;  // progress rows, as shown
   std::vector<std::string> worker_metrics;               // each rank's /metrics address
+  std::unique_ptr<LocalPrometheus> prometheus;           // with --prometheus
 };
 
 // One job: an embedded controller (unless `mode` is ep) and the workers, to their summary.
@@ -142,8 +257,24 @@ RunResult RunJob(const std::string& policy, const std::string& mode, int workers
   const bool with_controller = mode == "fssdp";
   const bool embedded = with_controller && external.empty();
   std::string address = external, metrics;
+  // Without Prometheus every process binds a free port and reports it; with it, the ports are
+  // chosen first so that Prometheus knows its targets before the job starts.
+  std::string controller_metrics_listen = "127.0.0.1:0";
+  std::vector<std::string> worker_listen(workers, "127.0.0.1:0");
+  if (absl::GetFlag(FLAGS_prometheus)) {
+    if (embedded) controller_metrics_listen = absl::StrCat("127.0.0.1:", proc::FreePort());
+    for (std::string& w : worker_listen) w = absl::StrCat("127.0.0.1:", proc::FreePort());
+    result.prometheus = StartPrometheus(
+        state + "/prometheus", embedded ? controller_metrics_listen : "",
+        absl::GetFlag(FLAGS_worker_metrics) ? worker_listen : std::vector<std::string>{}, logs);
+    if (result.prometheus == nullptr) {
+      result.code = 1;
+      return result;
+    }
+  }
   if (embedded) {
-    if (!controller.Start({controller_bin, "--listen=127.0.0.1:0", "--metrics-listen=127.0.0.1:0",
+    if (!controller.Start({controller_bin, "--listen=127.0.0.1:0",
+                           "--metrics-listen=" + controller_metrics_listen,
                            "--state-dir=" + state + "/controller", "--policy=" + policy,
                            "--report-deadline-ms=2000", "--reshard-period=10"},
                           {}, logs + "/controller.log")) {
@@ -186,7 +317,7 @@ RunResult RunJob(const std::string& policy, const std::string& mode, int workers
     const std::vector<std::string> defaults = DefaultWorkerFlags(workers);
     argv.insert(argv.end(), defaults.begin(), defaults.end());
     if (absl::GetFlag(FLAGS_pin)) argv.push_back(absl::StrCat("--cpu=", cpus[r % cpus.size()]));
-    if (absl::GetFlag(FLAGS_worker_metrics)) argv.push_back("--metrics_listen=127.0.0.1:0");
+    if (absl::GetFlag(FLAGS_worker_metrics)) argv.push_back("--metrics_listen=" + worker_listen[r]);
     if (!absl::GetFlag(FLAGS_checkpoint_dir).empty()) {
       argv.push_back("--checkpoint_dir=" + absl::GetFlag(FLAGS_checkpoint_dir));
       argv.push_back(absl::StrCat("--checkpoint_every=", absl::GetFlag(FLAGS_checkpoint_every)));
@@ -218,6 +349,10 @@ RunResult RunJob(const std::string& policy, const std::string& mode, int workers
       result.worker_metrics.push_back(at);
       std::printf("  metrics         http://%s/metrics (rank %d)\n", at.c_str(), r);
     }
+  }
+  if (result.prometheus != nullptr) {
+    std::printf("  prometheus      http://127.0.0.1:%d   (rules and alerts: deploy/prometheus)\n",
+                result.prometheus->port);
   }
   std::printf("  logs            %s\n\n", logs.c_str());
   std::printf("%6s %8s %10s %7s %9s %8s  %s\n", "iter", "loss", "tokens/s", "balance", "plan",
@@ -325,6 +460,10 @@ std::string CheckFlags() {
   if (!known(absl::GetFlag(FLAGS_policy))) return "--policy: unknown policy";
   if (!absl::GetFlag(FLAGS_compare).empty() && !known(absl::GetFlag(FLAGS_compare)))
     return "--compare: unknown policy";
+  if (absl::GetFlag(FLAGS_prometheus_port) < 0 || absl::GetFlag(FLAGS_prometheus_port) > 65535)
+    return "--prometheus_port must be 0 (a free one) or a port, 1-65535";
+  if (absl::GetFlag(FLAGS_prometheus) && !absl::GetFlag(FLAGS_compare).empty())
+    return "--prometheus and --compare do not go together (Prometheus watches one job)";
   if ((absl::GetFlag(FLAGS_checkpoint_every) > 0 || absl::GetFlag(FLAGS_resume)) &&
       absl::GetFlag(FLAGS_checkpoint_dir).empty())
     return "--checkpoint_every and --resume need --checkpoint_dir";
@@ -370,6 +509,16 @@ int Run(const std::vector<std::string>& worker_args) {
   const std::string compare = absl::GetFlag(FLAGS_compare);
   RunResult main_run = RunJob(policy, mode, workers, worker_args, controller_bin, worker_bin, state,
                               compare.empty() ? logs : logs + "/" + policy);
+  if (main_run.prometheus != nullptr && main_run.code == 0) {
+    std::printf(
+        "\nprometheus stays up at http://127.0.0.1:%d with the run's data; Ctrl-C stops it\n",
+        main_run.prometheus->port);
+    std::fflush(stdout);
+    while (!g_interrupted) pause();
+    main_run.prometheus->process.Signal(SIGTERM);
+    main_run.prometheus->process.Wait(absl::Seconds(30));
+    return 0;
+  }
   if (main_run.code != 0 || compare.empty()) return main_run.code;
   std::printf("\n-- the same job under %s --\n", compare.c_str());
   RunResult other = RunJob(compare, compare == "ep" ? "ep" : "fssdp", workers, worker_args,
