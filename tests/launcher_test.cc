@@ -121,6 +121,28 @@ TEST(LauncherTest, KilledLauncherLeavesNoChildren) {
   }
 }
 
+TEST(LauncherTest, TrainsAgainstAnExternalController) {
+  const std::string dir = TempDir("launcher_external");
+  Subprocess controller;
+  ASSERT_TRUE(controller.Start({Runfile("controller/hecate-controller"), "--listen=127.0.0.1:0",
+                                "--metrics-listen=", "--state-dir=" + dir + "/controller"},
+                               {}, dir + "/controller.log"));
+  std::string address;
+  ASSERT_TRUE(controller.WaitForLine("listening on ", absl::Seconds(30), &address));
+  std::vector<std::string> argv = Launcher(dir, 300);
+  argv.insert(argv.begin() + 2, "--controller=" + address);
+  Subprocess run;
+  ASSERT_TRUE(run.Start(argv, {}, dir + "/run.err"));
+  std::vector<std::string> lines = run.ReadLines(absl::Minutes(3));
+  ASSERT_EQ(run.Wait(absl::Seconds(60)), 0) << "see " << dir;
+  std::string all;
+  for (const std::string& l : lines) all += l + "\n";
+  EXPECT_THAT(all, ::testing::HasSubstr(address + " (external)"));
+  EXPECT_THAT(all, ::testing::HasSubstr("summary: 300 iterations"));
+  EXPECT_THAT(all, ::testing::HasSubstr("[connected]")) << "the workers followed its plans";
+  EXPECT_EQ(controller.Wait(absl::ZeroDuration()), -1) << "the launcher leaves it running";
+}
+
 TEST(LauncherTest, BadFlagsAreUsageErrors) {
   const std::string dir = TempDir("launcher_flags");
   for (const char* bad : {"--iterations=-1", "--workers=-2", "--log_every=0", "--master_port=70000",
