@@ -329,6 +329,7 @@ int Main(int argc, char** argv) {
   const int64_t tokens = 4096;
   placement::ModelSpec model =
       placement::UniformModel("bench", layers, experts, top_k, 1024, 2048, 2, tokens, 2e-3);
+  std::vector<std::string> secrets(workers);  // each rank's, from its registration
   for (int r = 0; r < workers; ++r) {
     v1::RegisterWorkerRequest req;
     req.set_job_id("bench");
@@ -351,6 +352,7 @@ int Main(int argc, char** argv) {
       std::fprintf(stderr, "register %d: %s\n", r, s.error_message().c_str());
       return 1;
     }
+    secrets[r] = resp.worker_secret();
   }
   std::vector<std::shared_ptr<grpc::Channel>> watch_channels;
   for (int i = 0; i < absl::GetFlag(FLAGS_watch_connections); ++i) {
@@ -386,6 +388,7 @@ int Main(int argc, char** argv) {
           rep.set_job_id("bench");
           rep.set_rank(r);
           rep.set_incarnation(1);
+          rep.set_worker_secret(secrets[r]);
           rep.set_iteration(it);
           rep.set_tokens(tokens);
           for (int l = 0; l < layers; ++l) {

@@ -73,6 +73,20 @@ ABSL_FLAG(std::string, metrics_expert_detail, "auto",
           "Per-expert token counters (hecate_expert_tokens_total{job_id,layer,expert}): auto (for "
           "jobs of at most 16,384 layer x expert cells, one series each), on, off");
 ABSL_FLAG(bool, grpc_reflection, true, "Serve gRPC server reflection (for grpcurl)");
+ABSL_FLAG(std::string, tls_cert_file, "",
+          "TLS: the server's certificate chain (PEM); re-read when it changes");
+ABSL_FLAG(std::string, tls_key_file, "", "TLS: the server's private key (PEM)");
+ABSL_FLAG(std::string, tls_client_ca_file, "",
+          "mTLS: CA bundle (PEM) that client certificates must chain to; clients must present one");
+ABSL_FLAG(std::string, tls_client_roles_file, "",
+          "Roles by client-certificate common name: one 'ROLE COMMON_NAME' per line (ROLE operator "
+          "or worker)");
+ABSL_FLAG(std::string, tokens_file, "",
+          "Bearer tokens: one 'ROLE SHA256HEX' per line (the hex SHA-256 of the token; ROLE "
+          "operator or worker); needs TLS");
+ABSL_FLAG(bool, insecure, false,
+          "Allow plaintext gRPC on a non-loopback --listen address (anyone who reaches the port "
+          "can steer placement)");
 
 int main(int argc, char** argv) {
   const std::vector<std::string> args = hecate::ParseFlags(
@@ -113,6 +127,12 @@ int main(int argc, char** argv) {
   config.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   config.state_dir = absl::GetFlag(FLAGS_state_dir);
   config.reflection = absl::GetFlag(FLAGS_grpc_reflection);
+  config.tls_cert_file = absl::GetFlag(FLAGS_tls_cert_file);
+  config.tls_key_file = absl::GetFlag(FLAGS_tls_key_file);
+  config.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file);
+  config.tls_client_roles_file = absl::GetFlag(FLAGS_tls_client_roles_file);
+  config.tokens_file = absl::GetFlag(FLAGS_tokens_file);
+  config.insecure = absl::GetFlag(FLAGS_insecure);
   if (!hecate::controller::ParseExpertDetail(absl::GetFlag(FLAGS_metrics_expert_detail),
                                              &config.expert_detail_metrics)) {
     std::fprintf(stderr, "hecate-controller: --metrics_expert_detail must be auto, on or off\n");
@@ -152,6 +172,7 @@ int main(int argc, char** argv) {
   hecate::controller::ControllerServer server(config);
   if (absl::Status s = server.Start(); !s.ok()) {
     std::fprintf(stderr, "hecate-controller: %s\n", s.ToString().c_str());
+    if (s.code() == absl::StatusCode::kInvalidArgument) return 2;
     return s.code() == absl::StatusCode::kFailedPrecondition ? 3 : 1;
   }
   std::printf("listening on %s\n", server.address().c_str());

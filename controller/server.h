@@ -8,6 +8,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "common/clock.h"
 #include "controller/metrics/controller_metrics.h"
 #include "controller/service/controller_service.h"
@@ -18,6 +19,7 @@ class Registry;
 }  // namespace prometheus
 namespace grpc {
 class Server;
+class ServerCredentials;
 }  // namespace grpc
 
 namespace hecate::controller {
@@ -29,6 +31,15 @@ struct ServerConfig {
   std::string state_dir = "hecate-state";
   bool reflection = true;
   ExpertDetail expert_detail_metrics = ExpertDetail::kAuto;
+  // TLS for the gRPC port: server certificate chain and key (PEM); with a client CA, client
+  // certificates are required and verified (mTLS). The files are watched and re-read when they
+  // change (gRPC's FileWatcherCertificateProvider), every tls_refresh_seconds.
+  std::string tls_cert_file, tls_key_file, tls_client_ca_file;
+  unsigned tls_refresh_seconds = 60;
+  // Roles (controller/auth/auth.h): bearer-token digests, and client-certificate names.
+  std::string tokens_file, tls_client_roles_file;
+  // Serve plaintext on a non-loopback address (refused otherwise).
+  bool insecure = false;
   ServiceConfig service;
 };
 
@@ -39,7 +50,10 @@ class ControllerServer {
 
   // Opens the state dir, starts gRPC (health NOT_SERVING), recovers, then marks the service and
   // health SERVING and starts planning. FAILED_PRECONDITION when the state dir is locked,
-  // DATA_LOSS when it is corrupt, UNAVAILABLE when a port cannot be bound.
+  // DATA_LOSS when it is corrupt or emptied, UNAVAILABLE when a port cannot be bound (another
+  // process holds it: gRPC's SO_REUSEPORT is off), INVALID_ARGUMENT for TLS and credential
+  // settings that do not fit together (plaintext on a non-loopback address without `insecure`,
+  // tokens without TLS, a missing or non-PEM certificate file).
   absl::Status Start();
   // Graceful: health NOT_SERVING, watchers finished, in-flight RPCs drained (up to `grace`),
   // planner stopped. State is durable at every commit, so nothing is flushed here.
@@ -49,8 +63,13 @@ class ControllerServer {
   const std::string& address() const { return address_; }
   const std::string& metrics_address() const { return metrics_address_; }
   ControllerService* service() { return service_.get(); }
+  // The metrics registry (what /metrics exports); null before Start.
+  const std::shared_ptr<prometheus::Registry>& registry() const { return registry_; }
 
  private:
+  // The gRPC port's credentials from the TLS settings; refuses plaintext on a non-loopback
+  // address without `insecure`, and tokens without TLS.
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials() const;
   ServerConfig config_;
   RealClock real_clock_;
   const Clock* clock_;

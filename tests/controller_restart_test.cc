@@ -4,6 +4,8 @@
 // the current plan first; later plans carry the new epoch.
 #include <grpcpp/grpcpp.h>
 
+#include <map>
+
 #include <gtest/gtest.h>
 
 #include "common/subprocess.h"
@@ -51,6 +53,9 @@ std::unique_ptr<grpc::ClientContext> Ctx(absl::Duration timeout = absl::Seconds(
   return ctx;
 }
 
+// Each rank's worker secret from its registration (they survive a controller restart).
+std::map<int, std::string> g_secrets;
+
 void Register(v1::Controller::Stub* stub) {
   for (int r = 0; r < kWorld; ++r) {
     v1::RegisterWorkerRequest req;
@@ -66,6 +71,7 @@ void Register(v1::Controller::Stub* stub) {
     req.mutable_links()->set_inter_node_bandwidth_bytes_per_second(1e9);
     v1::RegisterWorkerResponse resp;
     ASSERT_TRUE(stub->RegisterWorker(Ctx().get(), req, &resp).ok());
+    g_secrets[r] = resp.worker_secret();
   }
 }
 
@@ -76,6 +82,7 @@ void ReportIteration(v1::Controller::Stub* stub, uint64_t iteration, int hot, v1
     rep.set_job_id("job");
     rep.set_rank(r);
     rep.set_incarnation(1);
+    rep.set_worker_secret(g_secrets[r]);
     rep.set_iteration(iteration);
     *rep.mutable_plan() = plan;
     for (int l = 0; l < 2; ++l) {

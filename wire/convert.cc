@@ -284,6 +284,7 @@ v1::RegisterWorkerRequest ToProto(const WorkerRegistration& w) {
   *p.mutable_model() = ToProto(w.model);
   *p.mutable_links() = ToProto(w.links);
   *p.mutable_calibration() = ToProto(w.calibration);
+  p.set_secret_sha256(w.secret_sha256);
   return p;
 }
 
@@ -300,6 +301,7 @@ WorkerRegistration FromProto(const v1::RegisterWorkerRequest& p) {
   w.model = FromProto(p.model());
   w.links = FromProto(p.links());
   if (p.has_calibration()) w.calibration = FromProto(p.calibration());
+  w.secret_sha256 = p.secret_sha256();
   return w;
 }
 

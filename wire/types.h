@@ -29,6 +29,8 @@ struct WorkerRegistration {
   // How the worker calibrates plans after the gate: the controller judges the plan in force the
   // way the workers run it (the observed balancedness).
   placement::CalibrationRule calibration;
+  // SHA-256 of the secret the controller issued to this incarnation (set by the controller).
+  std::string secret_sha256;
 };
 
 // Wall time of one iteration's phases on one worker, seconds (attention: per block).

@@ -28,6 +28,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "common/flags.h"
+#include "common/grpc_credentials.h"
 #include "common/log.h"
 #include "common/metrics_http.h"
 #include "placement/calibration.h"
@@ -53,6 +54,13 @@ ABSL_FLAG(int, ranks_per_node, 0,
 ABSL_FLAG(std::string, job, "hecate", "Job id at the controller");
 ABSL_FLAG(std::string, controller, "",
           "Controller address host:port (default: $HECATE_CONTROLLER; empty: no controller)");
+ABSL_FLAG(std::string, tls_ca_file, "",
+          "TLS to the controller: the CA its certificate chains to (env HECATE_TLS_CA_FILE)");
+ABSL_FLAG(std::string, tls_cert_file, "",
+          "mTLS: this worker's certificate chain (env HECATE_TLS_CERT_FILE)");
+ABSL_FLAG(std::string, tls_key_file, "", "mTLS: its private key (env HECATE_TLS_KEY_FILE)");
+ABSL_FLAG(std::string, token_file, "",
+          "A bearer token for the controller, sent over TLS (env HECATE_TOKEN_FILE)");
 ABSL_FLAG(std::string, mode, "fssdp", "fssdp (sharded + sparse materialization) or ep (static)");
 ABSL_FLAG(bool, local_planning, true,
           "Plan locally from all-gathered counts when there is no controller or it is unreachable");
@@ -235,6 +243,15 @@ int Main(int argc, char** argv) {
   if (master_port < 0) master_port = EnvInt("MASTER_PORT", nullptr, 29511);
   std::string controller = absl::GetFlag(FLAGS_controller);
   if (controller.empty()) controller = EnvStr("HECATE_CONTROLLER", "");
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> controller_credentials =
+      ChannelCredentialsFor(WithEnvironment(
+          ClientTls{absl::GetFlag(FLAGS_tls_ca_file), absl::GetFlag(FLAGS_tls_cert_file),
+                    absl::GetFlag(FLAGS_tls_key_file), absl::GetFlag(FLAGS_token_file)}));
+  if (!controller_credentials.ok()) {
+    std::fprintf(stderr, "hecate-worker: %s\n",
+                 std::string(controller_credentials.status().message()).c_str());
+    return kUsage;
+  }
   std::string node = absl::GetFlag(FLAGS_node);
   if (node.empty()) {
     char host[256] = {0};
@@ -380,6 +397,7 @@ int Main(int argc, char** argv) {
   if (!controller.empty()) {
     AgentConfig ac;
     ac.controller = controller;
+    ac.credentials = *controller_credentials;
     wire::WorkerRegistration reg;
     reg.job_id = absl::GetFlag(FLAGS_job);
     reg.rank = rank;

@@ -14,6 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "clients/ctl/offline.h"
 #include "clients/ctl/output.h"
+#include "common/grpc_credentials.h"
 #include "hecate/v1/controller.grpc.pb.h"
 #include "placement/plan.h"
 #include "wire/convert.h"
@@ -31,6 +32,7 @@ struct Options {
   bool watch = false;
   double timeout_s = 10;
   std::vector<std::string> positional;
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
 };
 
 int CodeFor(const grpc::Status& s) {
@@ -47,6 +49,9 @@ int CodeFor(const grpc::Status& s) {
     case grpc::StatusCode::OUT_OF_RANGE:
     case grpc::StatusCode::ALREADY_EXISTS:
       return kRejected;
+    case grpc::StatusCode::UNAUTHENTICATED:
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return kDenied;
     default:
       return kError;
   }
@@ -81,8 +86,7 @@ class Ctl {
     args.SetInt(GRPC_ARG_DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS, 100);
     args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
-    channel_ =
-        grpc::CreateCustomChannel(opts_.controller, grpc::InsecureChannelCredentials(), args);
+    channel_ = grpc::CreateCustomChannel(opts_.controller, opts_.credentials, args);
     stub_ = v1::Controller::NewStub(channel_);
   }
 
@@ -486,8 +490,13 @@ flags:
   -o, --output=FORMAT      table (default), json (proto3 canonical JSON), yaml
   --job=ID                 job to act on (default: the only job)
   --timeout=SECONDS        per-call deadline (default 10)
+  --tls_ca_file=PEM        TLS: the CA the controller's certificate chains to (HECATE_TLS_CA_FILE)
+  --tls_cert_file=PEM      mTLS: this client's certificate (HECATE_TLS_CERT_FILE)
+  --tls_key_file=PEM       mTLS: its key (HECATE_TLS_KEY_FILE)
+  --token_file=FILE        a bearer token, sent over TLS (HECATE_TOKEN_FILE)
 
-exit codes: 0 ok, 1 error, 2 usage, 3 controller unavailable, 4 not found, 5 rejected
+exit codes: 0 ok, 1 error, 2 usage, 3 controller unavailable, 4 not found, 5 rejected,
+6 refused (UNAUTHENTICATED, PERMISSION_DENIED)
 )";
 }
 
@@ -518,6 +527,7 @@ int Run(const std::vector<std::string>& args, const std::string& env_controller,
   }
   Options opts;
   if (!env_controller.empty()) opts.controller = env_controller;
+  ClientTls tls;
   for (size_t i = 0; i < args.size(); ++i) {
     std::string a = args[i];
     std::string value;
@@ -563,6 +573,14 @@ int Run(const std::vector<std::string>& args, const std::string& env_controller,
         err << "hecatectl: --timeout needs a positive number of seconds\n";
         return kUsage;
       }
+    } else if (take("--tls_ca_file", &value) || take("--tls-ca-file", &value)) {
+      tls.ca_file = value;
+    } else if (take("--tls_cert_file", &value) || take("--tls-cert-file", &value)) {
+      tls.cert_file = value;
+    } else if (take("--tls_key_file", &value) || take("--tls-key-file", &value)) {
+      tls.key_file = value;
+    } else if (take("--token_file", &value) || take("--token-file", &value)) {
+      tls.token_file = value;
     } else if (a == "--watch" || a == "-w") {
       opts.watch = true;
     } else if (!a.empty() && a[0] == '-') {
@@ -576,6 +594,13 @@ int Run(const std::vector<std::string>& args, const std::string& env_controller,
     err << Usage();
     return kUsage;
   }
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> creds =
+      ChannelCredentialsFor(WithEnvironment(tls));
+  if (!creds.ok()) {
+    err << "hecatectl: " << creds.status().message() << "\n";
+    return kUsage;
+  }
+  opts.credentials = *creds;
   Ctl ctl(std::move(opts), out, err);
   return ctl.Dispatch();
 }

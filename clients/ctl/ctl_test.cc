@@ -4,6 +4,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <map>
 #include <sstream>
 
 #include <gmock/gmock.h>
@@ -31,6 +32,7 @@ class CtlTest : public ::testing::Test {
     ASSERT_TRUE(server_->Start().ok());
     auto stub = v1::Controller::NewStub(
         grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials()));
+    std::map<int, std::string> secrets;
     for (int r = 0; r < 2; ++r) {
       v1::RegisterWorkerRequest req;
       req.set_job_id("job");
@@ -46,6 +48,7 @@ class CtlTest : public ::testing::Test {
       grpc::ClientContext ctx;
       v1::RegisterWorkerResponse resp;
       ASSERT_TRUE(stub->RegisterWorker(&ctx, req, &resp).ok());
+      secrets[r] = resp.worker_secret();
     }
     for (uint64_t it = 0; it < 2; ++it) {
       for (int r = 0; r < 2; ++r) {
@@ -53,6 +56,7 @@ class CtlTest : public ::testing::Test {
         rep.set_job_id("job");
         rep.set_rank(r);
         rep.set_incarnation(1);
+        rep.set_worker_secret(secrets[r]);
         rep.set_iteration(it);
         for (int l = 0; l < 2; ++l) {
           auto* layer = rep.add_layers();

@@ -74,14 +74,18 @@ def demo_model(layers=2, experts=8):
 
 def run_demo(client, job, workers, iterations):
     model = demo_model()
+    # Each rank's reports carry the secret its registration returned.
+    secrets = {}
     for rank in range(workers):
-        client.register(job, rank, workers, "node0" if rank < workers // 2 else "node1", model)
+        secrets[rank] = client.register(job, rank, workers,
+                                        "node0" if rank < workers // 2 else "node1",
+                                        model).worker_secret
     accepted = 0
     for it in range(iterations):
         reports = []
         for rank in range(workers):
             rep = types_pb2.LoadReport(job_id=job, rank=rank, incarnation=1, iteration=it,
-                                       tokens=128)
+                                       tokens=128, worker_secret=secrets[rank])
             hot = it % 8
             for layer in range(2):
                 # 128 tokens x top-2 = 256 assignments per layer

@@ -50,6 +50,10 @@ const char* ReportResultName(ReportResult r) {
       return "absurd_counts";
     case ReportResult::kOversized:
       return "oversized";
+    case ReportResult::kMalformed:
+      return "malformed";
+    case ReportResult::kBadSecret:
+      return "bad_secret";
   }
   return "?";
 }
@@ -59,10 +63,19 @@ std::vector<ReportResult> AllReportResults() {
       ReportResult::kAccepted,   ReportResult::kDuplicate,          ReportResult::kLate,
       ReportResult::kUnknownJob, ReportResult::kUnknownWorker,      ReportResult::kStaleIncarnation,
       ReportResult::kBadShape,   ReportResult::kIterationBackwards, ReportResult::kConflict,
-      ReportResult::kFuturePlan, ReportResult::kAbsurdCounts,       ReportResult::kOversized};
+      ReportResult::kFuturePlan, ReportResult::kAbsurdCounts,       ReportResult::kOversized,
+      ReportResult::kMalformed,  ReportResult::kBadSecret};
 }
 
 namespace {
+
+// Compares two digests in time independent of where they differ.
+bool DigestsEqual(const std::string& a, const std::string& b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return diff == 0;
+}
 
 bool SameModel(const pl::ModelSpec& a, const pl::ModelSpec& b) {
   if (a.top_k != b.top_k || a.layers.size() != b.layers.size()) return false;
@@ -169,7 +182,17 @@ void ControllerCore::RestorePlan(const pl::Plan& plan) {
   ++job->plans_published;
 }
 
-absl::Status ControllerCore::Register(const WorkerRegistration& reg, absl::Time now) {
+const WorkerRegistration* ControllerCore::FindWorker(const std::string& job_id, int rank) const {
+  const Job* job = FindJob(job_id);
+  if (job == nullptr || rank < 0 || rank >= static_cast<int>(job->workers.size()) ||
+      !job->workers[rank].has_value()) {
+    return nullptr;
+  }
+  return &job->workers[rank]->reg;
+}
+
+absl::Status ControllerCore::Register(const WorkerRegistration& reg, absl::Time now,
+                                      const std::string& presented_sha256) {
   if (reg.job_id.empty()) return absl::InvalidArgumentError("job_id is empty");
   if (reg.world_size < 1) return absl::InvalidArgumentError("world_size must be >= 1");
   if (reg.rank < 0 || reg.rank >= reg.world_size) {
@@ -203,6 +226,13 @@ absl::Status ControllerCore::Register(const WorkerRegistration& reg, absl::Time 
           absl::StrCat("rank ", reg.rank, " incarnation ", reg.incarnation,
                        " is older than the registered ", existing->reg.incarnation));
     }
+    if (existing.has_value() && reg.incarnation == existing->reg.incarnation &&
+        !existing->reg.secret_sha256.empty() &&
+        !DigestsEqual(presented_sha256, existing->reg.secret_sha256)) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("rank ", reg.rank, " incarnation ", reg.incarnation,
+                       " is registered; registering it again needs its worker secret"));
+    }
   }
   // Validated: change state.
   if (job == nullptr) {
@@ -216,6 +246,7 @@ absl::Status ControllerCore::Register(const WorkerRegistration& reg, absl::Time 
   }
   std::optional<WorkerInfo>& slot = job->workers[reg.rank];
   if (slot.has_value() && slot->reg.incarnation == reg.incarnation) {
+    if (slot->reg.secret_sha256.empty()) slot->reg.secret_sha256 = reg.secret_sha256;
     slot->last_seen = now;
     slot->state = WorkerState::kLive;
     Recount(*job);

@@ -86,6 +86,8 @@ enum class ReportResult {
   kFuturePlan,
   kAbsurdCounts,
   kOversized,
+  kMalformed,  // bytes that do not parse as a LoadReport
+  kBadSecret,  // the worker secret does not match the rank's registration
 };
 const char* ReportResultName(ReportResult r);
 std::vector<ReportResult> AllReportResults();
@@ -197,8 +199,14 @@ class ControllerCore {
   // --- workers ---
   // INVALID_ARGUMENT: malformed (rank >= world size, invalid model); FAILED_PRECONDITION: the job
   // exists with a different world size or model, or the incarnation is older than the registered
-  // one. The same incarnation re-registering is a no-op; a newer one supersedes the old.
-  absl::Status Register(const WorkerRegistration& reg, absl::Time now);
+  // one. A newer incarnation supersedes the old one and takes `reg.secret_sha256` (the digest of
+  // the secret the caller issues it). The same incarnation registering again keeps its digest and
+  // must present its secret (`presented_sha256`, the digest of what the request carried):
+  // PERMISSION_DENIED otherwise, and nothing changes.
+  absl::Status Register(const WorkerRegistration& reg, absl::Time now,
+                        const std::string& presented_sha256 = "");
+  // The registration of `rank` in `job`; null when there is none.
+  const WorkerRegistration* FindWorker(const std::string& job, int rank) const;
   // Validates before any state change; a rejected report changes nothing.
   IngestOutcome Ingest(const LoadReport& report, absl::Time now);
   // Liveness (stale/lost) and deadline-based finalization.

@@ -32,6 +32,18 @@ ControllerMetrics::ControllerMetrics(std::shared_ptr<prometheus::Registry> regis
                   .Name("hecate_reports_received_total")
                   .Help("Load reports received, by result (accepted or the rejection reason).")
                   .Register(r);
+  prometheus::Family<prometheus::Counter>& auth =
+      BuildCounter()
+          .Name("hecate_auth_failures_total")
+          .Help(
+              "Calls refused: no credential, unknown token or certificate, wrong role, or a "
+              "worker secret that does not match.")
+          .Register(r);
+  for (hecate::controller::AuthFailure f :
+       {AuthFailure::kNoCredential, AuthFailure::kBadToken, AuthFailure::kUnknownCertificate,
+        AuthFailure::kWrongRole, AuthFailure::kBadSecret}) {
+    auth_failures_[f] = &auth.Add({{"reason", AuthFailureName(f)}});
+  }
   for (ReportResult res : AllReportResults()) {
     report_counters_[res] = &reports_->Add({{"result", ReportResultName(res)}});
   }
@@ -114,6 +126,9 @@ bool ParseExpertDetail(const std::string& text, ExpertDetail* out) {
 void ControllerMetrics::SetEpoch(uint64_t epoch) { epoch_->Set(static_cast<double>(epoch)); }
 void ControllerMetrics::SetRecoverySeconds(double s) { recovery_seconds_->Set(s); }
 void ControllerMetrics::Report(ReportResult result) { report_counters_[result]->Increment(); }
+void ControllerMetrics::AuthFailure(hecate::controller::AuthFailure why) {
+  auth_failures_[why]->Increment();
+}
 void ControllerMetrics::PlanComputed(double seconds) { compute_seconds_->Observe(seconds); }
 void ControllerMetrics::PlanPushed(double seconds) { push_seconds_->Observe(seconds); }
 

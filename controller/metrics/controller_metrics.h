@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
+#include "controller/auth/auth.h"
 #include "controller/core/controller_core.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
@@ -38,6 +39,8 @@ class ControllerMetrics {
   void SetEpoch(uint64_t epoch);
   void SetRecoverySeconds(double s);
   void Report(ReportResult result);
+  // A refused call (hecate_auth_failures_total{reason}).
+  void AuthFailure(hecate::controller::AuthFailure why);
   void PlanComputed(double seconds);
   void PlanPublished(const std::string& job, const placement::Plan& plan, double unix_seconds,
                      bool reshard);
@@ -54,6 +57,7 @@ class ControllerMetrics {
   prometheus::Gauge* recovery_seconds_;
   prometheus::Family<prometheus::Counter>* reports_;
   std::map<ReportResult, prometheus::Counter*> report_counters_;
+  std::map<hecate::controller::AuthFailure, prometheus::Counter*> auth_failures_;
   prometheus::Histogram* compute_seconds_;
   prometheus::Histogram* push_seconds_;
   prometheus::Family<prometheus::Gauge>* plan_version_;

@@ -1,8 +1,11 @@
 #include "controller/service/controller_service.h"
 
+#include <grpc/grpc_security_constants.h>
+
 #include <deque>
 #include <utility>
 
+#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "wire/convert.h"
@@ -150,33 +153,68 @@ class ControllerService::Watcher : public grpc::ServerWriteReactor<grpc::ByteBuf
   grpc::Status final_status_ ABSL_GUARDED_BY(mu_);
 };
 
-// One ReportLoad stream: each report is ingested as it arrives; the first rejected report ends
-// the stream with its code.
-class ControllerService::ReportReader : public grpc::ServerReadReactor<v1::LoadReport> {
+// One ReportLoad stream, read raw: each report is parsed and ingested as it arrives; the first
+// rejected report ends the stream with its code (a refused caller's stream ends at once).
+class ControllerService::ReportReader : public grpc::ServerReadReactor<grpc::ByteBuffer> {
  public:
-  ReportReader(ControllerService* service, v1::ReportLoadResponse* response)
+  ReportReader(ControllerService* service, grpc::ByteBuffer* response, absl::Status refused)
       : service_(service), response_(response) {
-    StartRead(&report_);
+    if (!refused.ok()) {
+      Finish(ToGrpc(refused));
+      return;
+    }
+    StartRead(&raw_);
   }
   void OnReadDone(bool ok) override {
     if (!ok) {
+      grpc::Slice slice(counts_.SerializeAsString());
+      *response_ = grpc::ByteBuffer(&slice, 1);
       Finish(grpc::Status::OK);
       return;
     }
-    absl::Status s = service_->IngestReport(report_);
+    ReportResult result = ReportResult::kAccepted;
+    absl::Status s = Parse();
+    if (s.ok()) {
+      s = service_->IngestReport(report_, &result);
+    } else if (service_->metrics_ != nullptr) {
+      service_->metrics_->Report(s.code() == absl::StatusCode::kResourceExhausted
+                                     ? ReportResult::kOversized
+                                     : ReportResult::kMalformed);
+    }
     if (!s.ok()) {
       Finish(ToGrpc(s));
       return;
     }
-    response_->set_accepted(response_->accepted() + 1);
-    StartRead(&report_);
+    counts_.set_accepted(counts_.accepted() + 1);
+    if (result == ReportResult::kDuplicate) counts_.set_duplicates(counts_.duplicates() + 1);
+    StartRead(&raw_);
   }
   void OnDone() override { delete this; }
 
  private:
+  absl::Status Parse() {
+    const size_t size = raw_.Length();
+    if (static_cast<int64_t>(size) > service_->config_.max_report_bytes) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("report of ", size, " bytes exceeds ", service_->config_.max_report_bytes));
+    }
+    std::vector<grpc::Slice> slices;
+    std::string bytes;
+    bool ok = raw_.Dump(&slices).ok();
+    for (const grpc::Slice& sl : slices) {
+      bytes.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
+    }
+    if (!ok || !report_.ParseFromString(bytes)) {
+      return absl::InvalidArgumentError("malformed LoadReport (the bytes do not parse)");
+    }
+    return absl::OkStatus();
+  }
+
   ControllerService* const service_;
-  v1::ReportLoadResponse* const response_;
+  grpc::ByteBuffer* const response_;
+  grpc::ByteBuffer raw_;
   v1::LoadReport report_;
+  v1::ReportLoadResponse counts_;
 };
 
 // ------------------------------------------------------------------------------------------
@@ -396,27 +434,69 @@ absl::Status ControllerService::PersistJob(const std::string& job) {
   return store_->PutJob(*record);
 }
 
-absl::Status ControllerService::IngestReport(const v1::LoadReport& p) {
+absl::Status ControllerService::IngestReport(const v1::LoadReport& p, ReportResult* result) {
+  *result = ReportResult::kAccepted;
   if (!ready_) return kNotReady;
   if (static_cast<int64_t>(p.ByteSizeLong()) > config_.max_report_bytes) {
-    if (metrics_ != nullptr) metrics_->Report(ReportResult::kOversized);
+    *result = ReportResult::kOversized;
+    if (metrics_ != nullptr) metrics_->Report(*result);
     return absl::ResourceExhaustedError(
         absl::StrCat("report of ", p.ByteSizeLong(), " bytes exceeds ", config_.max_report_bytes));
   }
   absl::StatusOr<LoadReport> r = wire::FromProto(p);
   if (!r.ok()) {
-    if (metrics_ != nullptr) metrics_->Report(ReportResult::kBadShape);
+    *result = ReportResult::kBadShape;
+    if (metrics_ != nullptr) metrics_->Report(*result);
     return r.status();
   }
+  const std::string presented = Sha256(p.worker_secret());
   IngestOutcome outcome;
   {
     absl::MutexLock lock(&mu_);
-    outcome = core_->Ingest(*r, clock_->Now());
-    // Only a completed iteration can make planning due; deadlines and liveness are the tick's.
-    if (outcome.finalized) wake_ = true;
+    // The reporting incarnation must prove it is the registered one: one rank cannot report for
+    // another. (A superseded incarnation is the core's stale_incarnation.)
+    const WorkerRegistration* w = core_->FindWorker(r->job_id, r->rank);
+    if (w != nullptr && w->incarnation == r->incarnation && !w->secret_sha256.empty() &&
+        !DigestsEqual(presented, w->secret_sha256)) {
+      outcome.result = ReportResult::kBadSecret;
+      outcome.status = absl::PermissionDeniedError(absl::StrCat(
+          "the worker secret does not match rank ", r->rank, "'s registration in job ", r->job_id));
+    } else {
+      outcome = core_->Ingest(*r, clock_->Now());
+      // Only a completed iteration can make planning due; deadlines and liveness are the tick's.
+      if (outcome.finalized) wake_ = true;
+    }
   }
-  if (metrics_ != nullptr) metrics_->Report(outcome.result);
+  *result = outcome.result;
+  if (metrics_ != nullptr) {
+    metrics_->Report(outcome.result);
+    if (outcome.result == ReportResult::kBadSecret) metrics_->AuthFailure(AuthFailure::kBadSecret);
+  }
   return outcome.status;
+}
+
+absl::StatusOr<Role> ControllerService::Authorize(grpc::CallbackServerContext* ctx, Method method) {
+  if (!config_.auth.enabled()) return Role::kOperator;
+  CallCredentials c;
+  const auto& md = ctx->client_metadata();
+  if (auto it = md.find("authorization"); it != md.end()) {
+    absl::string_view v(it->second.data(), it->second.size());
+    if (absl::ConsumePrefix(&v, "Bearer ")) c.bearer_token = std::string(v);
+  }
+  std::shared_ptr<const grpc::AuthContext> auth = ctx->auth_context();
+  if (auth != nullptr && auth->IsPeerAuthenticated()) {
+    for (const grpc::string_ref& cn : auth->FindPropertyValues(GRPC_X509_CN_PROPERTY_NAME)) {
+      c.peer_names.emplace_back(cn.data(), cn.size());
+    }
+  }
+  AuthFailure why = AuthFailure::kNoCredential;
+  absl::StatusOr<Role> role = config_.auth.Authorize(c, method, &why);
+  if (!role.ok()) {
+    if (metrics_ != nullptr) metrics_->AuthFailure(why);
+    LogWarn("call refused", LogFields()("method", MethodName(method))(
+                                "reason", AuthFailureName(why))("peer", ctx->peer()));
+  }
+  return role;
 }
 
 // ------------------------------------------------------------------------------------------
@@ -425,35 +505,52 @@ absl::Status ControllerService::IngestReport(const v1::LoadReport& p) {
 grpc::ServerUnaryReactor* ControllerService::RegisterWorker(grpc::CallbackServerContext* ctx,
                                                             const v1::RegisterWorkerRequest* req,
                                                             v1::RegisterWorkerResponse* resp) {
+  if (absl::StatusOr<Role> role = Authorize(ctx, Method::kRegisterWorker); !role.ok()) {
+    return Done(ctx, role.status());
+  }
   if (!ready_) return Done(ctx, kNotReady);
   WorkerRegistration reg = wire::FromProto(*req);
+  // A new incarnation gets a fresh secret; the same one registering again presents its own.
+  const std::string issued = NewSecret();
+  reg.secret_sha256 = Sha256(issued);
+  const std::string presented = req->worker_secret().empty() ? "" : Sha256(req->worker_secret());
   absl::Status s;
+  WorkerRegistration stored;
   {
     absl::MutexLock lock(&mu_);
-    s = core_->Register(reg, clock_->Now());
+    s = core_->Register(reg, clock_->Now(), presented);
     if (s.ok()) {
+      stored = *core_->FindWorker(reg.job_id, reg.rank);
       resp->set_epoch(core_->epoch());
       if (auto plan = core_->CurrentPlan(reg.job_id))
         *resp->mutable_current_plan() = wire::ToProto(plan->id);
       resp->set_max_report_bytes(config_.max_report_bytes);
+      resp->set_worker_secret(
+          DigestsEqual(stored.secret_sha256, reg.secret_sha256) ? issued : req->worker_secret());
     }
+  }
+  if (s.code() == absl::StatusCode::kPermissionDenied && metrics_ != nullptr) {
+    metrics_->AuthFailure(AuthFailure::kBadSecret);
   }
   if (s.ok()) {
     s = PersistJob(reg.job_id);
-    if (s.ok()) s = store_->PutWorker(reg);
+    if (s.ok()) s = store_->PutWorker(stored);
     LogInfo("worker registered", LogFields()("job", reg.job_id)("rank", reg.rank)("node", reg.node)(
                                      "incarnation", reg.incarnation));
   }
+  if (!s.ok()) resp->clear_worker_secret();
   return Done(ctx, s);
 }
 
-grpc::ServerReadReactor<v1::LoadReport>* ControllerService::ReportLoad(
-    grpc::CallbackServerContext* /*ctx*/, v1::ReportLoadResponse* resp) {
-  return new ReportReader(this, resp);
+grpc::ServerReadReactor<grpc::ByteBuffer>* ControllerService::ReportLoad(
+    grpc::CallbackServerContext* ctx, grpc::ByteBuffer* resp) {
+  absl::StatusOr<Role> role = Authorize(ctx, Method::kReportLoad);
+  return new ReportReader(this, resp, role.status());
 }
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* ControllerService::WatchPlans(
-    grpc::CallbackServerContext* /*ctx*/, const grpc::ByteBuffer* raw) {
+    grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* raw) {
+  const absl::StatusOr<Role> role = Authorize(ctx, Method::kWatchPlans);
   v1::WatchPlansRequest parsed;
   std::vector<grpc::Slice> slices;
   bool ok = raw->Dump(&slices).ok();
@@ -464,14 +561,36 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ControllerService::WatchPlans(
   const v1::WatchPlansRequest* req = &parsed;
   auto* w = new Watcher(this, req->job_id(), wire::FromProto(req->after()), req->device_detail(),
                         req->accept_deltas(), req->compact_holders());
+  if (!role.ok()) {
+    w->Close(ToGrpc(role.status()));
+    return w;
+  }
   if (!ok) {
     w->Close(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "malformed WatchPlansRequest"));
     return w;
   }
+  if (*role == Role::kWorker && req->incarnation() == 0) {
+    w->Close(grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                          "a worker's watch names its rank, incarnation and worker secret"));
+    return w;
+  }
+  const std::string presented = Sha256(req->worker_secret());
   absl::MutexLock lock(&mu_);
   if (!ready_ || shutting_down_) {
     w->Close(grpc::Status(grpc::StatusCode::UNAVAILABLE, "controller is not serving"));
     return w;
+  }
+  if (req->incarnation() > 0) {
+    // A worker's watch: the incarnation must be the registered one, with its secret.
+    const WorkerRegistration* reg = core_->FindWorker(req->job_id(), static_cast<int>(req->rank()));
+    if (reg != nullptr && reg->incarnation == req->incarnation() && !reg->secret_sha256.empty() &&
+        !DigestsEqual(presented, reg->secret_sha256)) {
+      if (metrics_ != nullptr) metrics_->AuthFailure(AuthFailure::kBadSecret);
+      w->Close(grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                            absl::StrCat("the worker secret does not match rank ", req->rank(),
+                                         "'s registration in job ", req->job_id())));
+      return w;
+    }
   }
   if (!core_->HasJob(req->job_id())) {
     w->Close(grpc::Status(grpc::StatusCode::NOT_FOUND,
@@ -508,6 +627,9 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ControllerService::WatchPlans(
 grpc::ServerUnaryReactor* ControllerService::GetPlan(grpc::CallbackServerContext* ctx,
                                                      const v1::GetPlanRequest* req,
                                                      v1::Plan* resp) {
+  if (absl::StatusOr<Role> role = Authorize(ctx, Method::kGetPlan); !role.ok()) {
+    return Done(ctx, role.status());
+  }
   if (!ready_) return Done(ctx, kNotReady);
   absl::StatusOr<std::shared_ptr<const pl::Plan>> plan;
   {
@@ -532,6 +654,9 @@ grpc::ServerUnaryReactor* ControllerService::GetPlan(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* ControllerService::ListWorkers(grpc::CallbackServerContext* ctx,
                                                          const v1::ListWorkersRequest* req,
                                                          v1::ListWorkersResponse* resp) {
+  if (absl::StatusOr<Role> role = Authorize(ctx, Method::kListWorkers); !role.ok()) {
+    return Done(ctx, role.status());
+  }
   if (!ready_) return Done(ctx, kNotReady);
   absl::MutexLock lock(&mu_);
   core_->Tick(clock_->Now());
@@ -560,6 +685,9 @@ grpc::ServerUnaryReactor* ControllerService::ListWorkers(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* ControllerService::GetLoad(grpc::CallbackServerContext* ctx,
                                                      const v1::GetLoadRequest* req,
                                                      v1::GetLoadResponse* resp) {
+  if (absl::StatusOr<Role> role = Authorize(ctx, Method::kGetLoad); !role.ok()) {
+    return Done(ctx, role.status());
+  }
   if (!ready_) return Done(ctx, kNotReady);
   absl::StatusOr<std::vector<LayerLoadView>> load;
   {
@@ -587,6 +715,9 @@ grpc::ServerUnaryReactor* ControllerService::GetLoad(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* ControllerService::GetStatus(grpc::CallbackServerContext* ctx,
                                                        const v1::GetStatusRequest* /*req*/,
                                                        v1::GetStatusResponse* resp) {
+  if (absl::StatusOr<Role> role = Authorize(ctx, Method::kGetStatus); !role.ok()) {
+    return Done(ctx, role.status());
+  }
   resp->set_serving(ready_);
   resp->set_version(config_.version);
   resp->set_uptime_seconds(absl::ToDoubleSeconds(clock_->Now() - started_));
@@ -614,6 +745,9 @@ grpc::ServerUnaryReactor* ControllerService::GetStatus(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* ControllerService::Freeze(grpc::CallbackServerContext* ctx,
                                                     const v1::FreezeRequest* req,
                                                     v1::FreezeResponse* resp) {
+  if (absl::StatusOr<Role> role = Authorize(ctx, Method::kFreeze); !role.ok()) {
+    return Done(ctx, role.status());
+  }
   if (!ready_) return Done(ctx, kNotReady);
   absl::StatusOr<std::vector<std::string>> frozen;
   {
@@ -632,6 +766,9 @@ grpc::ServerUnaryReactor* ControllerService::Freeze(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* ControllerService::Unfreeze(grpc::CallbackServerContext* ctx,
                                                       const v1::UnfreezeRequest* req,
                                                       v1::UnfreezeResponse* resp) {
+  if (absl::StatusOr<Role> role = Authorize(ctx, Method::kUnfreeze); !role.ok()) {
+    return Done(ctx, role.status());
+  }
   if (!ready_) return Done(ctx, kNotReady);
   absl::StatusOr<std::vector<std::string>> frozen;
   std::vector<std::string> all;
@@ -652,6 +789,9 @@ grpc::ServerUnaryReactor* ControllerService::Unfreeze(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* ControllerService::SetPolicy(grpc::CallbackServerContext* ctx,
                                                        const v1::SetPolicyRequest* req,
                                                        v1::SetPolicyResponse* resp) {
+  if (absl::StatusOr<Role> role = Authorize(ctx, Method::kSetPolicy); !role.ok()) {
+    return Done(ctx, role.status());
+  }
   if (!ready_) return Done(ctx, kNotReady);
   absl::StatusOr<std::string> previous;
   std::vector<std::string> jobs;
@@ -681,6 +821,9 @@ grpc::ServerUnaryReactor* ControllerService::SetPolicy(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* ControllerService::RollbackPlan(grpc::CallbackServerContext* ctx,
                                                           const v1::RollbackPlanRequest* req,
                                                           v1::Plan* resp) {
+  if (absl::StatusOr<Role> role = Authorize(ctx, Method::kRollbackPlan); !role.ok()) {
+    return Done(ctx, role.status());
+  }
   if (!ready_) return Done(ctx, kNotReady);
   absl::MutexLock publish(&publish_mu_);
   absl::StatusOr<std::shared_ptr<const pl::Plan>> plan;

@@ -19,6 +19,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
+#include "controller/auth/auth.h"
 #include "controller/core/controller_core.h"
 #include "controller/metrics/controller_metrics.h"
 #include "controller/store/state_store.h"
@@ -37,12 +38,18 @@ struct ServiceConfig {
   // No planning thread: tests call RunPlannerOnce() themselves.
   bool manual_planning = false;
   std::string version = "dev";
+  // Who may call what (controller/auth/auth.h); the default lets every caller act as an operator.
+  Authenticator auth;
 };
 
 // WatchPlans is served raw: a published plan is serialized once into a grpc::ByteBuffer whose
 // slices every watcher shares, so fan-out costs one serialization, not one per watcher.
+// ReportLoad is read raw, so that bytes that do not parse are INVALID_ARGUMENT (and counted), and
+// a report over max_report_bytes is RESOURCE_EXHAUSTED (and counted) rather than refused by gRPC
+// unseen.
 class ControllerService final
-    : public v1::Controller::WithRawCallbackMethod_WatchPlans<v1::Controller::CallbackService> {
+    : public v1::Controller::WithRawCallbackMethod_ReportLoad<
+          v1::Controller::WithRawCallbackMethod_WatchPlans<v1::Controller::CallbackService>> {
  public:
   ControllerService(ServiceConfig config, StateStore* store, ControllerMetrics* metrics,
                     const Clock* clock);
@@ -65,8 +72,8 @@ class ControllerService final
   grpc::ServerUnaryReactor* RegisterWorker(grpc::CallbackServerContext* ctx,
                                            const v1::RegisterWorkerRequest* req,
                                            v1::RegisterWorkerResponse* resp) override;
-  grpc::ServerReadReactor<v1::LoadReport>* ReportLoad(grpc::CallbackServerContext* ctx,
-                                                      v1::ReportLoadResponse* resp) override;
+  grpc::ServerReadReactor<grpc::ByteBuffer>* ReportLoad(grpc::CallbackServerContext* ctx,
+                                                        grpc::ByteBuffer* resp) override;
   grpc::ServerWriteReactor<grpc::ByteBuffer>* WatchPlans(grpc::CallbackServerContext* ctx,
                                                          const grpc::ByteBuffer* req) override;
   grpc::ServerUnaryReactor* GetPlan(grpc::CallbackServerContext* ctx, const v1::GetPlanRequest* req,
@@ -96,8 +103,12 @@ class ControllerService final
   struct Encoded;
   class ReportReader;
 
-  // Ingests one report (validation, counting); non-OK ends the caller's stream.
-  absl::Status IngestReport(const v1::LoadReport& report);
+  // Ingests one report (validation, the worker secret, counting); non-OK ends the caller's
+  // stream. `*result` says how it was counted.
+  absl::Status IngestReport(const v1::LoadReport& report, ReportResult* result);
+  // The caller's role for `method` (UNAUTHENTICATED / PERMISSION_DENIED, counted and logged
+  // without the credential).
+  absl::StatusOr<Role> Authorize(grpc::CallbackServerContext* ctx, Method method);
   // Persists `plan`, then queues it on the job's watchers. Caller holds publish_mu_.
   void Deliver(const std::shared_ptr<const placement::Plan>& plan)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(publish_mu_);

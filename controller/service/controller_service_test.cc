@@ -6,6 +6,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
+#include <map>
 #include <thread>
 
 #include <gmock/gmock.h>
@@ -49,9 +50,13 @@ class ServiceTest : public ::testing::Test {
   grpc::Status Register(int rank) {
     grpc::ClientContext ctx;
     v1::RegisterWorkerResponse resp;
-    return stub_->RegisterWorker(&ctx, Registration(rank), &resp);
+    grpc::Status s = stub_->RegisterWorker(&ctx, Registration(rank), &resp);
+    if (s.ok()) secrets_[rank] = resp.worker_secret();
+    return s;
   }
-  grpc::Status Send(const v1::LoadReport& report) {
+  // Sends `report` with its rank's secret (unless it carries one already).
+  grpc::Status Send(v1::LoadReport report) {
+    if (report.worker_secret().empty()) report.set_worker_secret(secrets_[report.rank()]);
     grpc::ClientContext ctx;
     v1::ReportLoadResponse resp;
     auto writer = stub_->ReportLoad(&ctx, &resp);
@@ -68,6 +73,7 @@ class ServiceTest : public ::testing::Test {
   }
 
   std::unique_ptr<ControllerServer> server_;
+  std::map<int, std::string> secrets_;  // by rank
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Controller::Stub> stub_;
 };

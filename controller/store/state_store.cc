@@ -151,6 +151,16 @@ absl::StatusOr<std::unique_ptr<SqliteStateStore>> SqliteStateStore::Open(const s
         absl::StrCat("state dir ", dir, " is in use by another controller (", lock_path, ")"));
   }
   const std::string path = dir + "/state.db";
+  // SQLite takes an empty file for a new database: a state.db emptied by a crash or a careless
+  // copy would silently start over at epoch 1. Only a missing file means a new state dir.
+  struct stat st;
+  if (stat(path.c_str(), &st) == 0 && st.st_size == 0) {
+    close(fd);
+    return absl::DataLossError(
+        absl::StrCat(path,
+                     " is empty (0 bytes): its plans and history are gone; move it aside to start "
+                     "fresh, or restore it from a backup"));
+  }
   sqlite3* db = nullptr;
   if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) !=
       SQLITE_OK) {

@@ -37,8 +37,10 @@ ControllerAgent::ControllerAgent(AgentConfig config) : config_(std::move(config)
   // reached seconds after it was serving; 100 ms between resolutions makes that a fraction of a
   // second.
   args.SetInt(GRPC_ARG_DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS, 100);
-  channel_ =
-      grpc::CreateCustomChannel(config_.controller, grpc::InsecureChannelCredentials(), args);
+  channel_ = grpc::CreateCustomChannel(
+      config_.controller,
+      config_.credentials != nullptr ? config_.credentials : grpc::InsecureChannelCredentials(),
+      args);
   stub_ = v1::Controller::NewStub(channel_);
 }
 
@@ -98,7 +100,13 @@ bool ControllerAgent::Register(v1::Controller::Stub* stub) {
   grpc::ClientContext ctx;
   ctx.set_deadline(Deadline(config_.rpc_timeout));
   v1::RegisterWorkerResponse resp;
-  grpc::Status s = stub->RegisterWorker(&ctx, config_.registration, &resp);
+  v1::RegisterWorkerRequest req = config_.registration;
+  {
+    // Registering again (a reconnect, a restarted controller) presents this incarnation's secret.
+    absl::MutexLock lock(&mu_);
+    req.set_worker_secret(secret_);
+  }
+  grpc::Status s = stub->RegisterWorker(&ctx, req, &resp);
   if (!s.ok()) {
     // One line per outage, then one every 30 s: a restarting controller is not log spam.
     static thread_local absl::Time last_logged = absl::InfinitePast();
@@ -112,6 +120,7 @@ bool ControllerAgent::Register(v1::Controller::Stub* stub) {
   }
   epoch_ = resp.epoch();
   absl::MutexLock lock(&mu_);
+  secret_ = resp.worker_secret();
   registered_ = true;
   return true;
 }
@@ -157,6 +166,7 @@ void ControllerAgent::SendLoop() {
         }
         report = std::move(queue_.front());
         queue_.pop_front();
+        report.set_worker_secret(secret_);
       }
       ok = writer->Write(report);
       if (ok) {
@@ -225,6 +235,7 @@ void ControllerAgent::WatchLoop() {
       if (!plans_.empty() && !resync_) {
         *req.mutable_after() = wire::ToProto(plans_.rbegin()->first);
       }
+      req.set_worker_secret(secret_);
       watch_ctx_ = &ctx;
     }
     req.set_accept_deltas(true);

@@ -16,6 +16,8 @@
 #include <string>
 #include <thread>
 
+#include <grpcpp/security/credentials.h>
+
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "hecate/v1/controller.grpc.pb.h"
@@ -26,6 +28,8 @@ namespace hecate::worker {
 
 struct AgentConfig {
   std::string controller;  // host:port
+  // TLS / mTLS / token (common/grpc_credentials.h); null: plaintext.
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
   v1::RegisterWorkerRequest registration;
   size_t queue_capacity = 64;
   absl::Duration backoff_min = absl::Milliseconds(100);
@@ -46,6 +50,12 @@ class ControllerAgent {
 
   // True while registered and both streams are up.
   bool connected() const { return connected_.load(); }
+  // The secret this incarnation's registration returned (empty before it registered); reports
+  // sent through Enqueue carry it. For callers that report on another stream (tests).
+  std::string worker_secret() const {
+    absl::MutexLock lock(&mu_);
+    return secret_;
+  }
   // Queues a report; when full, drops the oldest (counted). Never blocks.
   void Enqueue(v1::LoadReport report);
   // The newest received plan whose effective_iteration <= iteration (null if none).
@@ -76,6 +86,8 @@ class ControllerAgent {
   mutable absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool registered_ ABSL_GUARDED_BY(mu_) = false;
+  // This incarnation's secret from RegisterWorker; reports and watches carry it.
+  std::string secret_ ABSL_GUARDED_BY(mu_);
   std::deque<v1::LoadReport> queue_ ABSL_GUARDED_BY(mu_);
   struct Held {
     std::shared_ptr<const placement::Plan> plan;

@@ -69,7 +69,9 @@ TEST(AgentTest, RebuildsEveryPlanFromDeltas) {
       grpc::ClientContext ctx;
       v1::ReportLoadResponse resp;
       auto writer = stub->ReportLoad(&ctx, &resp);
-      writer->Write(controller::testing::Report(r, it, plan, /*hot_period=*/2));
+      v1::LoadReport report = controller::testing::Report(r, it, plan, /*hot_period=*/2);
+      report.set_worker_secret(agents[r]->worker_secret());
+      writer->Write(report);
       writer->WritesDone();
       ASSERT_TRUE(writer->Finish().ok());
     }
