@@ -58,6 +58,12 @@ ABSL_FLAG(std::string, bin_dir, "", "Directory holding controller/ and worker/ b
 ABSL_FLAG(int, log_every, 5, "Progress line every N iterations");
 ABSL_FLAG(std::string, controller, "",
           "Train against this running controller (host:port) instead of an embedded one");
+ABSL_FLAG(
+    std::string, tls_ca_file, "",
+    "With --controller: TLS to it, the CA its certificate chains to (passed to every worker)");
+ABSL_FLAG(std::string, tls_cert_file, "", "mTLS: the workers' client certificate (PEM)");
+ABSL_FLAG(std::string, tls_key_file, "", "mTLS: its private key (PEM)");
+ABSL_FLAG(std::string, token_file, "", "A bearer token file for the workers (sent over TLS)");
 ABSL_FLAG(bool, worker_metrics, true,
           "Every rank serves /metrics on a free loopback port (printed at start)");
 ABSL_FLAG(
@@ -318,6 +324,13 @@ RunResult RunJob(const std::string& policy, const std::string& mode, int workers
     argv.insert(argv.end(), defaults.begin(), defaults.end());
     if (absl::GetFlag(FLAGS_pin)) argv.push_back(absl::StrCat("--cpu=", cpus[r % cpus.size()]));
     if (absl::GetFlag(FLAGS_worker_metrics)) argv.push_back("--metrics_listen=" + worker_listen[r]);
+    for (const auto& [flag, value] :
+         {std::pair<const char*, std::string>{"--tls_ca_file=", absl::GetFlag(FLAGS_tls_ca_file)},
+          {"--tls_cert_file=", absl::GetFlag(FLAGS_tls_cert_file)},
+          {"--tls_key_file=", absl::GetFlag(FLAGS_tls_key_file)},
+          {"--token_file=", absl::GetFlag(FLAGS_token_file)}}) {
+      if (!value.empty()) argv.push_back(flag + value);
+    }
     if (!absl::GetFlag(FLAGS_checkpoint_dir).empty()) {
       argv.push_back("--checkpoint_dir=" + absl::GetFlag(FLAGS_checkpoint_dir));
       argv.push_back(absl::StrCat("--checkpoint_every=", absl::GetFlag(FLAGS_checkpoint_every)));
@@ -470,6 +483,12 @@ std::string CheckFlags() {
   const std::string c = absl::GetFlag(FLAGS_controller);
   if (!c.empty() && (c.rfind(':') == std::string::npos || c.rfind(':') + 1 == c.size()))
     return "--controller must be host:port";
+  const bool tls =
+      !absl::GetFlag(FLAGS_tls_ca_file).empty() || !absl::GetFlag(FLAGS_tls_cert_file).empty() ||
+      !absl::GetFlag(FLAGS_tls_key_file).empty() || !absl::GetFlag(FLAGS_token_file).empty();
+  if (tls && c.empty())
+    return "--tls_* and --token_file are for --controller (the embedded one is plaintext on "
+           "loopback)";
   return "";
 }
 

@@ -143,11 +143,66 @@ TEST(LauncherTest, TrainsAgainstAnExternalController) {
   EXPECT_EQ(controller.Wait(absl::ZeroDuration()), -1) << "the launcher leaves it running";
 }
 
+// A job over mutual TLS with two identities: the workers (certificate CN worker-0, role worker)
+// train to the end against a controller that requires client certificates; hecatectl with the
+// operator's certificate reads its status, with the workers' it may not change the policy.
+TEST(LauncherTest, TrainsOverMutualTlsWithOperatorAndWorkerIdentities) {
+  const std::string dir = TempDir("launcher_mtls");
+  ASSERT_EQ(
+      std::system(
+          ("bash '" + Runfile("tests/certs/make_test_certs.sh") + "' '" + dir + "/certs'").c_str()),
+      0);
+  const std::string certs = dir + "/certs";
+  std::ofstream(dir + "/roles") << "worker worker-0\noperator operator\n";
+  Subprocess controller;
+  ASSERT_TRUE(controller.Start(
+      {Runfile("controller/hecate-controller"), "--listen=127.0.0.1:0",
+       "--metrics-listen=", "--state-dir=" + dir + "/controller",
+       "--tls_cert_file=" + certs + "/server.crt", "--tls_key_file=" + certs + "/server.key",
+       "--tls_client_ca_file=" + certs + "/ca.crt", "--tls_client_roles_file=" + dir + "/roles"},
+      {}, dir + "/controller.log"));
+  std::string address;
+  ASSERT_TRUE(controller.WaitForLine("listening on ", absl::Seconds(30), &address));
+  std::vector<std::string> argv = Launcher(dir, 300);
+  argv.insert(argv.begin() + 2, {"--controller=" + address, "--tls_ca_file=" + certs + "/ca.crt",
+                                 "--tls_cert_file=" + certs + "/worker-0.crt",
+                                 "--tls_key_file=" + certs + "/worker-0.key"});
+  Subprocess run;
+  ASSERT_TRUE(run.Start(argv, {}, dir + "/run.err"));
+  std::vector<std::string> lines = run.ReadLines(absl::Minutes(3));
+  ASSERT_EQ(run.Wait(absl::Seconds(60)), 0) << "see " << dir;
+  std::string all;
+  for (const std::string& l : lines) all += l + "\n";
+  EXPECT_THAT(all, ::testing::HasSubstr("summary: 300 iterations"));
+  EXPECT_THAT(all, ::testing::HasSubstr("[connected]")) << "the workers followed its plans";
+
+  auto ctl = [&](const std::string& who, std::vector<std::string> args, std::string* out) {
+    std::vector<std::string> a = {Runfile("clients/hecatectl"), "--controller=" + address,
+                                  "--tls_ca_file=" + certs + "/ca.crt",
+                                  "--tls_cert_file=" + certs + "/" + who + ".crt",
+                                  "--tls_key_file=" + certs + "/" + who + ".key"};
+    a.insert(a.end(), args.begin(), args.end());
+    Subprocess p;
+    EXPECT_TRUE(p.Start(a, {}, dir + "/ctl.err"));
+    out->clear();
+    for (const std::string& l : p.ReadLines(absl::Seconds(60))) *out += l + "\n";
+    return p.Wait(absl::Seconds(30));
+  };
+  std::string out;
+  EXPECT_EQ(ctl("operator", {"status"}, &out), 0) << out;
+  EXPECT_THAT(out, ::testing::HasSubstr("hecate-run"));
+  EXPECT_EQ(ctl("worker-0", {"policy", "set", "ep"}, &out), 6) << "refused";
+  std::ifstream err(dir + "/ctl.err");
+  std::string text((std::istreambuf_iterator<char>(err)), std::istreambuf_iterator<char>());
+  EXPECT_THAT(text, ::testing::HasSubstr("PERMISSION_DENIED"));
+}
+
 TEST(LauncherTest, BadFlagsAreUsageErrors) {
   const std::string dir = TempDir("launcher_flags");
-  for (const char* bad : {"--iterations=-1", "--workers=-2", "--log_every=0", "--master_port=70000",
-                          "--skew=-1", "--policy=nope", "--compare=nope", "--controller=nohost",
-                          "--iterations=abc", "--no_such_flag=1", "--checkpoint_every=5"}) {
+  for (const char* bad :
+       {"--iterations=-1", "--workers=-2", "--log_every=0", "--master_port=70000", "--skew=-1",
+        "--policy=nope", "--compare=nope", "--controller=nohost", "--tls_ca_file=x",
+        "--iterations=abc", "--no_such_flag=1", "--checkpoint_every=5"}) {
     Subprocess run;
     ASSERT_TRUE(run.Start({Runfile("clients/hecate"), "run", bad}, {}, dir + "/err.log"));
     run.ReadLines(absl::Seconds(30));

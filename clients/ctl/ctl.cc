@@ -71,6 +71,18 @@ const char* CodeName(grpc::StatusCode c) {
       return "FAILED_PRECONDITION";
     case grpc::StatusCode::UNIMPLEMENTED:
       return "UNIMPLEMENTED";
+    case grpc::StatusCode::UNAUTHENTICATED:
+      return "UNAUTHENTICATED";
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return "PERMISSION_DENIED";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::OUT_OF_RANGE:
+      return "OUT_OF_RANGE";
+    case grpc::StatusCode::ALREADY_EXISTS:
+      return "ALREADY_EXISTS";
+    case grpc::StatusCode::DATA_LOSS:
+      return "DATA_LOSS";
     default:
       return "ERROR";
   }

@@ -9,9 +9,13 @@ Runs with Debian's python3-grpcio (use /usr/bin/python3). The stubs are generate
     ... demo --job demo --workers 4 --iterations 5    # register fake workers and stream loads
     ... plan --job demo [--layer 0]
     ... watch --job demo [--count N]                  # print plans as they are published
+
+TLS: --tls-ca-file, --tls-cert-file, --tls-key-file (mTLS) and --token-file (a bearer token, sent
+over TLS), or HECATE_TLS_CA_FILE, HECATE_TLS_CERT_FILE, HECATE_TLS_KEY_FILE, HECATE_TOKEN_FILE.
 """
 import argparse
 import json
+import os
 import sys
 
 import grpc
@@ -25,8 +29,29 @@ from hecate.v1 import types_pb2
 class HecateClient:
     """Thin wrapper over the generated stub; every method raises grpc.RpcError on failure."""
 
-    def __init__(self, target, timeout=10.0):
-        self._channel = grpc.insecure_channel(target)
+    def __init__(self, target, timeout=10.0, ca_file="", cert_file="", key_file="",
+                 token_file=""):
+        ca_file = ca_file or os.environ.get("HECATE_TLS_CA_FILE", "")
+        cert_file = cert_file or os.environ.get("HECATE_TLS_CERT_FILE", "")
+        key_file = key_file or os.environ.get("HECATE_TLS_KEY_FILE", "")
+        token_file = token_file or os.environ.get("HECATE_TOKEN_FILE", "")
+        if not (ca_file or cert_file or key_file or token_file):
+            self._channel = grpc.insecure_channel(target)
+        else:
+            if not ca_file:
+                raise ValueError("TLS needs --tls-ca-file (HECATE_TLS_CA_FILE)")
+            if bool(cert_file) != bool(key_file):
+                raise ValueError("--tls-cert-file and --tls-key-file go together")
+            read = lambda path: open(path, "rb").read()
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=read(ca_file),
+                private_key=read(key_file) if key_file else None,
+                certificate_chain=read(cert_file) if cert_file else None)
+            if token_file:
+                token = read(token_file).decode().strip()
+                creds = grpc.composite_channel_credentials(
+                    creds, grpc.access_token_call_credentials(token))
+            self._channel = grpc.secure_channel(target, creds)
         self._stub = controller_pb2_grpc.ControllerStub(self._channel)
         self._timeout = timeout
 
@@ -101,6 +126,10 @@ def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--controller", default="127.0.0.1:7450")
     parser.add_argument("--timeout", type=float, default=10.0)
+    parser.add_argument("--tls-ca-file", default="")
+    parser.add_argument("--tls-cert-file", default="")
+    parser.add_argument("--tls-key-file", default="")
+    parser.add_argument("--token-file", default="")
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("status")
     p = sub.add_parser("plan")
@@ -115,7 +144,12 @@ def main(argv):
     d.add_argument("--workers", type=int, default=4)
     d.add_argument("--iterations", type=int, default=5)
     args = parser.parse_args(argv)
-    client = HecateClient(args.controller, args.timeout)
+    try:
+        client = HecateClient(args.controller, args.timeout, args.tls_ca_file, args.tls_cert_file,
+                              args.tls_key_file, args.token_file)
+    except (ValueError, OSError) as e:
+        print(f"hecate_client: {e}", file=sys.stderr)
+        return 2
     try:
         if args.cmd == "status":
             print(json_format.MessageToJson(client.status()))
