@@ -301,13 +301,12 @@ int Main(int argc, char** argv) {
   char tmpl[] = "/tmp/hecate-bench-XXXXXX";
   const std::string state = mkdtemp(tmpl);
   proc::Subprocess controller;
-  std::vector<std::string> command = {binary,
-                                      "--listen=127.0.0.1:0",
-                                      "--metrics-listen=",
-                                      "--state-dir=" + state,
+  std::vector<std::string> command = {binary, "--listen=127.0.0.1:0",
+                                      "--metrics-listen=", "--state-dir=" + state,
                                       "--policy=" + absl::GetFlag(FLAGS_policy),
-                                      "--report-deadline-ms=2000",
-                                      "--max-message-bytes=67108864"};
+                                      "--report-deadline-ms=2000", "--max-message-bytes=67108864",
+                                      // Every simulated worker shares this process's address.
+                                      "--max-streams-per-peer=0"};
   for (const std::string& f : absl::GetFlag(FLAGS_controller_flags)) command.push_back(f);
   if (!controller.Start(command, {}, state + "/controller.log")) {
     std::fprintf(stderr, "cannot start %s\n", binary.c_str());

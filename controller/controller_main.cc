@@ -84,6 +84,14 @@ ABSL_FLAG(std::string, tls_client_roles_file, "",
 ABSL_FLAG(std::string, tokens_file, "",
           "Bearer tokens: one 'ROLE SHA256HEX' per line (the hex SHA-256 of the token; ROLE "
           "operator or worker); needs TLS");
+ABSL_FLAG(int, max_streams_per_peer, 1024,
+          "ReportLoad and WatchPlans streams one peer address may hold open at once (0: no "
+          "limit)");
+ABSL_FLAG(int, max_watchers, 65536, "WatchPlans streams in all");
+ABSL_FLAG(int, max_watcher_queue, 64,
+          "Plans queued for one watcher before it is dropped (it reconnects and resumes)");
+ABSL_FLAG(double, max_reports_per_second, 100,
+          "Load reports per second of one rank (bursts of two seconds' worth; 0: no limit)");
 ABSL_FLAG(bool, insecure, false,
           "Allow plaintext gRPC on a non-loopback --listen address (anyone who reaches the port "
           "can steer placement)");
@@ -133,6 +141,17 @@ int main(int argc, char** argv) {
   config.tls_client_roles_file = absl::GetFlag(FLAGS_tls_client_roles_file);
   config.tokens_file = absl::GetFlag(FLAGS_tokens_file);
   config.insecure = absl::GetFlag(FLAGS_insecure);
+  config.service.max_streams_per_peer = absl::GetFlag(FLAGS_max_streams_per_peer);
+  config.service.max_watchers = absl::GetFlag(FLAGS_max_watchers);
+  config.service.max_watcher_queue = absl::GetFlag(FLAGS_max_watcher_queue);
+  config.service.max_reports_per_second = absl::GetFlag(FLAGS_max_reports_per_second);
+  if (config.service.max_streams_per_peer < 0 || config.service.max_watchers < 1 ||
+      config.service.max_watcher_queue < 1 || !(config.service.max_reports_per_second >= 0)) {
+    std::fprintf(stderr,
+                 "hecate-controller: need --max_streams_per_peer >= 0, --max_watchers >= 1, "
+                 "--max_watcher_queue >= 1, --max_reports_per_second >= 0\n");
+    return 2;
+  }
   if (!hecate::controller::ParseExpertDetail(absl::GetFlag(FLAGS_metrics_expert_detail),
                                              &config.expert_detail_metrics)) {
     std::fprintf(stderr, "hecate-controller: --metrics_expert_detail must be auto, on or off\n");

@@ -15,6 +15,7 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/clock.h"
 #include "common/grpc_credentials.h"
 #include "controller/auth/auth.h"
 #include "controller/server.h"
@@ -219,6 +220,84 @@ TEST_F(SecurityTest, TokensGiveRolesAndAreNeverLogged) {
   EXPECT_EQ(log.find(op_token), std::string::npos);
   EXPECT_EQ(log.find(worker_token), std::string::npos);
   EXPECT_EQ(log.find("not-a-token"), std::string::npos);
+}
+
+double LimitRejections(ControllerServer& server, const std::string& limit) {
+  for (const prometheus::MetricFamily& f : server.registry()->Collect()) {
+    if (f.name != "hecate_limit_rejections_total") continue;
+    for (const prometheus::ClientMetric& m : f.metric) {
+      if (m.label[0].value == limit) return m.counter.value;
+    }
+  }
+  return -1;
+}
+
+// Opens a watch on `job` and reads its first message (the acknowledgement or a plan): the stream
+// is then open on the server. Returns the stream's status if it ended instead.
+struct OpenWatch {
+  grpc::ClientContext ctx;
+  std::unique_ptr<grpc::ClientReader<v1::Plan>> reader;
+  bool open = false;
+  OpenWatch(v1::Controller::Stub* stub, const std::string& job) {
+    v1::WatchPlansRequest req;
+    req.set_job_id(job);
+    req.set_acknowledge(true);
+    reader = stub->WatchPlans(&ctx, req);
+    v1::Plan first;
+    open = reader->Read(&first);
+  }
+  grpc::Status Finish() {
+    finished = true;
+    return reader->Finish();
+  }
+  ~OpenWatch() {
+    if (finished) return;
+    ctx.TryCancel();
+    reader->Finish();
+  }
+  bool finished = false;
+};
+
+TEST_F(SecurityTest, TheStreamOverThePeerLimitIsResourceExhausted) {
+  ServerConfig c = Config();
+  c.service.max_streams_per_peer = 2;
+  Start(c);
+  auto stub = v1::Controller::NewStub(
+      grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials()));
+  ASSERT_TRUE(Register(stub.get(), 0, nullptr).ok());
+  {
+    OpenWatch a(stub.get(), "job"), b(stub.get(), "job");
+    ASSERT_TRUE(a.open && b.open);
+    OpenWatch third(stub.get(), "job");
+    EXPECT_FALSE(third.open);
+    grpc::Status s = third.Finish();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+    EXPECT_EQ(LimitRejections(*server_, "peer_streams"), 1);
+  }
+}
+
+TEST_F(SecurityTest, ARankReportingTooFastIsResourceExhausted) {
+  ServerConfig c = Config();
+  c.service.max_reports_per_second = 1;  // a bucket of 2
+  FakeClock clock(absl::FromUnixSeconds(1000));
+  server_ = std::make_unique<ControllerServer>(c, &clock);
+  ASSERT_TRUE(server_->Start().ok());
+  auto stub = v1::Controller::NewStub(
+      grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials()));
+  std::string secret;
+  ASSERT_TRUE(Register(stub.get(), 0, &secret).ok());
+  auto report = [&](uint64_t it) {
+    v1::LoadReport r = testing::Report(0, it, v1::PlanId(), 1);
+    r.set_worker_secret(secret);
+    return Send(stub.get(), r);
+  };
+  EXPECT_TRUE(report(0).ok());
+  EXPECT_TRUE(report(1).ok());
+  grpc::Status s = report(2);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+  EXPECT_EQ(LimitRejections(*server_, "report_rate"), 1);
+  clock.Advance(absl::Seconds(1));
+  EXPECT_TRUE(report(2).ok()) << "a second later there is room again";
 }
 
 TEST_F(SecurityTest, PlaintextOnlyOnLoopbackUnlessInsecure) {

@@ -44,6 +44,14 @@ ControllerMetrics::ControllerMetrics(std::shared_ptr<prometheus::Registry> regis
         AuthFailure::kWrongRole, AuthFailure::kBadSecret}) {
     auth_failures_[f] = &auth.Add({{"reason", AuthFailureName(f)}});
   }
+  prometheus::Family<prometheus::Counter>& limits =
+      BuildCounter()
+          .Name("hecate_limit_rejections_total")
+          .Help("Requests refused by a limit: peer_streams, watchers, watcher_queue, report_rate.")
+          .Register(r);
+  for (const char* l : {"peer_streams", "watchers", "watcher_queue", "report_rate"}) {
+    limit_rejections_[l] = &limits.Add({{"limit", l}});
+  }
   for (ReportResult res : AllReportResults()) {
     report_counters_[res] = &reports_->Add({{"result", ReportResultName(res)}});
   }
@@ -126,6 +134,11 @@ bool ParseExpertDetail(const std::string& text, ExpertDetail* out) {
 void ControllerMetrics::SetEpoch(uint64_t epoch) { epoch_->Set(static_cast<double>(epoch)); }
 void ControllerMetrics::SetRecoverySeconds(double s) { recovery_seconds_->Set(s); }
 void ControllerMetrics::Report(ReportResult result) { report_counters_[result]->Increment(); }
+void ControllerMetrics::LimitRejection(const std::string& limit) {
+  auto it = limit_rejections_.find(limit);
+  if (it != limit_rejections_.end()) it->second->Increment();
+}
+
 void ControllerMetrics::AuthFailure(hecate::controller::AuthFailure why) {
   auth_failures_[why]->Increment();
 }

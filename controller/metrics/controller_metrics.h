@@ -41,6 +41,9 @@ class ControllerMetrics {
   void Report(ReportResult result);
   // A refused call (hecate_auth_failures_total{reason}).
   void AuthFailure(hecate::controller::AuthFailure why);
+  // A request refused by a limit (hecate_limit_rejections_total{limit}): peer_streams, watchers,
+  // watcher_queue, report_rate.
+  void LimitRejection(const std::string& limit);
   void PlanComputed(double seconds);
   void PlanPublished(const std::string& job, const placement::Plan& plan, double unix_seconds,
                      bool reshard);
@@ -58,6 +61,7 @@ class ControllerMetrics {
   prometheus::Family<prometheus::Counter>* reports_;
   std::map<ReportResult, prometheus::Counter*> report_counters_;
   std::map<hecate::controller::AuthFailure, prometheus::Counter*> auth_failures_;
+  std::map<std::string, prometheus::Counter*> limit_rejections_;
   prometheus::Histogram* compute_seconds_;
   prometheus::Histogram* push_seconds_;
   prometheus::Family<prometheus::Gauge>* plan_version_;

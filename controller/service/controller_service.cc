@@ -5,8 +5,8 @@
 #include <deque>
 #include <utility>
 
-#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "common/log.h"
 #include "wire/convert.h"
 #include "wire/plan_codec.h"
@@ -29,6 +29,13 @@ grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Sta
 }
 
 const absl::Status kNotReady = absl::UnavailableError("controller is recovering its state");
+
+// "ipv4:10.0.0.5:41234" -> "ipv4:10.0.0.5": streams are counted per peer address, not per
+// connection.
+std::string PeerHost(const std::string& peer) {
+  const size_t colon = peer.rfind(':');
+  return colon == std::string::npos || colon < 5 ? peer : peer.substr(0, colon);
+}
 
 v1::WorkerState ToProto(WorkerState s) {
   switch (s) {
@@ -68,9 +75,10 @@ struct ControllerService::Encoded {
 class ControllerService::Watcher : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
   Watcher(ControllerService* service, std::string job, pl::PlanId after, bool device_detail,
-          bool accept_deltas, bool compact_holders)
+          bool accept_deltas, bool compact_holders, std::string peer)
       : service_(service),
         job_(std::move(job)),
+        peer_(std::move(peer)),
         device_detail_(device_detail),
         accept_deltas_(accept_deltas && !device_detail),
         compact_(compact_holders && !device_detail),
@@ -84,6 +92,17 @@ class ControllerService::Watcher : public grpc::ServerWriteReactor<grpc::ByteBuf
     if (!(last_ < id)) return;  // re-delivery of an older or the same plan: no-op
     // A delta only on top of the plan this stream delivered last.
     const bool delta = accept_deltas_ && plan.delta != nullptr && last_ == plan.delta_base;
+    if (static_cast<int>(queue_.size()) >= service_->config_.max_watcher_queue) {
+      // A stalled watcher: drop it rather than buffer plans for it forever. It reconnects and
+      // resumes after the last plan it received.
+      if (service_->metrics_ != nullptr) service_->metrics_->LimitRejection("watcher_queue");
+      finishing_ = true;
+      final_status_ = grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                   "watcher fell too many plans behind; reconnect");
+      queue_.erase(queue_.begin() + (writing_ ? 1 : 0), queue_.end());
+      if (!writing_) Finish(final_status_);
+      return;
+    }
     last_ = id;
     pushed_ = true;
     queue_.push_back(device_detail_ ? plan.full
@@ -135,12 +154,16 @@ class ControllerService::Watcher : public grpc::ServerWriteReactor<grpc::ByteBuf
 
   void OnDone() override {
     service_->RemoveWatcher(this);
+    if (!peer_.empty()) service_->ReleaseStream(peer_);
     delete this;
   }
+  // Counted against the peer's streams (released when the stream ends).
+  void set_counted_peer(std::string peer) { peer_ = std::move(peer); }
 
  private:
   ControllerService* const service_;
   const std::string job_;
+  std::string peer_;
   const bool device_detail_;
   const bool accept_deltas_;
   const bool compact_;
@@ -157,8 +180,9 @@ class ControllerService::Watcher : public grpc::ServerWriteReactor<grpc::ByteBuf
 // rejected report ends the stream with its code (a refused caller's stream ends at once).
 class ControllerService::ReportReader : public grpc::ServerReadReactor<grpc::ByteBuffer> {
  public:
-  ReportReader(ControllerService* service, grpc::ByteBuffer* response, absl::Status refused)
-      : service_(service), response_(response) {
+  ReportReader(ControllerService* service, grpc::ByteBuffer* response, absl::Status refused,
+               std::string counted_peer)
+      : service_(service), response_(response), peer_(std::move(counted_peer)) {
     if (!refused.ok()) {
       Finish(ToGrpc(refused));
       return;
@@ -189,7 +213,10 @@ class ControllerService::ReportReader : public grpc::ServerReadReactor<grpc::Byt
     if (result == ReportResult::kDuplicate) counts_.set_duplicates(counts_.duplicates() + 1);
     StartRead(&raw_);
   }
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    if (!peer_.empty()) service_->ReleaseStream(peer_);
+    delete this;
+  }
 
  private:
   absl::Status Parse() {
@@ -212,6 +239,7 @@ class ControllerService::ReportReader : public grpc::ServerReadReactor<grpc::Byt
 
   ControllerService* const service_;
   grpc::ByteBuffer* const response_;
+  const std::string peer_;  // counted against its streams; empty: not counted
   grpc::ByteBuffer raw_;
   v1::LoadReport report_;
   v1::ReportLoadResponse counts_;
@@ -292,6 +320,46 @@ void ControllerService::Shutdown() {
     }
   }
   if (planner_.joinable()) planner_.join();
+}
+
+bool ControllerService::AcquireStream(const std::string& peer) {
+  if (config_.max_streams_per_peer <= 0) return true;  // unlimited
+  absl::MutexLock lock(&streams_mu_);
+  int& n = streams_by_peer_[peer];
+  if (n >= config_.max_streams_per_peer) return false;
+  ++n;
+  return true;
+}
+
+void ControllerService::ReleaseStream(const std::string& peer) {
+  if (config_.max_streams_per_peer <= 0) return;
+  absl::MutexLock lock(&streams_mu_);
+  auto it = streams_by_peer_.find(peer);
+  if (it != streams_by_peer_.end() && --it->second <= 0) streams_by_peer_.erase(it);
+}
+
+absl::Status ControllerService::PeerStreamsExhausted(const std::string& peer) {
+  if (metrics_ != nullptr) metrics_->LimitRejection("peer_streams");
+  return absl::ResourceExhaustedError(
+      absl::StrCat(peer, " has ", config_.max_streams_per_peer,
+                   " report and watch streams open already (--max_streams_per_peer)"));
+}
+
+bool ControllerService::TakeReportToken(const std::string& job, int rank) {
+  const double rate = config_.max_reports_per_second;
+  if (rate <= 0) return true;
+  const absl::Time now = clock_->Now();
+  auto [it, fresh] = report_buckets_.try_emplace({job, rank});
+  Bucket& b = it->second;
+  if (fresh) {
+    b.tokens = 2 * rate;
+  } else {
+    b.tokens = std::min(2 * rate, b.tokens + rate * absl::ToDoubleSeconds(now - b.last));
+  }
+  b.last = now;
+  if (b.tokens < 1) return false;
+  b.tokens -= 1;
+  return true;
 }
 
 void ControllerService::RemoveWatcher(Watcher* w) {
@@ -461,6 +529,14 @@ absl::Status ControllerService::IngestReport(const v1::LoadReport& p, ReportResu
       outcome.result = ReportResult::kBadSecret;
       outcome.status = absl::PermissionDeniedError(absl::StrCat(
           "the worker secret does not match rank ", r->rank, "'s registration in job ", r->job_id));
+    } else if (!TakeReportToken(r->job_id, r->rank)) {
+      outcome.result = ReportResult::kAccepted;  // not counted as a report result
+      outcome.status = absl::ResourceExhaustedError(
+          absl::StrCat("rank ", r->rank, " reports faster than ", config_.max_reports_per_second,
+                       " per second (--max_reports_per_second)"));
+      if (metrics_ != nullptr) metrics_->LimitRejection("report_rate");
+      *result = outcome.result;
+      return outcome.status;
     } else {
       outcome = core_->Ingest(*r, clock_->Now());
       // Only a completed iteration can make planning due; deadlines and liveness are the tick's.
@@ -545,7 +621,12 @@ grpc::ServerUnaryReactor* ControllerService::RegisterWorker(grpc::CallbackServer
 grpc::ServerReadReactor<grpc::ByteBuffer>* ControllerService::ReportLoad(
     grpc::CallbackServerContext* ctx, grpc::ByteBuffer* resp) {
   absl::StatusOr<Role> role = Authorize(ctx, Method::kReportLoad);
-  return new ReportReader(this, resp, role.status());
+  if (!role.ok()) return new ReportReader(this, resp, role.status(), "");
+  const std::string peer = PeerHost(ctx->peer());
+  if (!AcquireStream(peer)) {
+    return new ReportReader(this, resp, PeerStreamsExhausted(peer), "");
+  }
+  return new ReportReader(this, resp, absl::OkStatus(), peer);
 }
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* ControllerService::WatchPlans(
@@ -560,13 +641,26 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ControllerService::WatchPlans(
   ok = ok && parsed.ParseFromString(bytes);
   const v1::WatchPlansRequest* req = &parsed;
   auto* w = new Watcher(this, req->job_id(), wire::FromProto(req->after()), req->device_detail(),
-                        req->accept_deltas(), req->compact_holders());
+                        req->accept_deltas(), req->compact_holders(), "");
   if (!role.ok()) {
     w->Close(ToGrpc(role.status()));
     return w;
   }
   if (!ok) {
     w->Close(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "malformed WatchPlansRequest"));
+    return w;
+  }
+  if (watcher_count() >= config_.max_watchers) {
+    if (metrics_ != nullptr) metrics_->LimitRejection("watchers");
+    w->Close(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          absl::StrCat("the controller serves ", config_.max_watchers,
+                                       " watchers at most (--max_watchers)")));
+    return w;
+  }
+  if (const std::string peer = PeerHost(ctx->peer()); AcquireStream(peer)) {
+    w->set_counted_peer(peer);
+  } else {
+    w->Close(ToGrpc(PeerStreamsExhausted(peer)));
     return w;
   }
   if (*role == Role::kWorker && req->incarnation() == 0) {

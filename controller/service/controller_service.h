@@ -40,6 +40,15 @@ struct ServiceConfig {
   std::string version = "dev";
   // Who may call what (controller/auth/auth.h); the default lets every caller act as an operator.
   Authenticator auth;
+  // Limits (each refusal is RESOURCE_EXHAUSTED and counted in
+  // hecate_limit_rejections_total{limit}): ReportLoad and WatchPlans streams open at once from one
+  // peer address; watchers in all; plans queued for one watcher before it is dropped (a stalled
+  // watcher is not buffered forever: it reconnects and resumes after its last plan); reports per
+  // second of one rank (a token bucket holding two seconds' worth).
+  int max_streams_per_peer = 1024;  // 0: unlimited
+  int max_watchers = 65536;
+  int max_watcher_queue = 64;
+  double max_reports_per_second = 100;
 };
 
 // WatchPlans is served raw: a published plan is serialized once into a grpc::ByteBuffer whose
@@ -113,6 +122,14 @@ class ControllerService final
   void Deliver(const std::shared_ptr<const placement::Plan>& plan)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(publish_mu_);
   void RemoveWatcher(Watcher* w);
+  // Counts a stream of `peer` (its address without the port); false (and nothing counted) when
+  // the peer already has max_streams_per_peer open. ReleaseStream undoes it.
+  bool AcquireStream(const std::string& peer);
+  void ReleaseStream(const std::string& peer);
+  // Counts the refusal and says why.
+  absl::Status PeerStreamsExhausted(const std::string& peer);
+  // A report of (job, rank) within max_reports_per_second; takes one token.
+  bool TakeReportToken(const std::string& job, int rank) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PlannerLoop();
   absl::Status PersistJob(const std::string& job) ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -129,6 +146,13 @@ class ControllerService final
   // Watchers have their own lock: pushing a plan to thousands of them must not hold up ingest.
   mutable absl::Mutex watchers_mu_ ABSL_ACQUIRED_AFTER(mu_);
   std::map<std::string, std::set<Watcher*>> watchers_ ABSL_GUARDED_BY(watchers_mu_);
+  absl::Mutex streams_mu_;
+  std::map<std::string, int> streams_by_peer_ ABSL_GUARDED_BY(streams_mu_);
+  struct Bucket {
+    double tokens = 0;
+    absl::Time last;
+  };
+  std::map<std::pair<std::string, int>, Bucket> report_buckets_ ABSL_GUARDED_BY(mu_);
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
   bool wake_ ABSL_GUARDED_BY(mu_) = false;
   // The lean encoding of each job's last delivered plan: the base of the next delta.
