@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -99,11 +100,20 @@ std::string FindBinary(const std::string& rel) {
   return "";
 }
 
-// A data file shipped with the launcher (deploy/...): its runfiles, or the workspace it was built
-// in (bazel-bin/clients/hecate -> <workspace>/deploy/...).
+// A data file shipped with the launcher: the runfiles tree of whoever runs it (a Bazel test that
+// depends on the files), the launcher's own runfiles (built by `bazel build`, not guaranteed when
+// it is only another target's data dependency), or the execroot it was built in
+// (<execroot>/bazel-out/<config>/bin/clients/hecate -> <execroot>/deploy/...).
 std::string FindData(const std::string& rel) {
+  std::vector<std::string> candidates;
+  for (const char* env : {"RUNFILES_DIR", "TEST_SRCDIR"}) {
+    const char* dir = std::getenv(env);
+    if (dir != nullptr && *dir != '\0') candidates.push_back(absl::StrCat(dir, "/hecate/", rel));
+  }
   const std::string self = SelfDir();
-  for (const std::string& c : {self + "/hecate.runfiles/hecate/" + rel, self + "/../../" + rel}) {
+  candidates.push_back(self + "/hecate.runfiles/hecate/" + rel);
+  candidates.push_back(self + "/../../../../" + rel);
+  for (const std::string& c : candidates) {
     if (access(c.c_str(), R_OK) == 0) return c;
   }
   return "";
@@ -154,7 +164,8 @@ std::unique_ptr<LocalPrometheus> StartPrometheus(const std::string& dir,
                  "it) and deploy/prometheus next to the launcher\n");
     return nullptr;
   }
-  std::system(absl::StrCat("mkdir -p '", dir, "/data'").c_str());
+  std::error_code ignored;
+  std::filesystem::create_directories(dir + "/data", ignored);
   std::ofstream cfg(dir + "/prometheus.yml");
   cfg << "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
       << "rule_files:\n  - " << rules << "\n  - " << alerts << "\n"
@@ -257,7 +268,8 @@ RunResult RunJob(const std::string& policy, const std::string& mode, int workers
                  const std::vector<std::string>& worker_args, const std::string& controller_bin,
                  const std::string& worker_bin, const std::string& state, const std::string& logs) {
   RunResult result;
-  std::system(absl::StrCat("mkdir -p '", logs, "'").c_str());
+  std::error_code ignored;
+  std::filesystem::create_directories(logs, ignored);
   proc::Subprocess controller;
   const std::string external = absl::GetFlag(FLAGS_controller);
   const bool with_controller = mode == "fssdp";

@@ -239,7 +239,9 @@ TEST(AsyncLaneTest, SparseCollectivesOnALaneMatchTheBlockingOnes) {
     auto rs = StartSparseReduceScatter(lane, sched, gr, 4, 2000);
     ASSERT_TRUE(lane.Wait(*rs).ok());
     for (int e = 0; e < 4; ++e) {
-      if (layer.Holds(e, r)) EXPECT_EQ(params[e][5], 1.0f + e) << "expert " << e;
+      if (layer.Holds(e, r)) {
+        EXPECT_EQ(params[e][5], 1.0f + e) << "expert " << e;
+      }
       if (layer.owner[e] == r) {
         EXPECT_EQ(grads[e][7], static_cast<float>(layer.replicas[e].size())) << "expert " << e;
       }
