@@ -346,7 +346,7 @@ TEST_F(SecurityTest, GarbageReportBytesAreInvalidArgumentAndCounted) {
   bool ok;
   call->StartCall(reinterpret_cast<void*>(1));
   ASSERT_TRUE(cq.Next(&tag, &ok) && ok);
-  grpc::Slice garbage(std::string("\xff\xff\xff\xff garbage, not a LoadReport", 32));
+  grpc::Slice garbage(std::string("\xff\xff\xff\xff garbage, not a LoadReport"));
   grpc::ByteBuffer buffer(&garbage, 1);
   call->Write(buffer, reinterpret_cast<void*>(2));
   ASSERT_TRUE(cq.Next(&tag, &ok));

@@ -198,7 +198,9 @@ class HecatePolicy : public Policy {
     std::vector<LayerPlan> layers;
     Dispatcher dispatcher(*r.cluster);
     // The exact repair on what the greedy planned (RepairLayer).
-    const auto [repair_moves, repair_candidates] = RepairEffort(r.config, r.cluster->num_devices());
+    // (Named variables, not a structured binding: C++17 lambdas cannot capture those.)
+    const auto effort = RepairEffort(r.config, r.cluster->num_devices());
+    const int repair_moves = effort.first, repair_candidates = effort.second;
     auto repair = [&](LayerId l, LayerPlan* layer) {
       if (repair_moves <= 0) return;
       const int moves = RepairLayer(cost, l, (*r.load)[l], aggregates[l], r.config.dispatch_rule,

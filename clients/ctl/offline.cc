@@ -61,60 +61,6 @@ int Fail(std::ostream& err, const absl::Status& s) {
 
 // Loads from a trace file (window mean of its last `window` iterations) or a CSV of
 // layer,expert,tokens (global counts, spread evenly over the source devices).
-absl::StatusOr<pl::ModelLoad> ReadLoads(const std::string& path, const pl::Cluster& cluster,
-                                        const pl::ModelSpec& model, int window) {
-  std::ifstream probe(path);
-  if (!probe) return absl::NotFoundError(absl::StrCat("load file ", path, " not found"));
-  std::string first;
-  std::getline(probe, first);
-  if (first == "hecate-trace v1") {
-    absl::StatusOr<wire::Trace> t = wire::ReadTrace(path);
-    if (!t.ok()) return t.status();
-    if (t->loads.empty())
-      return absl::InvalidArgumentError(absl::StrCat(path, " has no iterations"));
-    pl::LoadWindow w(window);
-    for (size_t i = t->loads.size() > static_cast<size_t>(window) ? t->loads.size() - window : 0;
-         i < t->loads.size(); ++i) {
-      if (absl::Status s = w.Push(t->loads[i]); !s.ok()) return s;
-    }
-    pl::ModelLoad est = w.Estimate();
-    if (absl::Status s = pl::CheckShape(est, cluster, model); !s.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat(path,
-                                                     ": trace does not match the cluster "
-                                                     "and model given: ",
-                                                     s.message()));
-    }
-    return est;
-  }
-  std::vector<std::vector<int64_t>> totals(model.num_layers());
-  for (int l = 0; l < model.num_layers(); ++l) totals[l].assign(model.layers[l].num_experts, 0);
-  std::ifstream in(path);
-  std::string line;
-  int line_no = 0;
-  while (std::getline(in, line)) {
-    ++line_no;
-    if (line.empty() || line[0] == '#' || line.rfind("layer", 0) == 0) continue;
-    std::vector<std::string> f = absl::StrSplit(line, ',');
-    int l = 0, e = 0;
-    int64_t t = 0;
-    if (f.size() != 3 || !absl::SimpleAtoi(f[0], &l) || !absl::SimpleAtoi(f[1], &e) ||
-        !absl::SimpleAtoi(f[2], &t) || t < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ":", line_no, ": expected 'layer,expert,tokens'"));
-    }
-    if (l < 0 || l >= model.num_layers() || e < 0 || e >= model.layers[l].num_experts) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ":", line_no, ": layer ", l, " expert ", e, " is not in the model"));
-    }
-    totals[l][e] += t;
-  }
-  pl::ModelLoad load;
-  for (int l = 0; l < model.num_layers(); ++l) {
-    load.push_back(pl::SpreadOverSources(totals[l], cluster.num_devices()));
-  }
-  return load;
-}
-
 int PlanCompute(Args& a, Format format, std::ostream& out, std::ostream& err) {
   const std::string loads_path = a.Get("--loads"), cluster_path = a.Get("--cluster"),
                     model_path = a.Get("--model"), policy_name = a.Get("--policy", "hecate");
@@ -332,6 +278,60 @@ int TraceCommand(const std::string& sub, Args& a, std::ostream& out, std::ostrea
 }
 
 }  // namespace
+
+absl::StatusOr<pl::ModelLoad> ReadLoads(const std::string& path, const pl::Cluster& cluster,
+                                        const pl::ModelSpec& model, int window) {
+  std::ifstream probe(path);
+  if (!probe) return absl::NotFoundError(absl::StrCat("load file ", path, " not found"));
+  std::string first;
+  std::getline(probe, first);
+  if (first == "hecate-trace v1") {
+    absl::StatusOr<wire::Trace> t = wire::ReadTrace(path);
+    if (!t.ok()) return t.status();
+    if (t->loads.empty())
+      return absl::InvalidArgumentError(absl::StrCat(path, " has no iterations"));
+    pl::LoadWindow w(window);
+    for (size_t i = t->loads.size() > static_cast<size_t>(window) ? t->loads.size() - window : 0;
+         i < t->loads.size(); ++i) {
+      if (absl::Status s = w.Push(t->loads[i]); !s.ok()) return s;
+    }
+    pl::ModelLoad est = w.Estimate();
+    if (absl::Status s = pl::CheckShape(est, cluster, model); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(path,
+                                                     ": trace does not match the cluster "
+                                                     "and model given: ",
+                                                     s.message()));
+    }
+    return est;
+  }
+  std::vector<std::vector<int64_t>> totals(model.num_layers());
+  for (int l = 0; l < model.num_layers(); ++l) totals[l].assign(model.layers[l].num_experts, 0);
+  std::ifstream in(path);
+  std::string line;
+  int line_no = 0;
+  while (std::getline(in, line)) {
+    ++line_no;
+    if (line.empty() || line[0] == '#' || line.rfind("layer", 0) == 0) continue;
+    std::vector<std::string> f = absl::StrSplit(line, ',');
+    int l = 0, e = 0;
+    int64_t t = 0;
+    if (f.size() != 3 || !absl::SimpleAtoi(f[0], &l) || !absl::SimpleAtoi(f[1], &e) ||
+        !absl::SimpleAtoi(f[2], &t) || t < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ":", line_no, ": expected 'layer,expert,tokens'"));
+    }
+    if (l < 0 || l >= model.num_layers() || e < 0 || e >= model.layers[l].num_experts) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ":", line_no, ": layer ", l, " expert ", e, " is not in the model"));
+    }
+    totals[l][e] += t;
+  }
+  pl::ModelLoad load;
+  for (int l = 0; l < model.num_layers(); ++l) {
+    load.push_back(pl::SpreadOverSources(totals[l], cluster.num_devices()));
+  }
+  return load;
+}
 
 int RunOffline(const std::vector<std::string>& args, Format format, std::ostream& out,
                std::ostream& err, bool* handled) {

@@ -38,7 +38,7 @@ class FakeCommunicator : public Communicator {
     for (int d = 0; d < world_size(); ++d) {
       const int64_t bytes = send_counts[d] * element_bytes;
       if (d == rank_) {
-        std::memcpy(r + recv_off[d], s + send_off[d], bytes);
+        if (bytes > 0) std::memcpy(r + recv_off[d], s + send_off[d], bytes);
         continue;
       }
       group_->Post(rank_, d, key, s + send_off[d], bytes);
@@ -142,7 +142,7 @@ class FakeCommunicator : public Communicator {
   absl::Status Gather(const void* data, int64_t bytes, std::vector<char>* all, CommKind kind) {
     const uint64_t key = NextKey();
     all->assign(bytes * world_size(), 0);
-    std::memcpy(all->data() + rank_ * bytes, data, bytes);
+    if (bytes > 0) std::memcpy(all->data() + rank_ * bytes, data, bytes);
     for (int d = 0; d < world_size(); ++d) {
       if (d != rank_) group_->Post(rank_, d, key, data, bytes);
     }
@@ -200,7 +200,7 @@ absl::Status InProcessGroup::Take(int src, int dst, uint64_t key, void* data, in
     return absl::InternalError(absl::StrCat("rank ", dst, ": expected ", bytes, " bytes from ", src,
                                             ", got ", message.size()));
   }
-  std::memcpy(data, message.data(), bytes);
+  if (bytes > 0) std::memcpy(data, message.data(), bytes);  // data may be null when empty
   it->second.pop_front();
   if (it->second.empty()) mail_.erase(it);
   return absl::OkStatus();
