@@ -15,6 +15,7 @@ namespace {
 
 class EpPolicy : public Policy {
  public:
+  bool SchedulesItself() const override { return true; }
   std::string_view name() const override { return "ep"; }
   ReplicaSemantics semantics() const override { return ReplicaSemantics::kPersistent; }
   Plan Compute(const PlanRequest& r) const override {
@@ -28,6 +29,7 @@ class EpPolicy : public Policy {
 
 class FasterMoePolicy : public Policy {
  public:
+  bool SchedulesItself() const override { return true; }
   std::string_view name() const override { return "fastermoe"; }
   ReplicaSemantics semantics() const override { return ReplicaSemantics::kShadow; }
   bool PlansAfterGate() const override { return true; }
@@ -61,6 +63,7 @@ std::vector<double> EvenSplitLoads(const LayerPlan& layer, const std::vector<dou
 
 class FlexMoePolicy : public Policy {
  public:
+  bool SchedulesItself() const override { return true; }
   std::string_view name() const override { return "flexmoe"; }
   ReplicaSemantics semantics() const override { return ReplicaSemantics::kPersistent; }
   Plan Compute(const PlanRequest& r) const override {
@@ -123,13 +126,14 @@ class FlexMoePolicy : public Policy {
       layers.push_back(std::move(layer));
     }
     std::vector<Migration> migrations = CopyMigrations(r, layers);
-    return Finish(r, name(), semantics(), DispatchRule::kEven, std::move(layers),
+    return Finish(r, name(), semantics(), DispatchRule::kReplicaEven, std::move(layers),
                   std::move(migrations));
   }
 };
 
 class SmartMoePolicy : public Policy {
  public:
+  bool SchedulesItself() const override { return true; }
   std::string_view name() const override { return "smartmoe"; }
   ReplicaSemantics semantics() const override { return ReplicaSemantics::kPersistent; }
   Plan Compute(const PlanRequest& r) const override {
@@ -175,6 +179,7 @@ class SmartMoePolicy : public Policy {
 
 class EplbPolicy : public Policy {
  public:
+  bool SchedulesItself() const override { return true; }
   std::string_view name() const override { return "eplb"; }
   ReplicaSemantics semantics() const override { return ReplicaSemantics::kPersistent; }
   Plan Compute(const PlanRequest& r) const override {
@@ -182,7 +187,7 @@ class EplbPolicy : public Policy {
     const bool continuing = r.previous != nullptr && r.previous->policy == name();
     const int period = std::max(1, r.config.eplb_period);
     if (continuing && r.iteration % period != 0) {
-      return Finish(r, name(), semantics(), DispatchRule::kEven, r.previous->layers, {});
+      return Finish(r, name(), semantics(), DispatchRule::kReplicaEven, r.previous->layers, {});
     }
     const std::vector<std::vector<double>> loads = ExpertLoads(*r.load);
     // Slots per device: each slot holds one expert of a layer with its gradient and optimizer
@@ -200,10 +205,13 @@ class EplbPolicy : public Policy {
       const int experts = r.model->layers[l].num_experts;
       const std::vector<double>& w = loads[l];
       // EPLB gives every device the same number of physical slots (num_replicas % num_gpus ==
-      // 0): as many as memory (and the equal-memory cap, if set) allows. When even the logical
-      // experts do not fit that way, it places just the logical experts.
+      // 0): the logical experts plus the configured redundant ones, rounded up to that, within
+      // memory (and the equal-memory cap, if set). When even the logical experts do not fit that
+      // way, it places just the logical experts.
       const int base_slots = (experts + devices - 1) / devices;
-      int64_t want = slot_cap;
+      const int redundant =
+          r.config.eplb_redundant_experts >= 0 ? r.config.eplb_redundant_experts : devices;
+      int64_t want = std::min<int64_t>(slot_cap, (experts + redundant + devices - 1) / devices);
       if (r.config.extra_slots >= 0)
         want = std::min<int64_t>(want, base_slots + r.config.extra_slots);
       want = std::min<int64_t>(want, experts);  // more slots than distinct experts are useless
@@ -248,7 +256,7 @@ class EplbPolicy : public Policy {
       layers.push_back(std::move(layer));
     }
     std::vector<Migration> migrations = CopyMigrations(r, layers);
-    return Finish(r, name(), semantics(), DispatchRule::kEven, std::move(layers),
+    return Finish(r, name(), semantics(), DispatchRule::kReplicaEven, std::move(layers),
                   std::move(migrations));
   }
 };

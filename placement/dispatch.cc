@@ -60,11 +60,38 @@ Dispatcher::Dispatcher(const Cluster& cluster) : cluster_(cluster) {
   pool_tokens_.assign(cluster.num_nodes(), 0);
 }
 
+template <typename Emit>
+void Dispatcher::RunReplicaEven(const LayerPlan& layer, const LoadMatrix& load, Emit emit) {
+  const int devices = cluster_.num_devices();
+  for (ExpertId e = 0; e < layer.num_experts(); ++e) {
+    const std::vector<DeviceId>& holders = layer.replicas[e];
+    const int h = static_cast<int>(holders.size());
+    for (DeviceId s = 0; s < devices; ++s) {
+      const int64_t k = load.at(s, e);
+      if (k == 0) continue;
+      SplitEven(k, h, s + e, &shares_);
+      for (int j = 0; j < h; ++j) {
+        if (shares_[j] > 0) emit(s, e, holders[j], shares_[j]);
+      }
+    }
+  }
+}
+
 template <typename Sink>
 void Dispatcher::Run(const LayerPlan& layer, const LoadMatrix& load, DispatchRule rule,
                      Sink& sink) {
   const int devices = cluster_.num_devices();
   const int experts = layer.num_experts();
+  if (rule == DispatchRule::kReplicaEven) {
+    RunReplicaEven(layer, load, [&sink](DeviceId s, ExpertId e, DeviceId h, int64_t k) {
+      if (s == h) {
+        sink.Local(s, e, k);
+      } else {
+        sink.Send(s, e, h, k);
+      }
+    });
+    return;
+  }
   const bool even = rule == DispatchRule::kEven;
   if (!even) {
     // The load-aware rule's pools, splits and spill are Summarize's (one code path, so the two
@@ -465,6 +492,16 @@ void Dispatcher::Summarize(const LayerPlan& layer, const LoadMatrix& load, Dispa
   for (std::vector<int64_t>* v :
        {&out->device_tokens, &out->out_intra, &out->out_inter, &out->in_intra, &out->in_inter}) {
     v->assign(devices, 0);
+  }
+  if (rule == DispatchRule::kReplicaEven) {
+    RunReplicaEven(layer, load, [&](DeviceId s, ExpertId, DeviceId h, int64_t k) {
+      out->device_tokens[h] += k;
+      if (s == h) return;
+      const bool intra = cluster_.node_of(s) == cluster_.node_of(h);
+      (intra ? out->out_intra : out->out_inter)[s] += k;
+      (intra ? out->in_intra : out->in_inter)[h] += k;
+    });
+    return;
   }
   load_.assign(devices, 0);
   kept_.assign(devices, 0);

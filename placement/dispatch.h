@@ -2,6 +2,10 @@
 //
 // Every expert with one holder gets all its tokens there. Otherwise, for each (source device s,
 // expert e) with k tokens:
+//   kReplicaEven (EPLB, FlexMoE): s splits its k tokens evenly over all holders of e, whatever
+//                           their node (the first k mod h holders from (s + e) mod h on get one
+//                           more): vLLM's EPLB picks a token's physical replica round-robin, and
+//                           both planners assume each replica serves load / replicas.
 //   kEven (the paper):      s holds e -> all k stay on s; else the node's holders of e share the
 //                           node's pooled tokens evenly; the nodes without a holder pool theirs
 //                           and share it evenly over all holders.
@@ -107,6 +111,9 @@ class Dispatcher {
   template <typename Sink>
   void Run(const LayerPlan& layer, const LoadMatrix& load, DispatchRule rule, Sink& sink);
   // Pass 2 of Run: every pool's split (LoadSplit) to sink.Pool with the pool's sources.
+  // kReplicaEven: calls emit(s, e, h, k) for every piece, own tokens included (h == s).
+  template <typename Emit>
+  void RunReplicaEven(const LayerPlan& layer, const LoadMatrix& load, Emit emit);
   template <typename Sink>
   void EmitPools(const LayerPlan& layer, bool include_holders, Sink& sink);
 

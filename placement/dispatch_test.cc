@@ -262,6 +262,33 @@ TEST(DispatchTest, SpillNeverSlowsTheAllToAll) {
 
 // Property: over random plans and loads, every token is dispatched exactly once, only to holders,
 // local tokens stay local, and the fast summary equals the full dispatch.
+TEST(DispatchTest, ReplicaEvenSplitsEverySourceOverAllHoldersWhateverTheNode) {
+  // Expert 0 held on devices 0 (node 0) and 2 (node 1). Device 0 holds it and still sends half
+  // its tokens to node 1; device 1 (node 0) splits too. The even rule would keep them on node 0.
+  const Cluster c = TwoByTwo();
+  const LayerPlan layer = Layer({0, 1}, {{0, 2}, {1}});
+  LoadMatrix load(4, 2);
+  load.at(0, 0) = 10;
+  load.at(1, 0) = 7;
+  load.at(3, 1) = 5;
+  Dispatcher dispatcher(c);
+  const LayerDispatch d = dispatcher.Compute(layer, load, DispatchRule::kReplicaEven);
+  // Source 1, expert 0: 7 = 3 + 4, the extra token from holder (1 + 0) mod 2 = 1 on.
+  EXPECT_THAT(d.by_expert[0],
+              ElementsAre(Flow{0, 0, 5}, Flow{0, 2, 5}, Flow{1, 0, 3}, Flow{1, 2, 4}));
+  EXPECT_THAT(d.by_expert[1], ElementsAre(Flow{3, 1, 5}));
+  EXPECT_THAT(d.device_tokens, ElementsAre(8, 5, 9, 0));
+  DispatchSummary s;
+  dispatcher.Summarize(layer, load, DispatchRule::kReplicaEven, &s);
+  EXPECT_THAT(s.device_tokens, ElementsAre(8, 5, 9, 0));
+  EXPECT_THAT(s.out_inter, ElementsAre(5, 4, 0, 5));
+  EXPECT_THAT(s.out_intra, ElementsAre(0, 3, 0, 0));
+  EXPECT_THAT(s.in_inter, ElementsAre(0, 5, 9, 0));
+  // Under the paper's even rule node 0's tokens stay on node 0.
+  const LayerDispatch even = dispatcher.Compute(layer, load, DispatchRule::kEven);
+  EXPECT_THAT(even.device_tokens, ElementsAre(17, 5, 0, 0));
+}
+
 TEST(DispatchTest, ConservesTokensOnRandomInputs) {
   Rng rng(7);
   int spilled_flows = 0;
@@ -272,7 +299,8 @@ TEST(DispatchTest, ConservesTokensOnRandomInputs) {
     const LoadMatrix& load = rc.load;
     const int devices = c.num_devices();
     const int experts = layer.num_experts();
-    for (DispatchRule rule : {DispatchRule::kEven, DispatchRule::kLoadAware}) {
+    for (DispatchRule rule :
+         {DispatchRule::kEven, DispatchRule::kLoadAware, DispatchRule::kReplicaEven}) {
       Dispatcher dispatcher(c);
       LayerDispatch full = dispatcher.Compute(layer, load, rule);
       DispatchSummary summary;
@@ -297,6 +325,23 @@ TEST(DispatchTest, ConservesTokensOnRandomInputs) {
           device_total[f.dst] += f.tokens;
         }
         for (DeviceId s = 0; s < devices; ++s) ASSERT_EQ(sent[s], load.at(s, e));
+        if (rule == DispatchRule::kReplicaEven) {
+          // Every source's pieces differ by at most one token over all holders.
+          for (DeviceId s = 0; s < devices; ++s) {
+            std::vector<int64_t> piece(devices, 0);
+            for (const Flow& f : full.by_expert[e]) {
+              if (f.src == s) piece[f.dst] += f.tokens;
+            }
+            int64_t lo = load.at(s, e), hi = 0;
+            for (DeviceId h : layer.replicas[e]) {
+              lo = std::min(lo, piece[h]);
+              hi = std::max(hi, piece[h]);
+            }
+            if (load.at(s, e) > 0) {
+              ASSERT_LE(hi - lo, 1) << "source " << s << " expert " << e;
+            }
+          }
+        }
       }
       ASSERT_EQ(device_total, full.device_tokens);
       // The summary's traffic is the full dispatch's, device by device.

@@ -284,7 +284,15 @@ std::string DebugString(const Plan& plan) {
 const char* RematModeName(RematMode m) { return m == RematMode::kKeep ? "keep" : "regather"; }
 
 const char* DispatchRuleName(DispatchRule r) {
-  return r == DispatchRule::kEven ? "even" : "load-aware";
+  switch (r) {
+    case DispatchRule::kEven:
+      return "even";
+    case DispatchRule::kReplicaEven:
+      return "replica-even";
+    case DispatchRule::kLoadAware:
+      break;
+  }
+  return "load-aware";
 }
 
 const char* ReplicaSemanticsName(ReplicaSemantics s) {
@@ -297,6 +305,28 @@ const char* ReplicaSemanticsName(ReplicaSemantics s) {
       return "persistent";
   }
   return "?";
+}
+
+bool ParseDispatchRule(std::string_view name, DispatchRule* out) {
+  for (DispatchRule r :
+       {DispatchRule::kEven, DispatchRule::kLoadAware, DispatchRule::kReplicaEven}) {
+    if (name == DispatchRuleName(r)) {
+      *out = r;
+      return true;
+    }
+  }
+  return false;
+}
+
+bool ParseReplicaSemantics(std::string_view name, ReplicaSemantics* out) {
+  for (ReplicaSemantics s :
+       {ReplicaSemantics::kEphemeral, ReplicaSemantics::kShadow, ReplicaSemantics::kPersistent}) {
+    if (name == ReplicaSemanticsName(s)) {
+      *out = s;
+      return true;
+    }
+  }
+  return false;
 }
 
 }  // namespace hecate::placement

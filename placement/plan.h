@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <vector>
 
@@ -37,7 +38,12 @@ enum class RematMode { kKeep, kRegather };
 // (l - kPrefetchLayers)'s attention (docs/cost-model.md "Schedule"); memory and time are charged
 // for that schedule.
 inline constexpr int kPrefetchLayers = 2;
-enum class DispatchRule { kEven, kLoadAware };
+// How a (source device, expert) pair's tokens are split over the expert's holders (dispatch.h):
+//   kEven          the paper's: a holding source keeps them, else the node's holders, else all
+//   kLoadAware     Hecate's default: locality by node, least-loaded holder first, spill
+//   kReplicaEven   EPLB's (and FlexMoE's): every source splits evenly over all holders, whatever
+//                  the node -- the even-split load model their planners assume
+enum class DispatchRule { kEven, kLoadAware, kReplicaEven };
 
 // How a policy's extra copies live, which decides what they cost (memory, traffic, migration).
 enum class ReplicaSemantics {
@@ -179,6 +185,9 @@ std::string DebugString(const Plan& plan);
 const char* RematModeName(RematMode m);
 const char* DispatchRuleName(DispatchRule r);
 const char* ReplicaSemanticsName(ReplicaSemantics s);
+// The inverses of the names above; false (and *out unchanged) for an unknown name.
+bool ParseDispatchRule(std::string_view name, DispatchRule* out);
+bool ParseReplicaSemantics(std::string_view name, ReplicaSemantics* out);
 
 }  // namespace hecate::placement
 

@@ -29,6 +29,8 @@ const char* DecisionName(Decision d) {
       return "balance";
     case Decision::kReshard:
       return "reshard";
+    case Decision::kSchedule:
+      return "schedule";
     case Decision::kDamped:
       return "damped";
     case Decision::kFrozen:
@@ -56,6 +58,20 @@ absl::StatusOr<PlanOutcome> DecidePlan(const Policy& policy, const PlanRequest& 
   if (current->policy != policy.name()) {
     out.decision = Decision::kPolicy;
     out.plan = std::move(candidate);
+    return out;
+  }
+  if (policy.SchedulesItself()) {
+    // The baseline's own cadence or trigger decided; its migration is paid when it happens.
+    bool same = candidate.layers.size() == current->layers.size();
+    for (size_t l = 0; same && l < candidate.layers.size(); ++l) {
+      same = candidate.layers[l].owner == current->layers[l].owner &&
+             candidate.layers[l].replicas == current->layers[l].replicas &&
+             candidate.layers[l].remat == current->layers[l].remat;
+    }
+    if (!same) {
+      out.decision = Decision::kSchedule;
+      out.plan = std::move(candidate);
+    }
     return out;
   }
   const CostModel cost(cluster, model, request.config.attention_forward_seconds);

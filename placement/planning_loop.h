@@ -35,15 +35,17 @@ namespace hecate::placement {
 
 // Why a plan was (or was not) published.
 enum class Decision {
-  kFirst,    // the job had no plan
-  kPolicy,   // the policy changed
-  kGain,     // predicted at least `damping` faster than the plan in force
-  kBalance,  // closer to the balance target within its time budget
-  kReshard,  // a re-shard whose saving over one period covers its migration
-  kDamped,   // kept the plan in force
-  kFrozen,   // planning is frozen (the controller's)
+  kFirst,     // the job had no plan
+  kPolicy,    // the policy changed
+  kGain,      // predicted at least `damping` faster than the plan in force
+  kBalance,   // closer to the balance target within its time budget
+  kReshard,   // a re-shard whose saving over one period covers its migration
+  kSchedule,  // a baseline's own cadence or trigger re-placed (Policy::SchedulesItself)
+  kDamped,    // kept the plan in force
+  kFrozen,    // planning is frozen (the controller's)
 };
-// "first", "policy", "gain", "balance", "reshard", "damped", "frozen" (logs and metrics).
+// "first", "policy", "gain", "balance", "reshard", "schedule", "damped", "frozen" (logs and
+// metrics).
 const char* DecisionName(Decision d);
 
 struct PlanOutcome {
@@ -52,15 +54,16 @@ struct PlanOutcome {
   double predicted_gain = 0;  // relative, vs the plan in force on the same estimate
 };
 
-// One planning decision: run the policy on the current sharding, and, when a re-shard is due,
-// also on Alg. 2's sharding; publish the re-shard when the time it saves over one period covers
-// its migration, else publish the policy's plan when it is predicted at least `damping` faster
-// than the plan in force (evaluated on the same estimate), or when its layers are in all at least
-// 0.01 closer to the config's balance_target (the sum over layers of max/mean over it) and it is
-// predicted at most balance_budget slower than the plan the policy makes for time alone.
-// `request.previous` is the plan in force (may be null); `request.owners` is ignored (the
-// sharding comes from the plan in force, or even sharding at the start). INVALID_ARGUMENT for a
-// malformed request. Pure.
+// One planning decision. A policy that schedules itself (the baselines) gets its plan published
+// whenever it differs from the one in force. Otherwise: run the policy on the current sharding,
+// and, when a re-shard is due, also on Alg. 2's sharding; publish the re-shard when the time it
+// saves over one period covers its migration, else publish the policy's plan when it is predicted
+// at least `damping` faster than the plan in force (evaluated on the same estimate), or when its
+// layers are in all at least 0.01 closer to the config's balance_target (the sum over layers of
+// max/mean over it) and it is predicted at most balance_budget slower than the plan the policy
+// makes for time alone. `request.previous` is the plan in force (may be null); `request.owners` is
+// ignored (the sharding comes from the plan in force, or even sharding at the start).
+// INVALID_ARGUMENT for a malformed request. Pure.
 absl::StatusOr<PlanOutcome> DecidePlan(const Policy& policy, const PlanRequest& request,
                                        bool reshard_due, int reshard_period, double damping);
 

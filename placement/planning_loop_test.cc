@@ -268,7 +268,46 @@ TEST(ReshardTest, KeepsTheFasterOfTheTwoTieBreaks) {
   }
 }
 
+// A baseline keeps its own cadence: SmartMoE's re-placement on its period is published however
+// little it is predicted to gain (no damping), and between periods nothing is.
+TEST(ScheduleTest, BaselinesArePublishedOnTheirOwnCadenceWithoutTheGainGate) {
+  const Cluster c = Cluster::Uniform(1, 2, int64_t{1} << 30, 1e11, 1e10, 1e10, 1e-5);
+  const ModelSpec m = UniformModel("toy", 1, 4, 2, 128, 2048, 4, 1024, 0);
+  auto hot = [](ExpertId a, ExpertId b) {
+    LoadMatrix lm(2, 4);
+    for (DeviceId d = 0; d < 2; ++d) {
+      for (ExpertId e = 0; e < 4; ++e) lm.at(d, e) = e == a || e == b ? 500 : 10;
+    }
+    return ModelLoad{lm};
+  };
+  std::unique_ptr<Policy> policy = *MakePolicy("smartmoe");
+  EXPECT_TRUE(policy->SchedulesItself());
+  EXPECT_FALSE((*MakePolicy("hecate"))->SchedulesItself());
+  ModelLoad load = hot(0, 2);
+  PlanRequest r{&c, &m, &load};
+  r.config.smartmoe_period = 10;
+  const Plan first = policy->Compute(r);
+  EXPECT_NE(first.layers[0].owner[0], first.layers[0].owner[2]);
+  load = hot(0, 1);
+  r.previous = &first;
+  r.iteration = 10;
+  absl::StatusOr<PlanOutcome> o = DecidePlan(*policy, r, /*reshard_due=*/true, 10, 1e9);
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->decision, Decision::kSchedule);
+  ASSERT_TRUE(o->plan.has_value());
+  EXPECT_NE(o->plan->layers[0].owner[0], o->plan->layers[0].owner[1]);
+  const Plan second = *o->plan;
+  r.previous = &second;
+  r.iteration = 11;
+  load = hot(2, 3);
+  o = DecidePlan(*policy, r, /*reshard_due=*/true, 10, 0);
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->decision, Decision::kDamped);
+  EXPECT_FALSE(o->plan.has_value());
+}
+
 TEST(DecisionTest, Names) {
+  EXPECT_STREQ(DecisionName(Decision::kSchedule), "schedule");
   EXPECT_STREQ(DecisionName(Decision::kFirst), "first");
   EXPECT_STREQ(DecisionName(Decision::kReshard), "reshard");
   EXPECT_STREQ(DecisionName(Decision::kDamped), "damped");

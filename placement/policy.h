@@ -87,10 +87,20 @@ struct PlannerConfig {
   double attention_forward_seconds = -1;
   // Whether `hecate` may re-gather layers to fit more copies.
   bool allow_remat = true;
-  // SmartMoE re-places every this many iterations (its paper's best: 25).
-  int smartmoe_period = 25;
-  // EPLB re-balances every this many iterations.
-  int eplb_period = 50;
+  // The baselines run under their own rules (docs/placement.md "Baselines", with the source of
+  // each): their dispatch rule, their cadence or trigger (DecidePlan publishes whatever they
+  // decide, no gain gate), their memory as configured.
+  // SmartMoE re-places every this many iterations (its artifact's runs: DYNAMIC_FREQ=10).
+  int smartmoe_period = 10;
+  // EPLB re-balances every this many iterations: vLLM's step_interval default (DeepSeek
+  // re-balances about every 10 minutes). In a simulated run of tens of iterations it plans once,
+  // from the first window; //bench:paper also runs it every 10 iterations and keeps the faster.
+  int eplb_period = 3000;
+  // EPLB's redundant experts per layer (vLLM's num_redundant_experts, whose default 0 is plain
+  // EP); -1: one per device, as DeepSeek-V3 deployed it (32 redundant experts on EP32). The
+  // physical slots are rounded up to a multiple of the devices (EPLB needs equal slots per GPU)
+  // and capped by memory and extra_slots.
+  int eplb_redundant_experts = -1;
   // FlexMoE re-arranges when max/mean device load exceeds this.
   double flexmoe_threshold = 1.1;
   // FlexMoE's expand/shrink operations per trigger; <= 0: one per device.
@@ -129,6 +139,9 @@ class Policy {
   // Whether the policy decides after the gate, on the iteration's actual counts, rather than
   // from the window's estimate (FasterMoE's shadowing).
   virtual bool PlansAfterGate() const { return false; }
+  // Whether the policy keeps its own cadence or trigger (the baselines): DecidePlan publishes
+  // every plan that differs from the one in force, without Hecate's gain gate or re-shard.
+  virtual bool SchedulesItself() const { return false; }
 };
 
 // Policy `name` calibrates (false for unknown names).

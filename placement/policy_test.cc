@@ -288,7 +288,25 @@ TEST(PolicyTest, EplbReplicatesByLoadPerCopyWithoutDuplicates) {
   // Loads 400/400/400/4000: the 4 redundant slots all go to expert 3 (4000/5 = 800 > 400), but
   // EPLB's packing puts two of them on one device; merged, expert 3 has 4 holders.
   EXPECT_EQ(p.layers[0].replicas[3].size(), 4u);
-  EXPECT_EQ(p.dispatch_rule, DispatchRule::kEven);
+  EXPECT_EQ(p.dispatch_rule, DispatchRule::kReplicaEven);
+}
+
+TEST(PolicyTest, EplbRedundantExpertsDefaultToOnePerDevice) {
+  Cluster c = SmallCluster();
+  ModelSpec m = SmallModel(1);
+  ModelLoad load = HotLoad(c, m, 3, 1000, 100);
+  PlanRequest r{&c, &m, &load};
+  auto copies = [](const Plan& p) {
+    size_t n = 0;
+    for (const std::vector<DeviceId>& h : p.layers[0].replicas) n += h.size();
+    return n;
+  };
+  // Default: one redundant expert per device, 4 + 4 slots; merged duplicates as above.
+  EXPECT_EQ(copies(RunPolicy("eplb", r)), 7u);
+  r.config.eplb_redundant_experts = 0;  // vLLM's default: plain EP
+  EXPECT_EQ(copies(RunPolicy("eplb", r)), 4u);
+  r.config.eplb_redundant_experts = 1;  // 5 slots round up to 2 per device
+  EXPECT_EQ(copies(RunPolicy("eplb", r)), 7u);
 }
 
 // ---------------------------------------------------------------------------------------------

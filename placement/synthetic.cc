@@ -42,6 +42,14 @@ ModelLoad SkewedLoad(const Cluster& cluster, const ModelSpec& model, const SkewO
         experts;
     std::vector<double> expert_share(experts);
     for (int r = 0; r < experts; ++r) expert_share[perm[(r + shift) % experts]] = shares[r];
+    if (options.burst_period > 0 && options.burst_share > 0 &&
+        static_cast<int>(iteration % options.burst_period) < options.burst_length) {
+      const uint64_t burst = iteration / options.burst_period;
+      Rng pick(options.seed * 7919 + burst * 104729 + static_cast<uint64_t>(l));
+      const int hot = static_cast<int>(pick.Below(experts));
+      for (double& s : expert_share) s *= 1.0 - options.burst_share;
+      expert_share[hot] += options.burst_share;
+    }
 
     LoadMatrix m(devices, experts);
     Rng noise(options.seed ^ (0x51ed27ULL * (iteration + 1)) ^ (static_cast<uint64_t>(l) << 32));

@@ -36,6 +36,12 @@ struct SkewOptions {
   double drift_per_iteration = 0;
   // Relative per-source noise on each count (0 = every source routes identically).
   double source_noise = 0.1;
+  // Bursts: for `burst_length` iterations out of every `burst_period` (0: none), one expert per
+  // layer (drawn per burst) takes `burst_share` of the layer's tokens on top of the Zipf shares
+  // (which are scaled by 1 - burst_share).
+  int burst_period = 0;
+  int burst_length = 1;
+  double burst_share = 0;
   uint64_t seed = 1;
 };
 

@@ -116,7 +116,15 @@ v1::RematMode ToProto(pl::RematMode m) {
   return m == pl::RematMode::kRegather ? v1::REMAT_MODE_REGATHER : v1::REMAT_MODE_KEEP;
 }
 v1::DispatchRule ToProto(pl::DispatchRule r) {
-  return r == pl::DispatchRule::kEven ? v1::DISPATCH_RULE_EVEN : v1::DISPATCH_RULE_LOAD_AWARE;
+  switch (r) {
+    case pl::DispatchRule::kEven:
+      return v1::DISPATCH_RULE_EVEN;
+    case pl::DispatchRule::kReplicaEven:
+      return v1::DISPATCH_RULE_REPLICA_EVEN;
+    case pl::DispatchRule::kLoadAware:
+      break;
+  }
+  return v1::DISPATCH_RULE_LOAD_AWARE;
 }
 v1::ReplicaSemantics ToProto(pl::ReplicaSemantics s) {
   switch (s) {
@@ -139,8 +147,16 @@ pl::Plan FromProto(const v1::Plan& p) {
   plan.computed_from_iteration = p.computed_from_iteration();
   plan.policy = p.policy();
   plan.sharding_version = p.sharding_version();
-  plan.dispatch_rule = p.dispatch_rule() == v1::DISPATCH_RULE_EVEN ? pl::DispatchRule::kEven
-                                                                   : pl::DispatchRule::kLoadAware;
+  switch (p.dispatch_rule()) {
+    case v1::DISPATCH_RULE_EVEN:
+      plan.dispatch_rule = pl::DispatchRule::kEven;
+      break;
+    case v1::DISPATCH_RULE_REPLICA_EVEN:
+      plan.dispatch_rule = pl::DispatchRule::kReplicaEven;
+      break;
+    default:
+      plan.dispatch_rule = pl::DispatchRule::kLoadAware;
+  }
   switch (p.semantics()) {
     case v1::REPLICA_SEMANTICS_SHADOW:
       plan.semantics = pl::ReplicaSemantics::kShadow;

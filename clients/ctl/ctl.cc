@@ -227,7 +227,7 @@ class Ctl {
         "sparse bytes %d/iter  migration %d bytes\n",
         plan.id().epoch(), plan.id().version(), plan.job_id(), plan.policy(),
         plan.effective_iteration(), plan.computed_from_iteration(), plan.sharding_version(),
-        plan.dispatch_rule() == v1::DISPATCH_RULE_EVEN ? "even" : "load-aware",
+        placement::DispatchRuleName(wire::FromProto(plan).dispatch_rule),
         plan.predicted_moe_seconds() * 1e3, plan.predicted_balancedness(),
         plan.predicted_sparse_bytes(), plan.migration_bytes());
     Table t({"LAYER", "EXPERT", "OWNER", "HOLDERS", "REMAT"});
@@ -490,10 +490,16 @@ commands:
   version
 
 offline (no controller):
-  simulate (--trace=T | --cluster=C.json --model=M.json [--zipf=S --drift=D --noise=N])
+  simulate (--trace=T | --cluster=C.json --model=M.json [--workload=W | --zipf=S --drift=D
+           --noise=N])    W: balanced, mild, heavy, rotating, bursts (docs/benchmarks.md)
            [--policy=P[,P...]] [--iterations=N] [--reshard-period=R] [--extra-slots=N]
-  plan compute --loads=FILE --cluster=C.json --model=M.json [--policy=P] [--extra-slots=N]
-                                  FILE: a trace, or CSV layer,expert,tokens
+  plan compute --loads=FILE --cluster=C.json --model=M.json [--policy=P[,P...]|all]
+               [--extra-slots=N]  FILE: a trace, or CSV layer,expert,tokens; several policies:
+                                  one row each, under its own dispatch rule and memory
+  plan evaluate --placement=FILE --loads=FILE --cluster=C.json --model=M.json
+               [--dispatch=replica-even|even|load-aware] [--semantics=persistent|ephemeral|shadow]
+                                  judge a placement made elsewhere: CSV layer,expert,devices
+                                  (first device the owner) or EPLB's {"phy2log": [[...]]}
   trace inspect|fit|csv TRACE     summarize / fit the generator / dump a trace
   trace slice TRACE --from=I --to=J --out=FILE
 
@@ -531,7 +537,8 @@ int Run(const std::vector<std::string>& args, const std::string& env_controller,
       }
     }
     if (!rest.empty() && (rest[0] == "simulate" || rest[0] == "trace" ||
-                          (rest[0] == "plan" && rest.size() > 1 && rest[1] == "compute"))) {
+                          (rest[0] == "plan" && rest.size() > 1 &&
+                           (rest[1] == "compute" || rest[1] == "evaluate")))) {
       bool handled = false;
       const int rc = RunOffline(rest, format, out, err, &handled);
       if (handled) return rc;

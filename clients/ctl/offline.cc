@@ -12,9 +12,11 @@
 #include "absl/strings/str_split.h"
 #include "clients/ctl/ctl.h"
 #include "clients/ctl/output.h"
+#include "clients/ctl/placement_file.h"
 #include "placement/synthetic.h"
 #include "sim/configs.h"
 #include "sim/simulator.h"
+#include "sim/workloads.h"
 #include "wire/convert.h"
 #include "wire/trace.h"
 
@@ -59,66 +61,194 @@ int Fail(std::ostream& err, const absl::Status& s) {
   return s.code() == absl::StatusCode::kNotFound ? kNotFound : kRejected;
 }
 
-// Loads from a trace file (window mean of its last `window` iterations) or a CSV of
-// layer,expert,tokens (global counts, spread evenly over the source devices).
-int PlanCompute(Args& a, Format format, std::ostream& out, std::ostream& err) {
+// The cluster, model and loads every offline plan command reads.
+struct PlanInputs {
+  std::optional<pl::Cluster> cluster;
+  pl::ModelSpec model;
+  pl::ModelLoad load;
+  int extra_slots = -1;
+};
+
+// Reads --loads, --cluster, --model and --extra-slots; a usage error (with `usage`) or a load
+// failure returns its exit code in *rc.
+std::optional<PlanInputs> ReadPlanInputs(Args& a, const std::string& usage, std::ostream& err,
+                                         int* rc) {
   const std::string loads_path = a.Get("--loads"), cluster_path = a.Get("--cluster"),
-                    model_path = a.Get("--model"), policy_name = a.Get("--policy", "hecate");
+                    model_path = a.Get("--model"), extra = a.Get("--extra-slots", "-1");
+  PlanInputs in;
   if (loads_path.empty() || cluster_path.empty() || model_path.empty()) {
-    return Bad(err,
-               "usage: plan compute --loads=FILE --cluster=C.json --model=M.json "
-               "[--policy=hecate] [--extra-slots=N] [-o json|yaml|table]");
+    *rc = Bad(err, "usage: " + usage);
+    return std::nullopt;
+  }
+  if (!absl::SimpleAtoi(extra, &in.extra_slots) || in.extra_slots < -1) {
+    *rc = Bad(err,
+              "--extra-slots must be an integer >= -1 (-1: memory decides), got '" + extra + "'");
+    return std::nullopt;
   }
   absl::StatusOr<pl::Cluster> cluster = sim::LoadCluster(cluster_path);
-  if (!cluster.ok()) return Fail(err, cluster.status());
+  if (!cluster.ok()) {
+    *rc = Fail(err, cluster.status());
+    return std::nullopt;
+  }
+  in.cluster = std::move(*cluster);
   absl::StatusOr<pl::ModelSpec> model = sim::LoadModel(model_path);
-  if (!model.ok()) return Fail(err, model.status());
-  absl::StatusOr<pl::ModelLoad> load = ReadLoads(loads_path, *cluster, *model, 5);
-  if (!load.ok()) return Fail(err, load.status());
-  absl::StatusOr<std::unique_ptr<pl::Policy>> policy = pl::MakePolicy(policy_name);
-  if (!policy.ok()) return Fail(err, policy.status());
-  pl::PlanRequest r{&*cluster, &*model, &*load};
-  r.config.attention_forward_seconds = sim::AttentionSeconds(*model, *cluster);
-  int extra = -1;
-  if (absl::SimpleAtoi(a.Get("--extra-slots", "-1"), &extra)) r.config.extra_slots = extra;
-  pl::Plan plan = (*policy)->Compute(r);
-  plan.job_id = "offline";
-  // The same plan's cost if nothing were replicated (static EP), for comparison.
-  pl::Plan ep = (*pl::MakePolicy("ep"))->Compute(r);
+  if (!model.ok()) {
+    *rc = Fail(err, model.status());
+    return std::nullopt;
+  }
+  in.model = std::move(*model);
+  absl::StatusOr<pl::ModelLoad> load = ReadLoads(loads_path, *in.cluster, in.model, 5);
+  if (!load.ok()) {
+    *rc = Fail(err, load.status());
+    return std::nullopt;
+  }
+  in.load = std::move(*load);
+  return in;
+}
+
+std::string PeakGiB(const pl::Plan& plan) {
+  const std::vector<int64_t>& m = plan.prediction.device_memory_bytes;
+  return absl::StrFormat("%.2f",
+                         m.empty() ? 0.0 : *std::max_element(m.begin(), m.end()) / double(1 << 30));
+}
+
+// One plan's figures, against static EP on the same loads: `plan compute` and `plan evaluate`.
+void PrintPlan(const pl::Plan& plan, const pl::Plan& ep, Format format, std::ostream& out) {
   v1::Plan proto = wire::ToProto(plan);
   if (format == Format::kJson) {
     out << wire::ToJson(proto) << "\n";
-  } else if (format == Format::kYaml) {
+    return;
+  }
+  if (format == Format::kYaml) {
     out << ToYaml(proto);
-  } else {
-    out << absl::StrFormat(
-        "policy %s: predicted MoE %.3f ms/iter (EP %.3f ms, %.2fx), balancedness %.3f (EP %.3f), "
-        "%d bytes/iter sparse, peak MoE memory %.2f GiB\n",
-        plan.policy, plan.prediction.moe_seconds * 1e3, ep.prediction.moe_seconds * 1e3,
-        ep.prediction.moe_seconds / std::max(1e-12, plan.prediction.moe_seconds),
-        plan.prediction.balancedness, ep.prediction.balancedness, plan.prediction.sparse_bytes,
-        *std::max_element(plan.prediction.device_memory_bytes.begin(),
-                          plan.prediction.device_memory_bytes.end()) /
-            double(1 << 30));
-    Table t({"LAYER", "COPIES", "BALANCEDNESS", "MOE_MS", "COMPUTE_MS", "A2A_MS", "EXPOSED_MS"});
-    for (size_t l = 0; l < plan.layers.size(); ++l) {
-      int copies = 0;
-      for (const auto& r2 : plan.layers[l].replicas) copies += static_cast<int>(r2.size()) - 1;
-      const pl::LayerPrediction& lp = plan.prediction.layers[l];
-      t.Add({absl::StrCat(l), absl::StrCat(copies), absl::StrFormat("%.3f", lp.balancedness),
-             absl::StrFormat("%.3f", lp.total_seconds * 1e3),
-             absl::StrFormat("%.3f", lp.compute_seconds * 1e3),
-             absl::StrFormat("%.3f", lp.all_to_all_seconds * 1e3),
-             absl::StrFormat("%.3f", lp.exposed_comm_seconds * 1e3)});
+    return;
+  }
+  out << absl::StrFormat(
+      "policy %s (dispatch %s, %s copies): predicted MoE %.3f ms/iter (EP %.3f ms, %.2fx), "
+      "balancedness %.3f (EP %.3f), %d bytes/iter sparse, peak MoE memory %s GiB (EP %s)\n",
+      plan.policy, pl::DispatchRuleName(plan.dispatch_rule),
+      pl::ReplicaSemanticsName(plan.semantics), plan.prediction.moe_seconds * 1e3,
+      ep.prediction.moe_seconds * 1e3,
+      ep.prediction.moe_seconds / std::max(1e-12, plan.prediction.moe_seconds),
+      plan.prediction.balancedness, ep.prediction.balancedness, plan.prediction.sparse_bytes,
+      PeakGiB(plan), PeakGiB(ep));
+  Table t({"LAYER", "COPIES", "BALANCEDNESS", "MAX/MEAN", "MOE_MS", "COMPUTE_MS", "A2A_MS",
+           "EXPOSED_MS"});
+  for (size_t l = 0; l < plan.layers.size(); ++l) {
+    int copies = 0;
+    for (const auto& r2 : plan.layers[l].replicas) copies += static_cast<int>(r2.size()) - 1;
+    const pl::LayerPrediction& lp = plan.prediction.layers[l];
+    t.Add({absl::StrCat(l), absl::StrCat(copies), absl::StrFormat("%.3f", lp.balancedness),
+           absl::StrFormat("%.3f", lp.mean_tokens > 0 ? lp.max_tokens / lp.mean_tokens : 1.0),
+           absl::StrFormat("%.3f", lp.total_seconds * 1e3),
+           absl::StrFormat("%.3f", lp.compute_seconds * 1e3),
+           absl::StrFormat("%.3f", lp.all_to_all_seconds * 1e3),
+           absl::StrFormat("%.3f", lp.exposed_comm_seconds * 1e3)});
+  }
+  out << t.Render();
+}
+
+constexpr char kComputeUsage[] =
+    "plan compute --loads=FILE --cluster=C.json --model=M.json [--policy=P[,P...]|all] "
+    "[--extra-slots=N] [-o json|yaml|table]";
+
+int PlanCompute(Args& a, Format format, std::ostream& out, std::ostream& err) {
+  const std::string policies = a.Get("--policy", "hecate");
+  int rc = kOk;
+  std::optional<PlanInputs> in = ReadPlanInputs(a, kComputeUsage, err, &rc);
+  if (!in) return rc;
+  std::vector<std::string> names =
+      policies == "all" ? pl::PolicyNames() : absl::StrSplit(policies, ',');
+  std::vector<std::unique_ptr<pl::Policy>> made;
+  for (const std::string& name : names) {
+    absl::StatusOr<std::unique_ptr<pl::Policy>> policy = pl::MakePolicy(name);
+    if (!policy.ok()) return Fail(err, policy.status());
+    made.push_back(std::move(*policy));
+  }
+  pl::PlanRequest r{&*in->cluster, &in->model, &in->load};
+  r.config.attention_forward_seconds = sim::AttentionSeconds(in->model, *in->cluster);
+  r.config.extra_slots = in->extra_slots;
+  // Static EP on the same loads, for comparison.
+  const pl::Plan ep = (*pl::MakePolicy("ep"))->Compute(r);
+  if (made.size() == 1) {
+    pl::Plan plan = made[0]->Compute(r);
+    plan.job_id = "offline";
+    PrintPlan(plan, ep, format, out);
+    return kOk;
+  }
+  // Several policies: one row each, every one under its own dispatch rule, copy semantics and
+  // memory (a first plan: cadences do not apply; `simulate` runs them over time).
+  Table t({"POLICY", "DISPATCH", "COPIES", "MOE_MS", "SPEEDUP_VS_EP", "BALANCEDNESS",
+           "SPARSE_MB/ITER", "MIGRATION_MB", "PEAK_MEM_GIB"});
+  std::string json = "[";
+  for (const std::unique_ptr<pl::Policy>& policy : made) {
+    pl::Plan plan = policy->Compute(r);
+    plan.job_id = "offline";
+    int copies = 0;
+    for (const pl::LayerPlan& layer : plan.layers) {
+      for (const auto& h : layer.replicas) copies += static_cast<int>(h.size()) - 1;
     }
+    t.Add({plan.policy, pl::DispatchRuleName(plan.dispatch_rule), absl::StrCat(copies),
+           absl::StrFormat("%.3f", plan.prediction.moe_seconds * 1e3),
+           absl::StrFormat(
+               "%.2f", ep.prediction.moe_seconds / std::max(1e-12, plan.prediction.moe_seconds)),
+           absl::StrFormat("%.3f", plan.prediction.balancedness),
+           absl::StrFormat("%.1f", plan.prediction.sparse_bytes / 1e6),
+           absl::StrFormat("%.1f", plan.migration_bytes() / 1e6), PeakGiB(plan)});
+    absl::StrAppend(&json, json.size() > 1 ? "," : "", wire::ToJson(wire::ToProto(plan)));
+  }
+  if (format == Format::kTable) {
     out << t.Render();
+  } else {
+    out << json << "]\n";
+  }
+  return kOk;
+}
+
+constexpr char kEvaluateUsage[] =
+    "plan evaluate --placement=FILE --loads=FILE --cluster=C.json --model=M.json "
+    "[--dispatch=replica-even|even|load-aware] [--semantics=persistent|ephemeral|shadow] "
+    "[-o json|yaml|table]";
+
+// A placement made elsewhere (CSV, or EPLB's phy2log JSON: placement_file.h), judged by the cost
+// model under the dispatch rule and copy semantics it runs with.
+int PlanEvaluate(Args& a, Format format, std::ostream& out, std::ostream& err) {
+  const std::string placement_path = a.Get("--placement"),
+                    dispatch = a.Get("--dispatch", "replica-even"),
+                    semantics = a.Get("--semantics", "persistent");
+  if (placement_path.empty()) return Bad(err, std::string("usage: ") + kEvaluateUsage);
+  pl::Plan plan;
+  if (!pl::ParseDispatchRule(dispatch, &plan.dispatch_rule)) {
+    return Bad(err, "--dispatch must be replica-even, even or load-aware, got '" + dispatch + "'");
+  }
+  if (!pl::ParseReplicaSemantics(semantics, &plan.semantics)) {
+    return Bad(err, "--semantics must be persistent, ephemeral or shadow, got '" + semantics + "'");
+  }
+  int rc = kOk;
+  std::optional<PlanInputs> in = ReadPlanInputs(a, kEvaluateUsage, err, &rc);
+  if (!in) return rc;
+  absl::StatusOr<std::vector<pl::LayerPlan>> layers =
+      ReadPlacement(placement_path, *in->cluster, in->model);
+  if (!layers.ok()) return Fail(err, layers.status());
+  plan.job_id = "offline";
+  plan.policy = "evaluated";
+  plan.layers = std::move(*layers);
+  const pl::CostModel cost(*in->cluster, in->model, sim::AttentionSeconds(in->model, *in->cluster));
+  cost.Evaluate(&plan, in->load);
+  pl::PlanRequest r{&*in->cluster, &in->model, &in->load};
+  r.config.attention_forward_seconds = sim::AttentionSeconds(in->model, *in->cluster);
+  const pl::Plan ep = (*pl::MakePolicy("ep"))->Compute(r);
+  PrintPlan(plan, ep, format, out);
+  if (absl::Status s = pl::CheckMemory(plan, *in->cluster, in->model); !s.ok()) {
+    err << "hecatectl: warning: " << s.message() << "\n";
   }
   return kOk;
 }
 
 int Simulate(Args& a, Format format, std::ostream& out, std::ostream& err) {
   const std::string trace_path = a.Get("--trace"), cluster_path = a.Get("--cluster"),
-                    model_path = a.Get("--model"), policies = a.Get("--policy", "hecate");
+                    model_path = a.Get("--model"), policies = a.Get("--policy", "hecate"),
+                    workload = a.Get("--workload");
   int iterations = 0, reshard = 100, extra = -1;
   (void)absl::SimpleAtoi(a.Get("--iterations", "0"), &iterations);
   (void)absl::SimpleAtoi(a.Get("--reshard-period", "100"), &reshard);
@@ -129,8 +259,8 @@ int Simulate(Args& a, Format format, std::ostream& out, std::ostream& err) {
   (void)absl::SimpleAtod(a.Get("--noise", "0.1"), &noise);
   if (cluster_path.empty() && trace_path.empty()) {
     return Bad(err,
-               "usage: simulate (--trace=T | --cluster=C.json --model=M.json [--zipf=S "
-               "--drift=D --noise=N --iterations=N]) [--policy=P[,P...]] "
+               "usage: simulate (--trace=T | --cluster=C.json --model=M.json [--workload=W | "
+               "--zipf=S --drift=D --noise=N] [--iterations=N]) [--policy=P[,P...]] "
                "[--reshard-period=R] [--extra-slots=N] [-o table|json]");
   }
   std::optional<wire::Trace> trace;
@@ -161,6 +291,14 @@ int Simulate(Args& a, Format format, std::ostream& out, std::ostream& err) {
   gen.zipf_s = zipf;
   gen.drift_per_iteration = drift;
   gen.source_noise = noise;
+  if (!workload.empty()) {
+    if (trace.has_value()) return Bad(err, "--workload and --trace exclude each other");
+    absl::StatusOr<sim::Workload> w = sim::FindWorkload(workload, *cluster, *model, nullptr);
+    if (!w.ok()) return Fail(err, w.status());
+    gen = w->options;
+    err << absl::StrFormat("workload %s: %s (zipf %.3f; EP max/mean %.2f)\n", w->name, w->source,
+                           gen.zipf_s, w->ep_max_mean);
+  }
   sim::LoadSource source = [&](int i) {
     return trace.has_value() ? trace->loads[std::min<size_t>(i, trace->loads.size() - 1)]
                              : pl::SkewedLoad(*cluster, *model, gen, i);
@@ -279,6 +417,8 @@ int TraceCommand(const std::string& sub, Args& a, std::ostream& out, std::ostrea
 
 }  // namespace
 
+// Loads from a trace file (window mean of its last `window` iterations) or a CSV of
+// layer,expert,tokens (global counts, spread evenly over the source devices).
 absl::StatusOr<pl::ModelLoad> ReadLoads(const std::string& path, const pl::Cluster& cluster,
                                         const pl::ModelSpec& model, int window) {
   std::ifstream probe(path);
@@ -341,6 +481,7 @@ int RunOffline(const std::vector<std::string>& args, Format format, std::ostream
   const std::string sub = args.size() > 1 ? args[1] : "";
   if (cmd == "simulate") return Simulate(a, format, out, err);
   if (cmd == "plan" && sub == "compute") return PlanCompute(a, format, out, err);
+  if (cmd == "plan" && sub == "evaluate") return PlanEvaluate(a, format, out, err);
   if (cmd == "trace") return TraceCommand(sub, a, out, err);
   *handled = false;
   return kOk;

@@ -1,0 +1,132 @@
+#include "sim/workloads.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "placement/sharding.h"
+
+namespace hecate::sim {
+
+namespace pl = placement;
+
+namespace {
+
+// The imbalance figures the workloads are solved for (reference/peers.md, UltraEP).
+constexpr double kMild = 1.30;
+constexpr double kHeavy = 4.01;
+constexpr double kMiddle = 2.28;  // sqrt(1.30 x 4.01)
+// Our trainer's source noise when no fit is given (bench/traces/gpt_moe_cpu_e32.trace's).
+constexpr double kNoise = 0.06;
+
+}  // namespace
+
+double EpImbalance(const pl::Cluster& cluster, const pl::ModelSpec& model,
+                   const pl::SkewOptions& options, int iterations) {
+  const pl::Owners owners = pl::EvenSharding(cluster, model);
+  double sum = 0;
+  int n = 0;
+  for (int i = 0; i < iterations; ++i) {
+    const pl::ModelLoad load = pl::SkewedLoad(cluster, model, options, static_cast<uint64_t>(i));
+    for (int l = 0; l < model.num_layers(); ++l) {
+      std::vector<int64_t> device(cluster.num_devices(), 0);
+      const std::vector<int64_t> totals = load[l].ExpertTotals();
+      for (size_t e = 0; e < totals.size(); ++e) device[owners[l][e]] += totals[e];
+      int64_t all = 0;
+      for (int64_t t : device) all += t;
+      if (all == 0) continue;
+      sum += static_cast<double>(*std::max_element(device.begin(), device.end())) *
+             cluster.num_devices() / static_cast<double>(all);
+      ++n;
+    }
+  }
+  return n > 0 ? sum / n : 1.0;
+}
+
+double ZipfForImbalance(const pl::Cluster& cluster, const pl::ModelSpec& model, double target,
+                        const pl::SkewOptions& base) {
+  pl::SkewOptions o = base;
+  o.burst_period = 0;  // solved on the steady shape
+  double lo = 0, hi = 6;
+  for (int step = 0; step < 40; ++step) {
+    o.zipf_s = (lo + hi) / 2;
+    (EpImbalance(cluster, model, o) < target ? lo : hi) = o.zipf_s;
+  }
+  return (lo + hi) / 2;
+}
+
+std::vector<Workload> NamedWorkloads(const pl::Cluster& cluster, const pl::ModelSpec& model,
+                                     const GeneratorFit* trainer) {
+  std::vector<Workload> out;
+  const double noise = trainer != nullptr ? trainer->source_noise : kNoise;
+  auto add = [&](std::string name, std::string source, pl::SkewOptions o) {
+    Workload w{std::move(name), std::move(source), o, EpImbalance(cluster, model, o)};
+    out.push_back(std::move(w));
+  };
+  {
+    pl::SkewOptions o;
+    o.zipf_s = 0;
+    o.source_noise = 0.05;
+    add("balanced", "a router trained with a balance loss: uniform shares, 5% source noise", o);
+  }
+  pl::SkewOptions skewed;
+  skewed.source_noise = noise;
+  {
+    pl::SkewOptions o = skewed;
+    o.zipf_s = ZipfForImbalance(cluster, model, kMild, o);
+    add("mild", "EP max/mean 1.30, UltraEP's least imbalanced production model", o);
+  }
+  {
+    pl::SkewOptions o = skewed;
+    o.zipf_s = ZipfForImbalance(cluster, model, kHeavy, o);
+    add("heavy", "EP max/mean 4.01, UltraEP's most imbalanced production model", o);
+  }
+  {
+    pl::SkewOptions o = skewed;
+    o.drift_per_iteration = 0.5;
+    o.zipf_s = ZipfForImbalance(cluster, model, kMiddle, o);
+    add("rotating",
+        "EP max/mean 2.28 (middle of UltraEP's 1.30-4.01), hot set moving half a rank an "
+        "iteration: a stress case, no published rate",
+        o);
+  }
+  {
+    pl::SkewOptions o = skewed;
+    o.zipf_s = ZipfForImbalance(cluster, model, kMild, o);
+    o.burst_period = 20;
+    o.burst_length = 2;
+    o.burst_share = 0.2;
+    add("bursts",
+        "mild, and for 2 of every 20 iterations one expert a layer takes 20% of the tokens: a "
+        "stress case, no published rate",
+        o);
+  }
+  if (trainer != nullptr) {
+    pl::SkewOptions o;
+    o.zipf_s = trainer->zipf_s;
+    o.drift_per_iteration = trainer->drift_per_iteration;
+    o.source_noise = trainer->source_noise;
+    add("trainer",
+        absl::StrFormat("our GPT-MoE trainer's trace at %d experts: zipf %.3f, drift %.3f, "
+                        "noise %.3f",
+                        model.layers.empty() ? 0 : model.layers[0].num_experts, o.zipf_s,
+                        o.drift_per_iteration, o.source_noise),
+        o);
+  }
+  return out;
+}
+
+absl::StatusOr<Workload> FindWorkload(const std::string& name, const pl::Cluster& cluster,
+                                      const pl::ModelSpec& model, const GeneratorFit* trainer) {
+  std::vector<Workload> all = NamedWorkloads(cluster, model, trainer);
+  std::vector<std::string> names;
+  for (Workload& w : all) {
+    if (w.name == name) return std::move(w);
+    names.push_back(w.name);
+  }
+  return absl::NotFoundError(
+      absl::StrCat("unknown workload '", name, "' (", absl::StrJoin(names, ", "), ")"));
+}
+
+}  // namespace hecate::sim
