@@ -271,6 +271,7 @@ absl::StatusOr<StepResult> Trainer::Step(uint64_t iteration) {
     }
   }
   result.times.dense_allreduce = Since(t0);
+  last_dense_gradient_ = flat;
   for (auto& moe : moe_) {
     if (absl::Status s = moe->ReduceGradients(); !s.ok()) return s;
   }

@@ -114,6 +114,8 @@ class Trainer {
   void set_observer(ScheduleObserver* observer);
   // Dense parameters in a fixed order (for checkpoints and tests).
   std::vector<torch::Tensor> DenseParameters();
+  // The last step's dense gradient, summed over the ranks, flat in DenseParameters() order.
+  const torch::Tensor& last_dense_gradient() const { return last_dense_gradient_; }
   std::vector<torch::Tensor>& dense_adam_m() { return m_; }
   std::vector<torch::Tensor>& dense_adam_v() { return v_; }
   int64_t adam_step() const { return step_; }
@@ -132,6 +134,7 @@ class Trainer {
   CopyMemory copy_memory_;
   std::vector<std::unique_ptr<MoELayer>> moe_;
   std::vector<torch::Tensor> m_, v_;
+  torch::Tensor last_dense_gradient_;
   int64_t step_ = 0;
 };
 
