@@ -15,10 +15,11 @@ def rows(path):
 
 
 def main(out):
-    data = rows(f"{out}/fig9_10_speedup.csv")
+    # The trainer-fitted workload; the other workloads are in the CSV and the page's tables.
+    data = [r for r in rows(f"{out}/fig9_10_speedup.csv") if r["workload"] == "trainer"]
     setups = sorted({(r["cluster"], r["gpus"]) for r in data})
-    policies = [p for p in ["fastermoe", "smartmoe", "flexmoe", "eplb", "hecate-paper", "hecate",
-                            "hecate-rm"]]
+    policies = ["fastermoe", "smartmoe", "flexmoe", "eplb", "eplb-10", "hecate-paper", "hecate",
+                "hecate-rm"]
     fig, axes = plt.subplots(1, len(setups), figsize=(5 * len(setups), 4), sharey=True)
     for ax, (cluster, gpus) in zip(axes, setups):
         models = sorted({r["model"] for r in data if r["cluster"] == cluster and r["gpus"] == gpus})
@@ -30,7 +31,7 @@ def main(out):
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_xticks([j + 0.4 for j in range(len(models))])
         ax.set_xticklabels(models, rotation=20, fontsize=8)
-        ax.set_title(f"{cluster}, {gpus} GPUs")
+        ax.set_title(f"{cluster}, {gpus} GPUs (trainer workload)")
     axes[0].set_ylabel("speedup over EP")
     axes[-1].legend(fontsize=7)
     fig.tight_layout()
@@ -59,7 +60,7 @@ def main(out):
     fig.tight_layout()
     fig.savefig(f"{out}/fig13_memory.png", dpi=110)
 
-    ab = rows(f"{out}/fig15_ablation.csv")
+    ab = [r for r in rows(f"{out}/fig15_ablation.csv") if r["workload"] == "trainer"]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.5))
     base = [r for r in ab if r["variant"] != "both-interval"]
     a1.bar([r["variant"] for r in base], [float(r["speedup_vs_ep"]) for r in base])

@@ -48,83 +48,86 @@ double ZipfForImbalance(const pl::Cluster& cluster, const pl::ModelSpec& model, 
                         const pl::SkewOptions& base) {
   pl::SkewOptions o = base;
   o.burst_period = 0;  // solved on the steady shape
+  // Every layer has the same shape (only its hot experts differ): a few layers and iterations
+  // estimate it, which keeps the search cheap at 1,024 devices x 58 layers x 256 experts.
+  pl::ModelSpec few = model;
+  if (few.layers.size() > 4) few.layers.resize(4);
   double lo = 0, hi = 6;
-  for (int step = 0; step < 40; ++step) {
+  for (int step = 0; step < 30; ++step) {
     o.zipf_s = (lo + hi) / 2;
-    (EpImbalance(cluster, model, o) < target ? lo : hi) = o.zipf_s;
+    (EpImbalance(cluster, few, o, 4) < target ? lo : hi) = o.zipf_s;
   }
   return (lo + hi) / 2;
 }
 
-std::vector<Workload> NamedWorkloads(const pl::Cluster& cluster, const pl::ModelSpec& model,
-                                     const GeneratorFit* trainer) {
+namespace {
+
+// The workloads in order; with `only`, just that one (the others are not solved).
+std::vector<Workload> Build(const pl::Cluster& cluster, const pl::ModelSpec& model,
+                            const GeneratorFit* trainer, const std::string* only) {
   std::vector<Workload> out;
   const double noise = trainer != nullptr ? trainer->source_noise : kNoise;
-  auto add = [&](std::string name, std::string source, pl::SkewOptions o) {
-    Workload w{std::move(name), std::move(source), o, EpImbalance(cluster, model, o)};
-    out.push_back(std::move(w));
+  // make(options): the workload's options, from the skewed base.
+  auto add = [&](const std::string& name, const std::string& source, auto make) {
+    if (only != nullptr && *only != name) return;
+    pl::SkewOptions o;
+    o.source_noise = noise;
+    make(o);
+    out.push_back(Workload{name, source, o, EpImbalance(cluster, model, o)});
   };
-  {
-    pl::SkewOptions o;
-    o.zipf_s = 0;
-    o.source_noise = 0.05;
-    add("balanced", "a router trained with a balance loss: uniform shares, 5% source noise", o);
-  }
-  pl::SkewOptions skewed;
-  skewed.source_noise = noise;
-  {
-    pl::SkewOptions o = skewed;
-    o.zipf_s = ZipfForImbalance(cluster, model, kMild, o);
-    add("mild", "EP max/mean 1.30, UltraEP's least imbalanced production model", o);
-  }
-  {
-    pl::SkewOptions o = skewed;
-    o.zipf_s = ZipfForImbalance(cluster, model, kHeavy, o);
-    add("heavy", "EP max/mean 4.01, UltraEP's most imbalanced production model", o);
-  }
-  {
-    pl::SkewOptions o = skewed;
-    o.drift_per_iteration = 0.5;
-    o.zipf_s = ZipfForImbalance(cluster, model, kMiddle, o);
-    add("rotating",
-        "EP max/mean 2.28 (middle of UltraEP's 1.30-4.01), hot set moving half a rank an "
-        "iteration: a stress case, no published rate",
-        o);
-  }
-  {
-    pl::SkewOptions o = skewed;
-    o.zipf_s = ZipfForImbalance(cluster, model, kMild, o);
-    o.burst_period = 20;
-    o.burst_length = 2;
-    o.burst_share = 0.2;
-    add("bursts",
-        "mild, and for 2 of every 20 iterations one expert a layer takes 20% of the tokens: a "
-        "stress case, no published rate",
-        o);
-  }
+  add("balanced", "a router trained with a balance loss: uniform shares, 5% source noise",
+      [](pl::SkewOptions& o) {
+        o.zipf_s = 0;
+        o.source_noise = 0.05;
+      });
+  add("mild", "EP max/mean 1.30, UltraEP's least imbalanced production model",
+      [&](pl::SkewOptions& o) { o.zipf_s = ZipfForImbalance(cluster, model, kMild, o); });
+  add("heavy", "EP max/mean 4.01, UltraEP's most imbalanced production model",
+      [&](pl::SkewOptions& o) { o.zipf_s = ZipfForImbalance(cluster, model, kHeavy, o); });
+  add("rotating",
+      "EP max/mean 2.28 (middle of UltraEP's 1.30-4.01), hot set moving half a rank an "
+      "iteration: a stress case, no published rate",
+      [&](pl::SkewOptions& o) {
+        o.drift_per_iteration = 0.5;
+        o.zipf_s = ZipfForImbalance(cluster, model, kMiddle, o);
+      });
+  add("bursts",
+      "mild, and for 2 of every 20 iterations one expert a layer takes 20% of the tokens: a "
+      "stress case, no published rate",
+      [&](pl::SkewOptions& o) {
+        o.zipf_s = ZipfForImbalance(cluster, model, kMild, o);
+        o.burst_period = 20;
+        o.burst_length = 2;
+        o.burst_share = 0.2;
+      });
   if (trainer != nullptr) {
-    pl::SkewOptions o;
-    o.zipf_s = trainer->zipf_s;
-    o.drift_per_iteration = trainer->drift_per_iteration;
-    o.source_noise = trainer->source_noise;
     add("trainer",
         absl::StrFormat("our GPT-MoE trainer's trace at %d experts: zipf %.3f, drift %.3f, "
                         "noise %.3f",
-                        model.layers.empty() ? 0 : model.layers[0].num_experts, o.zipf_s,
-                        o.drift_per_iteration, o.source_noise),
-        o);
+                        model.layers.empty() ? 0 : model.layers[0].num_experts, trainer->zipf_s,
+                        trainer->drift_per_iteration, trainer->source_noise),
+        [&](pl::SkewOptions& o) {
+          o.zipf_s = trainer->zipf_s;
+          o.drift_per_iteration = trainer->drift_per_iteration;
+          o.source_noise = trainer->source_noise;
+        });
   }
   return out;
 }
 
+}  // namespace
+
+std::vector<Workload> NamedWorkloads(const pl::Cluster& cluster, const pl::ModelSpec& model,
+                                     const GeneratorFit* trainer) {
+  return Build(cluster, model, trainer, nullptr);
+}
+
 absl::StatusOr<Workload> FindWorkload(const std::string& name, const pl::Cluster& cluster,
                                       const pl::ModelSpec& model, const GeneratorFit* trainer) {
-  std::vector<Workload> all = NamedWorkloads(cluster, model, trainer);
-  std::vector<std::string> names;
-  for (Workload& w : all) {
-    if (w.name == name) return std::move(w);
-    names.push_back(w.name);
-  }
+  std::vector<Workload> one = Build(cluster, model, trainer, &name);
+  if (!one.empty()) return std::move(one.front());
+  std::vector<std::string> names = {"balanced", "mild", "heavy", "rotating", "bursts"};
+  if (trainer != nullptr) names.push_back("trainer");
   return absl::NotFoundError(
       absl::StrCat("unknown workload '", name, "' (", absl::StrJoin(names, ", "), ")"));
 }
