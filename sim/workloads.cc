@@ -48,14 +48,19 @@ double ZipfForImbalance(const pl::Cluster& cluster, const pl::ModelSpec& model, 
                         const pl::SkewOptions& base) {
   pl::SkewOptions o = base;
   o.burst_period = 0;  // solved on the steady shape
-  // Every layer has the same shape (only its hot experts differ): a few layers and iterations
-  // estimate it, which keeps the search cheap at 1,024 devices x 58 layers x 256 experts.
+  // Every layer has the same shape (only its hot experts differ): on a large model a few layers
+  // and iterations estimate it, which keeps the search cheap at 1,024 devices x 58 layers x 256
+  // experts; a small one is solved on the estimate Workload::ep_max_mean reports.
   pl::ModelSpec few = model;
-  if (few.layers.size() > 4) few.layers.resize(4);
+  int iterations = 8;
+  if (int64_t{cluster.num_devices()} * model.total_experts() > (int64_t{1} << 21)) {
+    if (few.layers.size() > 4) few.layers.resize(4);
+    iterations = 4;
+  }
   double lo = 0, hi = 6;
   for (int step = 0; step < 30; ++step) {
     o.zipf_s = (lo + hi) / 2;
-    (EpImbalance(cluster, few, o, 4) < target ? lo : hi) = o.zipf_s;
+    (EpImbalance(cluster, few, o, iterations) < target ? lo : hi) = o.zipf_s;
   }
   return (lo + hi) / 2;
 }
