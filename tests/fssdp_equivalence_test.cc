@@ -132,6 +132,9 @@ struct RunSpec {
   // Save the initial parameters and every iteration's reduced gradients (for the independent
   // reference): <name>_rank<r>_init.pt, <name>_rank<r>_it<i>.pt.
   bool dump = false;
+  // Rank 1 swaps two rows of one replica's (a copy it does not own) local gradient at iteration
+  // 0, before the sparse reduce; writes <name>_corrupted when it did.
+  bool corrupt_replica = false;
 };
 
 // Owned experts of every MoE layer: their ids ([n, 2]: layer, expert) and one tensor each.
@@ -221,7 +224,25 @@ int RunRank(const RunSpec& spec, int rank, int port, int batch) {
   grads.precision(17);
   placement::ModelLoad last;
   int calibrated = 0, dropped = 0;
+  bool corrupted = !(spec.corrupt_replica && rank == 1);
+  if (!corrupted) {
+    for (auto& layer : trainer.moe_layers()) {
+      layer->set_gradient_hook([&](int, bool owned, torch::Tensor& grad) {
+        if (owned || corrupted) return;
+        torch::Tensor w1 = grad.narrow(0, 0, int64_t{config.d_model} * config.d_ffn)
+                               .view({config.d_model, config.d_ffn});
+        torch::Tensor first = w1[0].clone();
+        w1[0].copy_(w1[1]);
+        w1[1].copy_(first);
+        corrupted = true;
+        std::ofstream(Tmp(spec.name + "_corrupted")) << "1";
+      });
+    }
+  }
   for (int it = 0; it < spec.iterations; ++it) {
+    if (it == 1 && spec.corrupt_replica) {
+      for (auto& layer : trainer.moe_layers()) layer->set_gradient_hook(nullptr);
+    }
     std::shared_ptr<const placement::Plan> plan = plans->Next(it, last);
     if (absl::Status s = trainer.ApplyPlan(*plan); !s.ok()) {
       std::fprintf(stderr, "apply: %s\n", s.ToString().c_str());
@@ -630,6 +651,19 @@ TEST_F(EquivalenceTest, IndependentReferenceFloat64EveryGradientOfEveryIteration
         }
       });
   EXPECT_GT(mutated, 1e-5) << "a swapped pair of gradient rows went unnoticed";
+}
+
+// The same run with one replica's local gradient corrupted in the data plane (two rows swapped,
+// before the sparse reduce, at iteration 0): the reference must notice.
+TEST_F(EquivalenceTest, IndependentReferenceCatchesACorruptedReplicaGradient) {
+  RunSpec spec = IndependentSpec("indep4_corrupt", true);
+  spec.corrupt_replica = true;
+  RunWorld(spec, 2);
+  std::ifstream marker(Tmp("indep4_corrupt_corrupted"));
+  ASSERT_TRUE(marker.good()) << "rank 1 held no replica with tokens at iteration 0";
+  std::string where;
+  const double worst = CompareWithReference(spec, 2, &where);
+  EXPECT_GT(worst, 1e-5) << "a corrupted replica gradient went unnoticed";
 }
 
 TEST_F(EquivalenceTest, IndependentReferenceFloat32EveryGradientOfEveryIteration) {

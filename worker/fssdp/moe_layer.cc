@@ -518,6 +518,9 @@ std::pair<torch::Tensor, torch::Tensor> MoELayer::BackwardImpl(const torch::Tens
   for (pl::ExpertId e : r->experts) grads.push_back(grads_.at(e));
   torch::Tensor dx_recv = ExpertFfnBackward(r->recv, g_recv, r->groups, d, f, r->saved, &grads);
   times_.expert += Since(t0);
+  if (gradient_hook_) {
+    for (pl::ExpertId e : r->experts) gradient_hook_(e, owned_.count(e) > 0, grads_.at(e));
+  }
 
   // Input gradients go back to the tokens' ranks.
   t0 = absl::Now();

@@ -34,6 +34,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <functional>
 #include <map>
 #include <memory>
 #include <vector>
@@ -121,6 +122,10 @@ class MoELayer {
   void set_lane(AsyncLane* lane) { lane_ = lane; }
   void set_copy_memory(CopyMemory* meter) { memory_ = meter; }
   void set_observer(ScheduleObserver* observer) { observer_ = observer; }
+  // Fault injection for tests: called with each held expert's local gradient (and whether this
+  // rank owns it) once the backward has computed it, before the sparse reduce sums it.
+  using GradientHook = std::function<void(placement::ExpertId, bool owned, torch::Tensor&)>;
+  void set_gradient_hook(GradientHook hook) { gradient_hook_ = std::move(hook); }
   // The layer whose backward follows this one's: its re-gather starts when this one's backward
   // does.
   void set_next_in_backward(MoELayer* next) { next_in_backward_ = next; }
@@ -256,6 +261,7 @@ class MoELayer {
   AsyncLane* lane_ = nullptr;
   CopyMemory* memory_ = nullptr;
   ScheduleObserver* observer_ = nullptr;
+  GradientHook gradient_hook_;
   MoELayer* next_in_backward_ = nullptr;
   bool gather_started_ = false;
   bool regather_started_ = false;
