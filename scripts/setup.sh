@@ -22,6 +22,8 @@ PACKAGES=(
   libsqlite3-dev
   # Python client (run with /usr/bin/python3)
   python3-grpcio python3-protobuf
+  # the PyTorch front end (python/): Debian's torch (the same LibTorch 1.13) and pybind11
+  python3-torch pybind11-dev python3-dev
   # plots for bench/paper
   python3-matplotlib
   # the default training text (Debian's fortune quotes)

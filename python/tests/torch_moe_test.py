@@ -1,0 +1,96 @@
+"""hecate.torch.MoE against a plain PyTorch MoE written here (no Hecate code in the reference):
+the forward, the input, gate and every expert gradient over iterations with Adam, in float64;
+and the import refusing a torch whose version differs from the LibTorch hecate was built with."""
+import os
+import subprocess
+import sys
+import unittest
+
+import torch
+
+import hecate.torch as ht
+
+
+def reference_moe(x, gate_w, w1, w2, top_k):
+    probs = torch.softmax(x @ gate_w.t(), dim=-1)
+    top_w, top_i = probs.topk(top_k, dim=-1)
+    top_w = top_w / top_w.sum(dim=-1, keepdim=True)
+    y = torch.zeros_like(x)
+    for e in range(len(w1)):
+        hit = top_i.eq(e)
+        rows = hit.any(dim=-1).nonzero().reshape(-1)
+        if rows.numel() == 0:
+            continue
+        weight = (top_w * hit.to(top_w.dtype)).sum(dim=-1)[rows]
+        out = torch.nn.functional.gelu(x[rows] @ w1[e]) @ w2[e]
+        y = y.index_add(0, rows, out * weight.unsqueeze(-1))
+    return y
+
+
+class MoETest(unittest.TestCase):
+    def test_forward_and_every_gradient_equal_a_plain_pytorch_moe(self):
+        torch.manual_seed(0)
+        d, f, experts, k = 8, 16, 4, 2
+        moe = ht.MoE(d, f, experts, k, seed=3, dtype=torch.float64)
+        gate = moe.gate.weight.detach().clone().requires_grad_(True)
+        w1 = [moe.expert_parameters(e)[: d * f].view(d, f).clone().requires_grad_(True)
+              for e in range(experts)]
+        w2 = [moe.expert_parameters(e)[d * f:].view(f, d).clone().requires_grad_(True)
+              for e in range(experts)]
+        opt_h = torch.optim.SGD(moe.parameters(), lr=0.05)
+        opt_r = torch.optim.SGD([gate], lr=0.05)
+        m = [[torch.zeros_like(t) for t in (w1[e], w2[e])] for e in range(experts)]
+        v = [[torch.zeros_like(t) for t in (w1[e], w2[e])] for e in range(experts)]
+        lr, b1, b2, eps = 1e-2, 0.9, 0.999, 1e-8
+        for it in range(4):
+            x = torch.randn(24, d, dtype=torch.float64)
+            target = torch.randn(24, d, dtype=torch.float64)
+            xh = x.clone().requires_grad_(True)
+            xr = x.clone().requires_grad_(True)
+            yh = moe(xh)
+            yr = reference_moe(xr, gate, w1, w2, k)
+            torch.testing.assert_close(yh, yr, rtol=1e-10, atol=1e-12, msg=f"forward, it {it}")
+            (yh * target).sum().backward()
+            (yr * target).sum().backward()
+            torch.testing.assert_close(xh.grad, xr.grad, rtol=1e-10, atol=1e-12)
+            torch.testing.assert_close(moe.gate.weight.grad, gate.grad, rtol=1e-10, atol=1e-12)
+            for e in range(experts):
+                g = moe.expert_grad(e)
+                want = torch.cat([w1[e].grad.reshape(-1), w2[e].grad.reshape(-1)])
+                torch.testing.assert_close(g, want, rtol=1e-10, atol=1e-12,
+                                           msg=f"expert {e}, it {it}")
+            # Experts: Adam in the layer and here; the gate: the user's optimizer on both.
+            moe.step(lr=lr, betas=(b1, b2), eps=eps)
+            opt_h.step()
+            opt_r.step()
+            opt_h.zero_grad()
+            opt_r.zero_grad()
+            with torch.no_grad():
+                for e in range(experts):
+                    for j, t in enumerate((w1[e], w2[e])):
+                        m[e][j].mul_(b1).add_(t.grad, alpha=1 - b1)
+                        v[e][j].mul_(b2).addcmul_(t.grad, t.grad, value=1 - b2)
+                        mh = m[e][j] / (1 - b1 ** (it + 1))
+                        vh = v[e][j] / (1 - b2 ** (it + 1))
+                        t.sub_(lr * mh / (vh.sqrt() + eps))
+                        t.grad = None
+            for e in range(experts):
+                want = torch.cat([w1[e].detach().reshape(-1), w2[e].detach().reshape(-1)])
+                torch.testing.assert_close(moe.expert_parameters(e), want, rtol=1e-10,
+                                           atol=1e-12)
+
+    def test_a_mismatched_torch_is_a_clear_import_error(self):
+        code = ("import torch; torch.__version__ = '2.1.0'\n"
+                "try:\n    import hecate\nexcept ImportError as e:\n    print(e)\n")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env=dict(os.environ), check=True).stdout
+        self.assertIn("hecate was built against LibTorch 1.13", out)
+        self.assertIn("the running torch is 2.1.0", out)
+
+    def test_bad_arguments_are_clear_errors(self):
+        with self.assertRaisesRegex(ValueError, "top_k"):
+            ht.MoE(8, 16, 4, 5)
+
+
+if __name__ == "__main__":
+    unittest.main()
