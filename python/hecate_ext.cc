@@ -1,16 +1,23 @@
 // hecate._C: the worker's FSSDP MoE layer (worker/fssdp/moe_layer.h) for PyTorch, wrapped for
-// python/hecate/torch.py. One process for now: an in-process group of one rank on a one-device
-// cluster, every expert owned by it.
+// python/hecate/torch.py, and the per-process context every layer of the model shares: the
+// communicator (Gloo across the ranks torchrun started, or an in-process group of one rank), the
+// cluster, and the local planner that gives every rank the same plan each iteration.
 #include <torch/extension.h>
 
+#include <algorithm>
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "placement/cluster.h"
 #include "placement/plan.h"
+#include "placement/planning_loop.h"
 #include "worker/comm/fake_communicator.h"
+#include "worker/comm/gloo/gloo_communicator.h"
 #include "worker/fssdp/moe_layer.h"
+#include "worker/plan_source.h"
 
 namespace hecate::python {
 namespace {
@@ -21,13 +28,88 @@ void Check(const absl::Status& s) {
   if (!s.ok()) throw std::runtime_error(std::string(s.ToString()));
 }
 
+class Layer;
+
+// Everything the layers of one process share. Created by init() (or, without it, a one-rank
+// context at the first layer); the plan is made when the first layer runs forward, from the
+// layers created by then (every rank creates the same ones, in the same order).
+struct Context {
+  std::unique_ptr<worker::InProcessGroup> single;
+  std::unique_ptr<worker::Communicator> gloo;
+  worker::Communicator* comm = nullptr;
+  std::unique_ptr<pl::Cluster> cluster;
+  std::string policy = "hecate";
+  std::vector<Layer*> layers;
+  pl::ModelSpec model;
+  std::unique_ptr<worker::LocalPlanner> planner;
+  std::shared_ptr<const pl::Plan> plan;
+  uint64_t iteration = 0;
+  int64_t adam_step = 0;
+  bool started = false;
+  bool reduced = false;  // this iteration's expert gradients are summed
+};
+
+std::unique_ptr<Context>& Ctx() {
+  static std::unique_ptr<Context> ctx;
+  return ctx;
+}
+
+Context& Require() {
+  if (!Ctx()) throw std::runtime_error("hecate: init() was not called (or shutdown() was)");
+  return *Ctx();
+}
+
+void Init(int rank, int world, const std::string& master_addr, int master_port, int ranks_per_node,
+          const std::string& policy, double timeout_s) {
+  if (Ctx()) throw std::runtime_error("hecate: init() called twice (call shutdown() first)");
+  if (world < 1 || rank < 0 || rank >= world) {
+    throw std::invalid_argument(absl::StrCat("hecate.init: rank ", rank, " of world ", world));
+  }
+  if (ranks_per_node < 1 || world % ranks_per_node != 0) {
+    throw std::invalid_argument(absl::StrCat("hecate.init: ", world,
+                                             " ranks do not split into "
+                                             "nodes of ",
+                                             ranks_per_node));
+  }
+  if (!pl::MakePolicy(policy).ok()) {
+    throw std::invalid_argument("hecate.init: unknown policy '" + policy + "'");
+  }
+  auto ctx = std::make_unique<Context>();
+  ctx->policy = policy;
+  if (world == 1) {
+    ctx->single = std::make_unique<worker::InProcessGroup>(1);
+    ctx->comm = ctx->single->rank(0);
+  } else {
+    worker::GlooOptions o;
+    o.rank = rank;
+    o.world_size = world;
+    o.master_addr = master_addr;
+    o.master_port = master_port;
+    o.prefix = "hecate-python";
+    o.timeout = absl::Seconds(timeout_s);
+    absl::StatusOr<std::unique_ptr<worker::Communicator>> c = worker::CreateGlooCommunicator(o);
+    Check(c.status());
+    ctx->gloo = std::move(*c);
+    ctx->comm = ctx->gloo.get();
+  }
+  // The planner's view of the ranks: nodes of ranks_per_node, CPU-like rates (the plan's shape,
+  // not its timing, is what matters to correctness).
+  ctx->cluster = std::make_unique<pl::Cluster>(pl::Cluster::Uniform(
+      world / ranks_per_node, ranks_per_node, int64_t{1} << 34, 2e10, 2e9, 1e9));
+  Ctx() = std::move(ctx);
+}
+
 class Layer {
  public:
-  Layer(int layer, int d_model, int d_ffn, int experts, int top_k, uint64_t seed, bool float64)
-      : group_(1), cluster_(pl::Cluster::Uniform(1, 1, int64_t{1} << 36, 1e12, 1e11, 1e11)) {
+  Layer(int d_model, int d_ffn, int experts, int top_k, uint64_t seed, bool float64) {
     if (d_model <= 0 || d_ffn <= 0 || experts <= 0 || top_k <= 0 || top_k > experts) {
       throw std::invalid_argument(
           "MoE: d_model, d_ffn and num_experts must be positive and 1 <= top_k <= num_experts");
+    }
+    if (!Ctx()) Init(0, 1, "", 0, 1, "hecate", 60);
+    Context& ctx = *Ctx();
+    if (ctx.started) {
+      throw std::runtime_error("hecate: every MoE layer must exist before the first forward");
     }
     worker::MoEConfig c;
     c.d_model = d_model;
@@ -35,58 +117,165 @@ class Layer {
     c.num_experts = experts;
     c.top_k = top_k;
     c.dtype = float64 ? torch::kFloat64 : torch::kFloat32;
-    layer_ = std::make_unique<worker::MoELayer>(layer, c, group_.rank(0), &cluster_, nullptr, seed);
-    pl::LayerPlan plan;
-    plan.owner.assign(experts, 0);
-    plan.replicas.assign(experts, {0});
-    Check(layer_->ApplyPlan(plan, pl::DispatchRule::kLoadAware));
-    Begin();
+    const int index = static_cast<int>(ctx.layers.size());
+    layer_ =
+        std::make_unique<worker::MoELayer>(index, c, ctx.comm, ctx.cluster.get(), nullptr, seed);
+    // Layers run forward in creation order, so backward reaches the one created before next.
+    if (index > 0) layer_->set_next_in_backward(ctx.layers.back()->layer_.get());
+    ctx.layers.push_back(this);
+  }
+  ~Layer() {
+    if (!Ctx()) return;
+    std::vector<Layer*>& all = Ctx()->layers;
+    all.erase(std::remove(all.begin(), all.end(), this), all.end());
   }
 
-  // x [T, d_model], topk_idx [T, k] int64, topk_w [T, k]: the experts' weighted sum [T, d_model].
   torch::Tensor Forward(const torch::Tensor& x, const torch::Tensor& topk_idx,
                         const torch::Tensor& topk_w) {
+    Context& ctx = Require();
+    if (!ctx.started) Start(ctx, x.size(0));
     torch::Tensor y = layer_->Forward(x, topk_idx, topk_w);
     Check(layer_->comm_status());
     return y;
   }
 
-  // After backward: the experts' gradients summed, Adam on them, and the next iteration begun.
-  void Step(double lr, double beta1, double beta2, double eps) {
-    Check(layer_->ReduceGradients());
-    layer_->Step(lr, beta1, beta2, eps, ++step_);
-    Begin();
+  worker::MoELayer& layer() { return *layer_; }
+
+  void CheckOwned(int e) const {
+    const std::vector<int64_t> owned = OwnedExperts();
+    if (std::find(owned.begin(), owned.end(), e) == owned.end()) {
+      throw pybind11::key_error(
+          absl::StrCat("expert ", e,
+                       " is not kept by this rank under the plan in force (plans start at the "
+                       "first forward)"));
+    }
   }
 
-  torch::Tensor Param(int e) const { return layer_->OwnedParam(e); }
-  torch::Tensor Grad(int e) const { return layer_->OwnedGrad(e); }
-  std::vector<int64_t> Counts() const { return layer_->last_local_counts(); }
+  std::vector<int64_t> OwnedExperts() const {
+    std::vector<int64_t> out;
+    for (pl::ExpertId e : layer_->OwnedExperts()) out.push_back(e);
+    return out;
+  }
+  torch::Tensor Param(int e) const {
+    CheckOwned(e);
+    return layer_->OwnedParam(e);
+  }
+  torch::Tensor Grad(int e) const {
+    CheckOwned(e);
+    return layer_->OwnedGrad(e);
+  }
+
+  // The first forward: the model the planner sees, the first plan, the first gathers.
+  static void Start(Context& ctx, int64_t tokens) {
+    const worker::MoEConfig& c = ctx.layers.front()->layer_->config();
+    for (Layer* l : ctx.layers) {
+      const worker::MoEConfig& o = l->layer_->config();
+      if (o.d_model != c.d_model || o.d_ffn != c.d_ffn || o.num_experts != c.num_experts ||
+          o.top_k != c.top_k || o.dtype != c.dtype) {
+        throw std::invalid_argument("hecate: every MoE layer must have the same shape and dtype");
+      }
+    }
+    ctx.model =
+        pl::UniformModel("torch-moe", static_cast<int>(ctx.layers.size()), c.num_experts, c.top_k,
+                         c.d_model, c.d_ffn, c.dtype == torch::kFloat64 ? 8 : 4, tokens, 1e-4);
+    pl::PlanningConfig pc;
+    pc.policy = ctx.policy;
+    absl::StatusOr<std::unique_ptr<worker::LocalPlanner>> p =
+        worker::LocalPlanner::Create(*ctx.cluster, ctx.model, pc);
+    Check(p.status());
+    ctx.planner = std::move(*p);
+    ctx.started = true;
+    Apply(ctx, ctx.planner->Next(0, {}));
+  }
+
+  static void Apply(Context& ctx, std::shared_ptr<const pl::Plan> plan) {
+    ctx.plan = std::move(plan);
+    for (size_t l = 0; l < ctx.layers.size(); ++l) {
+      worker::MoELayer& m = *ctx.layers[l]->layer_;
+      Check(m.ApplyPlan(ctx.plan->layers[l], ctx.plan->dispatch_rule, ctx.plan->semantics));
+      Check(m.BeginIteration());
+      m.StartGather();
+    }
+  }
 
  private:
-  void Begin() {
-    Check(layer_->BeginIteration());
-    layer_->StartGather();
-  }
-
-  worker::InProcessGroup group_;
-  pl::Cluster cluster_;
   std::unique_ptr<worker::MoELayer> layer_;
-  int64_t step_ = 0;
 };
+
+// After backward on every rank: the experts' gradients summed to the ranks that keep them.
+void ReduceGradients() {
+  Context& ctx = Require();
+  if (!ctx.started) throw std::runtime_error("hecate: no forward ran since the last step");
+  if (ctx.reduced) return;
+  for (Layer* l : ctx.layers) Check(l->layer().ReduceGradients());
+  ctx.reduced = true;
+}
+
+// Then Adam on the experts, the iteration's counts to the planner, and the next plan applied (the
+// same on every rank).
+void Step(double lr, double beta1, double beta2, double eps) {
+  Context& ctx = Require();
+  ReduceGradients();
+  ++ctx.adam_step;
+  pl::ModelLoad load;
+  for (Layer* l : ctx.layers) {
+    l->layer().Step(lr, beta1, beta2, eps, ctx.adam_step);
+    load.push_back(l->layer().last_global_counts());
+  }
+  ++ctx.iteration;
+  Layer::Apply(ctx, ctx.planner->Next(ctx.iteration, load));
+  ctx.reduced = false;
+}
+
+// Sums a tensor over the ranks in place (dense gradients, when torch.distributed is not used).
+void AllReduce(torch::Tensor& t) {
+  Context& ctx = Require();
+  if (!t.is_contiguous() || !t.device().is_cpu()) {
+    throw std::invalid_argument("hecate.all_reduce_: a contiguous CPU tensor");
+  }
+  if (ctx.comm->world_size() == 1) return;
+  Check(ctx.comm->AllReduceSum(t.data_ptr(), t.numel(), static_cast<int>(t.element_size())));
+}
+
+pybind11::dict PlanInfo() {
+  Context& ctx = Require();
+  pybind11::dict d;
+  d["epoch"] = ctx.plan ? ctx.plan->id.epoch : 0;
+  d["version"] = ctx.plan ? ctx.plan->id.version : 0;
+  d["policy"] = ctx.plan ? ctx.plan->policy : "";
+  int copies = 0;
+  if (ctx.plan) {
+    for (const pl::LayerPlan& l : ctx.plan->layers) {
+      for (const auto& h : l.replicas) copies += static_cast<int>(h.size()) - 1;
+    }
+  }
+  d["copies"] = copies;
+  d["iteration"] = ctx.iteration;
+  d["rank"] = ctx.comm->rank();
+  d["world_size"] = ctx.comm->world_size();
+  return d;
+}
 
 }  // namespace
 }  // namespace hecate::python
 
 PYBIND11_MODULE(_C, m) {
   namespace hp = hecate::python;
+  namespace py = pybind11;
   m.doc() = "Hecate's FSSDP MoE layer (see python/hecate/torch.py)";
-  pybind11::class_<hp::Layer>(m, "Layer")
-      .def(pybind11::init<int, int, int, int, int, uint64_t, bool>(), pybind11::arg("layer"),
-           pybind11::arg("d_model"), pybind11::arg("d_ffn"), pybind11::arg("num_experts"),
-           pybind11::arg("top_k"), pybind11::arg("seed"), pybind11::arg("float64"))
+  m.def("init", &hp::Init, py::arg("rank"), py::arg("world_size"), py::arg("master_addr"),
+        py::arg("master_port"), py::arg("ranks_per_node"), py::arg("policy"), py::arg("timeout_s"));
+  m.def("initialized", [] { return hp::Ctx() != nullptr; });
+  m.def("shutdown", [] { hp::Ctx().reset(); });
+  m.def("reduce_gradients", &hp::ReduceGradients);
+  m.def("step", &hp::Step);
+  m.def("all_reduce_", &hp::AllReduce);
+  m.def("plan_info", &hp::PlanInfo);
+  py::class_<hp::Layer>(m, "Layer")
+      .def(py::init<int, int, int, int, uint64_t, bool>(), py::arg("d_model"), py::arg("d_ffn"),
+           py::arg("num_experts"), py::arg("top_k"), py::arg("seed"), py::arg("float64"))
       .def("forward", &hp::Layer::Forward)
-      .def("step", &hp::Layer::Step)
+      .def("owned_experts", &hp::Layer::OwnedExperts)
       .def("param", &hp::Layer::Param)
-      .def("grad", &hp::Layer::Grad)
-      .def("counts", &hp::Layer::Counts);
+      .def("grad", &hp::Layer::Grad);
 }

@@ -8,6 +8,7 @@ import unittest
 
 import torch
 
+import hecate
 import hecate.torch as ht
 
 
@@ -28,19 +29,17 @@ def reference_moe(x, gate_w, w1, w2, top_k):
 
 
 class MoETest(unittest.TestCase):
+    def tearDown(self):
+        hecate.shutdown()
+
     def test_forward_and_every_gradient_equal_a_plain_pytorch_moe(self):
         torch.manual_seed(0)
         d, f, experts, k = 8, 16, 4, 2
         moe = ht.MoE(d, f, experts, k, seed=3, dtype=torch.float64)
         gate = moe.gate.weight.detach().clone().requires_grad_(True)
-        w1 = [moe.expert_parameters(e)[: d * f].view(d, f).clone().requires_grad_(True)
-              for e in range(experts)]
-        w2 = [moe.expert_parameters(e)[d * f:].view(f, d).clone().requires_grad_(True)
-              for e in range(experts)]
+        w1, w2 = [], []  # the experts' initial values, readable once the first forward ran
         opt_h = torch.optim.SGD(moe.parameters(), lr=0.05)
         opt_r = torch.optim.SGD([gate], lr=0.05)
-        m = [[torch.zeros_like(t) for t in (w1[e], w2[e])] for e in range(experts)]
-        v = [[torch.zeros_like(t) for t in (w1[e], w2[e])] for e in range(experts)]
         lr, b1, b2, eps = 1e-2, 0.9, 0.999, 1e-8
         for it in range(4):
             x = torch.randn(24, d, dtype=torch.float64)
@@ -48,19 +47,28 @@ class MoETest(unittest.TestCase):
             xh = x.clone().requires_grad_(True)
             xr = x.clone().requires_grad_(True)
             yh = moe(xh)
+            if it == 0:
+                self.assertEqual(moe.owned_experts(), list(range(experts)))
+                for e in range(experts):
+                    p = moe.expert_parameters(e)
+                    w1.append(p[: d * f].view(d, f).clone().requires_grad_(True))
+                    w2.append(p[d * f:].view(f, d).clone().requires_grad_(True))
+                m = [[torch.zeros_like(t) for t in (w1[e], w2[e])] for e in range(experts)]
+                v = [[torch.zeros_like(t) for t in (w1[e], w2[e])] for e in range(experts)]
             yr = reference_moe(xr, gate, w1, w2, k)
             torch.testing.assert_close(yh, yr, rtol=1e-10, atol=1e-12, msg=f"forward, it {it}")
             (yh * target).sum().backward()
             (yr * target).sum().backward()
             torch.testing.assert_close(xh.grad, xr.grad, rtol=1e-10, atol=1e-12)
             torch.testing.assert_close(moe.gate.weight.grad, gate.grad, rtol=1e-10, atol=1e-12)
+            hecate.reduce_gradients()
             for e in range(experts):
                 g = moe.expert_grad(e)
                 want = torch.cat([w1[e].grad.reshape(-1), w2[e].grad.reshape(-1)])
                 torch.testing.assert_close(g, want, rtol=1e-10, atol=1e-12,
                                            msg=f"expert {e}, it {it}")
             # Experts: Adam in the layer and here; the gate: the user's optimizer on both.
-            moe.step(lr=lr, betas=(b1, b2), eps=eps)
+            hecate.step(lr=lr, betas=(b1, b2), eps=eps)
             opt_h.step()
             opt_r.step()
             opt_h.zero_grad()
@@ -90,6 +98,12 @@ class MoETest(unittest.TestCase):
     def test_bad_arguments_are_clear_errors(self):
         with self.assertRaisesRegex(ValueError, "top_k"):
             ht.MoE(8, 16, 4, 5)
+        with self.assertRaisesRegex(ValueError, "unknown policy"):
+            hecate.init(policy="nope")
+        moe = ht.MoE(8, 16, 4, 2)
+        moe(torch.randn(3, 8))
+        with self.assertRaisesRegex(RuntimeError, "before the first forward"):
+            ht.MoE(8, 16, 4, 2)
 
 
 if __name__ == "__main__":

@@ -51,8 +51,10 @@ namespace {
 // One custom autograd function per layer call: dispatch -> experts -> combine, and the reverse.
 class MoEFunction : public torch::autograd::Function<MoEFunction> {
  public:
+  // `anchor`: an empty tensor that requires grad, so backward (and with it the experts' gradients
+  // and the backward collectives every rank joins) runs even when `x` needs no gradient.
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x,
-                               torch::Tensor topk_idx, int64_t layer_ptr) {
+                               torch::Tensor topk_idx, torch::Tensor anchor, int64_t layer_ptr) {
     auto* layer = reinterpret_cast<MoELayer*>(layer_ptr);
     auto routing = std::make_shared<MoELayer::Routing>();
     torch::Tensor out = layer->ForwardImpl(x, topk_idx, routing.get());
@@ -71,7 +73,7 @@ class MoEFunction : public torch::autograd::Function<MoEFunction> {
     std::shared_ptr<MoELayer::Routing> routing = *holder;
     delete holder;
     auto [grad_x, unused] = layer->BackwardImpl(grad_out[0], torch::Tensor(), routing.get());
-    return {grad_x, torch::Tensor(), torch::Tensor()};
+    return {grad_x, torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -304,7 +306,8 @@ torch::Tensor MoELayer::Forward(const torch::Tensor& x_in, const torch::Tensor& 
   const torch::Tensor x = x_in.to(config_.device);
   const torch::Tensor topk_w = topk_w_in.to(config_.device);
   const int64_t tokens = x.size(0), k = topk_idx.size(1), d = x.size(1);
-  torch::Tensor out = MoEFunction::apply(x, topk_idx, reinterpret_cast<int64_t>(this));
+  torch::Tensor out =
+      MoEFunction::apply(x, topk_idx, grad_anchor_, reinterpret_cast<int64_t>(this));
   // Combine: y_t = sum_j w_tj * expert_j(x_t), with ordinary autograd for the gate weights.
   return (out.view({tokens, k, d}) * topk_w.unsqueeze(-1)).sum(1).to(x_in.device());
 }

@@ -262,6 +262,8 @@ class MoELayer {
   CopyMemory* memory_ = nullptr;
   ScheduleObserver* observer_ = nullptr;
   GradientHook gradient_hook_;
+  // An input of the autograd function that always requires grad (see MoEFunction::forward).
+  torch::Tensor grad_anchor_ = torch::zeros({0}).requires_grad_(true);
   MoELayer* next_in_backward_ = nullptr;
   bool gather_started_ = false;
   bool regather_started_ = false;

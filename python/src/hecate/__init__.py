@@ -1,4 +1,18 @@
-"""Hecate: FSSDP mixture-of-experts layers for PyTorch (see docs/python.md)."""
+"""Hecate: FSSDP mixture-of-experts layers for PyTorch (docs/python.md).
+
+    hecate.init()        from the torchrun environment (RANK, WORLD_SIZE, LOCAL_WORLD_SIZE,
+                         MASTER_ADDR; the rendezvous port HECATE_MASTER_PORT, else MASTER_PORT + 1,
+                         since torchrun's own store holds MASTER_PORT)
+    hecate.torch.MoE     the layer (create every one before the first forward)
+    hecate.reduce_gradients()  after backward: experts' gradients summed to their keepers
+                         (optional: step() does it)
+    hecate.step()        after backward: experts' gradients summed, Adam, the next plan
+    hecate.all_reduce_   sums a tensor over the ranks (dense gradients without torch.distributed)
+    hecate.plan_info()   the plan in force
+    hecate.shutdown()
+"""
+import os
+
 import torch as _torch
 
 from hecate import _build_info
@@ -10,3 +24,50 @@ if _running.split(".")[:2] != _build_info.TORCH_VERSION.split(".")[:2]:
         f"{_torch.__version__}: rebuild hecate against this torch (docs/python.md)")
 
 from hecate import _C  # noqa: E402  (after the version check: a mismatch must not load it)
+
+
+def _env_int(name, default):
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"hecate.init: {name}={value!r} is not an integer") from None
+
+
+def init(policy="hecate", timeout_s=60.0):
+    """Sets up this rank from the torchrun environment (one process without it)."""
+    world = _env_int("WORLD_SIZE", 1)
+    rank = _env_int("RANK", 0)
+    per_node = _env_int("LOCAL_WORLD_SIZE", world)
+    master_port = _env_int("MASTER_PORT", 29500)
+    port = _env_int("HECATE_MASTER_PORT", master_port + 1)
+    _C.init(rank, world, os.environ.get("MASTER_ADDR", "127.0.0.1"), port, per_node, policy,
+            float(timeout_s))
+
+
+def reduce_gradients():
+    """After backward on every rank: the experts' gradients summed to the ranks that keep them
+    (MoE.expert_grad reads them); step() does it when it has not been done."""
+    _C.reduce_gradients()
+
+
+def step(lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+    """After backward on every rank: the experts' gradients summed to their owners, Adam on the
+    experts, the iteration's expert loads to the planner and the next plan applied."""
+    _C.step(lr, betas[0], betas[1], eps)
+
+
+def all_reduce_(tensor):
+    """Sums a contiguous CPU tensor over the ranks, in place."""
+    _C.all_reduce_(tensor)
+    return tensor
+
+
+def plan_info():
+    return _C.plan_info()
+
+
+def shutdown():
+    _C.shutdown()

@@ -1,0 +1,125 @@
+"""One rank of //python:torchrun_moe_test, started by torchrun: two hecate.torch.MoE layers over
+the ranks, planned every iteration by the local planner from skewed routing, against a plain
+PyTorch MoE on the global batch computed on every rank (no Hecate code in it): the outputs, the
+gates' gradients (summed over the ranks) and every kept expert's summed gradient, each iteration,
+float64. Every rank must run the same plan each iteration. Exits non-zero on any mismatch."""
+import os
+import sys
+
+import torch
+
+import hecate
+import hecate.torch as ht
+
+D, F, E, K, LAYERS, TOKENS, ITERATIONS = 8, 16, 8, 2, 2, 12, 8
+LR, B1, B2, EPS = 1e-2, 0.9, 0.999, 1e-8
+
+
+def reference_moe(x, gate_w, w1, w2):
+    probs = torch.softmax(x @ gate_w.t(), dim=-1)
+    top_w, top_i = probs.topk(K, dim=-1)
+    top_w = top_w / top_w.sum(dim=-1, keepdim=True)
+    y = torch.zeros_like(x)
+    for e in range(E):
+        hit = top_i.eq(e)
+        rows = hit.any(dim=-1).nonzero().reshape(-1)
+        if rows.numel() == 0:
+            continue
+        weight = (top_w * hit.to(top_w.dtype)).sum(dim=-1)[rows]
+        y = y.index_add(0, rows, (torch.nn.functional.gelu(x[rows] @ w1[e]) @ w2[e])
+                        * weight.unsqueeze(-1))
+    return y
+
+
+def close(a, b, what):
+    if not torch.allclose(a, b, rtol=1e-9, atol=1e-11):
+        err = (a - b).abs().max().item()
+        sys.exit(f"rank {os.environ['RANK']}: {what} differs by {err:.3g}")
+
+
+def main():
+    hecate.init()
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    torch.manual_seed(0)  # the same gates on every rank
+    moes = [ht.MoE(D, F, E, K, seed=5, dtype=torch.float64) for _ in range(LAYERS)]
+    with torch.no_grad():
+        for m in moes:
+            m.gate.weight[0] += 1.5  # skewed routing: expert 0 is hot
+    gates = [m.gate.weight.detach().clone().requires_grad_(True) for m in moes]
+    experts = None
+    adam = None
+    versions, copies = [], []
+    for it in range(ITERATIONS):
+        g = torch.Generator().manual_seed(100 + it)
+        x_all = torch.randn(world * TOKENS, D, generator=g, dtype=torch.float64)
+        t_all = torch.randn(world * TOKENS, D, generator=g, dtype=torch.float64)
+        mine = slice(rank * TOKENS, (rank + 1) * TOKENS)
+        h = x_all[mine]
+        for m in moes:
+            h = h + m(h)
+        # This rank's part of the global-batch loss: gradients sum over the ranks.
+        ((h - t_all[mine]) ** 2).sum().div(world * TOKENS).backward()
+        for m in moes:
+            hecate.all_reduce_(m.gate.weight.grad)
+        hecate.reduce_gradients()
+        if experts is None:
+            # Every expert's initial values: each from the rank that keeps it.
+            full = torch.zeros(LAYERS, E, 2 * D * F, dtype=torch.float64)
+            kept = torch.zeros(LAYERS, E, dtype=torch.float64)
+            for l, m in enumerate(moes):
+                for e in m.owned_experts():
+                    full[l, e] = m.expert_parameters(e)
+                    kept[l, e] = 1
+            hecate.all_reduce_(full)
+            hecate.all_reduce_(kept)
+            for l in range(LAYERS):
+                for e in range(E):
+                    full[l, e] /= kept[l, e]
+            experts = [[full[l, e].clone().requires_grad_(True) for e in range(E)]
+                       for l in range(LAYERS)]
+            adam = [[(torch.zeros(2 * D * F, dtype=torch.float64),
+                      torch.zeros(2 * D * F, dtype=torch.float64)) for _ in range(E)]
+                    for _ in range(LAYERS)]
+        # The reference on the global batch.
+        r = x_all.clone()
+        for l in range(LAYERS):
+            w1 = [p[: D * F].view(D, F) for p in experts[l]]
+            w2 = [p[D * F:].view(F, D) for p in experts[l]]
+            r = r + reference_moe(r, gates[l], w1, w2)
+        close(h.detach(), r.detach()[mine], f"output, iteration {it}")
+        ((r - t_all) ** 2).sum().div(world * TOKENS).backward()
+        for l, m in enumerate(moes):
+            close(m.gate.weight.grad, gates[l].grad, f"gate {l} gradient, iteration {it}")
+            for e in m.owned_experts():
+                close(m.expert_grad(e), experts[l][e].grad,
+                      f"expert {l}/{e} gradient, iteration {it}")
+        info = hecate.plan_info()
+        versions.append(info["version"])
+        copies.append(info["copies"])
+        same = torch.tensor([float(info["version"])], dtype=torch.float64)
+        hecate.all_reduce_(same)
+        if same.item() != world * info["version"]:
+            sys.exit(f"rank {rank}: ranks ran different plans at iteration {it}")
+        # Updates: experts by Adam (the layer's and ours), gates by plain SGD on both sides.
+        hecate.step(lr=LR, betas=(B1, B2), eps=EPS)
+        with torch.no_grad():
+            for l, m in enumerate(moes):
+                m.gate.weight -= 0.05 * m.gate.weight.grad
+                m.gate.weight.grad = None
+                gates[l] -= 0.05 * gates[l].grad
+                gates[l].grad = None
+                for e in range(E):
+                    p, (mm, vv) = experts[l][e], adam[l][e]
+                    mm.mul_(B1).add_(p.grad, alpha=1 - B1)
+                    vv.mul_(B2).addcmul_(p.grad, p.grad, value=1 - B2)
+                    p -= LR * (mm / (1 - B1 ** (it + 1))) / ((vv / (1 - B2 ** (it + 1))).sqrt() + EPS)
+                    p.grad = None
+    if rank == 0:
+        print(f"plan versions {versions}")
+        print(f"copies {copies}")
+        print(f"OK {world} ranks, {ITERATIONS} iterations")
+    hecate.shutdown()
+
+
+if __name__ == "__main__":
+    main()
