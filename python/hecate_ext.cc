@@ -11,9 +11,12 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/grpc_credentials.h"
 #include "placement/cluster.h"
 #include "placement/plan.h"
 #include "placement/planning_loop.h"
+#include "wire/convert.h"
+#include "worker/agent/agent.h"
 #include "worker/comm/fake_communicator.h"
 #include "worker/comm/gloo/gloo_communicator.h"
 #include "worker/fssdp/moe_layer.h"
@@ -32,7 +35,9 @@ class Layer;
 
 // Everything the layers of one process share. Created by init() (or, without it, a one-rank
 // context at the first layer); the plan is made when the first layer runs forward, from the
-// layers created by then (every rank creates the same ones, in the same order).
+// layers created by then (every rank creates the same ones, in the same order). With a
+// controller, plans come from it as hecate-worker takes them (PlanAgreement each iteration, the
+// local planner while any rank is cut off from it), and every iteration's loads are reported.
 struct Context {
   std::unique_ptr<worker::InProcessGroup> single;
   std::unique_ptr<worker::Communicator> gloo;
@@ -47,6 +52,13 @@ struct Context {
   int64_t adam_step = 0;
   bool started = false;
   bool reduced = false;  // this iteration's expert gradients are summed
+  // The controller link (empty controller: local planning only).
+  std::string controller, job, node;
+  int local_rank = 0;
+  uint64_t incarnation = 0;
+  std::unique_ptr<worker::ControllerAgent> agent;
+  pl::PlanId controller_applied;
+  pl::ModelLoad last_global;
 };
 
 std::unique_ptr<Context>& Ctx() {
@@ -60,7 +72,8 @@ Context& Require() {
 }
 
 void Init(int rank, int world, const std::string& master_addr, int master_port, int ranks_per_node,
-          const std::string& policy, double timeout_s) {
+          const std::string& policy, double timeout_s, const std::string& controller,
+          const std::string& job, const std::string& host, uint64_t incarnation) {
   if (Ctx()) throw std::runtime_error("hecate: init() called twice (call shutdown() first)");
   if (world < 1 || rank < 0 || rank >= world) {
     throw std::invalid_argument(absl::StrCat("hecate.init: rank ", rank, " of world ", world));
@@ -76,6 +89,11 @@ void Init(int rank, int world, const std::string& master_addr, int master_port, 
   }
   auto ctx = std::make_unique<Context>();
   ctx->policy = policy;
+  ctx->controller = controller;
+  ctx->job = job;
+  ctx->node = absl::StrCat(host, "/", rank / ranks_per_node);
+  ctx->local_rank = rank % ranks_per_node;
+  ctx->incarnation = incarnation;
   if (world == 1) {
     ctx->single = std::make_unique<worker::InProcessGroup>(1);
     ctx->comm = ctx->single->rank(0);
@@ -106,7 +124,7 @@ class Layer {
       throw std::invalid_argument(
           "MoE: d_model, d_ffn and num_experts must be positive and 1 <= top_k <= num_experts");
     }
-    if (!Ctx()) Init(0, 1, "", 0, 1, "hecate", 60);
+    if (!Ctx()) Init(0, 1, "", 0, 1, "hecate", 60, "", "hecate", "localhost", 1);
     Context& ctx = *Ctx();
     if (ctx.started) {
       throw std::runtime_error("hecate: every MoE layer must exist before the first forward");
@@ -184,8 +202,52 @@ class Layer {
         worker::LocalPlanner::Create(*ctx.cluster, ctx.model, pc);
     Check(p.status());
     ctx.planner = std::move(*p);
+    if (!ctx.controller.empty()) {
+      absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> creds =
+          ChannelCredentialsFor(WithEnvironment(ClientTls{}));
+      Check(creds.status());
+      worker::AgentConfig ac;
+      ac.controller = ctx.controller;
+      ac.credentials = *creds;
+      wire::WorkerRegistration reg;
+      reg.job_id = ctx.job;
+      reg.rank = ctx.comm->rank();
+      reg.world_size = ctx.comm->world_size();
+      reg.node = ctx.node;
+      reg.local_rank = ctx.local_rank;
+      reg.device_kind = "cpu";
+      reg.device_memory_bytes = int64_t{4} << 30;
+      reg.incarnation = ctx.incarnation;
+      reg.model = ctx.model;
+      reg.links = ctx.cluster->spec();
+      ac.registration = wire::ToProto(reg);
+      ctx.agent = std::make_unique<worker::ControllerAgent>(ac);
+      ctx.agent->Start();
+    }
+    // Static even sharding until a plan is agreed (as hecate-worker starts).
+    auto ep = std::make_shared<const pl::Plan>(worker::ExpertParallelPlan(*ctx.cluster, ctx.model));
+    ctx.planner->Seed(ep);
+    ctx.plan = ep;
     ctx.started = true;
-    Apply(ctx, ctx.planner->Next(0, {}));
+    Apply(ctx, Select(ctx));
+  }
+
+  // The plan for ctx.iteration (collective): the controller's when every rank holds it, else the
+  // local planner's while some rank is cut off (or there is no controller).
+  static std::shared_ptr<const pl::Plan> Select(Context& ctx) {
+    absl::StatusOr<worker::PlanAgreement::Outcome> o = worker::PlanAgreement::Agree(
+        *ctx.comm, ctx.agent.get(), ctx.iteration, ctx.controller_applied);
+    Check(o.status());
+    if (o->plan != nullptr) {
+      ctx.controller_applied = o->plan->id;
+      ctx.planner->Seed(o->plan);
+      return o->plan;
+    }
+    if (ctx.agent == nullptr || !o->all_connected) {
+      return ctx.planner->Next(ctx.iteration, ctx.last_global);
+    }
+    ctx.planner->Observe(ctx.last_global);
+    return ctx.plan;
   }
 
   static void Apply(Context& ctx, std::shared_ptr<const pl::Plan> plan) {
@@ -217,13 +279,23 @@ void Step(double lr, double beta1, double beta2, double eps) {
   Context& ctx = Require();
   ReduceGradients();
   ++ctx.adam_step;
-  pl::ModelLoad load;
+  ctx.last_global.clear();
+  wire::LoadReport report;
   for (Layer* l : ctx.layers) {
     l->layer().Step(lr, beta1, beta2, eps, ctx.adam_step);
-    load.push_back(l->layer().last_global_counts());
+    ctx.last_global.push_back(l->layer().last_global_counts());
+    report.layers.push_back(l->layer().last_local_counts());
+  }
+  if (ctx.agent != nullptr) {
+    report.job_id = ctx.job;
+    report.rank = ctx.comm->rank();
+    report.incarnation = ctx.incarnation;
+    report.iteration = ctx.iteration;
+    report.plan = ctx.controller_applied;
+    ctx.agent->Enqueue(wire::ToProto(report));
   }
   ++ctx.iteration;
-  Layer::Apply(ctx, ctx.planner->Next(ctx.iteration, load));
+  Layer::Apply(ctx, Layer::Select(ctx));
   ctx.reduced = false;
 }
 
@@ -252,6 +324,7 @@ pybind11::dict PlanInfo() {
   d["copies"] = copies;
   d["iteration"] = ctx.iteration;
   d["rank"] = ctx.comm->rank();
+  d["connected"] = ctx.agent != nullptr && ctx.agent->connected();
   d["world_size"] = ctx.comm->world_size();
   return d;
 }
@@ -264,9 +337,13 @@ PYBIND11_MODULE(_C, m) {
   namespace py = pybind11;
   m.doc() = "Hecate's FSSDP MoE layer (see python/hecate/torch.py)";
   m.def("init", &hp::Init, py::arg("rank"), py::arg("world_size"), py::arg("master_addr"),
-        py::arg("master_port"), py::arg("ranks_per_node"), py::arg("policy"), py::arg("timeout_s"));
+        py::arg("master_port"), py::arg("ranks_per_node"), py::arg("policy"), py::arg("timeout_s"),
+        py::arg("controller"), py::arg("job"), py::arg("host"), py::arg("incarnation"));
   m.def("initialized", [] { return hp::Ctx() != nullptr; });
-  m.def("shutdown", [] { hp::Ctx().reset(); });
+  m.def("shutdown", [] {
+    if (hp::Ctx() && hp::Ctx()->agent) hp::Ctx()->agent->Stop();
+    hp::Ctx().reset();
+  });
   m.def("reduce_gradients", &hp::ReduceGradients);
   m.def("step", &hp::Step);
   m.def("all_reduce_", &hp::AllReduce);

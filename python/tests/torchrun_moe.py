@@ -2,7 +2,8 @@
 the ranks, planned every iteration by the local planner from skewed routing, against a plain
 PyTorch MoE on the global batch computed on every rank (no Hecate code in it): the outputs, the
 gates' gradients (summed over the ranks) and every kept expert's summed gradient, each iteration,
-float64. Every rank must run the same plan each iteration. Exits non-zero on any mismatch."""
+float64. Every rank must run the same plan each iteration. With HECATE_CONTROLLER the plans come
+from the controller. Exits non-zero on any mismatch."""
 import os
 import sys
 
@@ -11,7 +12,8 @@ import torch
 import hecate
 import hecate.torch as ht
 
-D, F, E, K, LAYERS, TOKENS, ITERATIONS = 8, 16, 8, 2, 2, 12, 8
+D, F, E, K, LAYERS, TOKENS = 8, 16, 8, 2, 2, 12
+ITERATIONS = int(os.environ.get("HECATE_TEST_ITERATIONS", "8"))
 LR, B1, B2, EPS = 1e-2, 0.9, 0.999, 1e-8
 
 
@@ -48,7 +50,7 @@ def main():
     gates = [m.gate.weight.detach().clone().requires_grad_(True) for m in moes]
     experts = None
     adam = None
-    versions, copies = [], []
+    versions, copies, epochs = [], [], []
     for it in range(ITERATIONS):
         g = torch.Generator().manual_seed(100 + it)
         x_all = torch.randn(world * TOKENS, D, generator=g, dtype=torch.float64)
@@ -96,9 +98,11 @@ def main():
         info = hecate.plan_info()
         versions.append(info["version"])
         copies.append(info["copies"])
-        same = torch.tensor([float(info["version"])], dtype=torch.float64)
+        epochs.append(info["epoch"])
+        key = float(info["epoch"] * 1000000 + info["version"])
+        same = torch.tensor([key], dtype=torch.float64)
         hecate.all_reduce_(same)
-        if same.item() != world * info["version"]:
+        if same.item() != world * key:
             sys.exit(f"rank {rank}: ranks ran different plans at iteration {it}")
         # Updates: experts by Adam (the layer's and ours), gates by plain SGD on both sides.
         hecate.step(lr=LR, betas=(B1, B2), eps=EPS)
@@ -116,6 +120,7 @@ def main():
                     p.grad = None
     if rank == 0:
         print(f"plan versions {versions}")
+        print(f"plan epochs {epochs}")
         print(f"copies {copies}")
         print(f"OK {world} ranks, {ITERATIONS} iterations")
     hecate.shutdown()

@@ -1,28 +1,49 @@
 #!/usr/bin/env bash
 # Four ranks under torchrun (python3 -m torch.distributed.run, Debian's python3-torch) train two
 # hecate.torch.MoE layers against a plain PyTorch reference (python/tests/torchrun_moe.py); the
-# local planner's plans must change (versions rise, copies appear) and agree on every rank.
+# plans must change (versions rise, copies appear) and agree on every rank.
+#   torchrun_moe_test.sh               local planning, 8 iterations
+#   torchrun_moe_test.sh --controller  a hecate-controller started here, 20 iterations: the ranks
+#                                      register, report, and train on the controller's plans
 set -euo pipefail
 R="$TEST_SRCDIR/$TEST_WORKSPACE"
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 PORT=$(free_port)
 export HECATE_MASTER_PORT=$(free_port)
 OUT="$TEST_TMPDIR/out.txt"
+ITERATIONS=8
+CONTROLLER_PID=""
+if [[ "${1:-}" == "--controller" ]]; then
+  ITERATIONS=20
+  exec 3< <(exec "$R/controller/hecate-controller" --listen=127.0.0.1:0 \
+    --state_dir="$TEST_TMPDIR/state" 2>"$TEST_TMPDIR/controller.err")
+  CONTROLLER_PID=$!
+  trap 'kill $CONTROLLER_PID 2>/dev/null || true' EXIT
+  read -r -t 60 line <&3 || { cat "$TEST_TMPDIR/controller.err"; exit 1; }
+  export HECATE_CONTROLLER=${line##*listening on }
+  echo "controller at $HECATE_CONTROLLER"
+fi
+export HECATE_TEST_ITERATIONS=$ITERATIONS
 # --redirects/--tee: Debian's torch 1.13 on Python 3.11 cannot parse their default, 0 (docs/python.md).
 PYTHONPATH="$R/python" /usr/bin/python3 -m torch.distributed.run --nnodes=1 --nproc_per_node=4 \
   --redirects=1 --tee=1 --log_dir="$TEST_TMPDIR/logs" \
   --master_addr=127.0.0.1 --master_port="$PORT" "$R/python/tests/torchrun_moe.py" >"$OUT" 2>&1 ||
   { cat "$OUT"; exit 1; }
-grep -v '^\[W' "$OUT" | tail -5
-grep -q "OK 4 ranks, 8 iterations" "$OUT"
-# Plans changed: more than one version, and some iteration ran with copies.
-/usr/bin/python3 - "$OUT" <<'PY'
+grep -v '^\[W' "$OUT" | tail -6
+grep -q "OK 4 ranks, $ITERATIONS iterations" "$OUT"
+/usr/bin/python3 - "$OUT" "${HECATE_CONTROLLER:-}" <<'PY'
 import ast, sys
-text = open(sys.argv[1]).read()
-versions = ast.literal_eval(text.split("plan versions ", 1)[1].splitlines()[0])
-copies = ast.literal_eval(text.split("copies ", 1)[1].splitlines()[0])
-assert len(set(versions)) > 1, f"the plan never changed: {versions}"
-assert versions == sorted(versions), f"plan versions went back: {versions}"
+text, controller = open(sys.argv[1]).read(), sys.argv[2]
+def field(name):
+    return ast.literal_eval(text.split(name + " ", 1)[1].splitlines()[0])
+versions, epochs, copies = field("plan versions"), field("plan epochs"), field("copies")
+ids = list(zip(epochs, versions))
+assert ids == sorted(ids), f"plans went back: {ids}"
+assert len(set(ids)) > 1, f"the plan never changed: {ids}"
 assert max(copies) > 0, f"no plan had a copy: {copies}"
-print("plans changed:", versions, "copies:", copies)
+if controller:
+    assert epochs[-1] >= 1, f"never ran a controller plan: {ids}"
+else:
+    assert max(epochs) == 0, f"a controller plan without a controller: {ids}"
+print("plans:", ids, "copies:", copies)
 PY

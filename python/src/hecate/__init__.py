@@ -2,7 +2,8 @@
 
     hecate.init()        from the torchrun environment (RANK, WORLD_SIZE, LOCAL_WORLD_SIZE,
                          MASTER_ADDR; the rendezvous port HECATE_MASTER_PORT, else MASTER_PORT + 1,
-                         since torchrun's own store holds MASTER_PORT)
+                         since torchrun's own store holds MASTER_PORT); with HECATE_CONTROLLER
+                         (host:port; HECATE_JOB, HECATE_TLS_*) plans come from the controller
     hecate.torch.MoE     the layer (create every one before the first forward)
     hecate.reduce_gradients()  after backward: experts' gradients summed to their keepers
                          (optional: step() does it)
@@ -12,6 +13,8 @@
     hecate.shutdown()
 """
 import os
+import socket
+import time
 
 import torch as _torch
 
@@ -43,8 +46,12 @@ def init(policy="hecate", timeout_s=60.0):
     per_node = _env_int("LOCAL_WORLD_SIZE", world)
     master_port = _env_int("MASTER_PORT", 29500)
     port = _env_int("HECATE_MASTER_PORT", master_port + 1)
+    # An incarnation per start: torchrun's restart count when it restarts the group.
+    restarts = _env_int("TORCHELASTIC_RESTART_COUNT", -1)
+    incarnation = restarts + 1 if restarts >= 0 else int(time.time() * 1e6)
     _C.init(rank, world, os.environ.get("MASTER_ADDR", "127.0.0.1"), port, per_node, policy,
-            float(timeout_s))
+            float(timeout_s), os.environ.get("HECATE_CONTROLLER", ""),
+            os.environ.get("HECATE_JOB", "hecate"), socket.gethostname(), incarnation)
 
 
 def reduce_gradients():
