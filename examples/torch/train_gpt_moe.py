@@ -1,0 +1,154 @@
+#!/usr/bin/python3
+"""A small GPT-MoE written in plain PyTorch whose MoE layers are hecate.torch.MoE, trained on a
+text file byte by byte. Run it under torchrun (with a controller: HECATE_CONTROLLER=host:port):
+
+    python3 -m torch.distributed.run --nproc_per_node=4 --redirects=1 --tee=1 \\
+        examples/torch/train_gpt_moe.py --iterations=40
+
+or `./hecate run --frontend=python`, which starts a controller and torchrun for you. Rank 0
+prints a progress row every --log-every iterations and a summary at the end.
+"""
+import argparse
+import math
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+import hecate
+import hecate.torch as ht
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--iterations", type=int, default=60)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--d-model", type=int, default=64)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--experts", type=int, default=8)
+    p.add_argument("--top-k", type=int, default=2)
+    p.add_argument("--d-ffn", type=int, default=128)
+    p.add_argument("--seq-len", type=int, default=32)
+    p.add_argument("--batch", type=int, default=8, help="sequences per rank per iteration")
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--policy", default="hecate", help="the local planner's policy")
+    p.add_argument("--log-every", type=int, default=5)
+    p.add_argument("--data", default="/usr/share/games/fortunes/fortunes")
+    a = p.parse_args()
+    for name in ("iterations", "layers", "d_model", "heads", "experts", "top_k", "d_ffn",
+                 "seq_len", "batch", "log_every"):
+        if getattr(a, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if a.d_model % a.heads:
+        p.error("--d-model must be a multiple of --heads")
+    if a.top_k > a.experts:
+        p.error("--top-k must be at most --experts")
+    return a
+
+
+class Block(torch.nn.Module):
+    def __init__(self, a):
+        super().__init__()
+        self.heads = a.heads
+        self.ln1 = torch.nn.LayerNorm(a.d_model)
+        self.qkv = torch.nn.Linear(a.d_model, 3 * a.d_model)
+        self.proj = torch.nn.Linear(a.d_model, a.d_model)
+        self.ln2 = torch.nn.LayerNorm(a.d_model)
+        self.moe = ht.MoE(a.d_model, a.d_ffn, a.experts, a.top_k, seed=a.seed)
+
+    def forward(self, h, mask):
+        b, s, d = h.shape
+        q, k, v = self.qkv(self.ln1(h)).chunk(3, dim=-1)
+        split = lambda t: t.view(b, s, self.heads, d // self.heads).transpose(1, 2)  # noqa: E731
+        q, k, v = split(q), split(k), split(v)
+        att = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(d // self.heads) + mask, dim=-1)
+        h = h + self.proj((att @ v).transpose(1, 2).reshape(b, s, d))
+        return h + self.moe(self.ln2(h))
+
+
+class GptMoE(torch.nn.Module):
+    def __init__(self, a):
+        super().__init__()
+        self.tok = torch.nn.Embedding(256, a.d_model)
+        self.pos = torch.nn.Embedding(a.seq_len, a.d_model)
+        self.blocks = torch.nn.ModuleList(Block(a) for _ in range(a.layers))
+        self.lnf = torch.nn.LayerNorm(a.d_model)
+        self.head = torch.nn.Linear(a.d_model, 256)
+        mask = torch.full((a.seq_len, a.seq_len), float("-inf")).triu(1)
+        self.register_buffer("mask", mask)
+
+    def forward(self, x):
+        h = self.tok(x) + self.pos(torch.arange(x.shape[1]))
+        for block in self.blocks:
+            h = block(h, self.mask)
+        return self.head(self.lnf(h))
+
+
+def batch(text, a, iteration, rank, world):
+    g = torch.Generator().manual_seed(a.seed * 1000003 + iteration * world + rank)
+    starts = torch.randint(0, len(text) - a.seq_len - 1, (a.batch,), generator=g)
+    rows = torch.stack([text[s:s + a.seq_len + 1] for s in starts.tolist()])
+    return rows[:, :-1].long(), rows[:, 1:].long()
+
+
+def main():
+    a = parse_args()
+    try:
+        with open(a.data, "rb") as f:
+            text = torch.tensor(list(f.read()), dtype=torch.uint8)
+    except OSError as e:
+        sys.exit(f"train_gpt_moe: cannot read --data {a.data}: {e.strerror} "
+                 "(scripts/setup.sh installs Debian's fortunes)")
+    if len(text) < a.seq_len + 2:
+        sys.exit(f"train_gpt_moe: --data {a.data} has {len(text)} bytes; need {a.seq_len + 2}")
+    hecate.init(policy=a.policy)
+    info = hecate.plan_info()
+    rank, world = info["rank"], info["world_size"]
+    torch.manual_seed(a.seed)  # the same dense initialization on every rank
+    model = GptMoE(a)
+    opt = torch.optim.Adam(model.parameters(), lr=a.lr)
+    global_tokens = world * a.batch * a.seq_len
+    if rank == 0:
+        print(f"train_gpt_moe: {world} ranks, {a.layers} MoE layers x {a.experts} experts "
+              f"(top-{a.top_k}), {global_tokens} tokens an iteration, "
+              f"controller {os.environ.get('HECATE_CONTROLLER') or 'none (local planning)'}")
+        print(f"{'iter':>6} {'loss':>8} {'tokens/s':>10} {'step_ms':>8} {'plan':>8} {'copies':>6}")
+    losses, steps, plans = [], [], []
+    for it in range(a.iterations):
+        t0 = time.perf_counter()
+        x, y = batch(text, a, it, rank, world)
+        logits = model(x)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 256), y.reshape(-1),
+                                                 reduction="sum") / global_tokens
+        opt.zero_grad()
+        loss.backward()
+        flat = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+        hecate.all_reduce_(flat)  # dense gradients: summed over the ranks
+        offset = 0
+        for p in model.parameters():
+            p.grad.copy_(flat[offset:offset + p.numel()].view_as(p))
+            offset += p.numel()
+        opt.step()
+        hecate.step(lr=a.lr)
+        total = hecate.all_reduce_(loss.detach().reshape(1).clone()).item()
+        steps.append(time.perf_counter() - t0)
+        losses.append(total)
+        info = hecate.plan_info()
+        plans.append((info["epoch"], info["version"]))
+        if rank == 0 and (it % a.log_every == 0 or it == a.iterations - 1):
+            print(f"{it:>6} {total:>8.4f} {global_tokens / steps[-1]:>10.0f} "
+                  f"{steps[-1] * 1e3:>8.1f} {info['epoch']:>3}.{info['version']:<4} "
+                  f"{info['copies']:>6}", flush=True)
+    if rank == 0:
+        median = statistics.median(steps)
+        print(f"\nsummary: {a.iterations} iterations, loss {losses[0]:.4f} -> {losses[-1]:.4f}, "
+              f"step {median * 1e3:.1f} ms median, {global_tokens / median:.0f} tokens/s, "
+              f"{len(set(plans)) - 1} plan switches (final {plans[-1][0]}.{plans[-1][1]})")
+    hecate.shutdown()
+
+
+if __name__ == "__main__":
+    main()

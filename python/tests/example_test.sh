@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# examples/torch/train_gpt_moe.py trains 20 iterations on 2 torchrun ranks against a
+# hecate-controller started here: the loss falls and the ranks end on a controller plan.
+set -euo pipefail
+R="$TEST_SRCDIR/$TEST_WORKSPACE"
+free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+exec 3< <(exec "$R/controller/hecate-controller" --listen=127.0.0.1:0 \
+  --state_dir="$TEST_TMPDIR/state" 2>"$TEST_TMPDIR/controller.err")
+CONTROLLER_PID=$!
+trap 'kill $CONTROLLER_PID 2>/dev/null || true' EXIT
+read -r -t 60 line <&3 || { cat "$TEST_TMPDIR/controller.err"; exit 1; }
+export HECATE_CONTROLLER=${line##*listening on } HECATE_MASTER_PORT=$(free_port)
+OUT="$TEST_TMPDIR/out.txt"
+PYTHONPATH="$R/python" /usr/bin/python3 -m torch.distributed.run --nnodes=1 --nproc_per_node=2 \
+  --redirects=1 --tee=1 --log_dir="$TEST_TMPDIR/logs" --master_addr=127.0.0.1 \
+  --master_port="$(free_port)" "$R/examples/torch/train_gpt_moe.py" --iterations=20 \
+  --data="$R/examples/torch/train_gpt_moe.py" >"$OUT" 2>&1 || { cat "$OUT"; exit 1; }
+sed -n 's/^\[default0\]://p' "$OUT"
+/usr/bin/python3 - "$OUT" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+m = re.search(r"summary: 20 iterations, loss ([0-9.]+) -> ([0-9.]+), .* "
+              r"(\d+) plan switches \(final (\d+)\.(\d+)\)", text)
+assert m, "no summary line"
+first, last, switches, epoch = float(m[1]), float(m[2]), int(m[3]), int(m[4])
+assert last < first, f"the loss did not fall: {first} -> {last}"
+assert switches >= 1 and epoch >= 1, f"never ran a controller plan: {m[0]}"
+PY
+# Bad flags are a clear usage error.
+if PYTHONPATH="$R/python" /usr/bin/python3 "$R/examples/torch/train_gpt_moe.py" --top-k=9 \
+    2>"$TEST_TMPDIR/bad.err"; then
+  echo "a bad flag was accepted"; exit 1
+fi
+grep -q "top-k must be at most --experts" "$TEST_TMPDIR/bad.err"
