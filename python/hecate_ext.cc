@@ -2,12 +2,15 @@
 // python/hecate/torch.py, and the per-process context every layer of the model shares: the
 // communicator (Gloo across the ranks torchrun started, or an in-process group of one rank), the
 // cluster, and the local planner that gives every rank the same plan each iteration.
+#include <pybind11/stl.h>
 #include <torch/extension.h>
 
 #include <algorithm>
+#include <map>
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -59,6 +62,10 @@ struct Context {
   std::unique_ptr<worker::ControllerAgent> agent;
   pl::PlanId controller_applied;
   pl::ModelLoad last_global;
+  // A checkpoint loaded before the first forward: its plan, the kept experts' state by (layer,
+  // expert) as (parameters, Adam m, Adam v), applied when the layers start.
+  std::shared_ptr<const pl::Plan> restore_plan;
+  std::map<std::pair<int, int>, std::vector<torch::Tensor>> restore_experts;
 };
 
 std::unique_ptr<Context>& Ctx() {
@@ -224,11 +231,40 @@ class Layer {
       ctx.agent = std::make_unique<worker::ControllerAgent>(ac);
       ctx.agent->Start();
     }
+    ctx.started = true;
+    if (ctx.restore_plan != nullptr) {
+      // A checkpoint: its plan, then its experts' parameters and Adam state.
+      ctx.planner->Seed(ctx.restore_plan);
+      if (ctx.restore_plan->id.epoch > 0) ctx.controller_applied = ctx.restore_plan->id;
+      ctx.plan = ctx.restore_plan;
+      for (size_t l = 0; l < ctx.layers.size(); ++l) {
+        Check(ctx.layers[l]->layer_->ApplyPlan(ctx.plan->layers[l], ctx.plan->dispatch_rule,
+                                               ctx.plan->semantics));
+      }
+      // The experts' state before the first gather copies it.
+      for (const auto& [key, t] : ctx.restore_experts) {
+        worker::MoELayer& m = ctx.layers.at(key.first)->layer();
+        const std::vector<pl::ExpertId> kept = m.OwnedExperts();
+        if (std::find(kept.begin(), kept.end(), key.second) == kept.end()) {
+          throw std::runtime_error(absl::StrCat("hecate.load_state_dict: expert ", key.first, "/",
+                                                key.second,
+                                                " is not kept by this rank under the checkpoint's "
+                                                "plan (another rank's file?)"));
+        }
+        m.SetOwned(key.second, t[0], t[1], t[2]);
+      }
+      for (Layer* l : ctx.layers) {
+        Check(l->layer_->BeginIteration());
+        l->layer_->StartGather();
+      }
+      ctx.restore_plan = nullptr;
+      ctx.restore_experts.clear();
+      return;
+    }
     // Static even sharding until a plan is agreed (as hecate-worker starts).
     auto ep = std::make_shared<const pl::Plan>(worker::ExpertParallelPlan(*ctx.cluster, ctx.model));
     ctx.planner->Seed(ep);
     ctx.plan = ep;
-    ctx.started = true;
     Apply(ctx, Select(ctx));
   }
 
@@ -309,6 +345,67 @@ void AllReduce(torch::Tensor& t) {
   Check(ctx.comm->AllReduceSum(t.data_ptr(), t.numel(), static_cast<int>(t.element_size())));
 }
 
+// This rank's part of a checkpoint: the plan in force (serialized hecate.v1.Plan), the iteration
+// and Adam step, and every kept expert's parameters and Adam moments. Call between steps.
+pybind11::dict StateDict() {
+  Context& ctx = Require();
+  if (!ctx.started || ctx.plan == nullptr) {
+    throw std::runtime_error("hecate.state_dict: no plan yet (run a forward and step first)");
+  }
+  pybind11::dict d;
+  d["plan"] = pybind11::bytes(wire::ToProto(*ctx.plan).SerializeAsString());
+  d["iteration"] = ctx.iteration;
+  d["adam_step"] = ctx.adam_step;
+  d["rank"] = ctx.comm->rank();
+  d["world_size"] = ctx.comm->world_size();
+  pybind11::dict experts;
+  for (size_t l = 0; l < ctx.layers.size(); ++l) {
+    worker::MoELayer& m = ctx.layers[l]->layer();
+    for (pl::ExpertId e : m.OwnedExperts()) {
+      experts[pybind11::make_tuple(static_cast<int>(l), e)] = pybind11::make_tuple(
+          m.OwnedParam(e).clone(), m.OwnedAdamM(e).clone(), m.OwnedAdamV(e).clone());
+    }
+  }
+  d["experts"] = experts;
+  return d;
+}
+
+// Restores this rank's part of a checkpoint (from state_dict() on the same rank of a run with the
+// same ranks and layers); call after creating the layers and before the first forward.
+void LoadStateDict(const pybind11::dict& d) {
+  Context& ctx = Require();
+  if (ctx.started) {
+    throw std::runtime_error("hecate.load_state_dict: call it before the first forward");
+  }
+  if (d["world_size"].cast<int>() != ctx.comm->world_size() ||
+      d["rank"].cast<int>() != ctx.comm->rank()) {
+    throw std::invalid_argument(absl::StrCat("hecate.load_state_dict: the checkpoint is rank ",
+                                             d["rank"].cast<int>(), " of ",
+                                             d["world_size"].cast<int>(), "; this is rank ",
+                                             ctx.comm->rank(), " of ", ctx.comm->world_size()));
+  }
+  v1::Plan proto;
+  if (!proto.ParseFromString(d["plan"].cast<std::string>())) {
+    throw std::invalid_argument("hecate.load_state_dict: the plan does not parse");
+  }
+  auto plan = std::make_shared<pl::Plan>(wire::FromProto(proto));
+  if (plan->layers.size() != ctx.layers.size()) {
+    throw std::invalid_argument(absl::StrCat("hecate.load_state_dict: the checkpoint has ",
+                                             plan->layers.size(), " MoE layers; the model has ",
+                                             ctx.layers.size()));
+  }
+  std::map<std::pair<int, int>, std::vector<torch::Tensor>> experts;
+  for (auto item : d["experts"].cast<pybind11::dict>()) {
+    auto key = item.first.cast<std::pair<int, int>>();
+    auto t = item.second.cast<std::tuple<torch::Tensor, torch::Tensor, torch::Tensor>>();
+    experts[key] = {std::get<0>(t), std::get<1>(t), std::get<2>(t)};
+  }
+  ctx.restore_plan = std::move(plan);
+  ctx.restore_experts = std::move(experts);
+  ctx.iteration = d["iteration"].cast<uint64_t>();
+  ctx.adam_step = d["adam_step"].cast<int64_t>();
+}
+
 pybind11::dict PlanInfo() {
   Context& ctx = Require();
   pybind11::dict d;
@@ -348,6 +445,8 @@ PYBIND11_MODULE(_C, m) {
   m.def("step", &hp::Step);
   m.def("all_reduce_", &hp::AllReduce);
   m.def("plan_info", &hp::PlanInfo);
+  m.def("state_dict", &hp::StateDict);
+  m.def("load_state_dict", &hp::LoadStateDict);
   py::class_<hp::Layer>(m, "Layer")
       .def(py::init<int, int, int, int, uint64_t, bool>(), py::arg("d_model"), py::arg("d_ffn"),
            py::arg("num_experts"), py::arg("top_k"), py::arg("seed"), py::arg("float64"))

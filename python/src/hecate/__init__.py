@@ -10,6 +10,7 @@
     hecate.step()        after backward: experts' gradients summed, Adam, the next plan
     hecate.all_reduce_   sums a tensor over the ranks (dense gradients without torch.distributed)
     hecate.plan_info()   the plan in force
+    hecate.state_dict(), hecate.load_state_dict()   this rank's heterogeneous shards
     hecate.shutdown()
 """
 import os
@@ -74,6 +75,19 @@ def all_reduce_(tensor):
 
 def plan_info():
     return _C.plan_info()
+
+
+def state_dict():
+    """This rank's part of a checkpoint (the plan in force, the iteration, and the experts it
+    keeps with their Adam state), for torch.save; call between steps. Save the dense model and
+    its optimizer with their own state_dict()s."""
+    return _C.state_dict()
+
+
+def load_state_dict(state):
+    """Restores this rank's part of a checkpoint (the same rank of the same ranks and layers);
+    call after creating the layers and before the first forward."""
+    _C.load_state_dict(state)
 
 
 def shutdown():
