@@ -37,6 +37,8 @@ def parse_args():
     p.add_argument("--policy", default="hecate", help="the local planner's policy")
     p.add_argument("--log-every", type=int, default=5)
     p.add_argument("--data", default="/usr/share/games/fortunes/fortunes")
+    p.add_argument("--pin", action="store_true",
+                   help="pin local rank r to the r-th available core (as hecate run pins)")
     a = p.parse_args()
     for name in ("iterations", "layers", "d_model", "heads", "experts", "top_k", "d_ffn",
                  "seq_len", "batch", "log_every"):
@@ -104,6 +106,10 @@ def main():
                  "(scripts/setup.sh installs Debian's fortunes)")
     if len(text) < a.seq_len + 2:
         sys.exit(f"train_gpt_moe: --data {a.data} has {len(text)} bytes; need {a.seq_len + 2}")
+    if a.pin:
+        cores = sorted(os.sched_getaffinity(0))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        os.sched_setaffinity(0, {cores[local % len(cores)]})
     hecate.init(policy=a.policy)
     info = hecate.plan_info()
     rank, world = info["rank"], info["world_size"]
