@@ -37,7 +37,7 @@ cleanup() {
 }
 trap cleanup EXIT
 if [[ -z "$CONTROLLER" ]]; then
-  exec 3< <(exec "$ROOT/bazel-bin/controller/hecate-controller" --listen=127.0.0.1:0 \
+  exec 3< <(exec "$ROOT/bazel-bin/controller/hecate-controller" --listen=127.0.0.1:0 --metrics_listen= \
     --state_dir="$STATE/state" 2>"$STATE/controller.log")
   CONTROLLER_PID=$!
   if ! read -r -t 60 line <&3; then

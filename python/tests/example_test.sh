@@ -4,7 +4,7 @@
 set -euo pipefail
 R="$TEST_SRCDIR/$TEST_WORKSPACE"
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-exec 3< <(exec "$R/controller/hecate-controller" --listen=127.0.0.1:0 \
+exec 3< <(exec "$R/controller/hecate-controller" --listen=127.0.0.1:0 --metrics_listen= \
   --state_dir="$TEST_TMPDIR/state" 2>"$TEST_TMPDIR/controller.err")
 CONTROLLER_PID=$!
 trap 'kill $CONTROLLER_PID 2>/dev/null || true' EXIT

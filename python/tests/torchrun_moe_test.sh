@@ -15,7 +15,7 @@ ITERATIONS=8
 CONTROLLER_PID=""
 if [[ "${1:-}" == "--controller" ]]; then
   ITERATIONS=20
-  exec 3< <(exec "$R/controller/hecate-controller" --listen=127.0.0.1:0 \
+  exec 3< <(exec "$R/controller/hecate-controller" --listen=127.0.0.1:0 --metrics_listen= \
     --state_dir="$TEST_TMPDIR/state" 2>"$TEST_TMPDIR/controller.err")
   CONTROLLER_PID=$!
   trap 'kill $CONTROLLER_PID 2>/dev/null || true' EXIT
