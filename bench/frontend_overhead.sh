@@ -4,7 +4,9 @@
 # (`hecate run`) and by the PyTorch front end (`./hecate run --frontend=python`, the example under
 # torchrun), each with an embedded controller and 2 ranks, each rank pinned to its own core, the
 # C++ worker without its transfer lane and calibration (the front end runs neither yet), in
-# interleaved rounds; prints each run's median step and the ratio of the medians.
+# interleaved rounds; prints each run's median step and the ratio of the medians. The worker's
+# step leaves out the plan agreement and switch between steps; the example's includes
+# hecate.step() (docs/python.md "Overhead").
 #
 #   bazel run -c opt //bench:frontend_overhead [-- --iterations=40 --rounds=2 --workers=2]
 set -euo pipefail

@@ -15,10 +15,17 @@ import statistics
 import sys
 import time
 
-import torch
+if "--pin" in sys.argv:
+    # Before torch loads: one core for this rank, and a BLAS that does not start a thread per
+    # core of the machine to spin on it.
+    _cores = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {_cores[int(os.environ.get("LOCAL_RANK", "0")) % len(_cores)]})
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import hecate
-import hecate.torch as ht
+import torch  # noqa: E402
+
+import hecate  # noqa: E402
+import hecate.torch as ht  # noqa: E402
 
 
 def parse_args():
@@ -106,10 +113,6 @@ def main():
                  "(scripts/setup.sh installs Debian's fortunes)")
     if len(text) < a.seq_len + 2:
         sys.exit(f"train_gpt_moe: --data {a.data} has {len(text)} bytes; need {a.seq_len + 2}")
-    if a.pin:
-        cores = sorted(os.sched_getaffinity(0))
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        os.sched_setaffinity(0, {cores[local % len(cores)]})
     hecate.init(policy=a.policy)
     info = hecate.plan_info()
     rank, world = info["rank"], info["world_size"]
