@@ -85,6 +85,14 @@ std::string SelfDir() {
   return path.substr(0, path.rfind('/'));
 }
 
+// The first of `candidates` that access(2) allows with `mode`; "" if none.
+std::string FirstAccessible(const std::vector<std::string>& candidates, int mode) {
+  for (const std::string& c : candidates) {
+    if (access(c.c_str(), mode) == 0) return c;
+  }
+  return "";
+}
+
 // The sibling binary: bazel-bin/clients/hecate -> bazel-bin/controller/hecate-controller, or the
 // runfiles tree when run by `bazel run`.
 std::string FindBinary(const std::string& rel) {
@@ -94,10 +102,7 @@ std::string FindBinary(const std::string& rel) {
   const std::string self = SelfDir();
   candidates.push_back(self + "/../" + rel);
   candidates.push_back(self + "/hecate.runfiles/hecate/" + rel);
-  for (const std::string& c : candidates) {
-    if (access(c.c_str(), X_OK) == 0) return c;
-  }
-  return "";
+  return FirstAccessible(candidates, X_OK);
 }
 
 // A data file shipped with the launcher: the runfiles tree of whoever runs it (a Bazel test that
@@ -113,10 +118,7 @@ std::string FindData(const std::string& rel) {
   const std::string self = SelfDir();
   candidates.push_back(self + "/hecate.runfiles/hecate/" + rel);
   candidates.push_back(self + "/../../../../" + rel);
-  for (const std::string& c : candidates) {
-    if (access(c.c_str(), R_OK) == 0) return c;
-  }
-  return "";
+  return FirstAccessible(candidates, R_OK);
 }
 
 // GET http://127.0.0.1:port/path: the HTTP status (0 when nothing answers) and the body.

@@ -75,6 +75,11 @@ struct LayerPlan {
   int ExtraCopiesOn(DeviceId d) const;
   // ExtraCopiesOn for every device at once, in one pass over the holders.
   std::vector<int> ExtraCopies(int num_devices) const;
+
+  friend bool operator==(const LayerPlan& a, const LayerPlan& b) {
+    return a.owner == b.owner && a.replicas == b.replicas && a.remat == b.remat;
+  }
+  friend bool operator!=(const LayerPlan& a, const LayerPlan& b) { return !(a == b); }
 };
 
 // Predicted cost of one layer for one iteration (see cost_model.h for the formulas).

@@ -62,13 +62,7 @@ absl::StatusOr<PlanOutcome> DecidePlan(const Policy& policy, const PlanRequest& 
   }
   if (policy.SchedulesItself()) {
     // The baseline's own cadence or trigger decided; its migration is paid when it happens.
-    bool same = candidate.layers.size() == current->layers.size();
-    for (size_t l = 0; same && l < candidate.layers.size(); ++l) {
-      same = candidate.layers[l].owner == current->layers[l].owner &&
-             candidate.layers[l].replicas == current->layers[l].replicas &&
-             candidate.layers[l].remat == current->layers[l].remat;
-    }
-    if (!same) {
+    if (candidate.layers != current->layers) {
       out.decision = Decision::kSchedule;
       out.plan = std::move(candidate);
     }
@@ -83,11 +77,7 @@ absl::StatusOr<PlanOutcome> DecidePlan(const Policy& policy, const PlanRequest& 
   if (candidate.layers.size() == in_force.layers.size() &&
       candidate.prediction.layers.size() == in_force.layers.size()) {
     for (size_t l = 0; l < in_force.layers.size(); ++l) {
-      const LayerPlan& a = candidate.layers[l];
-      const LayerPlan& b = in_force.layers[l];
-      if (a.owner == b.owner && a.replicas == b.replicas && a.remat == b.remat) {
-        same[l] = &candidate.prediction.layers[l];
-      }
+      if (candidate.layers[l] == in_force.layers[l]) same[l] = &candidate.prediction.layers[l];
     }
   }
   cost.Evaluate(&in_force, *request.load, nullptr, &same);

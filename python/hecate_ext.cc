@@ -166,9 +166,13 @@ class Layer {
 
   worker::MoELayer& layer() { return *layer_; }
 
+  bool Keeps(int e) const {
+    const std::vector<pl::ExpertId> kept = layer_->OwnedExperts();
+    return std::find(kept.begin(), kept.end(), e) != kept.end();
+  }
+
   void CheckOwned(int e) const {
-    const std::vector<int64_t> owned = OwnedExperts();
-    if (std::find(owned.begin(), owned.end(), e) == owned.end()) {
+    if (!Keeps(e)) {
       throw pybind11::key_error(
           absl::StrCat("expert ", e,
                        " is not kept by this rank under the plan in force (plans start at the "
@@ -236,27 +240,7 @@ class Layer {
       // A checkpoint: its plan, then its experts' parameters and Adam state.
       ctx.planner->Seed(ctx.restore_plan);
       if (ctx.restore_plan->id.epoch > 0) ctx.controller_applied = ctx.restore_plan->id;
-      ctx.plan = ctx.restore_plan;
-      for (size_t l = 0; l < ctx.layers.size(); ++l) {
-        Check(ctx.layers[l]->layer_->ApplyPlan(ctx.plan->layers[l], ctx.plan->dispatch_rule,
-                                               ctx.plan->semantics));
-      }
-      // The experts' state before the first gather copies it.
-      for (const auto& [key, t] : ctx.restore_experts) {
-        worker::MoELayer& m = ctx.layers.at(key.first)->layer();
-        const std::vector<pl::ExpertId> kept = m.OwnedExperts();
-        if (std::find(kept.begin(), kept.end(), key.second) == kept.end()) {
-          throw std::runtime_error(absl::StrCat("hecate.load_state_dict: expert ", key.first, "/",
-                                                key.second,
-                                                " is not kept by this rank under the checkpoint's "
-                                                "plan (another rank's file?)"));
-        }
-        m.SetOwned(key.second, t[0], t[1], t[2]);
-      }
-      for (Layer* l : ctx.layers) {
-        Check(l->layer_->BeginIteration());
-        l->layer_->StartGather();
-      }
+      Apply(ctx, ctx.restore_plan, &ctx.restore_experts);
       ctx.restore_plan = nullptr;
       ctx.restore_experts.clear();
       return;
@@ -286,13 +270,31 @@ class Layer {
     return ctx.plan;
   }
 
-  static void Apply(Context& ctx, std::shared_ptr<const pl::Plan> plan) {
+  // Applies `plan` to every layer (collective: experts move to their new keepers), puts a
+  // checkpoint's expert state in place when given, and begins the iteration (the gathers copy
+  // that state).
+  static void Apply(
+      Context& ctx, std::shared_ptr<const pl::Plan> plan,
+      const std::map<std::pair<int, int>, std::vector<torch::Tensor>>* restore = nullptr) {
     ctx.plan = std::move(plan);
     for (size_t l = 0; l < ctx.layers.size(); ++l) {
-      worker::MoELayer& m = *ctx.layers[l]->layer_;
-      Check(m.ApplyPlan(ctx.plan->layers[l], ctx.plan->dispatch_rule, ctx.plan->semantics));
-      Check(m.BeginIteration());
-      m.StartGather();
+      Check(ctx.layers[l]->layer_->ApplyPlan(ctx.plan->layers[l], ctx.plan->dispatch_rule,
+                                             ctx.plan->semantics));
+    }
+    if (restore != nullptr) {
+      for (const auto& [key, t] : *restore) {
+        Layer& layer = *ctx.layers.at(key.first);
+        if (!layer.Keeps(key.second)) {
+          throw std::runtime_error(absl::StrCat(
+              "hecate.load_state_dict: expert ", key.first, "/", key.second,
+              " is not kept by this rank under the checkpoint's plan (another rank's file?)"));
+        }
+        layer.layer_->SetOwned(key.second, t[0], t[1], t[2]);
+      }
+    }
+    for (Layer* l : ctx.layers) {
+      Check(l->layer_->BeginIteration());
+      l->layer_->StartGather();
     }
   }
 
@@ -316,13 +318,13 @@ void Step(double lr, double beta1, double beta2, double eps) {
   ReduceGradients();
   ++ctx.adam_step;
   ctx.last_global.clear();
-  wire::LoadReport report;
   for (Layer* l : ctx.layers) {
     l->layer().Step(lr, beta1, beta2, eps, ctx.adam_step);
     ctx.last_global.push_back(l->layer().last_global_counts());
-    report.layers.push_back(l->layer().last_local_counts());
   }
   if (ctx.agent != nullptr) {
+    wire::LoadReport report;
+    for (Layer* l : ctx.layers) report.layers.push_back(l->layer().last_local_counts());
     report.job_id = ctx.job;
     report.rank = ctx.comm->rank();
     report.incarnation = ctx.incarnation;

@@ -67,6 +67,7 @@ struct PlanInputs {
   pl::ModelSpec model;
   pl::ModelLoad load;
   int extra_slots = -1;
+  double attention_seconds = 0;  // the model's attention forward on the cluster
 };
 
 // Reads --loads, --cluster, --model and --extra-slots; a usage error (with `usage`) or a load
@@ -103,6 +104,7 @@ std::optional<PlanInputs> ReadPlanInputs(Args& a, const std::string& usage, std:
     return std::nullopt;
   }
   in.load = std::move(*load);
+  in.attention_seconds = sim::AttentionSeconds(in.model, *in.cluster);
   return in;
 }
 
@@ -166,7 +168,7 @@ int PlanCompute(Args& a, Format format, std::ostream& out, std::ostream& err) {
     made.push_back(std::move(*policy));
   }
   pl::PlanRequest r{&*in->cluster, &in->model, &in->load};
-  r.config.attention_forward_seconds = sim::AttentionSeconds(in->model, *in->cluster);
+  r.config.attention_forward_seconds = in->attention_seconds;
   r.config.extra_slots = in->extra_slots;
   // Static EP on the same loads, for comparison.
   const pl::Plan ep = (*pl::MakePolicy("ep"))->Compute(r);
@@ -233,10 +235,10 @@ int PlanEvaluate(Args& a, Format format, std::ostream& out, std::ostream& err) {
   plan.job_id = "offline";
   plan.policy = "evaluated";
   plan.layers = std::move(*layers);
-  const pl::CostModel cost(*in->cluster, in->model, sim::AttentionSeconds(in->model, *in->cluster));
+  const pl::CostModel cost(*in->cluster, in->model, in->attention_seconds);
   cost.Evaluate(&plan, in->load);
   pl::PlanRequest r{&*in->cluster, &in->model, &in->load};
-  r.config.attention_forward_seconds = sim::AttentionSeconds(in->model, *in->cluster);
+  r.config.attention_forward_seconds = in->attention_seconds;
   const pl::Plan ep = (*pl::MakePolicy("ep"))->Compute(r);
   PrintPlan(plan, ep, format, out);
   if (absl::Status s = pl::CheckMemory(plan, *in->cluster, in->model); !s.ok()) {

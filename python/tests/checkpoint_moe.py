@@ -8,20 +8,16 @@ import sys
 import torch
 
 import hecate
-import hecate.torch as ht
+from moe_common import forward_backward, skewed_moes
 
-D, F, E, K, LAYERS, TOKENS, ITERATIONS, SAVE_AT = 8, 16, 8, 2, 2, 12, 12, 6
+ITERATIONS, SAVE_AT = 12, 6
 
 
 def main():
     mode, directory = sys.argv[1], sys.argv[2]
     hecate.init()
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    torch.manual_seed(0)
-    moes = [ht.MoE(D, F, E, K, seed=5, dtype=torch.float64) for _ in range(LAYERS)]
-    with torch.no_grad():
-        for m in moes:
-            m.gate.weight[0] += 1.5  # skewed routing: the plans put copies of expert 0 around
+    moes = skewed_moes()  # skewed routing: the plans put copies of expert 0 around
     start = 0
     if mode == "resume":
         state = torch.load(os.path.join(directory, f"ckpt.rank{rank}.pt"))
@@ -32,17 +28,7 @@ def main():
         start = SAVE_AT
     losses = []
     for it in range(start, ITERATIONS):
-        g = torch.Generator().manual_seed(100 + it)
-        x_all = torch.randn(world * TOKENS, D, generator=g, dtype=torch.float64)
-        t_all = torch.randn(world * TOKENS, D, generator=g, dtype=torch.float64)
-        mine = slice(rank * TOKENS, (rank + 1) * TOKENS)
-        h = x_all[mine]
-        for m in moes:
-            h = h + m(h)
-        loss = ((h - t_all[mine]) ** 2).sum().div(world * TOKENS)
-        loss.backward()
-        for m in moes:
-            hecate.all_reduce_(m.gate.weight.grad)
+        _, _, _, loss = forward_backward(moes, it, rank, world)
         hecate.step(lr=1e-2)
         with torch.no_grad():
             for m in moes:

@@ -3,7 +3,7 @@
 # taken after iteration 6 reproduces the losses of iterations 6..11 (python/tests/checkpoint_moe.py).
 set -euo pipefail
 R="$TEST_SRCDIR/$TEST_WORKSPACE"
-free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+source "$R/python/tests/lib.sh"
 run() {
   HECATE_MASTER_PORT=$(free_port) PYTHONPATH="$R/python" /usr/bin/python3 -m torch.distributed.run \
     --nnodes=1 --nproc_per_node=2 --redirects=1 --tee=1 --log_dir="$TEST_TMPDIR/logs-$1" \

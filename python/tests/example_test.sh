@@ -3,13 +3,9 @@
 # hecate-controller started here: the loss falls and the ranks end on a controller plan.
 set -euo pipefail
 R="$TEST_SRCDIR/$TEST_WORKSPACE"
-free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-exec 3< <(exec "$R/controller/hecate-controller" --listen=127.0.0.1:0 --metrics_listen= \
-  --state_dir="$TEST_TMPDIR/state" 2>"$TEST_TMPDIR/controller.err")
-CONTROLLER_PID=$!
-trap 'kill $CONTROLLER_PID 2>/dev/null || true' EXIT
-read -r -t 60 line <&3 || { cat "$TEST_TMPDIR/controller.err"; exit 1; }
-export HECATE_CONTROLLER=${line##*listening on } HECATE_MASTER_PORT=$(free_port)
+source "$R/python/tests/lib.sh"
+start_controller
+export HECATE_MASTER_PORT=$(free_port)
 OUT="$TEST_TMPDIR/out.txt"
 PYTHONPATH="$R/python" /usr/bin/python3 -m torch.distributed.run --nnodes=1 --nproc_per_node=2 \
   --redirects=1 --tee=1 --log_dir="$TEST_TMPDIR/logs" --master_addr=127.0.0.1 \

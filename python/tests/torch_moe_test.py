@@ -10,22 +10,7 @@ import torch
 
 import hecate
 import hecate.torch as ht
-
-
-def reference_moe(x, gate_w, w1, w2, top_k):
-    probs = torch.softmax(x @ gate_w.t(), dim=-1)
-    top_w, top_i = probs.topk(top_k, dim=-1)
-    top_w = top_w / top_w.sum(dim=-1, keepdim=True)
-    y = torch.zeros_like(x)
-    for e in range(len(w1)):
-        hit = top_i.eq(e)
-        rows = hit.any(dim=-1).nonzero().reshape(-1)
-        if rows.numel() == 0:
-            continue
-        weight = (top_w * hit.to(top_w.dtype)).sum(dim=-1)[rows]
-        out = torch.nn.functional.gelu(x[rows] @ w1[e]) @ w2[e]
-        y = y.index_add(0, rows, out * weight.unsqueeze(-1))
-    return y
+from moe_common import reference_moe
 
 
 class MoETest(unittest.TestCase):

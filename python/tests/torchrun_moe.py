@@ -10,27 +10,11 @@ import sys
 import torch
 
 import hecate
-import hecate.torch as ht
 
-D, F, E, K, LAYERS, TOKENS = 8, 16, 8, 2, 2, 12
+from moe_common import D, E, F, K, LAYERS, TOKENS, forward_backward, reference_moe, skewed_moes
+
 ITERATIONS = int(os.environ.get("HECATE_TEST_ITERATIONS", "8"))
 LR, B1, B2, EPS = 1e-2, 0.9, 0.999, 1e-8
-
-
-def reference_moe(x, gate_w, w1, w2):
-    probs = torch.softmax(x @ gate_w.t(), dim=-1)
-    top_w, top_i = probs.topk(K, dim=-1)
-    top_w = top_w / top_w.sum(dim=-1, keepdim=True)
-    y = torch.zeros_like(x)
-    for e in range(E):
-        hit = top_i.eq(e)
-        rows = hit.any(dim=-1).nonzero().reshape(-1)
-        if rows.numel() == 0:
-            continue
-        weight = (top_w * hit.to(top_w.dtype)).sum(dim=-1)[rows]
-        y = y.index_add(0, rows, (torch.nn.functional.gelu(x[rows] @ w1[e]) @ w2[e])
-                        * weight.unsqueeze(-1))
-    return y
 
 
 def close(a, b, what):
@@ -42,27 +26,14 @@ def close(a, b, what):
 def main():
     hecate.init()
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    torch.manual_seed(0)  # the same gates on every rank
-    moes = [ht.MoE(D, F, E, K, seed=5, dtype=torch.float64) for _ in range(LAYERS)]
-    with torch.no_grad():
-        for m in moes:
-            m.gate.weight[0] += 1.5  # skewed routing: expert 0 is hot
+    moes = skewed_moes()
     gates = [m.gate.weight.detach().clone().requires_grad_(True) for m in moes]
     experts = None
     adam = None
     versions, copies, epochs = [], [], []
     for it in range(ITERATIONS):
-        g = torch.Generator().manual_seed(100 + it)
-        x_all = torch.randn(world * TOKENS, D, generator=g, dtype=torch.float64)
-        t_all = torch.randn(world * TOKENS, D, generator=g, dtype=torch.float64)
+        x_all, t_all, h, _ = forward_backward(moes, it, rank, world)
         mine = slice(rank * TOKENS, (rank + 1) * TOKENS)
-        h = x_all[mine]
-        for m in moes:
-            h = h + m(h)
-        # This rank's part of the global-batch loss: gradients sum over the ranks.
-        ((h - t_all[mine]) ** 2).sum().div(world * TOKENS).backward()
-        for m in moes:
-            hecate.all_reduce_(m.gate.weight.grad)
         hecate.reduce_gradients()
         if experts is None:
             # Every expert's initial values: each from the rank that keeps it.
@@ -87,7 +58,7 @@ def main():
         for l in range(LAYERS):
             w1 = [p[: D * F].view(D, F) for p in experts[l]]
             w2 = [p[D * F:].view(F, D) for p in experts[l]]
-            r = r + reference_moe(r, gates[l], w1, w2)
+            r = r + reference_moe(r, gates[l], w1, w2, K)
         close(h.detach(), r.detach()[mine], f"output, iteration {it}")
         ((r - t_all) ** 2).sum().div(world * TOKENS).backward()
         for l, m in enumerate(moes):

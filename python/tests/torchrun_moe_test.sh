@@ -7,20 +7,14 @@
 #                                      register, report, and train on the controller's plans
 set -euo pipefail
 R="$TEST_SRCDIR/$TEST_WORKSPACE"
-free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+source "$R/python/tests/lib.sh"
 PORT=$(free_port)
 export HECATE_MASTER_PORT=$(free_port)
 OUT="$TEST_TMPDIR/out.txt"
 ITERATIONS=8
-CONTROLLER_PID=""
 if [[ "${1:-}" == "--controller" ]]; then
   ITERATIONS=20
-  exec 3< <(exec "$R/controller/hecate-controller" --listen=127.0.0.1:0 --metrics_listen= \
-    --state_dir="$TEST_TMPDIR/state" 2>"$TEST_TMPDIR/controller.err")
-  CONTROLLER_PID=$!
-  trap 'kill $CONTROLLER_PID 2>/dev/null || true' EXIT
-  read -r -t 60 line <&3 || { cat "$TEST_TMPDIR/controller.err"; exit 1; }
-  export HECATE_CONTROLLER=${line##*listening on }
+  start_controller
   echo "controller at $HECATE_CONTROLLER"
 fi
 export HECATE_TEST_ITERATIONS=$ITERATIONS
