@@ -212,6 +212,20 @@ absl::Status ReplicaAllReduce(Communicator& comm, const placement::LayerPlan& la
         }
       }
       if (sends.empty()) continue;
+      if (phase == 0 && comm.device_memory()) {
+        // Device buffers: the communicator receives into its own staging and adds on the device.
+        if (element_bytes != 4) {
+          return absl::InvalidArgumentError("device replica all-reduce sums float32 only");
+        }
+        for (size_t i = 0; i < sums.size(); ++i) {
+          recvs[i].data = sums[i].first->data + sums[i].second;
+        }
+        if (absl::Status s = comm.SendRecvAccumulate(sends, recvs, CommKind::kSparseReduceScatter);
+            !s.ok()) {
+          return s;
+        }
+        continue;
+      }
       if (absl::Status s = comm.SendRecv(sends, recvs, CommKind::kSparseReduceScatter); !s.ok()) {
         return s;
       }

@@ -103,6 +103,8 @@ class Communicator {
   const CommCounters& counters() const { return *counters_; }
 
  protected:
+  // Counts this communicator's bytes into `other`'s counters (a wrapper around `other`).
+  void ShareCounters(const Communicator& other) { counters_ = other.counters_; }
   // Shared with the lanes created from this communicator.
   std::shared_ptr<CommCounters> counters_ = std::make_shared<CommCounters>();
 };

@@ -93,11 +93,19 @@ struct Trainer::Net : torch::nn::Module {
 
 Trainer::Trainer(const TrainerConfig& config, Communicator* comm, const pl::Cluster* cluster,
                  const pl::CostModel* cost, TextData data, AsyncLane* lane)
-    : config_(config), comm_(comm), cluster_(cluster), data_(std::move(data)), lane_(lane) {
-  // Identical dense initialization on every rank: one seed, one construction order.
+    : config_(config),
+      device_(config.device == DeviceKind::kCuda
+                  ? torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(config.device_index))
+                  : torch::Device(torch::kCPU)),
+      comm_(comm),
+      cluster_(cluster),
+      data_(std::move(data)),
+      lane_(lane) {
+  // Identical dense initialization on every rank and device: one seed, one construction order on
+  // the CPU generator, then the move.
   torch::manual_seed(config.seed);
   net_ = std::make_unique<Net>(config);
-  if (config.float64) net_->to(torch::kFloat64);
+  net_->to(device_, config.float64 ? torch::kFloat64 : torch::kFloat32);
   for (const torch::Tensor& p : net_->parameters()) {
     m_.push_back(torch::zeros_like(p));
     v_.push_back(torch::zeros_like(p));
@@ -109,6 +117,7 @@ Trainer::Trainer(const TrainerConfig& config, Communicator* comm, const pl::Clus
   mc.top_k = config.top_k;
   mc.dtype = config.float64 ? torch::kFloat64 : torch::kFloat32;
   mc.calibration = config.calibration;
+  mc.device = device_;
   for (int l = 0; l < config.layers; ++l) {
     moe_.push_back(std::make_unique<MoELayer>(l, mc, comm, cluster, cost, config.seed));
     moe_.back()->set_lane(lane);
@@ -179,14 +188,16 @@ absl::StatusOr<StepResult> Trainer::Step(uint64_t iteration) {
   auto note = [&](const char* event, int layer) {
     if (observer_ != nullptr) observer_->Record(event, layer);
   };
-  auto [input, target] = data_.Batch(iteration, comm_->rank(), world, config_.batch, config_.seed);
+  auto [host_input, host_target] =
+      data_.Batch(iteration, comm_->rank(), world, config_.batch, config_.seed);
+  const torch::Tensor input = host_input.to(device_), target = host_target.to(device_);
   const int64_t B = config_.batch, S = config_.seq_len, D = config_.d_model, H = config_.heads;
   const int64_t global_tokens = B * S * world;
   result.tokens = global_tokens;
   double attention_s = 0;
   torch::Tensor loss;
   try {
-    torch::Tensor pos = torch::arange(S, torch::kInt64);
+    torch::Tensor pos = torch::arange(S, torch::TensorOptions(torch::kInt64).device(device_));
     torch::Tensor h = net_->tok->forward(input) + net_->pos->forward(pos).unsqueeze(0);
     torch::Tensor mask =
         torch::full({S, S}, -std::numeric_limits<double>::infinity(), h.options()).triu(1);

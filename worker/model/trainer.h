@@ -23,35 +23,9 @@
 #include "placement/plan.h"
 #include "worker/comm/communicator.h"
 #include "worker/fssdp/moe_layer.h"
+#include "worker/model/trainer_config.h"
 
 namespace hecate::worker {
-
-struct TrainerConfig {
-  int layers = 2;
-  int d_model = 64;
-  int heads = 4;
-  int experts = 8;
-  int top_k = 2;
-  int d_ffn = 128;
-  int seq_len = 32;
-  int batch = 8;  // sequences per rank per iteration
-  double lr = 3e-3;
-  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
-  double aux_loss = 0.0;  // auxiliary balance-loss coefficient (0: off)
-  // Adds this to the gate logits of experts 0..skew_experts-1 in every layer: a steady imbalance
-  // toward the experts rank 0 owns under even sharding, for benchmarks and tests (0: off).
-  double gate_bias = 0.0;
-  int skew_experts = 1;
-  uint64_t seed = 1;
-  bool float64 = false;
-  // spAG of layer l starts this many layers ahead (at the start of layer l - prefetch_layers's
-  // attention) when the trainer has a lane; the memory model assumes placement::kPrefetchLayers.
-  int prefetch_layers = placement::kPrefetchLayers;
-  // Calibrate the plans of policies that calibrate (placement::PolicyCalibrates) on each
-  // iteration's actual counts under this rule; see MoEConfig. Off by default.
-  placement::CalibrationRule calibration{/*enabled=*/false};
-  std::string data_path = "/usr/share/games/fortunes/fortunes";
-};
 
 // The placement model of this network (expert sizes, FLOPs per token, token bytes).
 placement::ModelSpec PlacementModelFor(const TrainerConfig& config);
@@ -125,6 +99,7 @@ class Trainer {
  private:
   struct Net;
   TrainerConfig config_;
+  torch::Device device_;
   Communicator* comm_;
   const placement::Cluster* cluster_;
   TextData data_;
