@@ -35,7 +35,15 @@
 #include "common/flags.h"
 #include "common/subprocess.h"
 
-ABSL_FLAG(int, workers, 0, "Worker processes (ranks); 0: one per available core (at least 2)");
+ABSL_FLAG(int, workers, 0,
+          "Worker processes (ranks); 0: one per available core (at least 2), or one with "
+          "--device=cuda over NCCL");
+ABSL_FLAG(std::string, device, "cpu",
+          "cpu or cuda: where every worker's model runs (docs/gpu.md); cuda needs a build with "
+          "CUDA and a visible GPU");
+ABSL_FLAG(std::string, comm, "",
+          "nccl or gloo: the workers' collectives (default: nccl on cuda, gloo on cpu); "
+          "--device=cuda --comm=gloo runs several ranks on one GPU through pinned host memory");
 ABSL_FLAG(bool, pin, true, "Pin worker r to the r-th available core (round robin)");
 ABSL_FLAG(double, skew, 6.0,
           "Gate bias toward the experts rank 0 owns under expert parallelism (skewed routing; 0: "
@@ -336,6 +344,8 @@ RunResult RunJob(const std::string& policy, const std::string& mode, int workers
         "--job=hecate-run"};
     const std::vector<std::string> defaults = DefaultWorkerFlags(workers);
     argv.insert(argv.end(), defaults.begin(), defaults.end());
+    argv.push_back("--device=" + absl::GetFlag(FLAGS_device));
+    if (!absl::GetFlag(FLAGS_comm).empty()) argv.push_back("--comm=" + absl::GetFlag(FLAGS_comm));
     if (absl::GetFlag(FLAGS_pin)) argv.push_back(absl::StrCat("--cpu=", cpus[r % cpus.size()]));
     if (absl::GetFlag(FLAGS_worker_metrics)) argv.push_back("--metrics_listen=" + worker_listen[r]);
     for (const auto& [flag, value] :
@@ -475,8 +485,13 @@ std::string CheckFlags() {
   auto known = [&](const std::string& p) {
     return std::find(policies.begin(), policies.end(), p) != policies.end();
   };
-  if (absl::GetFlag(FLAGS_workers) < 0) return "--workers must be >= 0 (0: one per available core)";
+  if (absl::GetFlag(FLAGS_workers) < 0)
+    return "--workers must be >= 0 (0: one per available core; one with NCCL)";
   if (absl::GetFlag(FLAGS_iterations) < 1) return "--iterations must be >= 1";
+  const std::string device = absl::GetFlag(FLAGS_device), comm = absl::GetFlag(FLAGS_comm);
+  if (device != "cpu" && device != "cuda") return "--device must be cpu or cuda";
+  if (!comm.empty() && comm != "nccl" && comm != "gloo") return "--comm must be nccl or gloo";
+  if (comm == "nccl" && device != "cuda") return "--comm=nccl needs --device=cuda";
   if (absl::GetFlag(FLAGS_log_every) < 1) return "--log_every must be >= 1";
   if (absl::GetFlag(FLAGS_ranks_per_node) < 0) return "--ranks_per_node must be >= 0";
   if (absl::GetFlag(FLAGS_checkpoint_every) < 0) return "--checkpoint_every must be >= 0";
@@ -513,7 +528,10 @@ int Run(const std::vector<std::string>& worker_args) {
   }
   const std::vector<int> cpus = AvailableCpus();
   int workers = absl::GetFlag(FLAGS_workers);
-  if (workers == 0) workers = std::max<int>(2, cpus.size());
+  // NCCL takes one GPU per rank; this launcher starts one node's ranks, and the machines we test
+  // on have one GPU.
+  const bool nccl = absl::GetFlag(FLAGS_device) == "cuda" && absl::GetFlag(FLAGS_comm) != "gloo";
+  if (workers == 0) workers = nccl ? 1 : std::max<int>(2, cpus.size());
   const std::string mode = absl::GetFlag(FLAGS_mode);
   if (mode != "fssdp" && mode != "ep") {
     std::fprintf(stderr, "hecate run: --mode must be fssdp or ep, not '%s'\n", mode.c_str());

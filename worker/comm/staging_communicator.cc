@@ -22,8 +22,10 @@ int64_t Sum(const std::vector<int64_t>& counts) {
 
 class StagingCommunicator : public Communicator {
  public:
-  StagingCommunicator(std::unique_ptr<Communicator> host, std::unique_ptr<DeviceMemory> memory)
-      : host_(std::move(host)), memory_(std::move(memory)) {
+  // `owned`: the host communicator when this one owns it (a lane's), else null.
+  StagingCommunicator(Communicator* host, std::unique_ptr<Communicator> owned,
+                      std::unique_ptr<DeviceMemory> memory)
+      : owned_(std::move(owned)), host_(host), memory_(std::move(memory)) {
     ShareCounters(*host_);
   }
   ~StagingCommunicator() override {
@@ -133,7 +135,9 @@ class StagingCommunicator : public Communicator {
     if (lane_memory == nullptr) {
       return absl::InternalError("cannot set up device memory for the communicator's lane");
     }
-    return CreateStagingCommunicator(*std::move(lane), std::move(lane_memory));
+    Communicator* lane_host = lane->get();
+    return std::make_unique<StagingCommunicator>(lane_host, *std::move(lane),
+                                                 std::move(lane_memory));
   }
 
  private:
@@ -207,7 +211,8 @@ class StagingCommunicator : public Communicator {
     staging_ = static_cast<char*>(memory_->AllocateHost(capacity_));
   }
 
-  std::unique_ptr<Communicator> host_;
+  std::unique_ptr<Communicator> owned_;
+  Communicator* host_;
   std::unique_ptr<DeviceMemory> memory_;
   char* staging_ = nullptr;
   int64_t capacity_ = 0;
@@ -215,9 +220,9 @@ class StagingCommunicator : public Communicator {
 
 }  // namespace
 
-std::unique_ptr<Communicator> CreateStagingCommunicator(std::unique_ptr<Communicator> host,
+std::unique_ptr<Communicator> CreateStagingCommunicator(Communicator* host,
                                                         std::unique_ptr<DeviceMemory> memory) {
-  return std::make_unique<StagingCommunicator>(std::move(host), std::move(memory));
+  return std::make_unique<StagingCommunicator>(host, nullptr, std::move(memory));
 }
 
 }  // namespace hecate::worker

@@ -40,8 +40,8 @@ class DeviceMemory {
   virtual std::unique_ptr<DeviceMemory> ForLane() const = 0;
 };
 
-// `host` must be a host-memory communicator (device_memory() false).
-std::unique_ptr<Communicator> CreateStagingCommunicator(std::unique_ptr<Communicator> host,
+// `host` must be a host-memory communicator (device_memory() false) that outlives the result.
+std::unique_ptr<Communicator> CreateStagingCommunicator(Communicator* host,
                                                         std::unique_ptr<DeviceMemory> memory);
 
 }  // namespace hecate::worker

@@ -146,14 +146,15 @@ void OnRanks(int world, const std::function<void(int)>& fn) {
 struct Staging {
   explicit Staging(int world) : group(world), staged(world, 0) {
     for (int r = 0; r < world; ++r) {
-      comms.push_back(
-          CreateStagingCommunicator(std::make_unique<HostOnly>(group.rank(r), &arena),
-                                    std::make_unique<FakeDeviceMemory>(&arena, &staged[r])));
+      hosts.push_back(std::make_unique<HostOnly>(group.rank(r), &arena));
+      comms.push_back(CreateStagingCommunicator(
+          hosts.back().get(), std::make_unique<FakeDeviceMemory>(&arena, &staged[r])));
     }
   }
   Arena arena;
   InProcessGroup group;
   std::vector<int64_t> staged;
+  std::vector<std::unique_ptr<Communicator>> hosts;
   std::vector<std::unique_ptr<Communicator>> comms;
 };
 

@@ -2,6 +2,7 @@
 
 #include <fstream>
 #include <iterator>
+#include <mutex>
 #include <stdexcept>
 
 #include "absl/strings/str_cat.h"
@@ -102,9 +103,14 @@ Trainer::Trainer(const TrainerConfig& config, Communicator* comm, const pl::Clus
       data_(std::move(data)),
       lane_(lane) {
   // Identical dense initialization on every rank and device: one seed, one construction order on
-  // the CPU generator, then the move.
-  torch::manual_seed(config.seed);
-  net_ = std::make_unique<Net>(config);
+  // the CPU generator, then the move. The generator is process-wide: ranks that share a process
+  // (tests, in-process groups) construct one at a time.
+  {
+    static std::mutex* const init_mu = new std::mutex;
+    std::lock_guard<std::mutex> lock(*init_mu);
+    torch::manual_seed(config.seed);
+    net_ = std::make_unique<Net>(config);
+  }
   net_->to(device_, config.float64 ? torch::kFloat64 : torch::kFloat32);
   for (const torch::Tensor& p : net_->parameters()) {
     m_.push_back(torch::zeros_like(p));
