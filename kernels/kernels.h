@@ -6,6 +6,10 @@
 // token's top-k choices, numbered t * k + j; expert chunks are flat float32 arrays. Every kernel
 // writes only its outputs; inputs are never modified. Index arrays are int64. CPU pointers for
 // the reference, device pointers (plus a stream) for CUDA.
+//
+// Every kernel is on the production path: GatherRows and the combine pair move the MoE layer's
+// tokens (worker/fssdp/token_kernels.h), AccumulateChunks sums received gradient chunks on device
+// memory (the NCCL communicator and the staging communicator's spRS).
 #ifndef HECATE_KERNELS_KERNELS_H_
 #define HECATE_KERNELS_KERNELS_H_
 
@@ -14,11 +18,9 @@
 namespace hecate::kernels {
 
 // Token permutation by destination: out[i] = x[index[i]] for i < n (rows of width d). With
-// index[i] = assignment i's token, this builds the All-to-All send buffer grouped by destination.
+// index[i] = the token of sent row i, this builds the All-to-All send buffer grouped by
+// destination.
 void GatherRows(const float* x, int64_t d, const int64_t* index, int64_t n, float* out);
-
-// Its inverse: out[index[i]] = in[i] for i < n (index must be a permutation into out's rows).
-void ScatterRows(const float* in, int64_t d, const int64_t* index, int64_t n, float* out);
 
 // Top-k combine: y[t] = sum_j weights[t*k + j] * in[position[t*k + j]] for t < tokens.
 void WeightedCombine(const float* in, int64_t d, int64_t tokens, int64_t k, const float* weights,
@@ -29,16 +31,6 @@ void WeightedCombine(const float* in, int64_t d, int64_t tokens, int64_t k, cons
 void WeightedCombineBackward(const float* in, const float* grad_y, int64_t d, int64_t tokens,
                              int64_t k, const float* weights, const int64_t* position,
                              float* grad_in, float* grad_weights);
-
-// Tokens per expert: counts[e] = |{a : expert[a] == e}| (counts zeroed first).
-void CountExperts(const int64_t* expert, int64_t n, int64_t num_experts, int64_t* counts);
-
-// Packing expert chunks for a sparse collective: chunk i (chunk_elems floats starting at
-// src + offsets[i]) goes to out + i * chunk_elems; Unpack is the inverse.
-void PackChunks(const float* src, const int64_t* offsets, int64_t chunks, int64_t chunk_elems,
-                float* out);
-void UnpackChunks(const float* packed, const int64_t* offsets, int64_t chunks, int64_t chunk_elems,
-                  float* dst);
 
 // Gradient accumulation of received chunks: dst[offsets[i] + j] += received[i * chunk_elems + j]
 // (several chunks may target the same offset: they all add up).

@@ -40,6 +40,7 @@ struct Totals {
   int64_t tokens = 0, calibration_gathered = 0, calibration_dropped = 0;
   int64_t peak_copy_bytes = 0, max_predicted_copy_bytes = 0;
   double spag = 0, spag_exposed = 0, sprs = 0, sprs_exposed = 0;
+  PhaseTimes phases;  // summed over the run
 };
 
 class TrainingLoop {
@@ -194,6 +195,15 @@ class TrainingLoop {
     Totals& s = totals_;
     s.peak_copy_bytes = std::max(s.peak_copy_bytes, r.peak_copy_bytes);
     s.max_predicted_copy_bytes = std::max(s.max_predicted_copy_bytes, predicted);
+    for (auto [sum, value] : {std::pair<double*, double>{&s.phases.attention, t.attention},
+                              {&s.phases.gate, t.gate},
+                              {&s.phases.dispatch, t.dispatch},
+                              {&s.phases.expert, t.expert},
+                              {&s.phases.combine, t.combine},
+                              {&s.phases.optimizer, t.optimizer},
+                              {&s.phases.dense_allreduce, t.dense_allreduce}}) {
+      *sum += value;
+    }
     s.spag += t.spag;
     s.spag_exposed += t.spag_exposed;
     s.sprs += t.sprs;
@@ -267,7 +277,9 @@ class TrainingLoop {
         "mean_spag_exposed_ms=%.2f mean_sprs_ms=%.2f mean_sprs_exposed_ms=%.2f "
         "peak_copy_bytes=%lld predicted_copy_bytes=%lld overlap=%d median_step_ms=%.1f "
         "job_peak_copy_bytes=%lld job_sparse_bytes=%lld job_migration_bytes=%lld device=%s "
-        "comm=%s\n",
+        "comm=%s mean_attention_ms=%.2f mean_gate_ms=%.2f mean_dispatch_ms=%.2f "
+        "mean_expert_ms=%.2f mean_combine_ms=%.2f mean_optimizer_ms=%.2f "
+        "mean_dense_allreduce_ms=%.2f\n",
         steps, t.first_loss, t.last_loss, mean_ms(t.step_sum),
         t.step_sum > 0 ? t.tokens / t.step_sum : 0.0, summary_.plans_applied,
         static_cast<unsigned long long>(p_.applied->id.epoch),
@@ -283,7 +295,9 @@ class TrainingLoop {
         static_cast<long long>(t.max_predicted_copy_bytes), p_.lane != nullptr ? 1 : 0,
         MedianSeconds(t.step_times) * 1e3, static_cast<long long>(job_peak),
         static_cast<long long>(job_sparse), static_cast<long long>(job_migration),
-        DeviceKindName(c_.trainer.device), CommBackendName(c_.comm));
+        DeviceKindName(c_.trainer.device), CommBackendName(c_.comm), mean_ms(t.phases.attention),
+        mean_ms(t.phases.gate), mean_ms(t.phases.dispatch), mean_ms(t.phases.expert),
+        mean_ms(t.phases.combine), mean_ms(t.phases.optimizer), mean_ms(t.phases.dense_allreduce));
     std::fflush(c_.out);
     return summary_;
   }

@@ -9,10 +9,6 @@ void GatherRows(const float* x, int64_t d, const int64_t* index, int64_t n, floa
   for (int64_t i = 0; i < n; ++i) std::memcpy(out + i * d, x + index[i] * d, d * sizeof(float));
 }
 
-void ScatterRows(const float* in, int64_t d, const int64_t* index, int64_t n, float* out) {
-  for (int64_t i = 0; i < n; ++i) std::memcpy(out + index[i] * d, in + i * d, d * sizeof(float));
-}
-
 void WeightedCombine(const float* in, int64_t d, int64_t tokens, int64_t k, const float* weights,
                      const int64_t* position, float* y) {
   for (int64_t t = 0; t < tokens; ++t) {
@@ -40,25 +36,6 @@ void WeightedCombineBackward(const float* in, const float* grad_y, int64_t d, in
       dot += g[c] * src[c];
     }
     grad_weights[a] = dot;
-  }
-}
-
-void CountExperts(const int64_t* expert, int64_t n, int64_t num_experts, int64_t* counts) {
-  for (int64_t e = 0; e < num_experts; ++e) counts[e] = 0;
-  for (int64_t i = 0; i < n; ++i) ++counts[expert[i]];
-}
-
-void PackChunks(const float* src, const int64_t* offsets, int64_t chunks, int64_t chunk_elems,
-                float* out) {
-  for (int64_t i = 0; i < chunks; ++i) {
-    std::memcpy(out + i * chunk_elems, src + offsets[i], chunk_elems * sizeof(float));
-  }
-}
-
-void UnpackChunks(const float* packed, const int64_t* offsets, int64_t chunks, int64_t chunk_elems,
-                  float* dst) {
-  for (int64_t i = 0; i < chunks; ++i) {
-    std::memcpy(dst + offsets[i], packed + i * chunk_elems, chunk_elems * sizeof(float));
   }
 }
 

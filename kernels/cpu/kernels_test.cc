@@ -38,22 +38,9 @@ TEST(KernelsCpu, GatherPicksIndexedRows) {
   EXPECT_EQ(out, (std::vector<float>{20, 21, 0, 1, 20, 21}));
 }
 
-TEST(KernelsCpu, ScatterInvertsGatherForAPermutation) {
-  for (int64_t d : {1, 3, 4, 17}) {
-    const int64_t n = 13;
-    const std::vector<float> x = Random(n * d, 7 + d);
-    const std::vector<int64_t> p = Permutation(n, 3 + d);
-    std::vector<float> gathered(n * d), back(n * d, 0);
-    GatherRows(x.data(), d, p.data(), n, gathered.data());
-    ScatterRows(gathered.data(), d, p.data(), n, back.data());
-    EXPECT_EQ(back, x) << "d=" << d;
-  }
-}
-
 TEST(KernelsCpu, ZeroRowsWriteNothing) {
   std::vector<float> out(4, 5.f);
   GatherRows(nullptr, 4, nullptr, 0, out.data());
-  ScatterRows(nullptr, 4, nullptr, 0, out.data());
   EXPECT_EQ(out, std::vector<float>(4, 5.f));
 }
 
@@ -106,35 +93,6 @@ TEST(KernelsCpu, CombineBackwardMatchesFiniteDifferences) {
     w[a] = keep;
     EXPECT_NEAR(gw[a], (up - down) / (2 * h), 2e-3) << "w[" << a << "]";
   }
-}
-
-TEST(KernelsCpu, CountExpertsCountsEveryAssignmentOnce) {
-  std::mt19937 rng(5);
-  std::vector<int64_t> expert(1000);
-  for (int64_t& e : expert) e = rng() % 7;
-  std::vector<int64_t> counts(7, 99);
-  CountExperts(expert.data(), 1000, 7, counts.data());
-  for (int64_t e = 0; e < 7; ++e) {
-    EXPECT_EQ(counts[e], std::count(expert.begin(), expert.end(), e));
-  }
-  CountExperts(expert.data(), 0, 7, counts.data());
-  EXPECT_EQ(counts, std::vector<int64_t>(7, 0));
-}
-
-TEST(KernelsCpu, PackThenUnpackRoundTrips) {
-  const int64_t chunk = 9, chunks = 4;
-  const std::vector<float> src = Random(6 * chunk, 21);
-  const std::vector<int64_t> offsets = {5 * chunk, 0, 3 * chunk, chunk};
-  std::vector<float> packed(chunks * chunk), dst(src.size(), 0);
-  PackChunks(src.data(), offsets.data(), chunks, chunk, packed.data());
-  for (int64_t i = 0; i < chunks; ++i) {
-    for (int64_t j = 0; j < chunk; ++j) EXPECT_EQ(packed[i * chunk + j], src[offsets[i] + j]);
-  }
-  UnpackChunks(packed.data(), offsets.data(), chunks, chunk, dst.data());
-  for (int64_t i = 0; i < chunks; ++i) {
-    for (int64_t j = 0; j < chunk; ++j) EXPECT_EQ(dst[offsets[i] + j], src[offsets[i] + j]);
-  }
-  EXPECT_EQ(dst[2 * chunk], 0.f);  // untouched chunk slot
 }
 
 TEST(KernelsCpu, AccumulateAddsRepeatedTargets) {

@@ -142,7 +142,6 @@ int main() {
     for (int64_t i = 0; i < n; ++i) token_of[i] = perm[i] / k;
     float* x = Alloc<float>(tokens * d);
     float* out = Alloc<float>(n * d);
-    float* back = Alloc<float>(n * d);
     float* y = Alloc<float>(tokens * d);
     float* w = Alloc<float>(n);
     int64_t* idx = Upload(token_of);
@@ -151,19 +150,17 @@ int main() {
     const double row_bytes = 4.0 * d;
     double ms = TimeMs([&] { kc::GatherRows(x, d, idx, n, out, nullptr); });
     Row("GatherRows (permute)", shape, 2 * n * row_bytes + 8.0 * n, ms, copy_gbs, peak);
-    ms = TimeMs([&] { kc::ScatterRows(out, d, pidx, n, back, nullptr); });
-    Row("ScatterRows (inverse)", shape, 2 * n * row_bytes + 8.0 * n, ms, copy_gbs, peak);
     ms = TimeMs([&] { kc::WeightedCombine(out, d, tokens, k, w, pidx, y, nullptr); });
     Row("WeightedCombine", shape, (n + tokens) * row_bytes + 12.0 * n, ms, copy_gbs, peak);
     cudaFree(x);
     cudaFree(out);
-    cudaFree(back);
     cudaFree(y);
     cudaFree(w);
     cudaFree(idx);
     cudaFree(pidx);
   }
-  // Expert chunk packing for spAG/spRS: chunks of 2 x d x 4d floats.
+  // Gradient accumulation of received expert chunks (spRS on device memory): chunks of
+  // 2 x d x 4d floats.
   for (int64_t d : {1024, 2048}) {
     const int64_t chunk = 2 * d * 4 * d, held = 8, chunks = 6;
     float* params = Alloc<float>(held * chunk);
@@ -173,12 +170,8 @@ int main() {
     int64_t* off = Upload(offsets);
     const std::string shape =
         std::to_string(chunks) + " chunks x " + std::to_string(chunk * 4 >> 20) + " MiB";
-    const double bytes = 2.0 * chunks * chunk * 4;
-    double ms = TimeMs([&] { kc::PackChunks(params, off, chunks, chunk, packed, nullptr); });
-    Row("PackChunks", shape, bytes, ms, copy_gbs, peak);
-    ms = TimeMs([&] { kc::UnpackChunks(packed, off, chunks, chunk, params, nullptr); });
-    Row("UnpackChunks", shape, bytes, ms, copy_gbs, peak);
-    ms = TimeMs([&] { kc::AccumulateChunks(packed, off, chunks, chunk, params, nullptr); });
+    const double ms =
+        TimeMs([&] { kc::AccumulateChunks(packed, off, chunks, chunk, params, nullptr); });
     Row("AccumulateChunks", shape, 3.0 * chunks * chunk * 4, ms, copy_gbs, peak);
     cudaFree(params);
     cudaFree(packed);

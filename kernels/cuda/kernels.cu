@@ -15,18 +15,17 @@ int Blocks(int64_t work, int64_t per_block = kThreads) {
 }
 
 // One warp per row (grid-stride over rows, kRowsPerBlock rows per block), lanes over the row's
-// float4s with four loads in flight per lane. Gather: out[i] = x[index[i]]; scatter:
-// out[index[i]] = x[i].
+// float4s with four loads in flight per lane: out[i] = x[index[i]].
 constexpr int kRowsPerBlock = kThreads / 32;
 
 __global__ void CopyRows(const float* __restrict__ x, int64_t d, const int64_t* __restrict__ index,
-                         int64_t n, float* __restrict__ out, bool gather) {
+                         int64_t n, float* __restrict__ out) {
   const int lane = threadIdx.x & 31;
   for (int64_t i = int64_t{blockIdx.x} * kRowsPerBlock + threadIdx.x / 32; i < n;
        i += int64_t{gridDim.x} * kRowsPerBlock) {
     const int64_t at = index[i];
-    const float* src = x + (gather ? at : i) * d;
-    float* dst = out + (gather ? i : at) * d;
+    const float* src = x + at * d;
+    float* dst = out + i * d;
     if ((d & 3) == 0) {
       const float4* s4 = reinterpret_cast<const float4*>(src);
       float4* d4 = reinterpret_cast<float4*>(dst);
@@ -103,36 +102,6 @@ __global__ void CombineBackwardKernel(const float* __restrict__ in, const float*
   }
 }
 
-__global__ void CountKernel(const int64_t* __restrict__ expert, int64_t n,
-                            unsigned long long* counts) {
-  for (int64_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
-    atomicAdd(counts + expert[i], 1ULL);
-  }
-}
-
-__global__ void PackKernel(const float* __restrict__ src, const int64_t* __restrict__ offsets,
-                           int64_t chunks, int64_t elems, float* __restrict__ out, bool unpack) {
-  for (int64_t i = blockIdx.y; i < chunks; i += gridDim.y) {
-    const float* s = unpack ? src + i * elems : src + offsets[i];
-    float* d = unpack ? out + offsets[i] : out + i * elems;
-    const bool vec = (elems & 3) == 0 &&
-                     ((reinterpret_cast<uintptr_t>(s) | reinterpret_cast<uintptr_t>(d)) & 15) == 0;
-    if (vec) {
-      const float4* s4 = reinterpret_cast<const float4*>(s);
-      float4* d4 = reinterpret_cast<float4*>(d);
-      for (int64_t j = blockIdx.x * blockDim.x + threadIdx.x; j < elems / 4;
-           j += gridDim.x * blockDim.x) {
-        d4[j] = s4[j];
-      }
-    } else {
-      for (int64_t j = blockIdx.x * blockDim.x + threadIdx.x; j < elems;
-           j += gridDim.x * blockDim.x) {
-        d[j] = s[j];
-      }
-    }
-  }
-}
-
 __global__ void AccumulateKernel(const float* __restrict__ received,
                                  const int64_t* __restrict__ offsets, int64_t chunks, int64_t elems,
                                  float* dst) {
@@ -149,14 +118,7 @@ __global__ void AccumulateKernel(const float* __restrict__ received,
 cudaError_t GatherRows(const float* x, int64_t d, const int64_t* index, int64_t n, float* out,
                        cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  CopyRows<<<Blocks(n, kRowsPerBlock), kThreads, 0, stream>>>(x, d, index, n, out, true);
-  return cudaGetLastError();
-}
-
-cudaError_t ScatterRows(const float* in, int64_t d, const int64_t* index, int64_t n, float* out,
-                        cudaStream_t stream) {
-  if (n == 0) return cudaSuccess;
-  CopyRows<<<Blocks(n, kRowsPerBlock), kThreads, 0, stream>>>(in, d, index, n, out, false);
+  CopyRows<<<Blocks(n, kRowsPerBlock), kThreads, 0, stream>>>(x, d, index, n, out);
   return cudaGetLastError();
 }
 
@@ -177,36 +139,9 @@ cudaError_t WeightedCombineBackward(const float* in, const float* grad_y, int64_
   return cudaGetLastError();
 }
 
-cudaError_t CountExperts(const int64_t* expert, int64_t n, int64_t num_experts, int64_t* counts,
-                         cudaStream_t stream) {
-  cudaError_t e = cudaMemsetAsync(counts, 0, num_experts * sizeof(int64_t), stream);
-  if (e != cudaSuccess || n == 0) return e;
-  CountKernel<<<Blocks(n), kThreads, 0, stream>>>(expert, n,
-                                                  reinterpret_cast<unsigned long long*>(counts));
-  return cudaGetLastError();
-}
-
 // Chunk kernels: blockIdx.y walks the chunks, blockIdx.x/threadIdx.x the elements of one chunk.
 static dim3 ChunkGrid(int64_t chunks, int64_t work_per_chunk) {
   return dim3(Blocks(work_per_chunk), static_cast<unsigned>(chunks < 65535 ? chunks : 65535));
-}
-
-static cudaError_t LaunchPack(const float* src, const int64_t* offsets, int64_t chunks,
-                              int64_t chunk_elems, float* out, bool unpack, cudaStream_t stream) {
-  if (chunks == 0 || chunk_elems == 0) return cudaSuccess;
-  PackKernel<<<ChunkGrid(chunks, chunk_elems / 4 + 1), kThreads, 0, stream>>>(
-      src, offsets, chunks, chunk_elems, out, unpack);
-  return cudaGetLastError();
-}
-
-cudaError_t PackChunks(const float* src, const int64_t* offsets, int64_t chunks,
-                       int64_t chunk_elems, float* out, cudaStream_t stream) {
-  return LaunchPack(src, offsets, chunks, chunk_elems, out, false, stream);
-}
-
-cudaError_t UnpackChunks(const float* packed, const int64_t* offsets, int64_t chunks,
-                         int64_t chunk_elems, float* dst, cudaStream_t stream) {
-  return LaunchPack(packed, offsets, chunks, chunk_elems, dst, true, stream);
 }
 
 cudaError_t AccumulateChunks(const float* received, const int64_t* offsets, int64_t chunks,

@@ -12,20 +12,12 @@ namespace hecate::kernels::cuda {
 
 cudaError_t GatherRows(const float* x, int64_t d, const int64_t* index, int64_t n, float* out,
                        cudaStream_t stream);
-cudaError_t ScatterRows(const float* in, int64_t d, const int64_t* index, int64_t n, float* out,
-                        cudaStream_t stream);
 cudaError_t WeightedCombine(const float* in, int64_t d, int64_t tokens, int64_t k,
                             const float* weights, const int64_t* position, float* y,
                             cudaStream_t stream);
 cudaError_t WeightedCombineBackward(const float* in, const float* grad_y, int64_t d, int64_t tokens,
                                     int64_t k, const float* weights, const int64_t* position,
                                     float* grad_in, float* grad_weights, cudaStream_t stream);
-cudaError_t CountExperts(const int64_t* expert, int64_t n, int64_t num_experts, int64_t* counts,
-                         cudaStream_t stream);
-cudaError_t PackChunks(const float* src, const int64_t* offsets, int64_t chunks,
-                       int64_t chunk_elems, float* out, cudaStream_t stream);
-cudaError_t UnpackChunks(const float* packed, const int64_t* offsets, int64_t chunks,
-                         int64_t chunk_elems, float* dst, cudaStream_t stream);
 cudaError_t AccumulateChunks(const float* received, const int64_t* offsets, int64_t chunks,
                              int64_t chunk_elems, float* dst, cudaStream_t stream);
 

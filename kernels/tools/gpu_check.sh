@@ -4,13 +4,23 @@
 # CMake, runs them, and writes a report. Meant for a GPU machine with nvcc, CMake and a Python with
 # PyTorch but no Bazel and no internet; budget: under 8 minutes.
 #
-# Usage: kernels/tools/gpu_check.sh [--report FILE] [--build-dir DIR] [--absl DIR] [--compile-only]
+# With the packed dependencies (kernels/tools/pack_deps.sh, default .device-build/deps) it also builds
+# the product (hecate-controller, hecate-worker, hecate, hecatectl) and trains with it: CUDA against
+# CPU losses (1 rank over NCCL, 4 ranks on one GPU over Gloo; local planning, skewed routing, same
+# seeds), `hecate run --device=cuda` with the embedded controller (NCCL, 1 rank; Gloo, 4 ranks), and
+# a GPU-sized model's throughput, phases, peak memory and expert-GEMM efficiency; budget: 10 minutes.
+#
+# Usage: kernels/tools/gpu_check.sh [--report FILE] [--build-dir DIR] [--absl DIR] [--deps DIR]
+#                                   [--compile-only]
 #   --report FILE    where the report goes (default: $OUT/gpu_check_report.txt if $OUT is set,
 #                    else <build-dir>/gpu_check_report.txt)
 #   --build-dir DIR  CMake build directory (default: /tmp/hecate-gpu-check)
 #   --absl DIR       Abseil headers and shared libraries (DIR/include, DIR/lib), e.g. made on a dev
 #                    machine by kernels/tools/pack_absl.sh; also builds and runs the CUDA MoE layer
 #                    check (default: .device-build/absl in the repository when present)
+#   --deps DIR       kernels/tools/pack_deps.sh's folder (gRPC, Protocol Buffers, Abseil, ...): also
+#                    builds and runs the product (default: .device-build/deps when present; it
+#                    serves as --absl too)
 #   --compile-only   build everything but run nothing (checks the build on a machine without GPU)
 # Without a GPU (and without --compile-only) it prints "SKIPPED: ..." and exits 0.
 # Exit status: 0 when every step passed (or skipped), 1 when a step failed, 2 on bad usage.
@@ -22,12 +32,15 @@ REPORT=""
 COMPILE_ONLY=0
 ABSL=""
 [[ -d "$ROOT/.device-build/absl/include/absl" ]] && ABSL="$ROOT/.device-build/absl"
+DEPS=""
+[[ -d "$ROOT/.device-build/deps/gen" ]] && DEPS="$ROOT/.device-build/deps"
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --report) REPORT="$2"; shift 2 ;;
     --build-dir) BUILD_DIR="$2"; shift 2 ;;
     --compile-only) COMPILE_ONLY=1; shift ;;
     --absl) ABSL="$2"; shift 2 ;;
+    --deps) DEPS="$2"; shift 2 ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -107,7 +120,9 @@ for lib in /usr/local/cuda/lib/libnccl.so /usr/local/cuda/lib64/libnccl.so /usr/
   [[ -z "$NCCL_LIB" && -e "$lib" ]] && NCCL_LIB="$lib"
 done
 log "nccl: include ${NCCL_INC:-missing}, library ${NCCL_LIB:-missing}"
+[[ -n "$DEPS" && -z "$ABSL" ]] && ABSL="$DEPS"
 log "absl: ${ABSL:-none (the CUDA MoE layer check is not built; see --absl)}"
+log "deps: ${DEPS:-none (the product is not built; see --deps)}"
 
 # 3. Build.
 JOBS="$(nproc 2>/dev/null || echo 2)"
@@ -115,7 +130,7 @@ log ""
 log "## build ($JOBS jobs)"
 if ! cmake -S "$ROOT/kernels/tools" -B "$BUILD_DIR" -DHECATE_ROOT="$ROOT" \
       -DCMAKE_CUDA_COMPILER="$(command -v nvcc)" -DNCCL_INCLUDE_DIR="$NCCL_INC" \
-      -DNCCL_LIBRARY="$NCCL_LIB" -DHECATE_ABSL_DIR="$ABSL" "${TORCH_ARGS[@]}" >"$BUILD_DIR/cmake.log" 2>&1; then
+      -DNCCL_LIBRARY="$NCCL_LIB" -DHECATE_ABSL_DIR="$ABSL" -DHECATE_DEPS_DIR="$DEPS" "${TORCH_ARGS[@]}" >"$BUILD_DIR/cmake.log" 2>&1; then
   tail -30 "$BUILD_DIR/cmake.log" | tee -a "$REPORT"
   log "FAILED: cmake configure (full log: $BUILD_DIR/cmake.log)"
   exit 1
@@ -125,7 +140,7 @@ if ! cmake --build "$BUILD_DIR" -j "$JOBS" >"$BUILD_DIR/build.log" 2>&1; then
   log "FAILED: build (full log: $BUILD_DIR/build.log)"
   exit 1
 fi
-log "built in $(elapsed) s: $(cd "$BUILD_DIR" && ls kernels_parity_test kernel_bench nccl_group_test expert_ffn_check moe_layer_cuda_check nccl_communicator_test 2>/dev/null | tr '\n' ' ')"
+log "built in $(elapsed) s: $(cd "$BUILD_DIR" && ls kernels_parity_test kernel_bench nccl_group_test expert_ffn_check moe_layer_cuda_check nccl_communicator_test bin/*/hecate* 2>/dev/null | tr '\n' ' ')"
 if [[ $COMPILE_ONLY -eq 1 ]]; then
   log "compile-only: nothing run"
   exit 0
@@ -152,6 +167,10 @@ if [[ -n "$ABSL" ]]; then
   [[ -x "$BUILD_DIR/nccl_communicator_test" ]] && step nccl_communicator_test 120
 fi
 step kernel_bench 180
+if [[ -n "$DEPS" ]]; then
+  # shellcheck source=kernels/tools/gpu_product_runs.sh
+  source "$ROOT/kernels/tools/gpu_product_runs.sh"
+fi
 
 log ""
 if [[ ${#FAILED[@]} -eq 0 ]]; then

@@ -10,6 +10,7 @@
 #include "placement/calibration.h"
 #include "worker/fssdp/adam.h"
 #include "worker/fssdp/expert_ffn.h"
+#include "worker/fssdp/token_kernels.h"
 
 namespace hecate::worker {
 
@@ -39,7 +40,9 @@ uint32_t TagBase(int layer, int kind) {
 struct MoELayer::Routing {
   int64_t tokens = 0, k = 0;
   std::vector<int64_t> send_counts, recv_counts;  // elements (rows x d_model) per rank
-  torch::Tensor send_index;                       // assignment (t * k + j) of each sent row
+  torch::Tensor position;                         // the sent row of each assignment (inverse)
+  torch::Tensor weights;                          // the gate weights, flat (t * k + j)
+  torch::Tensor back;                             // expert outputs as they came back, sent order
   torch::Tensor recv;                             // rows received for our experts
   std::vector<pl::ExpertId> experts;              // experts with rows here, in group order
   ExpertGroups groups;                            // their rows of `recv` and parameters
@@ -54,10 +57,11 @@ class MoEFunction : public torch::autograd::Function<MoEFunction> {
   // `anchor`: an empty tensor that requires grad, so backward (and with it the experts' gradients
   // and the backward collectives every rank joins) runs even when `x` needs no gradient.
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x,
-                               torch::Tensor topk_idx, torch::Tensor anchor, int64_t layer_ptr) {
+                               torch::Tensor topk_idx, torch::Tensor topk_w, torch::Tensor anchor,
+                               int64_t layer_ptr) {
     auto* layer = reinterpret_cast<MoELayer*>(layer_ptr);
     auto routing = std::make_shared<MoELayer::Routing>();
-    torch::Tensor out = layer->ForwardImpl(x, topk_idx, routing.get());
+    torch::Tensor out = layer->ForwardImpl(x, topk_idx, topk_w, routing.get());
     // The routing lives until backward; the pointer is kept as an integer in saved_data.
     auto* holder = new std::shared_ptr<MoELayer::Routing>(routing);
     ctx->saved_data["layer"] = layer_ptr;
@@ -72,8 +76,9 @@ class MoEFunction : public torch::autograd::Function<MoEFunction> {
         reinterpret_cast<std::shared_ptr<MoELayer::Routing>*>(ctx->saved_data["routing"].toInt());
     std::shared_ptr<MoELayer::Routing> routing = *holder;
     delete holder;
-    auto [grad_x, unused] = layer->BackwardImpl(grad_out[0], torch::Tensor(), routing.get());
-    return {grad_x, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    auto [grad_x, grad_w] = layer->BackwardImpl(grad_out[0], routing.get());
+    return {grad_x, torch::Tensor(), grad_w.view({-1, routing->k}), torch::Tensor(),
+            torch::Tensor()};
   }
 };
 
@@ -305,15 +310,12 @@ torch::Tensor MoELayer::Forward(const torch::Tensor& x_in, const torch::Tensor& 
   // (differentiable copies, so gradients flow across).
   const torch::Tensor x = x_in.to(config_.device);
   const torch::Tensor topk_w = topk_w_in.to(config_.device);
-  const int64_t tokens = x.size(0), k = topk_idx.size(1), d = x.size(1);
-  torch::Tensor out =
-      MoEFunction::apply(x, topk_idx, grad_anchor_, reinterpret_cast<int64_t>(this));
-  // Combine: y_t = sum_j w_tj * expert_j(x_t), with ordinary autograd for the gate weights.
-  return (out.view({tokens, k, d}) * topk_w.unsqueeze(-1)).sum(1).to(x_in.device());
+  return MoEFunction::apply(x, topk_idx, topk_w, grad_anchor_, reinterpret_cast<int64_t>(this))
+      .to(x_in.device());
 }
 
 torch::Tensor MoELayer::ForwardImpl(const torch::Tensor& x_in, const torch::Tensor& topk_idx,
-                                    Routing* r) {
+                                    const torch::Tensor& topk_w, Routing* r) {
   const int me = comm_->rank();
   const int world = comm_->world_size();
   const int experts = config_.num_experts;
@@ -437,12 +439,24 @@ torch::Tensor MoELayer::ForwardImpl(const torch::Tensor& x_in, const torch::Tens
       r->recv_counts[src] += from[src][e] * d;
     }
   }
-  r->send_index = torch::tensor(send_index, torch::kInt64).to(config_.device);
+  if (static_cast<int64_t>(send_index.size()) != assignments) {
+    ThrowIfError(absl::InternalError(absl::StrCat("dispatch sent ", send_index.size(), " of ",
+                                                  assignments, " assignments")),
+                 &comm_status_);
+  }
+  // Sent row i carries token send_index[i] / k; assignment a comes back in row position[a].
+  std::vector<int64_t> token_of(assignments), position(assignments);
+  for (int64_t i = 0; i < assignments; ++i) {
+    token_of[i] = send_index[i] / r->k;
+    position[send_index[i]] = i;
+  }
+  r->position = torch::tensor(position, torch::kInt64).to(config_.device);
+  r->weights = topk_w.to(config_.dtype).contiguous().view({-1});
   times_.gate += Since(t0);
 
-  // Dispatch.
+  // Dispatch: the permutation by destination (kernels/ GatherRows), then the All-to-All.
   t0 = absl::Now();
-  torch::Tensor send = x.index_select(0, r->send_index.div(r->k, "floor")).contiguous();
+  torch::Tensor send = GatherRows(x, torch::tensor(token_of, torch::kInt64).to(config_.device));
   r->recv = torch::empty({row, d}, x.options());
   ThrowIfError(
       comm_->AllToAllV(send.data_ptr(), r->send_counts, r->recv.data_ptr(), r->recv_counts, eb),
@@ -466,14 +480,14 @@ torch::Tensor MoELayer::ForwardImpl(const torch::Tensor& x_in, const torch::Tens
   r->groups.params.clear();  // re-fetched in backward (replicas may be freed and re-gathered)
   times_.expert += Since(t0);
 
-  // Combine: outputs go back to the tokens' ranks.
+  // Combine: outputs go back to the tokens' ranks, and y_t = sum_j w_tj * expert_j(x_t) straight
+  // from the rows as they arrived (kernels/ WeightedCombine).
   t0 = absl::Now();
-  torch::Tensor back = torch::empty({static_cast<int64_t>(send_index.size()), d}, x.options());
+  r->back = torch::empty({assignments, d}, x.options());
   ThrowIfError(
-      comm_->AllToAllV(out_recv.data_ptr(), r->recv_counts, back.data_ptr(), r->send_counts, eb),
+      comm_->AllToAllV(out_recv.data_ptr(), r->recv_counts, r->back.data_ptr(), r->send_counts, eb),
       &comm_status_);
-  torch::Tensor out = torch::zeros({assignments, d}, x.options());
-  out.index_copy_(0, r->send_index, back);
+  torch::Tensor out = WeightedCombine(r->back, r->weights, r->position, r->k);
   times_.combine += Since(t0);
 
   if (rematerialized()) {
@@ -484,7 +498,6 @@ torch::Tensor MoELayer::ForwardImpl(const torch::Tensor& x_in, const torch::Tens
 }
 
 std::pair<torch::Tensor, torch::Tensor> MoELayer::BackwardImpl(const torch::Tensor& grad_out,
-                                                               const torch::Tensor& /*topk_w*/,
                                                                Routing* r) {
   const int64_t d = config_.d_model, f = config_.d_ffn;
   const int eb = ElementBytes(config_.dtype);
@@ -505,9 +518,11 @@ std::pair<torch::Tensor, torch::Tensor> MoELayer::BackwardImpl(const torch::Tens
     }
   }
 
-  // Gradient of the combine goes to the experts (the dispatch direction).
+  // Gradient of the combine, already in sent-row order (kernels/ WeightedCombineBackward), goes
+  // to the experts (the dispatch direction); the gate weights' gradient comes with it.
   absl::Time t0 = absl::Now();
-  torch::Tensor g_send = g.index_select(0, r->send_index).contiguous();
+  auto [g_send, grad_w] = WeightedCombineBackward(r->back, g, r->weights, r->position, r->k);
+  r->back = torch::Tensor();
   torch::Tensor g_recv = torch::empty_like(r->recv);
   ThrowIfError(
       comm_->AllToAllV(g_send.data_ptr(), r->send_counts, g_recv.data_ptr(), r->recv_counts, eb),
@@ -531,8 +546,9 @@ std::pair<torch::Tensor, torch::Tensor> MoELayer::BackwardImpl(const torch::Tens
   ThrowIfError(
       comm_->AllToAllV(dx_recv.data_ptr(), r->recv_counts, dx_send.data_ptr(), r->send_counts, eb),
       &comm_status_);
-  torch::Tensor dx_assign = torch::zeros({r->tokens * r->k, d}, g.options());
-  dx_assign.index_copy_(0, r->send_index, dx_send);
+  // dx_t = sum_j (the rows of t's assignments): the combine with unit weights.
+  torch::Tensor dx =
+      WeightedCombine(dx_send, torch::ones({r->tokens * r->k}, g.options()), r->position, r->k);
   times_.dispatch += Since(t0);
   if (rematerialized()) FreeCopies();
   // The gradients of every held expert are complete: spRS overlaps the backward below.
@@ -549,7 +565,7 @@ std::pair<torch::Tensor, torch::Tensor> MoELayer::BackwardImpl(const torch::Tens
     }
   }
   Note("backward_done");
-  return {dx_assign.view({r->tokens, r->k, d}).sum(1), torch::Tensor()};
+  return {dx, grad_w};
 }
 
 absl::Status MoELayer::ReduceGradients() {

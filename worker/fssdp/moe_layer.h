@@ -199,10 +199,11 @@ class MoELayer {
 
   // --- used by the autograd function ---
   struct Routing;
+  // y [tokens, d_model]: dispatch, experts, combine weighted by `topk_w` [tokens, k].
   torch::Tensor ForwardImpl(const torch::Tensor& x, const torch::Tensor& topk_idx,
-                            Routing* routing);
+                            const torch::Tensor& topk_w, Routing* routing);
+  // The gradients of x and of topk_w (flat, t * k + j).
   std::pair<torch::Tensor, torch::Tensor> BackwardImpl(const torch::Tensor& grad_y,
-                                                       const torch::Tensor& topk_w,
                                                        Routing* routing);
 
  private:
