@@ -123,6 +123,12 @@ log "nccl: include ${NCCL_INC:-missing}, library ${NCCL_LIB:-missing}"
 [[ -n "$DEPS" && -z "$ABSL" ]] && ABSL="$DEPS"
 log "absl: ${ABSL:-none (the CUDA MoE layer check is not built; see --absl)}"
 log "deps: ${DEPS:-none (the product is not built; see --deps)}"
+PY_INCLUDE=""
+if [[ -n "$PY" ]]; then
+  PY_INCLUDE="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])' 2>/dev/null)"
+  [[ -f "$PY_INCLUDE/Python.h" ]] || PY_INCLUDE=""
+fi
+log "python headers: ${PY_INCLUDE:-none (the PyTorch front end is not built)}"
 
 # 3. Build.
 JOBS="$(nproc 2>/dev/null || echo 2)"
@@ -130,7 +136,7 @@ log ""
 log "## build ($JOBS jobs)"
 if ! cmake -S "$ROOT/kernels/tools" -B "$BUILD_DIR" -DHECATE_ROOT="$ROOT" \
       -DCMAKE_CUDA_COMPILER="$(command -v nvcc)" -DNCCL_INCLUDE_DIR="$NCCL_INC" \
-      -DNCCL_LIBRARY="$NCCL_LIB" -DHECATE_ABSL_DIR="$ABSL" -DHECATE_DEPS_DIR="$DEPS" "${TORCH_ARGS[@]}" >"$BUILD_DIR/cmake.log" 2>&1; then
+      -DNCCL_LIBRARY="$NCCL_LIB" -DHECATE_ABSL_DIR="$ABSL" -DHECATE_DEPS_DIR="$DEPS" -DHECATE_PYTHON_INCLUDE="$PY_INCLUDE" "${TORCH_ARGS[@]}" >"$BUILD_DIR/cmake.log" 2>&1; then
   tail -30 "$BUILD_DIR/cmake.log" | tee -a "$REPORT"
   log "FAILED: cmake configure (full log: $BUILD_DIR/cmake.log)"
   exit 1
@@ -140,7 +146,7 @@ if ! cmake --build "$BUILD_DIR" -j "$JOBS" >"$BUILD_DIR/build.log" 2>&1; then
   log "FAILED: build (full log: $BUILD_DIR/build.log)"
   exit 1
 fi
-log "built in $(elapsed) s: $(cd "$BUILD_DIR" && ls kernels_parity_test kernel_bench nccl_group_test expert_ffn_check moe_layer_cuda_check nccl_communicator_test bin/*/hecate* 2>/dev/null | tr '\n' ' ')"
+log "built in $(elapsed) s: $(cd "$BUILD_DIR" && ls kernels_parity_test kernel_bench nccl_group_test expert_ffn_check moe_layer_cuda_check nccl_communicator_test bin/controller/hecate-controller bin/worker/hecate-worker bin/clients/hecate bin/clients/hecatectl bin/python/hecate/_C.so 2>/dev/null | tr '\n' ' ')"
 if [[ $COMPILE_ONLY -eq 1 ]]; then
   log "compile-only: nothing run"
   exit 0

@@ -7,7 +7,9 @@
 #      within 1e-3 relative, and the same plan each iteration. 1 rank over NCCL; 4 ranks on one GPU
 #      over Gloo through pinned host memory.
 #   2. `hecate run --device=cuda` with the embedded controller: NCCL, 1 rank; Gloo, 4 ranks.
-#   3. A model sized to the GPU (4 blocks, d_model 1024, 8 experts of d_ffn 4096, 16 x 256 tokens
+#   3. The PyTorch front end built against this LibTorch: python/tests/torch_moe_test.py and the
+#      example under torchrun (2 ranks; the front end's experts run on the CPU).
+#   4. A model sized to the GPU (4 blocks, d_model 1024, 8 experts of d_ffn 4096, 16 x 256 tokens
 #      per rank): tokens/s, step ms by phase, peak GPU memory (nvidia-smi, sampled), and the expert
 #      GEMMs' share of the fp32 and bf16 peaks; beside it the same model's CPU figures.
 # HECATE_RUNS_DEVICE=cpu runs every "GPU" run on the CPU instead and skips the sized model: a check of
@@ -95,6 +97,27 @@ launcher() {
 }
 product_step "hecate run --device=cuda (NCCL, 1 rank, controller)" launcher --device="$DEV" --workers=1
 product_step "hecate run --device=cuda --comm=gloo --workers=4 (controller)" launcher --device="$DEV" --comm=gloo --workers=4
+
+# The PyTorch front end built against this LibTorch: its layer against plain PyTorch (forward and
+# every gradient, float64, changing plans) and the example under torchrun (2 ranks, local planning).
+frontend() {
+  if [[ ! -f "$BIN/python/hecate/_C.so" ]]; then log "not built (no Python headers)"; return 1; fi
+  PYTHONPATH="$BIN/python:$ROOT/python/tests" timeout 300 "$PY" "$ROOT/python/tests/torch_moe_test.py" \
+    >"$WORK/frontend_test.out" 2>&1
+  local rc=$?
+  tail -4 "$WORK/frontend_test.out" | tee -a "$REPORT"
+  [[ $rc -eq 0 ]] || return $rc
+  PYTHONPATH="$BIN/python" HECATE_MASTER_PORT=$(( 20000 + RANDOM % 20000 )) timeout 300 \
+    "$PY" -m torch.distributed.run --nnodes=1 --nproc_per_node=2 --master_addr=127.0.0.1 \
+    --redirects=1 --tee=1 --log_dir="$WORK/torchrun_logs" \
+    --master_port=$(( 20000 + RANDOM % 20000 )) "$ROOT/examples/torch/train_gpt_moe.py" \
+    --iterations=20 --data="$TEXT" >"$WORK/frontend_example.out" 2>&1
+  rc=$?
+  grep -E "summary" "$WORK/frontend_example.out" | tee -a "$REPORT"
+  [[ $rc -eq 0 ]] || tail -20 "$WORK/frontend_example.out" | tee -a "$REPORT"
+  return $rc
+}
+product_step "PyTorch front end against PyTorch's LibTorch" frontend
 
 BIG=(--layers=4 --d_model=1024 --heads=16 --experts=8 --top_k=2 --d_ffn=4096 --seq_len=256
      --batch=16 --gate_bias=2 --skew_experts=2 --seed=7 --data="$TEXT" --log_every=5)

@@ -59,15 +59,10 @@ struct MoEConfig {
   // (placement::CalibrateLayer: copies into free slots beyond the plan's, then swaps of the plan's
   // copies) when the cost model says it pays. Needs `cost`. Off by default.
   placement::CalibrationRule calibration{/*enabled=*/false};
-  // Where expert parameters, optimizer state and the layer's token buffers live. Chosen at build
-  // time: CUDA when LibTorch has CUDA (HECATE_TORCH_CUDA, set by builds against PyTorch's
-  // LibTorch), else CPU (Debian's LibTorch). A CUDA layer needs a device-memory communicator
-  // (NCCL); ApplyPlan refuses anything else.
-#ifdef HECATE_TORCH_CUDA
-  torch::Device device = torch::kCUDA;
-#else
+  // Where expert parameters, optimizer state and the layer's token buffers live (the trainer sets
+  // it from --device). A CUDA layer needs a device-memory communicator (NCCL, or Gloo through the
+  // staging communicator); ApplyPlan refuses anything else.
   torch::Device device = torch::kCPU;
-#endif
 };
 
 // Wall time of the layer's phases in the last iteration, seconds. `spag` and `sprs` are the time
