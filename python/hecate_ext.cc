@@ -16,10 +16,13 @@
 #include "absl/strings/str_cat.h"
 #include "common/grpc_credentials.h"
 #include "placement/cluster.h"
+#include "placement/cost_model.h"
 #include "placement/plan.h"
 #include "placement/planning_loop.h"
+#include "placement/policy.h"
 #include "wire/convert.h"
 #include "worker/agent/agent.h"
+#include "worker/comm/async_lane.h"
 #include "worker/comm/fake_communicator.h"
 #include "worker/comm/gloo/gloo_communicator.h"
 #include "worker/fssdp/moe_layer.h"
@@ -45,7 +48,12 @@ struct Context {
   std::unique_ptr<worker::InProcessGroup> single;
   std::unique_ptr<worker::Communicator> gloo;
   worker::Communicator* comm = nullptr;
+  // spAG, re-gathers and spRS on their own connections and thread, overlapped with the model's
+  // compute (null: blocking, where they are needed).
+  std::unique_ptr<worker::AsyncLane> lane;
+  bool calibration = true;  // calibrate plans on each iteration's counts (docs/placement.md)
   std::unique_ptr<pl::Cluster> cluster;
+  std::unique_ptr<pl::CostModel> cost;  // made at the first forward, with the model
   std::string policy = "hecate";
   std::vector<Layer*> layers;
   pl::ModelSpec model;
@@ -62,6 +70,7 @@ struct Context {
   std::unique_ptr<worker::ControllerAgent> agent;
   pl::PlanId controller_applied;
   pl::ModelLoad last_global;
+  ~Context();
   // A checkpoint loaded before the first forward: its plan, the kept experts' state by (layer,
   // expert) as (parameters, Adam m, Adam v), applied when the layers start.
   std::shared_ptr<const pl::Plan> restore_plan;
@@ -80,7 +89,8 @@ Context& Require() {
 
 void Init(int rank, int world, const std::string& master_addr, int master_port, int ranks_per_node,
           const std::string& policy, double timeout_s, const std::string& controller,
-          const std::string& job, const std::string& host, uint64_t incarnation) {
+          const std::string& job, const std::string& host, uint64_t incarnation, bool overlap,
+          bool calibration) {
   if (Ctx()) throw std::runtime_error("hecate: init() called twice (call shutdown() first)");
   if (world < 1 || rank < 0 || rank >= world) {
     throw std::invalid_argument(absl::StrCat("hecate.init: rank ", rank, " of world ", world));
@@ -117,6 +127,12 @@ void Init(int rank, int world, const std::string& master_addr, int master_port, 
     ctx->gloo = std::move(*c);
     ctx->comm = ctx->gloo.get();
   }
+  if (overlap) {
+    absl::StatusOr<std::unique_ptr<worker::Communicator>> lane = ctx->comm->CreateLane();
+    Check(lane.status());
+    ctx->lane = std::make_unique<worker::AsyncLane>(*std::move(lane), absl::Seconds(timeout_s));
+  }
+  ctx->calibration = calibration;
   // The planner's view of the ranks: nodes of ranks_per_node, CPU-like rates (the plan's shape,
   // not its timing, is what matters to correctness).
   ctx->cluster = std::make_unique<pl::Cluster>(pl::Cluster::Uniform(
@@ -131,7 +147,7 @@ class Layer {
       throw std::invalid_argument(
           "MoE: d_model, d_ffn and num_experts must be positive and 1 <= top_k <= num_experts");
     }
-    if (!Ctx()) Init(0, 1, "", 0, 1, "hecate", 60, "", "hecate", "localhost", 1);
+    if (!Ctx()) Init(0, 1, "", 0, 1, "hecate", 60, "", "hecate", "localhost", 1, true, true);
     Context& ctx = *Ctx();
     if (ctx.started) {
       throw std::runtime_error("hecate: every MoE layer must exist before the first forward");
@@ -145,6 +161,7 @@ class Layer {
     const int index = static_cast<int>(ctx.layers.size());
     layer_ =
         std::make_unique<worker::MoELayer>(index, c, ctx.comm, ctx.cluster.get(), nullptr, seed);
+    layer_->set_lane(ctx.lane.get());
     // Layers run forward in creation order, so backward reaches the one created before next.
     if (index > 0) layer_->set_next_in_backward(ctx.layers.back()->layer_.get());
     ctx.layers.push_back(this);
@@ -213,6 +230,12 @@ class Layer {
         worker::LocalPlanner::Create(*ctx.cluster, ctx.model, pc);
     Check(p.status());
     ctx.planner = std::move(*p);
+    if (ctx.calibration) {
+      ctx.cost = std::make_unique<pl::CostModel>(*ctx.cluster, ctx.model);
+      for (Layer* l : ctx.layers) {
+        l->layer_->set_calibration(ctx.cost.get(), pl::CalibrationRule{/*enabled=*/true});
+      }
+    }
     if (!ctx.controller.empty()) {
       absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> creds =
           ChannelCredentialsFor(WithEnvironment(ClientTls{}));
@@ -231,6 +254,7 @@ class Layer {
       reg.incarnation = ctx.incarnation;
       reg.model = ctx.model;
       reg.links = ctx.cluster->spec();
+      if (ctx.calibration) reg.calibration = pl::CalibrationRule{/*enabled=*/true};
       ac.registration = wire::ToProto(reg);
       ctx.agent = std::make_unique<worker::ControllerAgent>(ac);
       ctx.agent->Start();
@@ -280,6 +304,7 @@ class Layer {
     for (size_t l = 0; l < ctx.layers.size(); ++l) {
       Check(ctx.layers[l]->layer_->ApplyPlan(ctx.plan->layers[l], ctx.plan->dispatch_rule,
                                              ctx.plan->semantics));
+      ctx.layers[l]->layer_->set_calibrate(pl::PolicyCalibrates(ctx.plan->policy));
     }
     if (restore != nullptr) {
       for (const auto& [key, t] : *restore) {
@@ -301,6 +326,12 @@ class Layer {
  private:
   std::unique_ptr<worker::MoELayer> layer_;
 };
+
+// The layers outlive the context (Python owns them): they finish their work on the lane before
+// it goes.
+Context::~Context() {
+  for (Layer* l : layers) l->layer().set_lane(nullptr);
+}
 
 // After backward on every rank: the experts' gradients summed to the ranks that keep them.
 void ReduceGradients() {
@@ -437,7 +468,8 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "Hecate's FSSDP MoE layer (see python/hecate/torch.py)";
   m.def("init", &hp::Init, py::arg("rank"), py::arg("world_size"), py::arg("master_addr"),
         py::arg("master_port"), py::arg("ranks_per_node"), py::arg("policy"), py::arg("timeout_s"),
-        py::arg("controller"), py::arg("job"), py::arg("host"), py::arg("incarnation"));
+        py::arg("controller"), py::arg("job"), py::arg("host"), py::arg("incarnation"),
+        py::arg("overlap"), py::arg("calibration"));
   m.def("initialized", [] { return hp::Ctx() != nullptr; });
   m.def("shutdown", [] {
     if (hp::Ctx() && hp::Ctx()->agent) hp::Ctx()->agent->Stop();

@@ -36,7 +36,7 @@ absl::Status Collective(const std::string& what, const absl::Status& s) {
 // Sums over the run for the summary line.
 struct Totals {
   double first_loss = 0, last_loss = 0, step_sum = 0;
-  std::vector<double> step_times;
+  std::vector<double> step_times, iteration_times;
   int64_t tokens = 0, calibration_gathered = 0, calibration_dropped = 0;
   int64_t peak_copy_bytes = 0, max_predicted_copy_bytes = 0;
   double spag = 0, spag_exposed = 0, sprs = 0, sprs_exposed = 0;
@@ -101,6 +101,7 @@ class TrainingLoop {
   }
 
   absl::Status Iteration(uint64_t it) {
+    const absl::Time start = absl::Now();
     if (absl::Status s = AgreeAndApply(it); !s.ok()) return s;
     if (p_.plan_log.is_open()) {
       p_.plan_log << it << " " << p_.applied->id.epoch << " " << p_.applied->id.version << "\n";
@@ -114,6 +115,8 @@ class TrainingLoop {
                                                                            : ExitCode::kCollective,
                           s);
     }
+    // The whole iteration as a training script times it: agreement, switch and step.
+    totals_.iteration_times.push_back(absl::ToDoubleSeconds(absl::Now() - start));
     last_global_ = r->global_counts;
     if (p_.trace) (void)p_.trace->Append(it, r->global_counts);
     Report(it, *r);
@@ -279,7 +282,7 @@ class TrainingLoop {
         "job_peak_copy_bytes=%lld job_sparse_bytes=%lld job_migration_bytes=%lld device=%s "
         "comm=%s mean_attention_ms=%.2f mean_gate_ms=%.2f mean_dispatch_ms=%.2f "
         "mean_expert_ms=%.2f mean_combine_ms=%.2f mean_optimizer_ms=%.2f "
-        "mean_dense_allreduce_ms=%.2f\n",
+        "mean_dense_allreduce_ms=%.2f median_iteration_ms=%.1f\n",
         steps, t.first_loss, t.last_loss, mean_ms(t.step_sum),
         t.step_sum > 0 ? t.tokens / t.step_sum : 0.0, summary_.plans_applied,
         static_cast<unsigned long long>(p_.applied->id.epoch),
@@ -297,7 +300,8 @@ class TrainingLoop {
         static_cast<long long>(job_sparse), static_cast<long long>(job_migration),
         DeviceKindName(c_.trainer.device), CommBackendName(c_.comm), mean_ms(t.phases.attention),
         mean_ms(t.phases.gate), mean_ms(t.phases.dispatch), mean_ms(t.phases.expert),
-        mean_ms(t.phases.combine), mean_ms(t.phases.optimizer), mean_ms(t.phases.dense_allreduce));
+        mean_ms(t.phases.combine), mean_ms(t.phases.optimizer), mean_ms(t.phases.dense_allreduce),
+        MedianSeconds(t.iteration_times) * 1e3);
     std::fflush(c_.out);
     return summary_;
   }

@@ -22,12 +22,16 @@ std::string Tmp(const std::string& name) {
   return std::string(dir != nullptr ? dir : "/tmp") + "/" + name;
 }
 
+// Written once: ranks on threads build their configurations concurrently.
 std::string TextFile() {
-  const std::string path = Tmp("worker_test_text.txt");
-  std::ofstream out(path);
-  for (int i = 0; i < 200; ++i) {
-    out << "The quick brown fox " << i << " jumps over the lazy dog; experts route tokens. ";
-  }
+  static const std::string path = [] {
+    const std::string p = Tmp("worker_test_text.txt");
+    std::ofstream out(p);
+    for (int i = 0; i < 200; ++i) {
+      out << "The quick brown fox " << i << " jumps over the lazy dog; experts route tokens. ";
+    }
+    return p;
+  }();
   return path;
 }
 

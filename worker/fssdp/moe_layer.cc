@@ -95,11 +95,21 @@ MoELayer::MoELayer(int layer, const MoEConfig& config, Communicator* comm,
       chunk_(2 * int64_t{config.d_model} * config.d_ffn),
       dispatcher_(*cluster) {}
 
+void MoELayer::set_lane(AsyncLane* lane) {
+  if (lane == lane_) return;
+  // Collectives in flight on the old lane write into this layer's buffers; a failure among them
+  // stays this layer's communication status.
+  for (std::shared_ptr<PendingOp>* op : {&gather_, &regather_, &reduce_}) {
+    if (*op == nullptr || lane_ == nullptr) continue;
+    if (absl::Status s = lane_->Wait(**op); !s.ok() && comm_status_.ok()) comm_status_ = s;
+    op->reset();
+  }
+  lane_ = lane;
+}
+
 MoELayer::~MoELayer() {
   // Collectives still in flight (after an error) write into this layer's buffers.
-  for (std::shared_ptr<PendingOp>* op : {&gather_, &regather_, &reduce_}) {
-    if (*op != nullptr && lane_ != nullptr) (void)lane_->Wait(**op);
-  }
+  set_lane(nullptr);
   if (memory_ != nullptr) {
     for (const auto& [e, t] : replicas_) {
       if (t.defined()) memory_->Add(-CopyBytes());

@@ -114,7 +114,8 @@ class MoELayer {
   // The schedule's collaborators (all optional, all must outlive the layer): the lane that runs
   // spAG, re-gathers and spRS asynchronously (null: they run blocking where they are needed); the
   // copy-memory meter; an observer of the schedule.
-  void set_lane(AsyncLane* lane) { lane_ = lane; }
+  // Changing the lane first waits for the work still on the old one.
+  void set_lane(AsyncLane* lane);
   void set_copy_memory(CopyMemory* meter) { memory_ = meter; }
   void set_observer(ScheduleObserver* observer) { observer_ = observer; }
   // Fault injection for tests: called with each held expert's local gradient (and whether this
@@ -124,6 +125,12 @@ class MoELayer {
   // The layer whose backward follows this one's: its re-gather starts when this one's backward
   // does.
   void set_next_in_backward(MoELayer* next) { next_in_backward_ = next; }
+  // Calibration set after construction (the PyTorch front end knows the model, hence the cost
+  // model, only at its first forward): `cost` must outlive the layer; see MoEConfig::calibration.
+  void set_calibration(const placement::CostModel* cost, const placement::CalibrationRule& rule) {
+    cost_ = cost;
+    config_.calibration = rule;
+  }
 
   int layer() const { return layer_; }
   const MoEConfig& config() const { return config_; }
@@ -229,10 +236,10 @@ class MoELayer {
   }
 
   const int layer_;
-  const MoEConfig config_;
+  MoEConfig config_;
   Communicator* const comm_;
   const placement::Cluster* const cluster_;
-  const placement::CostModel* const cost_;
+  const placement::CostModel* cost_;
   const uint64_t seed_;
   const int64_t chunk_;
   placement::Dispatcher dispatcher_;

@@ -40,8 +40,12 @@ def _env_int(name, default):
         raise ValueError(f"hecate.init: {name}={value!r} is not an integer") from None
 
 
-def init(policy="hecate", timeout_s=60.0):
-    """Sets up this rank from the torchrun environment (one process without it)."""
+def init(policy="hecate", timeout_s=60.0, overlap=True, calibration=True):
+    """Sets up this rank from the torchrun environment (one process without it).
+
+    overlap: spAG, re-gathers and spRS run on their own connections and thread, overlapped with
+    the model's compute (False: blocking, where they are needed). calibration: plans of policies
+    that calibrate are calibrated on each iteration's counts after the gate."""
     world = _env_int("WORLD_SIZE", 1)
     rank = _env_int("RANK", 0)
     per_node = _env_int("LOCAL_WORLD_SIZE", world)
@@ -52,7 +56,8 @@ def init(policy="hecate", timeout_s=60.0):
     incarnation = restarts + 1 if restarts >= 0 else int(time.time() * 1e6)
     _C.init(rank, world, os.environ.get("MASTER_ADDR", "127.0.0.1"), port, per_node, policy,
             float(timeout_s), os.environ.get("HECATE_CONTROLLER", ""),
-            os.environ.get("HECATE_JOB", "hecate"), socket.gethostname(), incarnation)
+            os.environ.get("HECATE_JOB", "hecate"), socket.gethostname(), incarnation,
+            bool(overlap), bool(calibration))
 
 
 def reduce_gradients():
