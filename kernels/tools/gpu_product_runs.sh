@@ -16,7 +16,9 @@
 # this script on a machine without a GPU (nothing it prints is a GPU figure then).
 DEV="${HECATE_RUNS_DEVICE:-cuda}"
 BIN="$BUILD_DIR/bin"
-WORK="$BUILD_DIR/runs"
+# Run logs next to the report when there is an $OUT (the device tool brings it back).
+WORK="${OUT:+$OUT/runs}"
+WORK="${WORK:-$BUILD_DIR/runs}"
 rm -rf "$WORK"
 mkdir -p "$WORK"
 TEXT="$WORK/text.txt"
