@@ -176,6 +176,12 @@ class Layer {
                         const torch::Tensor& topk_w) {
     Context& ctx = Require();
     if (!ctx.started) Start(ctx, x.size(0));
+    // With a lane, layer l + kPrefetchLayers's gather starts as layer l runs (the memory model's
+    // assumption, as the trainer schedules it); this layer's own has started by now, unless the
+    // model calls its layers out of creation order.
+    layer_->StartGather();
+    const size_t ahead = static_cast<size_t>(layer_->layer() + pl::kPrefetchLayers);
+    if (ahead < ctx.layers.size()) ctx.layers[ahead]->layer_->StartGather();
     torch::Tensor y = layer_->Forward(x, topk_idx, topk_w);
     Check(layer_->comm_status());
     return y;
@@ -317,9 +323,14 @@ class Layer {
         layer.layer_->SetOwned(key.second, t[0], t[1], t[2]);
       }
     }
-    for (Layer* l : ctx.layers) {
+    // Without a lane every gather runs now, blocking; with one, the first kPrefetchLayers start
+    // now and each forward starts the one kPrefetchLayers further on.
+    for (size_t i = 0; i < ctx.layers.size(); ++i) {
+      Layer* l = ctx.layers[i];
       Check(l->layer_->BeginIteration());
-      l->layer_->StartGather();
+      if (ctx.lane == nullptr || i < static_cast<size_t>(pl::kPrefetchLayers)) {
+        l->layer_->StartGather();
+      }
     }
   }
 
