@@ -46,10 +46,13 @@ absl::Status SaveCheckpoint(const std::string& dir, uint64_t next_iteration, Tra
   const std::string step_dir = StepDir(dir, next_iteration);
   mkdir(dir.c_str(), 0755);
   mkdir(step_dir.c_str(), 0755);
+  // Host copies: a checkpoint does not depend on the device that wrote it (a CUDA run resumes on
+  // the CPU and the other way round).
+  auto host = [](const torch::Tensor& t) { return t.detach().to(torch::kCPU, false, true); };
   std::vector<torch::Tensor> tensors;
-  for (const torch::Tensor& p : trainer.DenseParameters()) tensors.push_back(p.detach().clone());
-  for (const torch::Tensor& m : trainer.dense_adam_m()) tensors.push_back(m.clone());
-  for (const torch::Tensor& v : trainer.dense_adam_v()) tensors.push_back(v.clone());
+  for (const torch::Tensor& p : trainer.DenseParameters()) tensors.push_back(host(p));
+  for (const torch::Tensor& m : trainer.dense_adam_m()) tensors.push_back(host(m));
+  for (const torch::Tensor& v : trainer.dense_adam_v()) tensors.push_back(host(v));
   std::ostringstream meta;
   meta << "world " << comm.world_size() << "\nrank " << rank << "\nnext_iteration "
        << next_iteration << "\nadam_step " << trainer.adam_step() << "\n";
