@@ -81,6 +81,7 @@ int64_t DeviceMemoryBytes(const WorkerConfig& config) {
 
 // Node structure: consecutive ranks with the same node name (or --ranks_per_node blocks).
 absl::StatusOr<pl::Cluster> DeriveCluster(const WorkerConfig& config, Communicator& comm) {
+  const int64_t device_memory_bytes = DeviceMemoryBytes(config);
   const int world = comm.world_size();
   std::vector<int64_t> ids(world);
   const int64_t mine = static_cast<int64_t>(std::hash<std::string>()(config.node) & 0x7fffffffffff);
@@ -95,7 +96,7 @@ absl::StatusOr<pl::Cluster> DeriveCluster(const WorkerConfig& config, Communicat
     const bool new_node = per_node > 0 ? r % per_node == 0 : (r == 0 || ids[r] != ids[r - 1]);
     if (new_node) {
       spec.nodes.push_back(
-          {absl::StrCat("node", spec.nodes.size()), 0, DeviceMemoryBytes(config), flops});
+          {absl::StrCat("node", spec.nodes.size()), 0, device_memory_bytes, flops});
     }
     ++spec.nodes.back().num_devices;
   }
@@ -382,7 +383,7 @@ absl::Status Worker::Start() {
                    : config_.node;
     reg.local_rank = config_.local_rank;
     reg.device_kind = DeviceKindName(tc.device);
-    reg.device_memory_bytes = DeviceMemoryBytes(config_);
+    reg.device_memory_bytes = p.cluster->spec().nodes.front().device_memory_bytes;
     reg.incarnation = config_.incarnation;
     reg.model = p.model;
     reg.links = p.cluster->spec();

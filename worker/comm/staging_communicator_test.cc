@@ -220,58 +220,43 @@ TEST(StagingCommunicatorTest, SparseCollectivesEqualTheHostCommunicators) {
     }
     // Values with rounding in their sums, so an order change would show.
     auto value = [](int r, int e, int i) { return 0.1f * (r + 1) + 1.7f * e + 0.013f * i; };
-    std::vector<std::vector<float>> want_params(world), want_grads(world), want_replica(world);
-    InProcessGroup host(world);
-    OnRanks(world, [&](int r) {
-      Communicator& c = *host.rank(r);
-      std::vector<float> params(experts * chunk), grads(experts * chunk), rep(experts * chunk);
+    // Rank r's three buffers (parameters, gradients, replica gradients, experts * chunk floats
+    // each) filled, then gathered, reduce-scattered and all-reduced over `c`.
+    auto run = [&](Communicator& c, int r, float* params, float* grads, float* rep) {
       for (int e = 0; e < experts; ++e) {
         for (int i = 0; i < chunk; ++i) {
           params[e * chunk + i] = layer.owner[e] == r ? value(r, e, i) : -1;
           grads[e * chunk + i] = rep[e * chunk + i] = value(r, e, i);
         }
       }
+      auto access = [&](float* base) {
+        return ChunkAccess{[base, chunk](int e) { return static_cast<void*>(base + e * chunk); },
+                           chunk * 4};
+      };
       const SparseSchedule sched = BuildSparseSchedule(layer, r);
-      ASSERT_TRUE(SparseAllGather(c, sched,
-                                  {[&](int e) { return (void*)&params[e * chunk]; }, chunk * 4}, 0)
-                      .ok());
-      ASSERT_TRUE(SparseReduceScatter(c, sched,
-                                      {[&](int e) { return (void*)&grads[e * chunk]; }, chunk * 4},
-                                      4, 1 << 20)
-                      .ok());
-      ASSERT_TRUE(ReplicaAllReduce(c, layer,
-                                   {[&](int e) { return (void*)&rep[e * chunk]; }, chunk * 4}, 4,
-                                   1 << 22)
-                      .ok());
-      want_params[r] = params, want_grads[r] = grads, want_replica[r] = rep;
+      if (absl::Status s = SparseAllGather(c, sched, access(params), 0); !s.ok()) return s;
+      if (absl::Status s = SparseReduceScatter(c, sched, access(grads), 4, 1 << 20); !s.ok()) {
+        return s;
+      }
+      return ReplicaAllReduce(c, layer, access(rep), 4, 1 << 22);
+    };
+    const size_t n = static_cast<size_t>(experts) * chunk;
+    std::vector<std::vector<float>> want(3 * world, std::vector<float>(n));
+    InProcessGroup host(world);
+    OnRanks(world, [&](int r) {
+      const absl::Status s =
+          run(*host.rank(r), r, want[3 * r].data(), want[3 * r + 1].data(), want[3 * r + 2].data());
+      ASSERT_TRUE(s.ok()) << s;
     });
     Staging st(world);
     OnRanks(world, [&](int r) {
-      Communicator& c = *st.comms[r];
-      float* params = st.arena.Allocate(experts * chunk);
-      float* grads = st.arena.Allocate(experts * chunk);
-      float* rep = st.arena.Allocate(experts * chunk);
-      for (int e = 0; e < experts; ++e) {
-        for (int i = 0; i < chunk; ++i) {
-          params[e * chunk + i] = layer.owner[e] == r ? value(r, e, i) : -1;
-          grads[e * chunk + i] = rep[e * chunk + i] = value(r, e, i);
+      float* got[3] = {st.arena.Allocate(n), st.arena.Allocate(n), st.arena.Allocate(n)};
+      const absl::Status s = run(*st.comms[r], r, got[0], got[1], got[2]);
+      ASSERT_TRUE(s.ok()) << s;
+      for (int k = 0; k < 3; ++k) {
+        for (size_t i = 0; i < n; ++i) {
+          ASSERT_EQ(got[k][i], want[3 * r + k][i]) << "trial " << trial << " rank " << r;
         }
-      }
-      const SparseSchedule sched = BuildSparseSchedule(layer, r);
-      ASSERT_TRUE(SparseAllGather(c, sched,
-                                  {[&](int e) { return (void*)&params[e * chunk]; }, chunk * 4}, 0)
-                      .ok());
-      ASSERT_TRUE(SparseReduceScatter(c, sched,
-                                      {[&](int e) { return (void*)&grads[e * chunk]; }, chunk * 4},
-                                      4, 1 << 20)
-                      .ok());
-      const absl::Status replica = ReplicaAllReduce(
-          c, layer, {[&](int e) { return (void*)&rep[e * chunk]; }, chunk * 4}, 4, 1 << 22);
-      ASSERT_TRUE(replica.ok()) << replica;
-      for (int i = 0; i < experts * chunk; ++i) {
-        ASSERT_EQ(params[i], want_params[r][i]) << "trial " << trial << " rank " << r;
-        ASSERT_EQ(grads[i], want_grads[r][i]) << "trial " << trial << " rank " << r;
-        ASSERT_EQ(rep[i], want_replica[r][i]) << "trial " << trial << " rank " << r;
       }
     });
   }
