@@ -3,38 +3,55 @@
 # rank, byte-level on Debian's fortunes, the router's own balance) trained by the C++ worker
 # (`hecate run`) and by the PyTorch front end (`./hecate run --frontend=python`, the example under
 # torchrun), each with an embedded controller and 2 ranks, each rank pinned to its own core, both
-# with their transfer lane and calibration (the defaults), in interleaved rounds; prints the
+# with their transfer lane and calibration (the defaults) and the same planner assumptions (this
+# machine's rates, as `hecate run` gives them), in interleaved rounds; prints the
 # medians and their ratios. Like for like are whole iterations: the worker's (plan agreement,
 # switch and step) against the example's (hecate.step() included); the worker's step alone
 # leaves the agreement and switch out (docs/python.md "Overhead").
 #
-#   bazel run -c opt //bench:frontend_overhead [-- --iterations=40 --rounds=2 --workers=2]
+# Both sides' processes get the same BLAS pool (--blas_threads, default: the machine's cores, what
+# a hecate run worker gets when nothing is set; torchrun would otherwise give its ranks one): a
+# pinned rank's idle BLAS thread yields the core while the rank waits for its peers, which on a VM
+# shortens the wake-ups of every collective (docs/python.md "Overhead").
+#
+#   bazel run -c opt //bench:frontend_overhead [-- --iterations=40 --rounds=2 --workers=2
+#                                                  --blas_threads=N]
 set -euo pipefail
 ROOT=${BUILD_WORKSPACE_DIRECTORY:?run with bazel run //bench:frontend_overhead}
 cd "$ROOT"
-ITERATIONS=40 ROUNDS=2 WORKERS=2
+ITERATIONS=40 ROUNDS=2 WORKERS=2 BLAS_THREADS=$(nproc)
 for a in "$@"; do
   case "$a" in
     --iterations=*) ITERATIONS=${a#*=} ;;
     --rounds=*) ROUNDS=${a#*=} ;;
     --workers=*) WORKERS=${a#*=} ;;
-    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --blas_threads=*) BLAS_THREADS=${a#*=} ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "frontend_overhead: unknown flag $a" >&2; exit 2 ;;
   esac
 done
-for v in "$ITERATIONS" "$ROUNDS" "$WORKERS"; do
+for v in "$ITERATIONS" "$ROUNDS" "$WORKERS" "$BLAS_THREADS"; do
   [[ "$v" =~ ^[1-9][0-9]*$ ]] || { echo "frontend_overhead: flags take positive integers" >&2; exit 2; }
+done
+PLANNER=(attention_ms=0 device_gflops=90 link_gbytes=2.4 copy_overhead_ms=4 reshard_period=10)
+cpp_planner=() py_planner=()
+for kv in "${PLANNER[@]}"; do
+  cpp_planner+=("--$kv")
+  k=${kv%%=*}
+  py_planner+=("--${k//_/-}=${kv#*=}")
 done
 median_of() { grep -o 'step [0-9.]* ms median' | awk '{print $2}'; }
 iteration_of() { grep -o 'iteration [0-9.]* ms median' | awk '{print $2}'; }
+export OPENBLAS_NUM_THREADS=$BLAS_THREADS
+echo "ranks $WORKERS, each pinned to a core; BLAS pool $BLAS_THREADS thread(s) a rank"
 cpp=() cpp_it=() py=()
 for r in $(seq 1 "$ROUNDS"); do
   out=$(bazel-bin/clients/hecate run --workers="$WORKERS" --iterations="$ITERATIONS" --skew=0 \
         --log_every=1000 -- --layers=2 --d_model=64 --heads=4 --experts=8 --top_k=2 \
-        --d_ffn=128 --seq_len=32 --batch=8 --lr=3e-3 --gate_bias=0 2>/dev/null)
+        --d_ffn=128 --seq_len=32 --batch=8 --lr=3e-3 --gate_bias=0 "${cpp_planner[@]}" 2>/dev/null)
   c=$(median_of <<<"$out") ci=$(iteration_of <<<"$out")
   p=$(scripts/run_python.sh --workers="$WORKERS" -- --iterations="$ITERATIONS" \
-        --log-every=1000 --pin 2>/dev/null | median_of)
+        --log-every=1000 --pin "${py_planner[@]}" 2>/dev/null | median_of)
   [[ -n "$c" && -n "$ci" && -n "$p" ]] || { echo "frontend_overhead: a run failed (round $r)" >&2; exit 1; }
   echo "round $r/$ROUNDS: C++ worker step $c ms, iteration $ci ms; Python front end iteration $p ms (medians)"
   cpp+=("$c") cpp_it+=("$ci") py+=("$p")

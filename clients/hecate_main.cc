@@ -253,7 +253,8 @@ std::vector<int> AvailableCpus() {
 
 // The job's model when the user gives none: expert compute dominates (wide experts, few heads,
 // short sequences), two experts per rank, and --skew biases the gate toward rank 0's two under
-// expert parallelism; the planners assume this machine's rates.
+// expert parallelism; the planners assume this machine's rates (scripts/run_python.sh gives the
+// PyTorch front end the same).
 std::vector<std::string> DefaultWorkerFlags(int workers) {
   return {"--layers=2",         "--d_model=128",
           "--heads=2",          absl::StrCat("--experts=", 2 * workers),

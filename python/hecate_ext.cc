@@ -26,7 +26,9 @@
 #include "worker/comm/fake_communicator.h"
 #include "worker/comm/gloo/gloo_communicator.h"
 #include "worker/fssdp/moe_layer.h"
+#include "worker/pin.h"
 #include "worker/plan_source.h"
+#include "worker/planner_assumptions.h"
 
 namespace hecate::python {
 namespace {
@@ -52,6 +54,8 @@ struct Context {
   // compute (null: blocking, where they are needed).
   std::unique_ptr<worker::AsyncLane> lane;
   bool calibration = true;  // calibrate plans on each iteration's counts (docs/placement.md)
+  worker::PlannerAssumptions assumptions;
+  int reshard_period = pl::PlanningConfig().reshard_period;  // the local planner's; 0: never
   std::unique_ptr<pl::Cluster> cluster;
   std::unique_ptr<pl::CostModel> cost;  // made at the first forward, with the model
   std::string policy = "hecate";
@@ -70,6 +74,7 @@ struct Context {
   std::unique_ptr<worker::ControllerAgent> agent;
   pl::PlanId controller_applied;
   pl::ModelLoad last_global;
+  worker::MoEPhaseTimes last_times;  // the last step's, summed over the layers
   ~Context();
   // A checkpoint loaded before the first forward: its plan, the kept experts' state by (layer,
   // expert) as (parameters, Adam m, Adam v), applied when the layers start.
@@ -90,8 +95,16 @@ Context& Require() {
 void Init(int rank, int world, const std::string& master_addr, int master_port, int ranks_per_node,
           const std::string& policy, double timeout_s, const std::string& controller,
           const std::string& job, const std::string& host, uint64_t incarnation, bool overlap,
-          bool calibration) {
+          bool calibration, const worker::PlannerAssumptions& assumptions, int reshard_period,
+          int cpu) {
   if (Ctx()) throw std::runtime_error("hecate: init() called twice (call shutdown() first)");
+  if (absl::Status s = worker::ValidateAssumptions(assumptions); !s.ok()) {
+    throw std::invalid_argument(absl::StrCat("hecate.init: ", s.message()));
+  }
+  if (reshard_period < 0) {
+    throw std::invalid_argument(
+        absl::StrCat("hecate.init: reshard_period must be >= 0, got ", reshard_period));
+  }
   if (world < 1 || rank < 0 || rank >= world) {
     throw std::invalid_argument(absl::StrCat("hecate.init: rank ", rank, " of world ", world));
   }
@@ -103,6 +116,12 @@ void Init(int rank, int world, const std::string& master_addr, int master_port, 
   }
   if (!pl::MakePolicy(policy).ok()) {
     throw std::invalid_argument("hecate.init: unknown policy '" + policy + "'");
+  }
+  if (cpu >= 0) {
+    // As hecate-worker --cpu: every thread, the BLAS pool that started with the library included.
+    if (absl::Status s = worker::PinProcess(cpu); !s.ok()) {
+      throw std::invalid_argument(absl::StrCat("hecate.init: cpu: ", s.message()));
+    }
   }
   auto ctx = std::make_unique<Context>();
   ctx->policy = policy;
@@ -133,10 +152,15 @@ void Init(int rank, int world, const std::string& master_addr, int master_port, 
     ctx->lane = std::make_unique<worker::AsyncLane>(*std::move(lane), absl::Seconds(timeout_s));
   }
   ctx->calibration = calibration;
-  // The planner's view of the ranks: nodes of ranks_per_node, CPU-like rates (the plan's shape,
-  // not its timing, is what matters to correctness).
-  ctx->cluster = std::make_unique<pl::Cluster>(pl::Cluster::Uniform(
-      world / ranks_per_node, ranks_per_node, int64_t{1} << 34, 2e10, 2e9, 1e9));
+  ctx->assumptions = assumptions;
+  ctx->reshard_period = reshard_period;
+  // The planner's view of the ranks, as hecate-worker's: nodes of ranks_per_node, the assumed
+  // rates, transfers hidden behind compute when there is a lane.
+  absl::StatusOr<pl::Cluster> cluster = pl::Cluster::Create(worker::AssumedClusterSpec(
+      assumptions, std::vector<int>(world / ranks_per_node, ranks_per_node),
+      worker::kCpuDeviceMemoryBytes, overlap));
+  Check(cluster.status());
+  ctx->cluster = std::make_unique<pl::Cluster>(*std::move(cluster));
   Ctx() = std::move(ctx);
 }
 
@@ -147,7 +171,10 @@ class Layer {
       throw std::invalid_argument(
           "MoE: d_model, d_ffn and num_experts must be positive and 1 <= top_k <= num_experts");
     }
-    if (!Ctx()) Init(0, 1, "", 0, 1, "hecate", 60, "", "hecate", "localhost", 1, true, true);
+    if (!Ctx()) {
+      Init(0, 1, "", 0, 1, "hecate", 60, "", "hecate", "localhost", 1, true, true,
+           worker::PlannerAssumptions{}, pl::PlanningConfig().reshard_period, /*cpu=*/-1);
+    }
     Context& ctx = *Ctx();
     if (ctx.started) {
       throw std::runtime_error("hecate: every MoE layer must exist before the first forward");
@@ -229,9 +256,11 @@ class Layer {
     }
     ctx.model =
         pl::UniformModel("torch-moe", static_cast<int>(ctx.layers.size()), c.num_experts, c.top_k,
-                         c.d_model, c.d_ffn, c.dtype == torch::kFloat64 ? 8 : 4, tokens, 1e-4);
+                         c.d_model, c.d_ffn, c.dtype == torch::kFloat64 ? 8 : 4, tokens, 0);
+    worker::ApplyAssumptions(ctx.assumptions, ctx.model);
     pl::PlanningConfig pc;
     pc.policy = ctx.policy;
+    pc.reshard_period = ctx.reshard_period;
     absl::StatusOr<std::unique_ptr<worker::LocalPlanner>> p =
         worker::LocalPlanner::Create(*ctx.cluster, ctx.model, pc);
     Check(p.status());
@@ -256,7 +285,7 @@ class Layer {
       reg.node = ctx.node;
       reg.local_rank = ctx.local_rank;
       reg.device_kind = "cpu";
-      reg.device_memory_bytes = int64_t{4} << 30;
+      reg.device_memory_bytes = worker::kCpuDeviceMemoryBytes;
       reg.incarnation = ctx.incarnation;
       reg.model = ctx.model;
       reg.links = ctx.cluster->spec();
@@ -360,9 +389,24 @@ void Step(double lr, double beta1, double beta2, double eps) {
   ReduceGradients();
   ++ctx.adam_step;
   ctx.last_global.clear();
+  ctx.last_times.Reset();
+  worker::MoEPhaseTimes& sum = ctx.last_times;
   for (Layer* l : ctx.layers) {
     l->layer().Step(lr, beta1, beta2, eps, ctx.adam_step);
     ctx.last_global.push_back(l->layer().last_global_counts());
+    const worker::MoEPhaseTimes& t = l->layer().times();
+    for (auto [to, from] : {std::pair{&sum.gate, t.gate},
+                            {&sum.dispatch, t.dispatch},
+                            {&sum.expert, t.expert},
+                            {&sum.combine, t.combine},
+                            {&sum.spag, t.spag},
+                            {&sum.sprs, t.sprs},
+                            {&sum.spag_exposed, t.spag_exposed},
+                            {&sum.sprs_exposed, t.sprs_exposed},
+                            {&sum.optimizer, t.optimizer}}) {
+      *to += from;
+    }
+    l->layer().mutable_times().Reset();
   }
   if (ctx.agent != nullptr) {
     wire::LoadReport report;
@@ -450,6 +494,24 @@ void LoadStateDict(const pybind11::dict& d) {
   ctx.adam_step = d["adam_step"].cast<int64_t>();
 }
 
+// The MoE layers' phases in the last step, summed over the layers, ms (hecate run's columns).
+pybind11::dict PhaseTimes() {
+  const worker::MoEPhaseTimes& t = Require().last_times;
+  pybind11::dict d;
+  for (const auto& [name, seconds] : {std::pair<const char*, double>{"gate", t.gate},
+                                      {"dispatch", t.dispatch},
+                                      {"expert", t.expert},
+                                      {"combine", t.combine},
+                                      {"spag", t.spag},
+                                      {"spag_exposed", t.spag_exposed},
+                                      {"sprs", t.sprs},
+                                      {"sprs_exposed", t.sprs_exposed},
+                                      {"optimizer", t.optimizer}}) {
+    d[name] = seconds * 1e3;
+  }
+  return d;
+}
+
 pybind11::dict PlanInfo() {
   Context& ctx = Require();
   pybind11::dict d;
@@ -477,10 +539,23 @@ PYBIND11_MODULE(_C, m) {
   namespace hp = hecate::python;
   namespace py = pybind11;
   m.doc() = "Hecate's FSSDP MoE layer (see python/hecate/torch.py)";
-  m.def("init", &hp::Init, py::arg("rank"), py::arg("world_size"), py::arg("master_addr"),
-        py::arg("master_port"), py::arg("ranks_per_node"), py::arg("policy"), py::arg("timeout_s"),
-        py::arg("controller"), py::arg("job"), py::arg("host"), py::arg("incarnation"),
-        py::arg("overlap"), py::arg("calibration"));
+  m.def(
+      "init",
+      [](int rank, int world, const std::string& master_addr, int master_port, int ranks_per_node,
+         const std::string& policy, double timeout_s, const std::string& controller,
+         const std::string& job, const std::string& host, uint64_t incarnation, bool overlap,
+         bool calibration, double attention_ms, double device_gflops, double link_gbytes,
+         double copy_overhead_ms, int reshard_period, int cpu) {
+        hp::Init(rank, world, master_addr, master_port, ranks_per_node, policy, timeout_s,
+                 controller, job, host, incarnation, overlap, calibration,
+                 {attention_ms, device_gflops, link_gbytes, copy_overhead_ms}, reshard_period, cpu);
+      },
+      py::arg("rank"), py::arg("world_size"), py::arg("master_addr"), py::arg("master_port"),
+      py::arg("ranks_per_node"), py::arg("policy"), py::arg("timeout_s"), py::arg("controller"),
+      py::arg("job"), py::arg("host"), py::arg("incarnation"), py::arg("overlap"),
+      py::arg("calibration"), py::arg("attention_ms"), py::arg("device_gflops"),
+      py::arg("link_gbytes"), py::arg("copy_overhead_ms"), py::arg("reshard_period"),
+      py::arg("cpu"));
   m.def("initialized", [] { return hp::Ctx() != nullptr; });
   m.def("shutdown", [] {
     if (hp::Ctx() && hp::Ctx()->agent) hp::Ctx()->agent->Stop();
@@ -490,6 +565,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("step", &hp::Step);
   m.def("all_reduce_", &hp::AllReduce);
   m.def("plan_info", &hp::PlanInfo);
+  m.def("phase_times", &hp::PhaseTimes);
   m.def("state_dict", &hp::StateDict);
   m.def("load_state_dict", &hp::LoadStateDict);
   py::class_<hp::Layer>(m, "Layer")

@@ -51,9 +51,13 @@ echo "controller      $CONTROLLER"
 echo "ranks           $WORKERS (torchrun)"
 PORT=$(free_port)
 export HECATE_MASTER_PORT=$(free_port) HECATE_CONTROLLER=$CONTROLLER
+# The planners assume this machine's rates, as `hecate run` tells its C++ workers
+# (DefaultWorkerFlags in clients/hecate_main.cc); the user's flags after them win.
+MACHINE=(--attention-ms=0 --device-gflops=90 --link-gbytes=2.4 --copy-overhead-ms=4
+         --reshard-period=10)
 # --redirects/--tee: Debian's torch 1.13 on Python 3.11 cannot parse their default (docs/python.md).
 PYTHONPATH="$ROOT/bazel-bin/python" /usr/bin/python3 -m torch.distributed.run --nnodes=1 \
   --nproc_per_node="$WORKERS" --redirects=1 --tee=1 --log_dir="$STATE/logs" \
   --master_addr=127.0.0.1 --master_port="$PORT" "$ROOT/examples/torch/train_gpt_moe.py" \
-  "${EXAMPLE[@]}" 2> >(grep -v '^\[W\|^WARNING\|^\*\*\*\|OMP_NUM_THREADS' >&2) |
+  "${MACHINE[@]}" "${EXAMPLE[@]}" 2> >(grep -v '^\[W\|^WARNING\|^\*\*\*\|OMP_NUM_THREADS' >&2) |
   sed -n 's/^\[default0\]://p'

@@ -1,12 +1,8 @@
 #include "worker/worker.h"
 
-#include <dirent.h>
-#include <sched.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <cstdlib>
-#include <cstring>
 #include <functional>
 
 #include "absl/strings/cord.h"
@@ -18,6 +14,7 @@
 #include "worker/comm/gloo/gloo_communicator.h"
 #include "worker/comm/staging_communicator.h"
 #include "worker/model/checkpoint.h"
+#include "worker/pin.h"
 #include "worker/worker_parts.h"
 
 #ifdef HECATE_CUDA
@@ -34,33 +31,9 @@ namespace pl = placement;
 namespace {
 
 constexpr char kExitPayload[] = "type.hecate.dev/worker-exit-code";
-constexpr int64_t kCpuMemoryBytes = int64_t{4} << 30;
 
 absl::Status Usage(absl::string_view message) {
   return WithExitCode(ExitCode::kUsage, absl::InvalidArgumentError(message));
-}
-
-// Pins every thread of this process to `cpu`: the ones running now (a BLAS pool starts when its
-// library loads) and, through the mask they inherit, every one started later (LibTorch's, Gloo's,
-// the lane's).
-absl::Status PinProcess(int cpu) {
-  if (cpu >= CPU_SETSIZE) return absl::InvalidArgumentError(absl::StrCat("no CPU ", cpu));
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
-  DIR* tasks = opendir("/proc/self/task");
-  if (tasks == nullptr) return absl::UnavailableError("cannot list /proc/self/task");
-  absl::Status status;
-  while (dirent* entry = readdir(tasks)) {
-    int tid = 0;
-    if (!absl::SimpleAtoi(entry->d_name, &tid)) continue;
-    if (sched_setaffinity(tid, sizeof(set), &set) != 0) {
-      status = absl::InvalidArgumentError(
-          absl::StrCat("cannot pin thread ", tid, " to CPU ", cpu, ": ", std::strerror(errno)));
-    }
-  }
-  closedir(tasks);
-  return status;
 }
 
 // This rank's device memory as the planner sees it.
@@ -76,7 +49,7 @@ int64_t DeviceMemoryBytes(const WorkerConfig& config) {
   }
 #endif
   (void)config;
-  return kCpuMemoryBytes;
+  return kCpuDeviceMemoryBytes;
 }
 
 // Node structure: consecutive ranks with the same node name (or --ranks_per_node blocks).
@@ -88,25 +61,15 @@ absl::StatusOr<pl::Cluster> DeriveCluster(const WorkerConfig& config, Communicat
   if (absl::Status s = comm.AllGatherInt64(&mine, 1, ids.data(), CommKind::kControl); !s.ok()) {
     return s;
   }
-  pl::ClusterSpec spec;
-  spec.name = "workers";
-  const double flops = config.assumptions.device_gflops * 1e9;
+  std::vector<int> devices_per_node;
   const int per_node = config.ranks_per_node;
   for (int r = 0; r < world; ++r) {
     const bool new_node = per_node > 0 ? r % per_node == 0 : (r == 0 || ids[r] != ids[r - 1]);
-    if (new_node) {
-      spec.nodes.push_back(
-          {absl::StrCat("node", spec.nodes.size()), 0, device_memory_bytes, flops});
-    }
-    ++spec.nodes.back().num_devices;
+    if (new_node) devices_per_node.push_back(0);
+    ++devices_per_node.back();
   }
-  const double bw = config.assumptions.link_gbytes * 1e9;
-  spec.intra_node_bandwidth_bytes_per_second = bw;
-  spec.inter_node_bandwidth_bytes_per_second = bw / 2;
-  spec.link_latency_seconds = 50e-6;
-  // With the lane, transfers run beside the step's compute (on CPU workers the lane mostly waits on
-  // its peers and the kernel's socket copies, //bench:calibration); blocking, they take its time.
-  spec.transfers_overlap_compute = config.overlap;
+  const pl::ClusterSpec spec =
+      AssumedClusterSpec(config.assumptions, devices_per_node, device_memory_bytes, config.overlap);
   return pl::Cluster::Create(spec);
 }
 
@@ -284,13 +247,13 @@ absl::Status Validate(const WorkerConfig& c) {
         "invalid model shape (need layers, experts, heads, batch, seq_len, d_ffn >= 1, "
         "1 <= top_k <= experts, d_model divisible by heads)");
   }
-  const PlannerAssumptions& a = c.assumptions;
-  if (!(a.copy_overhead_ms >= 0) || !(a.device_gflops > 0) || !(a.link_gbytes > 0) ||
-      c.reshard_period < 0 || t.prefetch_layers < 0 || t.calibration.free_copies < 0 ||
+  if (absl::Status s = ValidateAssumptions(c.assumptions); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--", s.message()));
+  }
+  if (c.reshard_period < 0 || t.prefetch_layers < 0 || t.calibration.free_copies < 0 ||
       !(t.calibration.options.target > 1) || t.calibration.options.swap_cell_budget < 0) {
     return absl::InvalidArgumentError(
-        "need --copy_overhead_ms >= 0, --device_gflops > 0, --link_gbytes > 0, "
-        "--reshard_period >= 0, --prefetch_layers >= 0, --calibration_copies >= 0, "
+        "need --reshard_period >= 0, --prefetch_layers >= 0, --calibration_copies >= 0, "
         "--calibration_target > 1, --calibration_cell_budget >= 0");
   }
   if (c.iterations < 0 || c.checkpoint_every < 0 || c.threads < 1) {
@@ -354,9 +317,7 @@ absl::Status Worker::Start() {
   if (!cluster.ok()) return WithExitCode(ExitCode::kCollective, cluster.status());
   p.cluster = std::make_unique<pl::Cluster>(*std::move(cluster));
   p.model = PlacementModelFor(config_.trainer);
-  p.model.attention_forward_seconds = config_.assumptions.attention_ms * 1e-3;
-  for (pl::LayerSpec& l : p.model.layers)
-    l.copy_seconds = config_.assumptions.copy_overhead_ms * 1e-3;
+  ApplyAssumptions(config_.assumptions, p.model);
   p.cost = std::make_unique<pl::CostModel>(*p.cluster, p.model);
   if (config_.overlap) {
     absl::StatusOr<std::unique_ptr<Communicator>> lane_comm = p.comm->CreateLane();

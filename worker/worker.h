@@ -23,6 +23,7 @@
 #include "absl/time/time.h"
 #include "placement/plan.h"
 #include "worker/model/trainer_config.h"
+#include "worker/planner_assumptions.h"
 
 namespace grpc {
 class ChannelCredentials;
@@ -49,14 +50,6 @@ absl::StatusOr<DeviceKind> ResolveDevice(const std::string& name);
 // The communicator: "gloo", "nccl", or "" for the default (nccl on cuda, gloo on cpu).
 // INVALID_ARGUMENT for an unknown name, nccl on cpu, or nccl in a build without NCCL.
 absl::StatusOr<CommBackend> ResolveComm(const std::string& name, DeviceKind device);
-
-// What the local planner assumes about the hardware (the controller has the workers' own).
-struct PlannerAssumptions {
-  double attention_ms = 0.5;    // attention forward per block
-  double device_gflops = 20;    // expert FLOP rate
-  double link_gbytes = 2;       // link bandwidth (inter-node: half)
-  double copy_overhead_ms = 0;  // fixed compute an expert copy costs its holder per iteration
-};
 
 struct WorkerConfig {
   // Identity and rendezvous.

@@ -15,17 +15,10 @@ import statistics
 import sys
 import time
 
-if "--pin" in sys.argv:
-    # Before torch loads: one core for this rank, and a BLAS that does not start a thread per
-    # core of the machine to spin on it.
-    _cores = sorted(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, {_cores[int(os.environ.get("LOCAL_RANK", "0")) % len(_cores)]})
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import torch
 
-import torch  # noqa: E402
-
-import hecate  # noqa: E402
-import hecate.torch as ht  # noqa: E402
+import hecate
+import hecate.torch as ht
 
 
 def parse_args():
@@ -44,8 +37,20 @@ def parse_args():
     p.add_argument("--policy", default="hecate", help="the local planner's policy")
     p.add_argument("--log-every", type=int, default=5)
     p.add_argument("--data", default="/usr/share/games/fortunes/fortunes")
+    # What the planners assume about this hardware: hecate-worker's flags, with its defaults.
+    p.add_argument("--attention-ms", type=float, default=0.5,
+                   help="attention forward time per block the planners assume, ms")
+    p.add_argument("--device-gflops", type=float, default=20.0,
+                   help="expert FLOP rate the planners assume, GFLOP/s")
+    p.add_argument("--link-gbytes", type=float, default=2.0,
+                   help="link bandwidth the planners assume, GB/s")
+    p.add_argument("--copy-overhead-ms", type=float, default=0.0,
+                   help="fixed compute an expert copy costs its holder per iteration, ms")
+    p.add_argument("--reshard-period", type=int, default=100,
+                   help="iterations between the local planner's re-shardings (0: never)")
     p.add_argument("--pin", action="store_true",
-                   help="pin local rank r to the r-th available core (as hecate run pins)")
+                   help="pin local rank r to the r-th available core (as hecate run pins: "
+                        "hecate.init(cpu=...))")
     a = p.parse_args()
     for name in ("iterations", "layers", "d_model", "heads", "experts", "top_k", "d_ffn",
                  "seq_len", "batch", "log_every"):
@@ -113,33 +118,45 @@ def main():
                  "(scripts/setup.sh installs Debian's fortunes)")
     if len(text) < a.seq_len + 2:
         sys.exit(f"train_gpt_moe: --data {a.data} has {len(text)} bytes; need {a.seq_len + 2}")
-    hecate.init(policy=a.policy)
+    try:
+        cpu = None
+        if a.pin:
+            cores = sorted(os.sched_getaffinity(0))
+            cpu = cores[int(os.environ.get("LOCAL_RANK", "0")) % len(cores)]
+        hecate.init(policy=a.policy, attention_ms=a.attention_ms, device_gflops=a.device_gflops,
+                    link_gbytes=a.link_gbytes, copy_overhead_ms=a.copy_overhead_ms,
+                    reshard_period=a.reshard_period, cpu=cpu)
+    except ValueError as e:
+        sys.exit(f"train_gpt_moe: {e}")
     info = hecate.plan_info()
     rank, world = info["rank"], info["world_size"]
     torch.manual_seed(a.seed)  # the same dense initialization on every rank
     model = GptMoE(a)
-    opt = torch.optim.Adam(model.parameters(), lr=a.lr)
+    opt = torch.optim.Adam(model.parameters(), lr=a.lr, foreach=True)
+    # The dense gradients live in one flat buffer (each parameter's .grad a view of it, as DDP's
+    # gradient_as_bucket_view): backward writes into it and one all-reduce sums it.
+    params = list(model.parameters())
+    grads = torch.zeros(sum(p.numel() for p in params))
+    offset = 0
+    for p in params:
+        p.grad = grads[offset:offset + p.numel()].view_as(p)
+        offset += p.numel()
     global_tokens = world * a.batch * a.seq_len
     if rank == 0:
         print(f"train_gpt_moe: {world} ranks, {a.layers} MoE layers x {a.experts} experts "
               f"(top-{a.top_k}), {global_tokens} tokens an iteration, "
               f"controller {os.environ.get('HECATE_CONTROLLER') or 'none (local planning)'}")
         print(f"{'iter':>6} {'loss':>8} {'tokens/s':>10} {'step_ms':>8} {'plan':>8} {'copies':>6}")
-    losses, steps, plans = [], [], []
+    losses, steps, plans, phases = [], [], [], []
     for it in range(a.iterations):
         t0 = time.perf_counter()
         x, y = batch(text, a, it, rank, world)
         logits = model(x)
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 256), y.reshape(-1),
                                                  reduction="sum") / global_tokens
-        opt.zero_grad()
+        grads.zero_()
         loss.backward()
-        flat = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
-        hecate.all_reduce_(flat)  # dense gradients: summed over the ranks
-        offset = 0
-        for p in model.parameters():
-            p.grad.copy_(flat[offset:offset + p.numel()].view_as(p))
-            offset += p.numel()
+        hecate.all_reduce_(grads)  # dense gradients: summed over the ranks
         opt.step()
         hecate.step(lr=a.lr)
         total = hecate.all_reduce_(loss.detach().reshape(1).clone()).item()
@@ -147,6 +164,7 @@ def main():
         losses.append(total)
         info = hecate.plan_info()
         plans.append((info["epoch"], info["version"]))
+        phases.append(hecate.phase_times())
         if rank == 0 and (it % a.log_every == 0 or it == a.iterations - 1):
             print(f"{it:>6} {total:>8.4f} {global_tokens / steps[-1]:>10.0f} "
                   f"{steps[-1] * 1e3:>8.1f} {info['epoch']:>3}.{info['version']:<4} "
@@ -156,6 +174,8 @@ def main():
         print(f"\nsummary: {a.iterations} iterations, loss {losses[0]:.4f} -> {losses[-1]:.4f}, "
               f"step {median * 1e3:.1f} ms median, {global_tokens / median:.0f} tokens/s, "
               f"{len(set(plans)) - 1} plan switches (final {plans[-1][0]}.{plans[-1][1]})")
+        print("MoE layers, ms a step (median): " + ", ".join(
+            f"{name} {statistics.median(p[name] for p in phases):.2f}" for name in phases[0]))
     hecate.shutdown()
 
 

@@ -13,6 +13,11 @@ import hecate.torch as ht
 from moe_common import reference_moe
 
 
+def _C_initialized():
+    from hecate import _C
+    return _C.initialized()
+
+
 class MoETest(unittest.TestCase):
     def tearDown(self):
         hecate.shutdown()
@@ -85,10 +90,53 @@ class MoETest(unittest.TestCase):
             ht.MoE(8, 16, 4, 5)
         with self.assertRaisesRegex(ValueError, "unknown policy"):
             hecate.init(policy="nope")
+        # The planner assumptions as hecate-worker checks its flags, each error naming its keyword;
+        # a refused init leaves nothing behind (init works afterwards).
+        for bad, name in ((dict(attention_ms=-1), "attention_ms"),
+                          (dict(device_gflops=0), "device_gflops"),
+                          (dict(link_gbytes=float("nan")), "link_gbytes"),
+                          (dict(copy_overhead_ms=-0.5), "copy_overhead_ms"),
+                          (dict(reshard_period=-1), "reshard_period"),
+                          (dict(cpu=-2), "cpu"),
+                          (dict(cpu=100000), "cpu")):
+            with self.assertRaisesRegex(ValueError, name):
+                hecate.init(**bad)
+        affinity = os.sched_getaffinity(0)
+        self.assertFalse(_C_initialized())
+        self.assertEqual(os.sched_getaffinity(0), affinity)
         moe = ht.MoE(8, 16, 4, 2)
         moe(torch.randn(3, 8))
         with self.assertRaisesRegex(RuntimeError, "before the first forward"):
             ht.MoE(8, 16, 4, 2)
+
+    def test_phase_times_report_the_last_step(self):
+        torch.manual_seed(0)
+        hecate.init()
+        layers = [ht.MoE(8, 32, 4, 2), ht.MoE(8, 32, 4, 2)]
+        self.assertEqual(hecate.phase_times()["expert"], 0.0)  # no step yet
+        x = torch.randn(64, 8)
+        y = layers[1](layers[0](x))
+        y.sum().backward()
+        hecate.step()
+        t = hecate.phase_times()
+        self.assertEqual(set(t), {"gate", "dispatch", "expert", "combine", "spag", "spag_exposed",
+                                  "sprs", "sprs_exposed", "optimizer"})
+        self.assertGreater(t["expert"], 0.0)
+        self.assertGreater(t["optimizer"], 0.0)
+        self.assertTrue(all(v >= 0 for v in t.values()), t)
+
+    def test_cpu_pins_every_thread_of_the_process(self):
+        core = sorted(os.sched_getaffinity(0))[-1]
+        before = os.sched_getaffinity(0)
+        try:
+            hecate.init(cpu=core)
+            tasks = os.listdir("/proc/self/task")
+            self.assertGreater(len(tasks), 1)  # LibTorch's and the lane's threads, at least
+            for tid in tasks:
+                self.assertEqual(os.sched_getaffinity(int(tid)), {core}, tid)
+            self.assertEqual(torch.get_num_threads(), 1)
+        finally:
+            os.sched_setaffinity(0, before)
 
 
 if __name__ == "__main__":

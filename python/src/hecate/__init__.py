@@ -10,6 +10,7 @@
     hecate.step()        after backward: experts' gradients summed, Adam, the next plan
     hecate.all_reduce_   sums a tensor over the ranks (dense gradients without torch.distributed)
     hecate.plan_info()   the plan in force
+    hecate.phase_times() the MoE layers' phases in the last step
     hecate.state_dict(), hecate.load_state_dict()   this rank's heterogeneous shards
     hecate.shutdown()
 """
@@ -40,12 +41,22 @@ def _env_int(name, default):
         raise ValueError(f"hecate.init: {name}={value!r} is not an integer") from None
 
 
-def init(policy="hecate", timeout_s=60.0, overlap=True, calibration=True):
+def init(policy="hecate", timeout_s=60.0, overlap=True, calibration=True, attention_ms=0.5,
+         device_gflops=20.0, link_gbytes=2.0, copy_overhead_ms=0.0, reshard_period=100, cpu=None):
     """Sets up this rank from the torchrun environment (one process without it).
 
     overlap: spAG, re-gathers and spRS run on their own connections and thread, overlapped with
     the model's compute (False: blocking, where they are needed). calibration: plans of policies
-    that calibrate are calibrated on each iteration's counts after the gate."""
+    that calibrate are calibrated on each iteration's counts after the gate.
+    attention_ms, device_gflops, link_gbytes, copy_overhead_ms: what the planners assume about
+    this hardware (per block attention forward time, the expert FLOP rate, the link bandwidth, the
+    fixed cost of holding an expert copy), and reshard_period (how often the local planner may
+    re-shard, iterations; 0: never), with hecate-worker's flags' names and defaults: a job planned
+    through either sees the same cluster. cpu: pin every thread of this process to that core and
+    keep LibTorch to one intra-op thread, as hecate-worker --cpu does (None: no pinning).
+    ValueError when out of range."""
+    if cpu is not None and int(cpu) < 0:
+        raise ValueError(f"hecate.init: cpu must be a core number >= 0, got {cpu}")
     world = _env_int("WORLD_SIZE", 1)
     rank = _env_int("RANK", 0)
     per_node = _env_int("LOCAL_WORLD_SIZE", world)
@@ -57,7 +68,11 @@ def init(policy="hecate", timeout_s=60.0, overlap=True, calibration=True):
     _C.init(rank, world, os.environ.get("MASTER_ADDR", "127.0.0.1"), port, per_node, policy,
             float(timeout_s), os.environ.get("HECATE_CONTROLLER", ""),
             os.environ.get("HECATE_JOB", "hecate"), socket.gethostname(), incarnation,
-            bool(overlap), bool(calibration))
+            bool(overlap), bool(calibration), float(attention_ms), float(device_gflops),
+            float(link_gbytes), float(copy_overhead_ms), int(reshard_period),
+            -1 if cpu is None else int(cpu))
+    if cpu is not None:
+        _torch.set_num_threads(1)  # hecate-worker's --threads default
 
 
 def reduce_gradients():
@@ -80,6 +95,14 @@ def all_reduce_(tensor):
 
 def plan_info():
     return _C.plan_info()
+
+
+def phase_times():
+    """The MoE layers' wall time in the last step, ms, summed over the layers: gate (count
+    exchange and dispatch planning), dispatch and combine (the All-to-Alls, forward and
+    backward), expert (the FFNs, forward and backward), spag / sprs (the sparse collectives) and
+    the part of them the training thread waited for (*_exposed), optimizer (Adam)."""
+    return _C.phase_times()
 
 
 def state_dict():
