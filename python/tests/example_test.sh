@@ -28,3 +28,9 @@ if PYTHONPATH="$R/python" /usr/bin/python3 "$R/examples/torch/train_gpt_moe.py" 
   echo "a bad flag was accepted"; exit 1
 fi
 grep -q "top-k must be at most --experts" "$TEST_TMPDIR/bad.err"
+# So is a planner assumption out of range, named by its keyword.
+if PYTHONPATH="$R/python" /usr/bin/python3 "$R/examples/torch/train_gpt_moe.py" \
+    --copy-overhead-ms=-1 --data="$R/examples/torch/train_gpt_moe.py" 2>"$TEST_TMPDIR/bad2.err"; then
+  echo "a negative --copy-overhead-ms was accepted"; exit 1
+fi
+grep -q "copy_overhead_ms must be >= 0" "$TEST_TMPDIR/bad2.err" || { cat "$TEST_TMPDIR/bad2.err"; exit 1; }
