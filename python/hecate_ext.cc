@@ -11,6 +11,7 @@
 #include <stdexcept>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -40,6 +41,18 @@ void Check(const absl::Status& s) {
 }
 
 class Layer;
+
+// The MoE layers' phases as hecate.phase_times() names them (hecate run's columns).
+constexpr std::pair<const char*, double worker::MoEPhaseTimes::*> kPhases[] = {
+    {"gate", &worker::MoEPhaseTimes::gate},
+    {"dispatch", &worker::MoEPhaseTimes::dispatch},
+    {"expert", &worker::MoEPhaseTimes::expert},
+    {"combine", &worker::MoEPhaseTimes::combine},
+    {"spag", &worker::MoEPhaseTimes::spag},
+    {"spag_exposed", &worker::MoEPhaseTimes::spag_exposed},
+    {"sprs", &worker::MoEPhaseTimes::sprs},
+    {"sprs_exposed", &worker::MoEPhaseTimes::sprs_exposed},
+    {"optimizer", &worker::MoEPhaseTimes::optimizer}};
 
 // Everything the layers of one process share. Created by init() (or, without it, a one-rank
 // context at the first layer); the plan is made when the first layer runs forward, from the
@@ -390,22 +403,10 @@ void Step(double lr, double beta1, double beta2, double eps) {
   ++ctx.adam_step;
   ctx.last_global.clear();
   ctx.last_times.Reset();
-  worker::MoEPhaseTimes& sum = ctx.last_times;
   for (Layer* l : ctx.layers) {
     l->layer().Step(lr, beta1, beta2, eps, ctx.adam_step);
     ctx.last_global.push_back(l->layer().last_global_counts());
-    const worker::MoEPhaseTimes& t = l->layer().times();
-    for (auto [to, from] : {std::pair{&sum.gate, t.gate},
-                            {&sum.dispatch, t.dispatch},
-                            {&sum.expert, t.expert},
-                            {&sum.combine, t.combine},
-                            {&sum.spag, t.spag},
-                            {&sum.sprs, t.sprs},
-                            {&sum.spag_exposed, t.spag_exposed},
-                            {&sum.sprs_exposed, t.sprs_exposed},
-                            {&sum.optimizer, t.optimizer}}) {
-      *to += from;
-    }
+    for (const auto& [name, field] : kPhases) ctx.last_times.*field += l->layer().times().*field;
     l->layer().mutable_times().Reset();
   }
   if (ctx.agent != nullptr) {
@@ -498,17 +499,7 @@ void LoadStateDict(const pybind11::dict& d) {
 pybind11::dict PhaseTimes() {
   const worker::MoEPhaseTimes& t = Require().last_times;
   pybind11::dict d;
-  for (const auto& [name, seconds] : {std::pair<const char*, double>{"gate", t.gate},
-                                      {"dispatch", t.dispatch},
-                                      {"expert", t.expert},
-                                      {"combine", t.combine},
-                                      {"spag", t.spag},
-                                      {"spag_exposed", t.spag_exposed},
-                                      {"sprs", t.sprs},
-                                      {"sprs_exposed", t.sprs_exposed},
-                                      {"optimizer", t.optimizer}}) {
-    d[name] = seconds * 1e3;
-  }
+  for (const auto& [name, field] : kPhases) d[name] = t.*field * 1e3;
   return d;
 }
 
