@@ -26,6 +26,8 @@
 #include "worker/comm/async_lane.h"
 #include "worker/comm/fake_communicator.h"
 #include "worker/comm/gloo/gloo_communicator.h"
+#include "worker/fssdp/adam.h"
+#include "worker/fssdp/apply_plan.h"
 #include "worker/fssdp/moe_layer.h"
 #include "worker/pin.h"
 #include "worker/plan_source.h"
@@ -76,6 +78,7 @@ struct Context {
   pl::ModelSpec model;
   std::unique_ptr<worker::LocalPlanner> planner;
   std::shared_ptr<const pl::Plan> plan;
+  std::shared_ptr<const pl::Plan> applied;  // the plan the layers have adopted
   uint64_t iteration = 0;
   int64_t adam_step = 0;
   bool started = false;
@@ -278,11 +281,10 @@ class Layer {
         worker::LocalPlanner::Create(*ctx.cluster, ctx.model, pc);
     Check(p.status());
     ctx.planner = std::move(*p);
-    if (ctx.calibration) {
-      ctx.cost = std::make_unique<pl::CostModel>(*ctx.cluster, ctx.model);
-      for (Layer* l : ctx.layers) {
-        l->layer_->set_calibration(ctx.cost.get(), pl::CalibrationRule{/*enabled=*/true});
-      }
+    // The cost model serves calibration and FasterMoE's shadow decisions alike.
+    ctx.cost = std::make_unique<pl::CostModel>(*ctx.cluster, ctx.model);
+    for (Layer* l : ctx.layers) {
+      l->layer_->set_calibration(ctx.cost.get(), pl::CalibrationRule{ctx.calibration});
     }
     if (!ctx.controller.empty()) {
       absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> creds =
@@ -349,10 +351,11 @@ class Layer {
       Context& ctx, std::shared_ptr<const pl::Plan> plan,
       const std::map<std::pair<int, int>, std::vector<torch::Tensor>>* restore = nullptr) {
     ctx.plan = std::move(plan);
-    for (size_t l = 0; l < ctx.layers.size(); ++l) {
-      Check(ctx.layers[l]->layer_->ApplyPlan(ctx.plan->layers[l], ctx.plan->dispatch_rule,
-                                             ctx.plan->semantics));
-      ctx.layers[l]->layer_->set_calibrate(pl::PolicyCalibrates(ctx.plan->policy));
+    if (ctx.plan != ctx.applied) {  // as hecate-worker: only a changed plan is put in force
+      std::vector<worker::MoELayer*> layers;
+      for (Layer* l : ctx.layers) layers.push_back(l->layer_.get());
+      Check(worker::ApplyPlanToLayers(*ctx.plan, *ctx.cluster, ctx.model, layers));
+      ctx.applied = ctx.plan;
     }
     if (restore != nullptr) {
       for (const auto& [key, t] : *restore) {
@@ -422,6 +425,43 @@ void Step(double lr, double beta1, double beta2, double eps) {
   ++ctx.iteration;
   Layer::Apply(ctx, Layer::Select(ctx));
   ctx.reduced = false;
+}
+
+// hecate.torch.Adam's step: the worker's Adam (worker/fssdp/adam.h) on each dense parameter, with
+// its state and step count. Everything is checked before any parameter moves.
+void DenseAdamStep(const std::vector<torch::Tensor>& params,
+                   const std::vector<torch::Tensor>& grads,
+                   const std::vector<torch::Tensor>& exp_avgs,
+                   const std::vector<torch::Tensor>& exp_avg_sqs, const std::vector<int64_t>& steps,
+                   double lr, double beta1, double beta2, double eps) {
+  const size_t n = params.size();
+  if (grads.size() != n || exp_avgs.size() != n || exp_avg_sqs.size() != n || steps.size() != n) {
+    throw std::invalid_argument("hecate.torch.Adam: one gradient, state and step per parameter");
+  }
+  for (size_t i = 0; i < n; ++i) {
+    const torch::Tensor& p = params[i];
+    if (!p.is_floating_point() || p.is_sparse()) {
+      throw std::invalid_argument(absl::StrCat("hecate.torch.Adam: parameter ", i,
+                                               " is not a dense floating-point tensor"));
+    }
+    for (const torch::Tensor* t : {&grads[i], &exp_avgs[i], &exp_avg_sqs[i]}) {
+      if (t->is_sparse() || t->sizes() != p.sizes() || t->scalar_type() != p.scalar_type() ||
+          t->device() != p.device()) {
+        throw std::invalid_argument(absl::StrCat(
+            "hecate.torch.Adam: parameter ", i,
+            ": its gradient and state must be dense and of its shape, dtype and device"));
+      }
+    }
+    if (steps[i] < 1) {
+      throw std::invalid_argument(absl::StrCat("hecate.torch.Adam: parameter ", i, ": step ",
+                                               steps[i], " (counts from 1)"));
+    }
+  }
+  torch::NoGradGuard no_grad;
+  const worker::AdamConfig config{lr, beta1, beta2, eps};
+  for (size_t i = 0; i < n; ++i) {
+    worker::AdamStep(params[i], grads[i], exp_avgs[i], exp_avg_sqs[i], config, steps[i]);
+  }
 }
 
 // Sums a tensor over the ranks in place (dense gradients, when torch.distributed is not used).
@@ -555,6 +595,9 @@ PYBIND11_MODULE(_C, m) {
   m.def("reduce_gradients", &hp::ReduceGradients);
   m.def("step", &hp::Step);
   m.def("all_reduce_", &hp::AllReduce);
+  m.def("adam_step_", &hp::DenseAdamStep, py::arg("params"), py::arg("grads"), py::arg("exp_avgs"),
+        py::arg("exp_avg_sqs"), py::arg("steps"), py::arg("lr"), py::arg("beta1"), py::arg("beta2"),
+        py::arg("eps"));
   m.def("plan_info", &hp::PlanInfo);
   m.def("phase_times", &hp::PhaseTimes);
   m.def("state_dict", &hp::StateDict);

@@ -139,5 +139,82 @@ class MoETest(unittest.TestCase):
             os.sched_setaffinity(0, before)
 
 
+class AdamTest(unittest.TestCase):
+    """hecate.torch.Adam against torch.optim.Adam: the same update and state."""
+
+    @staticmethod
+    def _model(dtype):
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(40, 33), torch.nn.LayerNorm(33),
+                                   torch.nn.Linear(33, 7, bias=False)).to(dtype)
+
+    def _train(self, model, opt, steps, seed=1):
+        g = torch.Generator().manual_seed(seed)
+        for _ in range(steps):
+            x = torch.randn(16, 40, generator=g, dtype=next(model.parameters()).dtype)
+            opt.zero_grad()
+            model(x).square().mean().backward()
+            opt.step()
+
+    def test_same_updates_and_state_as_torch_adam(self):
+        # float32 takes the fused pass, float64 the tensor ops.
+        for dtype, tol in ((torch.float32, 1e-6), (torch.float64, 1e-12)):
+            ours, theirs = self._model(dtype), self._model(dtype)
+            start = [p.detach().clone() for p in ours.parameters()]
+            kw = dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-7)
+            a = ht.Adam(ours.parameters(), **kw)
+            b = torch.optim.Adam(theirs.parameters(), **kw)
+            self._train(ours, a, 6)
+            self._train(theirs, b, 6)
+            for p, q, p0 in zip(ours.parameters(), theirs.parameters(), start):
+                self.assertGreater((p - p0).abs().max().item(), 1e-3)  # it moved
+                self.assertLess((p - q).abs().max().item(), tol, dtype)
+            for p, q in zip(ours.parameters(), theirs.parameters()):
+                sa, sb = a.state[p], b.state[q]
+                self.assertEqual(int(sa["step"]), int(sb["step"]))
+                self.assertLess((sa["exp_avg"] - sb["exp_avg"]).abs().max().item(), tol)
+                self.assertLess((sa["exp_avg_sq"] - sb["exp_avg_sq"]).abs().max().item(), tol)
+
+    def test_state_dicts_load_into_either(self):
+        ours, theirs = self._model(torch.float64), self._model(torch.float64)
+        a = ht.Adam(ours.parameters(), lr=1e-2)
+        self._train(ours, a, 3)
+        theirs.load_state_dict(ours.state_dict())
+        b = torch.optim.Adam(theirs.parameters(), lr=1e-2)
+        b.load_state_dict(a.state_dict())
+        self._train(ours, a, 3, seed=2)
+        self._train(theirs, b, 3, seed=2)
+        for p, q in zip(ours.parameters(), theirs.parameters()):
+            self.assertLess((p - q).abs().max().item(), 1e-12)
+        c = ht.Adam(ours.parameters(), lr=1e-2)
+        c.load_state_dict(b.state_dict())  # torch's tensor step counts
+        self._train(ours, c, 1, seed=3)
+        self._train(theirs, b, 1, seed=3)
+        for p, q in zip(ours.parameters(), theirs.parameters()):
+            self.assertLess((p - q).abs().max().item(), 1e-12)
+
+    def test_bad_input_is_a_clear_error_and_moves_nothing(self):
+        model = self._model(torch.float32)
+        for bad, name in ((dict(lr=-1.0), "lr"), (dict(eps=-1.0), "eps"),
+                          (dict(betas=(0.9, 1.0)), "betas"), (dict(betas=(0.9,)), "betas")):
+            with self.assertRaisesRegex(ValueError, name):
+                ht.Adam(model.parameters(), **bad)
+        opt = ht.Adam(model.parameters(), lr=1e-2)
+        self._train(model, opt, 1)
+        before = [p.detach().clone() for p in model.parameters()]
+        last = list(model.parameters())[-1]
+        opt.state[last]["exp_avg"] = torch.zeros(3)  # a state of the wrong shape
+        with self.assertRaisesRegex(ValueError, "parameter 4.*shape"):
+            opt.step()
+        for p, p0 in zip(model.parameters(), before):
+            self.assertTrue(torch.equal(p, p0))  # checked before any parameter moved
+        opt.state[last]["exp_avg"] = torch.zeros_like(last)
+        opt.param_groups[0]["weight_decay"] = 0.1  # e.g. from a torch.optim.Adam state dict
+        with self.assertRaisesRegex(ValueError, "weight_decay"):
+            opt.step()
+        for p, p0 in zip(model.parameters(), before):
+            self.assertTrue(torch.equal(p, p0))
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -7,9 +7,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "placement/policy.h"
-#include "placement/sharding.h"
 #include "worker/fssdp/adam.h"
+#include "worker/fssdp/apply_plan.h"
 
 namespace hecate::worker {
 
@@ -149,28 +148,9 @@ pl::ModelSpec Trainer::PlacementModel() const { return PlacementModelFor(config_
 std::vector<torch::Tensor> Trainer::DenseParameters() { return net_->parameters(); }
 
 absl::Status Trainer::ApplyPlan(const pl::Plan& plan) {
-  if (static_cast<int>(plan.layers.size()) != config_.layers) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("plan has ", plan.layers.size(), " layers, model has ", config_.layers));
-  }
-  const bool calibrate = pl::PolicyCalibrates(plan.policy);
-  int max_shadows = 0;
-  if (plan.semantics == pl::ReplicaSemantics::kShadow) {
-    // FasterMoE's shadow budget: the copies every device's memory allows.
-    const std::vector<int> budget =
-        pl::CopyBudget(*cluster_, PlacementModel(), pl::OwnersOf(plan), plan.semantics,
-                       pl::RematMode::kKeep, /*cap=*/-1);
-    max_shadows = *std::min_element(budget.begin(), budget.end());
-  }
-  for (int l = 0; l < config_.layers; ++l) {
-    if (absl::Status s = moe_[l]->ApplyPlan(plan.layers[l], plan.dispatch_rule, plan.semantics);
-        !s.ok()) {
-      return s;
-    }
-    moe_[l]->set_calibrate(calibrate);
-    moe_[l]->set_max_shadows(max_shadows);
-  }
-  return absl::OkStatus();
+  std::vector<MoELayer*> layers;
+  for (auto& moe : moe_) layers.push_back(moe.get());
+  return ApplyPlanToLayers(plan, *cluster_, PlacementModel(), layers);
 }
 
 absl::StatusOr<StepResult> Trainer::Step(uint64_t iteration) {

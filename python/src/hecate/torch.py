@@ -1,4 +1,5 @@
-"""hecate.torch.MoE: an nn.Module whose experts run on Hecate's FSSDP MoE layer."""
+"""hecate.torch: MoE, an nn.Module whose experts run on Hecate's FSSDP MoE layer, and Adam, the
+C++ worker's Adam step for the dense parameters."""
 import torch
 
 from hecate import _C
@@ -42,3 +43,55 @@ class MoE(torch.nn.Module):
         """Owned expert e's gradient: this rank's part after backward, the sum over the ranks
         after hecate.reduce_gradients()."""
         return self._layer.grad(e)
+
+
+class Adam(torch.optim.Optimizer):
+    """Adam for the dense parameters with the C++ worker's step (worker/fssdp/adam.h): one fused
+    pass per contiguous float32 CPU parameter, where torch.optim.Adam makes about ten; tensor ops
+    otherwise. The same update as torch.optim.Adam without weight decay, amsgrad or maximize, to
+    float rounding, and the same state ("step", "exp_avg", "exp_avg_sq"): state dicts load into
+    either. Not for the experts: hecate.step() steps those."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+        if not lr >= 0.0:
+            raise ValueError(f"hecate.torch.Adam: lr must be >= 0, got {lr}")
+        if not eps >= 0.0:
+            raise ValueError(f"hecate.torch.Adam: eps must be >= 0, got {eps}")
+        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"hecate.torch.Adam: betas must be two numbers in [0, 1), got {betas}")
+        # torch.optim.Adam's own group options (theirs vary with the torch version), so that each
+        # optimizer loads the other's state dict.
+        theirs = torch.optim.Adam([torch.zeros(1, requires_grad=True)]).defaults
+        super().__init__(params, dict(theirs, lr=lr, betas=tuple(betas), eps=eps))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            if group.get("weight_decay") or group.get("amsgrad") or group.get("maximize"):
+                raise ValueError("hecate.torch.Adam: weight_decay, amsgrad and maximize are not "
+                                 "supported (a torch.optim.Adam state dict that uses them?)")
+        for group in self.param_groups:
+            params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                params.append(p)
+                grads.append(p.grad)
+                exp_avgs.append(state["exp_avg"])
+                exp_avg_sqs.append(state["exp_avg_sq"])
+                steps.append(int(state["step"]) + 1)
+            beta1, beta2 = group["betas"]
+            _C.adam_step_(params, grads, exp_avgs, exp_avg_sqs, steps, group["lr"], beta1, beta2,
+                          group["eps"])
+            for p, s in zip(params, steps):
+                self.state[p]["step"] = s
+        return loss
