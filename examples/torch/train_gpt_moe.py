@@ -104,8 +104,8 @@ class GptMoE(torch.nn.Module):
 def batch(text, a, iteration, rank, world):
     g = torch.Generator().manual_seed(a.seed * 1000003 + iteration * world + rank)
     starts = torch.randint(0, len(text) - a.seq_len - 1, (a.batch,), generator=g)
-    rows = torch.stack([text[s:s + a.seq_len + 1] for s in starts.tolist()])
-    return rows[:, :-1].long(), rows[:, 1:].long()
+    rows = text[starts[:, None] + torch.arange(a.seq_len + 1)].long()
+    return rows[:, :-1], rows[:, 1:]
 
 
 def main():
@@ -132,7 +132,8 @@ def main():
     rank, world = info["rank"], info["world_size"]
     torch.manual_seed(a.seed)  # the same dense initialization on every rank
     model = GptMoE(a)
-    opt = torch.optim.Adam(model.parameters(), lr=a.lr, foreach=True)
+    # Dense parameters: the C++ worker's Adam (torch.optim.Adam's update in one pass a tensor).
+    opt = ht.Adam(model.parameters(), lr=a.lr)
     # The dense gradients live in one flat buffer (each parameter's .grad a view of it, as DDP's
     # gradient_as_bucket_view): backward writes into it and one all-reduce sums it.
     params = list(model.parameters())
@@ -157,9 +158,9 @@ def main():
         grads.zero_()
         loss.backward()
         hecate.all_reduce_(grads)  # dense gradients: summed over the ranks
+        total = hecate.all_reduce_(loss.detach().reshape(1).clone()).item()
         opt.step()
         hecate.step(lr=a.lr)
-        total = hecate.all_reduce_(loss.detach().reshape(1).clone()).item()
         steps.append(time.perf_counter() - t0)
         losses.append(total)
         info = hecate.plan_info()
