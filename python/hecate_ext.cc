@@ -28,6 +28,7 @@
 #include "worker/comm/gloo/gloo_communicator.h"
 #include "worker/fssdp/adam.h"
 #include "worker/fssdp/apply_plan.h"
+#include "worker/fssdp/gate.h"
 #include "worker/fssdp/moe_layer.h"
 #include "worker/pin.h"
 #include "worker/plan_source.h"
@@ -43,6 +44,12 @@ void Check(const absl::Status& s) {
 }
 
 class Layer;
+
+std::string ShapeOf(const torch::Tensor& t) {
+  std::string s = "[";
+  for (int64_t i = 0; i < t.dim(); ++i) absl::StrAppend(&s, i > 0 ? ", " : "", t.size(i));
+  return s + "]";
+}
 
 // The MoE layers' phases as hecate.phase_times() names them (hecate run's columns).
 constexpr std::pair<const char*, double worker::MoEPhaseTimes::*> kPhases[] = {
@@ -215,9 +222,17 @@ class Layer {
     all.erase(std::remove(all.begin(), all.end(), this), all.end());
   }
 
-  torch::Tensor Forward(const torch::Tensor& x, const torch::Tensor& topk_idx,
-                        const torch::Tensor& topk_w) {
+  // `x` [T, d_model] through the gate (`gate_weight` [num_experts, d_model], the router the C++
+  // trainer uses) and the layer.
+  torch::Tensor Forward(const torch::Tensor& x, const torch::Tensor& gate_weight) {
     Context& ctx = Require();
+    const worker::MoEConfig& c = layer_->config();
+    if (x.dim() != 2 || x.size(1) != c.d_model || gate_weight.dim() != 2 ||
+        gate_weight.size(0) != c.num_experts || gate_weight.size(1) != c.d_model) {
+      throw std::invalid_argument(absl::StrCat("MoE: input [tokens, ", c.d_model, "] and gate [",
+                                               c.num_experts, ", ", c.d_model, "] expected, got ",
+                                               ShapeOf(x), " and ", ShapeOf(gate_weight)));
+    }
     if (!ctx.started) Start(ctx, x.size(0));
     // With a lane, layer l + kPrefetchLayers's gather starts as layer l runs (the memory model's
     // assumption, as the trainer schedules it); this layer's own has started by now, unless the
@@ -225,7 +240,8 @@ class Layer {
     layer_->StartGather();
     const size_t ahead = static_cast<size_t>(layer_->layer() + pl::kPrefetchLayers);
     if (ahead < ctx.layers.size()) ctx.layers[ahead]->layer_->StartGather();
-    torch::Tensor y = layer_->Forward(x, topk_idx, topk_w);
+    const worker::TopKRouting route = worker::TopKGate(torch::linear(x, gate_weight), c.top_k);
+    torch::Tensor y = layer_->Forward(x, route.experts, route.weights);
     Check(layer_->comm_status());
     return y;
   }

@@ -105,6 +105,11 @@ class MoETest(unittest.TestCase):
         self.assertFalse(_C_initialized())
         self.assertEqual(os.sched_getaffinity(0), affinity)
         moe = ht.MoE(8, 16, 4, 2)
+        with self.assertRaisesRegex(ValueError, "last dimension must be d_model=8"):
+            moe(torch.randn(4, 6))
+        with self.assertRaisesRegex(ValueError, r"gate \[4, 8\] expected, got \[3, 8\] and \[5, 8\]"):
+            moe._layer.forward(torch.randn(3, 8), torch.randn(5, 8))
+        self.assertEqual(hecate.plan_info()["policy"], "")  # refused before any plan was made
         moe(torch.randn(3, 8))
         with self.assertRaisesRegex(RuntimeError, "before the first forward"):
             ht.MoE(8, 16, 4, 2)

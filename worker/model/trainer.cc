@@ -9,6 +9,7 @@
 #include "absl/time/clock.h"
 #include "worker/fssdp/adam.h"
 #include "worker/fssdp/apply_plan.h"
+#include "worker/fssdp/gate.h"
 
 namespace hecate::worker {
 
@@ -212,10 +213,9 @@ absl::StatusOr<StepResult> Trainer::Step(uint64_t iteration) {
         }
         logits = logits + bias;
       }
-      torch::Tensor probs = torch::softmax(logits, -1);
-      auto [topv, topi] = probs.topk(config_.top_k, -1);
-      torch::Tensor w = topv / topv.sum(-1, true);
-      torch::Tensor m = moe_[l]->Forward(z, topi, w);
+      const TopKRouting route = TopKGate(logits, config_.top_k);
+      const torch::Tensor& probs = route.probs;
+      torch::Tensor m = moe_[l]->Forward(z, route.experts, route.weights);
       if (!moe_[l]->comm_status().ok()) return moe_[l]->comm_status();
       if (config_.aux_loss > 0) {
         // Switch/GShard balance loss on GLOBAL fractions: E * sum_e f_e * P_e.

@@ -24,12 +24,12 @@ class MoE(torch.nn.Module):
         self.gate = torch.nn.Linear(d_model, num_experts, bias=False, dtype=dtype)
 
     def forward(self, x):
-        shape = x.shape
-        z = x.reshape(-1, self.d_model)
-        probs = torch.softmax(self.gate(z), dim=-1)
-        top_w, top_i = probs.topk(self.top_k, dim=-1)
-        top_w = top_w / top_w.sum(dim=-1, keepdim=True)
-        return self._layer.forward(z, top_i, top_w).reshape(shape)
+        if x.shape[-1] != self.d_model:
+            raise ValueError(f"MoE: input of shape {tuple(x.shape)}; the last dimension must be "
+                             f"d_model={self.d_model}")
+        # The gate runs in the extension (worker::TopKGate, the C++ trainer's router) on
+        # self.gate's weight, so autograd reaches it as it would through self.gate(z).
+        return self._layer.forward(x.reshape(-1, self.d_model), self.gate.weight).reshape(x.shape)
 
     def owned_experts(self):
         """The experts whose parameters and Adam state this rank keeps under the plan in force."""
