@@ -444,23 +444,30 @@ void Step(double lr, double beta1, double beta2, double eps) {
 }
 
 // hecate.torch.Adam's step: the worker's Adam (worker/fssdp/adam.h) on each dense parameter, with
-// its state and step count. Everything is checked before any parameter moves.
-void DenseAdamStep(const std::vector<torch::Tensor>& params,
-                   const std::vector<torch::Tensor>& grads,
-                   const std::vector<torch::Tensor>& exp_avgs,
-                   const std::vector<torch::Tensor>& exp_avg_sqs, const std::vector<int64_t>& steps,
-                   double lr, double beta1, double beta2, double eps) {
-  const size_t n = params.size();
-  if (grads.size() != n || exp_avgs.size() != n || exp_avg_sqs.size() != n || steps.size() != n) {
-    throw std::invalid_argument("hecate.torch.Adam: one gradient, state and step per parameter");
+// its state, step count and its group's hyperparameters. Everything is checked before any
+// parameter moves.
+struct DenseAdamBatch {
+  std::vector<torch::Tensor> params, grads, exp_avgs, exp_avg_sqs;
+  std::vector<int64_t> steps;
+  std::vector<double> lrs, beta1s, beta2s, epss;
+};
+
+void DenseAdamStep(const DenseAdamBatch& b) {
+  const size_t n = b.params.size();
+  for (size_t size : {b.grads.size(), b.exp_avgs.size(), b.exp_avg_sqs.size(), b.steps.size(),
+                      b.lrs.size(), b.beta1s.size(), b.beta2s.size(), b.epss.size()}) {
+    if (size != n) {
+      throw std::invalid_argument(
+          "hecate.torch.Adam: one gradient, state, step and set of hyperparameters per parameter");
+    }
   }
   for (size_t i = 0; i < n; ++i) {
-    const torch::Tensor& p = params[i];
+    const torch::Tensor& p = b.params[i];
     if (!p.is_floating_point() || p.is_sparse()) {
       throw std::invalid_argument(absl::StrCat("hecate.torch.Adam: parameter ", i,
                                                " is not a dense floating-point tensor"));
     }
-    for (const torch::Tensor* t : {&grads[i], &exp_avgs[i], &exp_avg_sqs[i]}) {
+    for (const torch::Tensor* t : {&b.grads[i], &b.exp_avgs[i], &b.exp_avg_sqs[i]}) {
       if (t->is_sparse() || t->sizes() != p.sizes() || t->scalar_type() != p.scalar_type() ||
           t->device() != p.device()) {
         throw std::invalid_argument(absl::StrCat(
@@ -468,15 +475,15 @@ void DenseAdamStep(const std::vector<torch::Tensor>& params,
             ": its gradient and state must be dense and of its shape, dtype and device"));
       }
     }
-    if (steps[i] < 1) {
+    if (b.steps[i] < 1) {
       throw std::invalid_argument(absl::StrCat("hecate.torch.Adam: parameter ", i, ": step ",
-                                               steps[i], " (counts from 1)"));
+                                               b.steps[i], " (counts from 1)"));
     }
   }
   torch::NoGradGuard no_grad;
-  const worker::AdamConfig config{lr, beta1, beta2, eps};
   for (size_t i = 0; i < n; ++i) {
-    worker::AdamStep(params[i], grads[i], exp_avgs[i], exp_avg_sqs[i], config, steps[i]);
+    const worker::AdamConfig config{b.lrs[i], b.beta1s[i], b.beta2s[i], b.epss[i]};
+    worker::AdamStep(b.params[i], b.grads[i], b.exp_avgs[i], b.exp_avg_sqs[i], config, b.steps[i]);
   }
 }
 
@@ -611,9 +618,18 @@ PYBIND11_MODULE(_C, m) {
   m.def("reduce_gradients", &hp::ReduceGradients);
   m.def("step", &hp::Step);
   m.def("all_reduce_", &hp::AllReduce);
-  m.def("adam_step_", &hp::DenseAdamStep, py::arg("params"), py::arg("grads"), py::arg("exp_avgs"),
-        py::arg("exp_avg_sqs"), py::arg("steps"), py::arg("lr"), py::arg("beta1"), py::arg("beta2"),
-        py::arg("eps"));
+  m.def(
+      "adam_step_",
+      [](std::vector<torch::Tensor> params, std::vector<torch::Tensor> grads,
+         std::vector<torch::Tensor> exp_avgs, std::vector<torch::Tensor> exp_avg_sqs,
+         std::vector<int64_t> steps, std::vector<double> lrs, std::vector<double> beta1s,
+         std::vector<double> beta2s, std::vector<double> epss) {
+        hp::DenseAdamStep({std::move(params), std::move(grads), std::move(exp_avgs),
+                           std::move(exp_avg_sqs), std::move(steps), std::move(lrs),
+                           std::move(beta1s), std::move(beta2s), std::move(epss)});
+      },
+      py::arg("params"), py::arg("grads"), py::arg("exp_avgs"), py::arg("exp_avg_sqs"),
+      py::arg("steps"), py::arg("lrs"), py::arg("beta1s"), py::arg("beta2s"), py::arg("epss"));
   m.def("plan_info", &hp::PlanInfo);
   m.def("phase_times", &hp::PhaseTimes);
   m.def("state_dict", &hp::StateDict);

@@ -180,6 +180,27 @@ class AdamTest(unittest.TestCase):
                 self.assertLess((sa["exp_avg"] - sb["exp_avg"]).abs().max().item(), tol)
                 self.assertLess((sa["exp_avg_sq"] - sb["exp_avg_sq"]).abs().max().item(), tol)
 
+    def test_parameter_groups_keep_their_own_hyperparameters(self):
+        ours, theirs = self._model(torch.float32), self._model(torch.float32)
+
+        def groups(m):
+            p = list(m.parameters())
+            return [dict(params=p[:2], lr=3e-2, betas=(0.5, 0.9)), dict(params=p[2:], eps=1e-3)]
+
+        a = ht.Adam(groups(ours), lr=1e-2)
+        b = torch.optim.Adam(groups(theirs), lr=1e-2)
+        self._train(ours, a, 4)
+        self._train(theirs, b, 4)
+        for p, q in zip(ours.parameters(), theirs.parameters()):
+            self.assertLess((p - q).abs().max().item(), 1e-6)
+        # A bad state in the second group: the first group's parameters do not move either.
+        before = [p.detach().clone() for p in ours.parameters()]
+        a.state[list(ours.parameters())[-1]]["exp_avg_sq"] = torch.zeros(2)
+        with self.assertRaisesRegex(ValueError, "parameter 4"):
+            a.step()
+        for p, p0 in zip(ours.parameters(), before):
+            self.assertTrue(torch.equal(p, p0))
+
     def test_state_dicts_load_into_either(self):
         ours, theirs = self._model(torch.float64), self._model(torch.float64)
         a = ht.Adam(ours.parameters(), lr=1e-2)

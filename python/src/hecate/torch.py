@@ -74,8 +74,11 @@ class Adam(torch.optim.Optimizer):
             if group.get("weight_decay") or group.get("amsgrad") or group.get("maximize"):
                 raise ValueError("hecate.torch.Adam: weight_decay, amsgrad and maximize are not "
                                  "supported (a torch.optim.Adam state dict that uses them?)")
+        # Every group's parameters in one call, checked before any moves.
+        params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
+        lrs, beta1s, beta2s, epss = [], [], [], []
         for group in self.param_groups:
-            params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
+            beta1, beta2 = group["betas"]
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -89,9 +92,11 @@ class Adam(torch.optim.Optimizer):
                 exp_avgs.append(state["exp_avg"])
                 exp_avg_sqs.append(state["exp_avg_sq"])
                 steps.append(int(state["step"]) + 1)
-            beta1, beta2 = group["betas"]
-            _C.adam_step_(params, grads, exp_avgs, exp_avg_sqs, steps, group["lr"], beta1, beta2,
-                          group["eps"])
-            for p, s in zip(params, steps):
-                self.state[p]["step"] = s
+                lrs.append(group["lr"])
+                beta1s.append(beta1)
+                beta2s.append(beta2)
+                epss.append(group["eps"])
+        _C.adam_step_(params, grads, exp_avgs, exp_avg_sqs, steps, lrs, beta1s, beta2s, epss)
+        for p, s in zip(params, steps):
+            self.state[p]["step"] = s
         return loss
