@@ -586,6 +586,18 @@ pybind11::dict PlanInfo() {
   return d;
 }
 
+// The bytes this rank has sent since init(), by collective (the lane's included): what `hecate
+// run` reports as spAG, spRS and All-to-All bytes.
+pybind11::dict BytesSent() {
+  Context& ctx = Require();
+  pybind11::dict d;
+  for (int k = 0; k < static_cast<int>(worker::CommKind::kCount); ++k) {
+    const auto kind = static_cast<worker::CommKind>(k);
+    d[worker::CommKindName(kind)] = ctx.comm->counters().sent(kind);
+  }
+  return d;
+}
+
 }  // namespace
 }  // namespace hecate::python
 
@@ -632,6 +644,7 @@ PYBIND11_MODULE(_C, m) {
       py::arg("steps"), py::arg("lrs"), py::arg("beta1s"), py::arg("beta2s"), py::arg("epss"));
   m.def("plan_info", &hp::PlanInfo);
   m.def("phase_times", &hp::PhaseTimes);
+  m.def("bytes_sent", &hp::BytesSent);
   m.def("state_dict", &hp::StateDict);
   m.def("load_state_dict", &hp::LoadStateDict);
   py::class_<hp::Layer>(m, "Layer")

@@ -24,7 +24,10 @@ def close(a, b, what):
 
 
 def main():
-    hecate.init()
+    # HECATE_TEST_POLICY=fastermoe: shadows, which pay only where the planners assume slow
+    # experts (HECATE_TEST_DEVICE_GFLOPS) against this test's tiny ones.
+    hecate.init(policy=os.environ.get("HECATE_TEST_POLICY", "hecate"),
+                device_gflops=float(os.environ.get("HECATE_TEST_DEVICE_GFLOPS", "20")))
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     moes = skewed_moes()
     gates = [m.gate.weight.detach().clone().requires_grad_(True) for m in moes]
@@ -89,7 +92,10 @@ def main():
                     vv.mul_(B2).addcmul_(p.grad, p.grad, value=1 - B2)
                     p -= LR * (mm / (1 - B1 ** (it + 1))) / ((vv / (1 - B2 ** (it + 1))).sqrt() + EPS)
                     p.grad = None
+    spag = torch.tensor([float(hecate.bytes_sent()["sparse_all_gather"])], dtype=torch.float64)
+    hecate.all_reduce_(spag)
     if rank == 0:
+        print(f"spag bytes {int(spag.item())}")
         print(f"plan versions {versions}")
         print(f"plan epochs {epochs}")
         print(f"copies {copies}")

@@ -11,6 +11,7 @@
     hecate.all_reduce_   sums a tensor over the ranks (dense gradients without torch.distributed)
     hecate.plan_info()   the plan in force
     hecate.phase_times() the MoE layers' phases in the last step
+    hecate.bytes_sent()  this rank's bytes sent since init(), by collective
     hecate.state_dict(), hecate.load_state_dict()   this rank's heterogeneous shards
     hecate.shutdown()
 """
@@ -103,6 +104,14 @@ def phase_times():
     backward), expert (the FFNs, forward and backward), spag / sprs (the sparse collectives) and
     the part of them the training thread waited for (*_exposed), optimizer (Adam)."""
     return _C.phase_times()
+
+
+def bytes_sent():
+    """The bytes this rank has sent since init(), by collective: "all_to_all" (tokens),
+    "sparse_all_gather" (copies, shadows and re-gathers), "sparse_reduce_scatter" (their
+    gradients, or the replicas' all-reduce), "all_reduce", "all_gather", "migration" (experts
+    moving to new keepers with their Adam state), "control" (plan agreement, counts)."""
+    return _C.bytes_sent()
 
 
 def state_dict():
