@@ -18,12 +18,15 @@
 # --model=wide: the same but d_model 256, d_ffn 1024, 64-token sequences (about ten times the
 # compute an iteration; the front end's per-operation cost weighs less).
 #
-#   bazel run -c opt //bench:frontend_overhead [-- --iterations=40 --rounds=2 --workers=2
+# Six rounds of 100 iterations by default: single iterations on a 2-vCPU VM scatter by a factor
+# of two, so fewer rounds move the ratio by several percent.
+#
+#   bazel run -c opt //bench:frontend_overhead [-- --iterations=100 --rounds=6 --workers=2
 #                                                  --blas_threads=N --model=small|wide]
 set -euo pipefail
 ROOT=${BUILD_WORKSPACE_DIRECTORY:?run with bazel run //bench:frontend_overhead}
 cd "$ROOT"
-ITERATIONS=40 ROUNDS=2 WORKERS=2 BLAS_THREADS=$(nproc) MODEL=small
+ITERATIONS=100 ROUNDS=6 WORKERS=2 BLAS_THREADS=$(nproc) MODEL=small
 for a in "$@"; do
   case "$a" in
     --iterations=*) ITERATIONS=${a#*=} ;;
@@ -31,7 +34,7 @@ for a in "$@"; do
     --workers=*) WORKERS=${a#*=} ;;
     --blas_threads=*) BLAS_THREADS=${a#*=} ;;
     --model=*) MODEL=${a#*=} ;;
-    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "frontend_overhead: unknown flag $a" >&2; exit 2 ;;
   esac
 done

@@ -243,6 +243,10 @@ class Layer {
     const worker::TopKRouting route = worker::TopKGate(torch::linear(x, gate_weight), c.top_k);
     torch::Tensor y = layer_->Forward(x, route.experts, route.weights);
     Check(layer_->comm_status());
+    // A plan that re-materializes the top layer: its re-gather starts as its forward ends, so it
+    // overlaps the model's head and loss, as the trainer starts it before backward (each layer's
+    // backward starts the one below).
+    if (y.requires_grad() && this == ctx.layers.back()) layer_->StartRegather();
     return y;
   }
 
