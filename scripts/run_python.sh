@@ -16,7 +16,8 @@ while [[ $# -gt 0 ]]; do
     --workers=*) WORKERS=${1#--workers=} ;;
     --controller=*) CONTROLLER=${1#--controller=} ;;
     -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
-               /usr/bin/python3 "$ROOT/examples/torch/train_gpt_moe.py" --help | sed 1,2d
+               PYTHONPATH="$ROOT/bazel-bin/python" /usr/bin/python3 \
+                 "$ROOT/examples/torch/train_gpt_moe.py" --help | sed 1,2d
                exit 0 ;;
     --) shift; EXAMPLE+=("$@"); break ;;
     *) EXAMPLE+=("$1") ;;
