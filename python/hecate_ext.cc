@@ -15,6 +15,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "common/grpc_credentials.h"
 #include "placement/cluster.h"
 #include "placement/cost_model.h"
@@ -98,6 +100,15 @@ struct Context {
   pl::PlanId controller_applied;
   pl::ModelLoad last_global;
   worker::MoEPhaseTimes last_times;  // the last step's, summed over the layers
+  // The model's own forward time between consecutive MoE layers (what the planners take for a
+  // block's attention), this iteration's so far and the last step's; the tokens a layer took;
+  // when the last layer forward ended and which it was; when the last step ended.
+  double between_seconds = 0, last_between_seconds = 0;
+  int between_gaps = 0, last_between_gaps = 0;
+  int64_t tokens = 0;
+  absl::Time forward_end = absl::InfinitePast();
+  int forward_layer = -1;
+  absl::Time last_step_end = absl::InfinitePast();
   ~Context();
   // A checkpoint loaded before the first forward: its plan, the kept experts' state by (layer,
   // expert) as (parameters, Adam m, Adam v), applied when the layers start.
@@ -234,6 +245,12 @@ class Layer {
                                                ShapeOf(x), " and ", ShapeOf(gate_weight)));
     }
     if (!ctx.started) Start(ctx, x.size(0));
+    const absl::Time entered = absl::Now();
+    if (layer_->layer() == ctx.forward_layer + 1 && ctx.forward_layer >= 0) {
+      ctx.between_seconds += absl::ToDoubleSeconds(entered - ctx.forward_end);
+      ++ctx.between_gaps;
+    }
+    ctx.tokens = x.size(0);
     // With a lane, layer l + kPrefetchLayers's gather starts as layer l runs (the memory model's
     // assumption, as the trainer schedules it); this layer's own has started by now, unless the
     // model calls its layers out of creation order.
@@ -247,6 +264,8 @@ class Layer {
     // overlaps the model's head and loss, as the trainer starts it before backward (each layer's
     // backward starts the one below).
     if (y.requires_grad() && this == ctx.layers.back()) layer_->StartRegather();
+    ctx.forward_layer = layer_->layer();
+    ctx.forward_end = absl::Now();
     return y;
   }
 
@@ -432,7 +451,16 @@ void Step(double lr, double beta1, double beta2, double eps) {
     for (const auto& [name, field] : kPhases) ctx.last_times.*field += l->layer().times().*field;
     l->layer().mutable_times().Reset();
   }
+  ctx.last_between_seconds = ctx.between_seconds;
+  ctx.last_between_gaps = ctx.between_gaps;
+  ctx.between_seconds = 0;
+  ctx.between_gaps = 0;
+  ctx.forward_layer = -1;
+  const absl::Time now = absl::Now();
   if (ctx.agent != nullptr) {
+    // What hecate-worker reports: the counts, the phases, a block's attention (here the model's
+    // forward between consecutive MoE layers, which the controller's planner overlaps spAG
+    // with; none with one layer), the iteration's time and tokens.
     wire::LoadReport report;
     for (Layer* l : ctx.layers) report.layers.push_back(l->layer().last_local_counts());
     report.job_id = ctx.job;
@@ -440,8 +468,24 @@ void Step(double lr, double beta1, double beta2, double eps) {
     report.incarnation = ctx.incarnation;
     report.iteration = ctx.iteration;
     report.plan = ctx.controller_applied;
+    const worker::MoEPhaseTimes& t = ctx.last_times;
+    report.timings.attention_seconds =
+        ctx.last_between_gaps > 0 ? ctx.last_between_seconds / ctx.last_between_gaps : 0;
+    report.timings.gate_seconds = t.gate;
+    report.timings.dispatch_seconds = t.dispatch;
+    report.timings.expert_seconds = t.expert;
+    report.timings.combine_seconds = t.combine;
+    report.timings.spag_seconds = t.spag;
+    report.timings.sprs_seconds = t.sprs;
+    report.timings.optimizer_seconds = t.optimizer;
+    report.timings.step_seconds = ctx.last_step_end == absl::InfinitePast()
+                                      ? 0
+                                      : absl::ToDoubleSeconds(now - ctx.last_step_end);
+    report.tokens = ctx.tokens;
+    report.free_memory_bytes = ctx.cluster->spec().nodes.front().device_memory_bytes;
     ctx.agent->Enqueue(wire::ToProto(report));
   }
+  ctx.last_step_end = now;
   ++ctx.iteration;
   Layer::Apply(ctx, Layer::Select(ctx));
   ctx.reduced = false;
@@ -567,6 +611,7 @@ pybind11::dict PhaseTimes() {
   const worker::MoEPhaseTimes& t = Require().last_times;
   pybind11::dict d;
   for (const auto& [name, field] : kPhases) d[name] = t.*field * 1e3;
+  d["between_layers"] = Require().last_between_seconds * 1e3;
   return d;
 }
 

@@ -4,6 +4,7 @@ and the import refusing a torch whose version differs from the LibTorch hecate w
 import os
 import subprocess
 import sys
+import time
 import unittest
 
 import torch
@@ -125,10 +126,27 @@ class MoETest(unittest.TestCase):
         hecate.step()
         t = hecate.phase_times()
         self.assertEqual(set(t), {"gate", "dispatch", "expert", "combine", "spag", "spag_exposed",
-                                  "sprs", "sprs_exposed", "optimizer"})
+                                  "sprs", "sprs_exposed", "optimizer", "between_layers"})
         self.assertGreater(t["expert"], 0.0)
         self.assertGreater(t["optimizer"], 0.0)
         self.assertTrue(all(v >= 0 for v in t.values()), t)
+
+    def test_between_layers_is_the_models_own_forward_between_moe_layers(self):
+        hecate.init()
+        layers = [ht.MoE(8, 32, 4, 2), ht.MoE(8, 32, 4, 2)]
+        x, w = torch.randn(64, 8), torch.randn(128, 128)
+        h = layers[0](x)
+        t0 = time.perf_counter()
+        for _ in range(100):  # the model's own work between the two layers
+            w = torch.tanh(w @ w)
+        work_ms = (time.perf_counter() - t0) * 1e3
+        layers[1](h).sum().backward()
+        hecate.step()
+        self.assertGreaterEqual(hecate.phase_times()["between_layers"], work_ms)
+        # The next step counts only its own gap.
+        layers[1](layers[0](x)).sum().backward()
+        hecate.step()
+        self.assertLess(hecate.phase_times()["between_layers"], work_ms)
 
     def test_cpu_pins_every_thread_of_the_process(self):
         core = sorted(os.sched_getaffinity(0))[-1]
