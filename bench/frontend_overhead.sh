@@ -77,4 +77,8 @@ print("frontend,median_ms")
 print(f"cpp_worker_step,{c:.1f}\ncpp_worker_iteration,{ci:.1f}\npython_frontend_iteration,{p:.1f}")
 print(f"ratio python/cpp, whole iterations (like for like): {p / ci:.3f}")
 print(f"ratio python/cpp, against the worker's step (no agreement or switch): {p / c:.3f}")
+# Each round runs the two back to back: the median of the rounds' own ratios cancels the host's
+# slow drift between rounds.
+paired = statistics.median(b / a for a, b in zip(cpp_it, py))
+print(f"ratio python/cpp, median of the rounds' ratios (whole iterations): {paired:.3f}")
 PY
