@@ -47,12 +47,6 @@ void Check(const absl::Status& s) {
 
 class Layer;
 
-std::string ShapeOf(const torch::Tensor& t) {
-  std::string s = "[";
-  for (int64_t i = 0; i < t.dim(); ++i) absl::StrAppend(&s, i > 0 ? ", " : "", t.size(i));
-  return s + "]";
-}
-
 // The MoE layers' phases as hecate.phase_times() names them (hecate run's columns).
 constexpr std::pair<const char*, double worker::MoEPhaseTimes::*> kPhases[] = {
     {"gate", &worker::MoEPhaseTimes::gate},
@@ -104,7 +98,7 @@ struct Context {
   // block's attention), this iteration's so far and the last step's; the tokens a layer took;
   // when the last layer forward ended and which it was; when the last step ended.
   double between_seconds = 0, last_between_seconds = 0;
-  int between_gaps = 0, last_between_gaps = 0;
+  int between_gaps = 0;
   int64_t tokens = 0;
   absl::Time forward_end = absl::InfinitePast();
   int forward_layer = -1;
@@ -240,9 +234,9 @@ class Layer {
     const worker::MoEConfig& c = layer_->config();
     if (x.dim() != 2 || x.size(1) != c.d_model || gate_weight.dim() != 2 ||
         gate_weight.size(0) != c.num_experts || gate_weight.size(1) != c.d_model) {
-      throw std::invalid_argument(absl::StrCat("MoE: input [tokens, ", c.d_model, "] and gate [",
-                                               c.num_experts, ", ", c.d_model, "] expected, got ",
-                                               ShapeOf(x), " and ", ShapeOf(gate_weight)));
+      throw std::invalid_argument(absl::StrCat(
+          "MoE: input [tokens, ", c.d_model, "] and gate [", c.num_experts, ", ", c.d_model,
+          "] expected, got ", c10::str(x.sizes()), " and ", c10::str(gate_weight.sizes())));
     }
     if (!ctx.started) Start(ctx, x.size(0));
     const absl::Time entered = absl::Now();
@@ -451,8 +445,9 @@ void Step(double lr, double beta1, double beta2, double eps) {
     for (const auto& [name, field] : kPhases) ctx.last_times.*field += l->layer().times().*field;
     l->layer().mutable_times().Reset();
   }
+  // A block's attention as the planners see it: the mean gap (none with one layer).
+  const double attention = ctx.between_gaps > 0 ? ctx.between_seconds / ctx.between_gaps : 0;
   ctx.last_between_seconds = ctx.between_seconds;
-  ctx.last_between_gaps = ctx.between_gaps;
   ctx.between_seconds = 0;
   ctx.between_gaps = 0;
   ctx.forward_layer = -1;
@@ -469,8 +464,7 @@ void Step(double lr, double beta1, double beta2, double eps) {
     report.iteration = ctx.iteration;
     report.plan = ctx.controller_applied;
     const worker::MoEPhaseTimes& t = ctx.last_times;
-    report.timings.attention_seconds =
-        ctx.last_between_gaps > 0 ? ctx.last_between_seconds / ctx.last_between_gaps : 0;
+    report.timings.attention_seconds = attention;
     report.timings.gate_seconds = t.gate;
     report.timings.dispatch_seconds = t.dispatch;
     report.timings.expert_seconds = t.expert;
@@ -492,30 +486,29 @@ void Step(double lr, double beta1, double beta2, double eps) {
 }
 
 // hecate.torch.Adam's step: the worker's Adam (worker/fssdp/adam.h) on each dense parameter, with
-// its state, step count and its group's hyperparameters. Everything is checked before any
-// parameter moves.
-struct DenseAdamBatch {
-  std::vector<torch::Tensor> params, grads, exp_avgs, exp_avg_sqs;
-  std::vector<int64_t> steps;
-  std::vector<double> lrs, beta1s, beta2s, epss;
-};
-
-void DenseAdamStep(const DenseAdamBatch& b) {
-  const size_t n = b.params.size();
-  for (size_t size : {b.grads.size(), b.exp_avgs.size(), b.exp_avg_sqs.size(), b.steps.size(),
-                      b.lrs.size(), b.beta1s.size(), b.beta2s.size(), b.epss.size()}) {
+// its state, step count and its group's hyperparameters, one entry per parameter. Everything is
+// checked before any parameter moves.
+void DenseAdamStep(const std::vector<torch::Tensor>& params,
+                   const std::vector<torch::Tensor>& grads,
+                   const std::vector<torch::Tensor>& exp_avgs,
+                   const std::vector<torch::Tensor>& exp_avg_sqs, const std::vector<int64_t>& steps,
+                   const std::vector<double>& lrs, const std::vector<double>& beta1s,
+                   const std::vector<double>& beta2s, const std::vector<double>& epss) {
+  const size_t n = params.size();
+  for (size_t size : {grads.size(), exp_avgs.size(), exp_avg_sqs.size(), steps.size(), lrs.size(),
+                      beta1s.size(), beta2s.size(), epss.size()}) {
     if (size != n) {
       throw std::invalid_argument(
           "hecate.torch.Adam: one gradient, state, step and set of hyperparameters per parameter");
     }
   }
   for (size_t i = 0; i < n; ++i) {
-    const torch::Tensor& p = b.params[i];
+    const torch::Tensor& p = params[i];
     if (!p.is_floating_point() || p.is_sparse()) {
       throw std::invalid_argument(absl::StrCat("hecate.torch.Adam: parameter ", i,
                                                " is not a dense floating-point tensor"));
     }
-    for (const torch::Tensor* t : {&b.grads[i], &b.exp_avgs[i], &b.exp_avg_sqs[i]}) {
+    for (const torch::Tensor* t : {&grads[i], &exp_avgs[i], &exp_avg_sqs[i]}) {
       if (t->is_sparse() || t->sizes() != p.sizes() || t->scalar_type() != p.scalar_type() ||
           t->device() != p.device()) {
         throw std::invalid_argument(absl::StrCat(
@@ -523,15 +516,15 @@ void DenseAdamStep(const DenseAdamBatch& b) {
             ": its gradient and state must be dense and of its shape, dtype and device"));
       }
     }
-    if (b.steps[i] < 1) {
+    if (steps[i] < 1) {
       throw std::invalid_argument(absl::StrCat("hecate.torch.Adam: parameter ", i, ": step ",
-                                               b.steps[i], " (counts from 1)"));
+                                               steps[i], " (counts from 1)"));
     }
   }
   torch::NoGradGuard no_grad;
   for (size_t i = 0; i < n; ++i) {
-    const worker::AdamConfig config{b.lrs[i], b.beta1s[i], b.beta2s[i], b.epss[i]};
-    worker::AdamStep(b.params[i], b.grads[i], b.exp_avgs[i], b.exp_avg_sqs[i], config, b.steps[i]);
+    const worker::AdamConfig config{lrs[i], beta1s[i], beta2s[i], epss[i]};
+    worker::AdamStep(params[i], grads[i], exp_avgs[i], exp_avg_sqs[i], config, steps[i]);
   }
 }
 
@@ -679,18 +672,9 @@ PYBIND11_MODULE(_C, m) {
   m.def("reduce_gradients", &hp::ReduceGradients);
   m.def("step", &hp::Step);
   m.def("all_reduce_", &hp::AllReduce);
-  m.def(
-      "adam_step_",
-      [](std::vector<torch::Tensor> params, std::vector<torch::Tensor> grads,
-         std::vector<torch::Tensor> exp_avgs, std::vector<torch::Tensor> exp_avg_sqs,
-         std::vector<int64_t> steps, std::vector<double> lrs, std::vector<double> beta1s,
-         std::vector<double> beta2s, std::vector<double> epss) {
-        hp::DenseAdamStep({std::move(params), std::move(grads), std::move(exp_avgs),
-                           std::move(exp_avg_sqs), std::move(steps), std::move(lrs),
-                           std::move(beta1s), std::move(beta2s), std::move(epss)});
-      },
-      py::arg("params"), py::arg("grads"), py::arg("exp_avgs"), py::arg("exp_avg_sqs"),
-      py::arg("steps"), py::arg("lrs"), py::arg("beta1s"), py::arg("beta2s"), py::arg("epss"));
+  m.def("adam_step_", &hp::DenseAdamStep, py::arg("params"), py::arg("grads"), py::arg("exp_avgs"),
+        py::arg("exp_avg_sqs"), py::arg("steps"), py::arg("lrs"), py::arg("beta1s"),
+        py::arg("beta2s"), py::arg("epss"));
   m.def("plan_info", &hp::PlanInfo);
   m.def("phase_times", &hp::PhaseTimes);
   m.def("bytes_sent", &hp::BytesSent);

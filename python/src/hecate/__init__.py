@@ -102,7 +102,8 @@ def phase_times():
     """The MoE layers' wall time in the last step, ms, summed over the layers: gate (count
     exchange and dispatch planning), dispatch and combine (the All-to-Alls, forward and
     backward), expert (the FFNs, forward and backward), spag / sprs (the sparse collectives) and
-    the part of them the training thread waited for (*_exposed), optimizer (Adam)."""
+    the part of them the training thread waited for (*_exposed), optimizer (Adam); and
+    between_layers, the model's own forward time between consecutive MoE layers."""
     return _C.phase_times()
 
 
