@@ -32,9 +32,9 @@
 #include "worker/fssdp/apply_plan.h"
 #include "worker/fssdp/gate.h"
 #include "worker/fssdp/moe_layer.h"
-#include "worker/pin.h"
 #include "worker/plan_source.h"
 #include "worker/planner_assumptions.h"
+#include "worker/process_setup.h"
 
 namespace hecate::python {
 namespace {
@@ -664,6 +664,9 @@ PYBIND11_MODULE(_C, m) {
       py::arg("calibration"), py::arg("attention_ms"), py::arg("device_gflops"),
       py::arg("link_gbytes"), py::arg("copy_overhead_ms"), py::arg("reshard_period"),
       py::arg("cpu"));
+  // What hecate-worker does at start: "" when done, else why not.
+  m.def("keep_freed_memory",
+        [] { return std::string(hecate::worker::KeepFreedMemory().message()); });
   m.def("initialized", [] { return hp::Ctx() != nullptr; });
   m.def("shutdown", [] {
     if (hp::Ctx() && hp::Ctx()->agent) hp::Ctx()->agent->Stop();

@@ -14,7 +14,7 @@
 #include "worker/comm/gloo/gloo_communicator.h"
 #include "worker/comm/staging_communicator.h"
 #include "worker/model/checkpoint.h"
-#include "worker/pin.h"
+#include "worker/process_setup.h"
 #include "worker/worker_parts.h"
 
 #ifdef HECATE_CUDA

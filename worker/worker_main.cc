@@ -8,7 +8,6 @@
 // Rank 0 prints one "progress ..." line per logged iteration and a final "summary ..." line on
 // stdout (hecate run parses them); logs go to stderr. Exit codes: 0 done, 2 usage, 3 a collective
 // failed (a peer died or timed out), 4 bad input (data, checkpoint), 1 other.
-#include <malloc.h>
 
 #include <cstdio>
 #include <string>
@@ -19,6 +18,7 @@
 #include "common/grpc_credentials.h"
 #include "common/log.h"
 #include "placement/plan.h"
+#include "worker/process_setup.h"
 #include "worker/worker.h"
 
 ABSL_FLAG(int, rank, -1, "Rank (default: $RANK, then $SLURM_PROCID)");
@@ -114,18 +114,6 @@ ABSL_FLAG(int, reconnect_max_ms, 2000, "Longest backoff between controller recon
 namespace hecate::worker {
 namespace {
 
-// LibTorch's CPU allocator takes every tensor from malloc. glibc serves blocks above its mmap
-// threshold (128 KiB, rising dynamically) with fresh mappings and returns freed heap tops to the
-// kernel, so the activations a step allocates and frees (tens of MiB per MoE layer) fault their
-// pages in again every iteration, a large share of a step (docs/benchmarks.md). Blocks up to
-// 32 MiB (glibc's largest threshold) come from the heap, and freed memory up to 1 GiB stays mapped
-// for the next step.
-void KeepFreedMemory() {
-  const bool ok = mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 &&
-                  mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1 && mallopt(M_TOP_PAD, 64 << 20) == 1;
-  if (!ok) std::fprintf(stderr, "hecate-worker: mallopt refused a setting (continuing)\n");
-}
-
 // Flags and the torchrun / Slurm environment -> a WorkerConfig.
 absl::StatusOr<WorkerConfig> ConfigFromFlags() {
   WorkerConfig c;
@@ -204,7 +192,9 @@ absl::StatusOr<WorkerConfig> ConfigFromFlags() {
 }
 
 int Main(int argc, char** argv) {
-  KeepFreedMemory();
+  if (absl::Status s = KeepFreedMemory(); !s.ok()) {
+    std::fprintf(stderr, "hecate-worker: %s (continuing)\n", std::string(s.message()).c_str());
+  }
   const std::vector<std::string> args =
       ParseFlags(argc, argv,
                  "One Hecate training rank (GPT-MoE over FSSDP). See docs/launching.md.\n"

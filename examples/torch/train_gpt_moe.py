@@ -101,9 +101,23 @@ class GptMoE(torch.nn.Module):
         return self.head(self.lnf(h))
 
 
+_MASK64 = (1 << 64) - 1
+
+
+def _mix(x):
+    """SplitMix64's finalizer: the C++ trainer's (worker/model/trainer.cc) sequence starts."""
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
 def batch(text, a, iteration, rank, world):
-    g = torch.Generator().manual_seed(a.seed * 1000003 + iteration * world + rank)
-    starts = torch.randint(0, len(text) - a.seq_len - 1, (a.batch,), generator=g)
+    """This rank's sequences of an iteration, chosen as hecate-worker chooses them (the same
+    seed gives the same batches, so both train the same model on the same data)."""
+    span = len(text) - a.seq_len - 1
+    first = (iteration * world + rank) * a.batch
+    starts = torch.tensor([_mix(a.seed * 7919 + first + b) % span for b in range(a.batch)])
     rows = text[starts[:, None] + torch.arange(a.seq_len + 1)].long()
     return rows[:, :-1], rows[:, 1:]
 

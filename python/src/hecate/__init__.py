@@ -18,6 +18,7 @@
 import os
 import socket
 import time
+import warnings
 
 import torch as _torch
 
@@ -43,7 +44,8 @@ def _env_int(name, default):
 
 
 def init(policy="hecate", timeout_s=60.0, overlap=True, calibration=True, attention_ms=0.5,
-         device_gflops=20.0, link_gbytes=2.0, copy_overhead_ms=0.0, reshard_period=100, cpu=None):
+         device_gflops=20.0, link_gbytes=2.0, copy_overhead_ms=0.0, reshard_period=100, cpu=None,
+         keep_freed_memory=True):
     """Sets up this rank from the torchrun environment (one process without it).
 
     overlap: spAG, re-gathers and spRS run on their own connections and thread, overlapped with
@@ -55,7 +57,9 @@ def init(policy="hecate", timeout_s=60.0, overlap=True, calibration=True, attent
     re-shard, iterations; 0: never), with hecate-worker's flags' names and defaults: a job planned
     through either sees the same cluster. cpu: pin every thread of this process to that core and
     keep LibTorch to one intra-op thread, as hecate-worker --cpu does (None: no pinning).
-    ValueError when out of range."""
+    keep_freed_memory: as hecate-worker, have malloc keep the memory a step frees for the next one
+    instead of returning it to the kernel and faulting it in again (process-wide mallopt; False
+    leaves malloc as it is). ValueError when out of range."""
     if cpu is not None and int(cpu) < 0:
         raise ValueError(f"hecate.init: cpu must be a core number >= 0, got {cpu}")
     world = _env_int("WORLD_SIZE", 1)
@@ -74,6 +78,10 @@ def init(policy="hecate", timeout_s=60.0, overlap=True, calibration=True, attent
             -1 if cpu is None else int(cpu))
     if cpu is not None:
         _torch.set_num_threads(1)  # hecate-worker's --threads default
+    if keep_freed_memory:
+        why_not = _C.keep_freed_memory()
+        if why_not:
+            warnings.warn(f"hecate.init: keep_freed_memory: {why_not} (continuing)")
 
 
 def reduce_gradients():

@@ -1,6 +1,7 @@
-#include "worker/pin.h"
+#include "worker/process_setup.h"
 
 #include <dirent.h>
+#include <malloc.h>
 #include <sched.h>
 
 #include <cerrno>
@@ -10,6 +11,14 @@
 #include "absl/strings/str_cat.h"
 
 namespace hecate::worker {
+
+absl::Status KeepFreedMemory() {
+  if (mallopt(M_MMAP_THRESHOLD, 32 << 20) != 1 || mallopt(M_TRIM_THRESHOLD, 1 << 30) != 1 ||
+      mallopt(M_TOP_PAD, 64 << 20) != 1) {
+    return absl::InternalError("malloc refused a setting");
+  }
+  return absl::OkStatus();
+}
 
 absl::Status PinProcess(int cpu) {
   if (cpu < 0 || cpu >= CPU_SETSIZE)
