@@ -7,8 +7,9 @@
 # machine's rates, as `hecate run` gives them) and the same dense Adam (the worker's; the example
 # steps with hecate.torch.Adam), in interleaved rounds; prints the
 # medians and their ratios. Like for like are whole iterations: the worker's (plan agreement,
-# switch and step) against the example's (hecate.step() included); the worker's step alone
-# leaves the agreement and switch out (docs/python.md "Overhead").
+# switch, step and load report) against the example's (hecate.step(), which sends the report,
+# included); the worker's step alone leaves the agreement, switch and report out
+# (docs/python.md "Overhead").
 #
 # Both sides' processes get the same BLAS pool (--blas_threads, default: the machine's cores, what
 # a hecate run worker gets when nothing is set; torchrun would otherwise give its ranks one): a

@@ -467,7 +467,7 @@ RunResult RunJob(const std::string& policy, const std::string& mode, int workers
       "%s plan switches (final %s), spAG %s B, spRS %s B, All-to-All %s B (rank 0), spAG "
       "%s ms/step of which %s exposed, spRS %s ms of which %s exposed, peak copies %s B "
       "(plan predicted %s B), calibration %s copies gathered / %s dropped; iteration %s ms "
-      "median (plan agreement and switch included)\n",
+      "median (plan agreement, switch and load report included)\n",
       sm["iterations"].c_str(), sm["first_loss"].c_str(), sm["last_loss"].c_str(),
       sm["median_step_ms"].c_str(), sm["mean_step_ms"].c_str(), sm["tokens_per_s"].c_str(),
       sm["plans_applied"].c_str(), sm["final_plan"].c_str(), sm["spag_bytes"].c_str(),

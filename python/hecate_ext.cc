@@ -227,17 +227,22 @@ class Layer {
     all.erase(std::remove(all.begin(), all.end(), this), all.end());
   }
 
-  // `x` [T, d_model] through the gate (`gate_weight` [num_experts, d_model], the router the C++
-  // trainer uses) and the layer.
-  torch::Tensor Forward(const torch::Tensor& x, const torch::Tensor& gate_weight) {
+  // `x` [..., d_model] through the gate (`gate_weight` [num_experts, d_model], the router the C++
+  // trainer uses) and the layer; the output has the shape of `x`.
+  torch::Tensor Forward(const torch::Tensor& input, const torch::Tensor& gate_weight) {
     Context& ctx = Require();
     const worker::MoEConfig& c = layer_->config();
-    if (x.dim() != 2 || x.size(1) != c.d_model || gate_weight.dim() != 2 ||
-        gate_weight.size(0) != c.num_experts || gate_weight.size(1) != c.d_model) {
-      throw std::invalid_argument(absl::StrCat(
-          "MoE: input [tokens, ", c.d_model, "] and gate [", c.num_experts, ", ", c.d_model,
-          "] expected, got ", c10::str(x.sizes()), " and ", c10::str(gate_weight.sizes())));
+    if (input.dim() < 1 || input.size(-1) != c.d_model) {
+      throw std::invalid_argument(absl::StrCat("MoE: input of shape ", c10::str(input.sizes()),
+                                               "; the last dimension must be d_model=", c.d_model));
     }
+    if (gate_weight.dim() != 2 || gate_weight.size(0) != c.num_experts ||
+        gate_weight.size(1) != c.d_model) {
+      throw std::invalid_argument(absl::StrCat(
+          "MoE: input [..., ", c.d_model, "] and gate [", c.num_experts, ", ", c.d_model,
+          "] expected, got ", c10::str(input.sizes()), " and ", c10::str(gate_weight.sizes())));
+    }
+    const torch::Tensor x = input.reshape({-1, c.d_model});
     if (!ctx.started) Start(ctx, x.size(0));
     const absl::Time entered = absl::Now();
     if (layer_->layer() == ctx.forward_layer + 1 && ctx.forward_layer >= 0) {
@@ -260,7 +265,7 @@ class Layer {
     if (y.requires_grad() && this == ctx.layers.back()) layer_->StartRegather();
     ctx.forward_layer = layer_->layer();
     ctx.forward_end = absl::Now();
-    return y;
+    return y.reshape(input.sizes());
   }
 
   worker::MoELayer& layer() { return *layer_; }

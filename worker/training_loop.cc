@@ -115,11 +115,13 @@ class TrainingLoop {
                                                                            : ExitCode::kCollective,
                           s);
     }
-    // The whole iteration as a training script times it: agreement, switch and step.
+    Report(it, *r);
+    // The whole iteration as a training script times it: agreement, switch, step and the load
+    // report (the PyTorch front end's hecate.step() sends it too); the metrics and logs after it
+    // are this binary's own.
     totals_.iteration_times.push_back(absl::ToDoubleSeconds(absl::Now() - start));
     last_global_ = r->global_counts;
     if (p_.trace) (void)p_.trace->Append(it, r->global_counts);
-    Report(it, *r);
     Observe(*r);
     summary_.losses.push_back(r->loss);
     summary_.plans.push_back(p_.applied->id);

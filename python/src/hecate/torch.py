@@ -24,12 +24,10 @@ class MoE(torch.nn.Module):
         self.gate = torch.nn.Linear(d_model, num_experts, bias=False, dtype=dtype)
 
     def forward(self, x):
-        if x.shape[-1] != self.d_model:
-            raise ValueError(f"MoE: input of shape {tuple(x.shape)}; the last dimension must be "
-                             f"d_model={self.d_model}")
         # The gate runs in the extension (worker::TopKGate, the C++ trainer's router) on
-        # self.gate's weight, so autograd reaches it as it would through self.gate(z).
-        return self._layer.forward(x.reshape(-1, self.d_model), self.gate.weight).reshape(x.shape)
+        # self.gate's weight, so autograd reaches it as it would through self.gate(z); the
+        # extension checks the shape (ValueError) and flattens the leading dimensions.
+        return self._layer.forward(x, self.gate.weight)
 
     def owned_experts(self):
         """The experts whose parameters and Adam state this rank keeps under the plan in force."""
