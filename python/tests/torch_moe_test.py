@@ -161,6 +161,23 @@ class MoETest(unittest.TestCase):
         finally:
             os.sched_setaffinity(0, before)
 
+    def test_init_keeps_freed_memory_unless_told_not_to(self):
+        # In a fresh process each: the setting is process-wide. After init(), malloc serves a
+        # 16 MiB block from the heap (glibc's chunk header: bit 1 marks a block mmapped on its
+        # own), as in hecate-worker; with keep_freed_memory=False, glibc's default mmaps it.
+        code = ("import ctypes, sys, hecate\n"
+                "hecate.init(keep_freed_memory=sys.argv[1] == 'keep')\n"
+                "libc = ctypes.CDLL(None)\n"
+                "libc.malloc.restype = ctypes.c_void_p\n"
+                "libc.malloc.argtypes = [ctypes.c_size_t]\n"
+                "block = libc.malloc(16 << 20)\n"
+                "print('mmapped' if ctypes.c_size_t.from_address(block - 8).value & 2 else 'heap')\n"
+                "hecate.shutdown()\n")
+        for arg, want in (("keep", "heap"), ("leave", "mmapped")):
+            out = subprocess.run([sys.executable, "-c", code, arg], capture_output=True,
+                                 text=True, env=dict(os.environ), check=True).stdout
+            self.assertEqual(out.strip(), want, arg)
+
 
 class AdamTest(unittest.TestCase):
     """hecate.torch.Adam against torch.optim.Adam: the same update and state."""
