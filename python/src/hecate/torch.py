@@ -73,7 +73,7 @@ class Adam(torch.optim.Optimizer):
                 raise ValueError("hecate.torch.Adam: weight_decay, amsgrad and maximize are not "
                                  "supported (a torch.optim.Adam state dict that uses them?)")
         # Every group's parameters in one call, checked before any moves.
-        params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
+        params, grads, exp_avgs, exp_avg_sqs, steps, states = [], [], [], [], [], []
         lrs, beta1s, beta2s, epss = [], [], [], []
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
@@ -90,11 +90,12 @@ class Adam(torch.optim.Optimizer):
                 exp_avgs.append(state["exp_avg"])
                 exp_avg_sqs.append(state["exp_avg_sq"])
                 steps.append(int(state["step"]) + 1)
+                states.append(state)
                 lrs.append(group["lr"])
                 beta1s.append(beta1)
                 beta2s.append(beta2)
                 epss.append(group["eps"])
         _C.adam_step_(params, grads, exp_avgs, exp_avg_sqs, steps, lrs, beta1s, beta2s, epss)
-        for p, s in zip(params, steps):
-            self.state[p]["step"] = s
+        for state, s in zip(states, steps):
+            state["step"] = s
         return loss
