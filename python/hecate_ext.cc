@@ -490,9 +490,9 @@ void Step(double lr, double beta1, double beta2, double eps) {
   ctx.reduced = false;
 }
 
-// hecate.torch.Adam's step: the worker's Adam (worker/fssdp/adam.h) on each dense parameter, with
-// its state, step count and its group's hyperparameters, one entry per parameter. Everything is
-// checked before any parameter moves.
+// The worker's Adam (worker/fssdp/adam.h) on each dense parameter, with its state, step count and
+// its group's hyperparameters, one entry per parameter. Everything is checked before any
+// parameter moves.
 void DenseAdamStep(const std::vector<torch::Tensor>& params,
                    const std::vector<torch::Tensor>& grads,
                    const std::vector<torch::Tensor>& exp_avgs,
@@ -533,14 +533,84 @@ void DenseAdamStep(const std::vector<torch::Tensor>& params,
   }
 }
 
+// hecate.torch.Adam's step: its param_groups and state (torch.optim.Optimizer's) are read here, so
+// a step is one call from Python with no Python loop over the parameters (between C++ phases that
+// loop runs with cold caches, which makes it a large part of a small model's dense step).
+// Parameters without a gradient are skipped; a parameter's state starts as torch.optim.Adam's
+// (step 0, zero moments). The group options torch.optim.Adam has and this step lacks are refused.
+void AdamStepGroups(const pybind11::list& groups, const pybind11::dict& state) {
+  namespace py = pybind11;
+  std::vector<torch::Tensor> params, grads, exp_avgs, exp_avg_sqs;
+  std::vector<int64_t> steps;
+  std::vector<double> lrs, beta1s, beta2s, epss;
+  std::vector<py::dict> states;
+  const py::str step_key("step"), exp_avg_key("exp_avg"), exp_avg_sq_key("exp_avg_sq");
+  for (const py::handle group_handle : groups) {
+    const py::dict group = py::reinterpret_borrow<py::dict>(group_handle);
+    for (const char* unsupported : {"weight_decay", "amsgrad", "maximize"}) {
+      if (group.contains(unsupported) && py::bool_(group[unsupported])) {
+        throw std::invalid_argument(
+            "hecate.torch.Adam: weight_decay, amsgrad and maximize are not supported (a "
+            "torch.optim.Adam state dict that uses them?)");
+      }
+    }
+    const double lr = group["lr"].cast<double>();
+    const py::sequence betas = group["betas"].cast<py::sequence>();
+    if (betas.size() != 2)
+      throw std::invalid_argument("hecate.torch.Adam: betas must be two numbers");
+    const double beta1 = betas[0].cast<double>(), beta2 = betas[1].cast<double>();
+    const double eps = group["eps"].cast<double>();
+    for (const py::handle p : group["params"]) {
+      const py::object grad = p.attr("grad");
+      if (grad.is_none()) continue;
+      const torch::Tensor param = p.cast<torch::Tensor>();
+      PyObject* found = PyDict_GetItemWithError(state.ptr(), p.ptr());
+      if (found == nullptr && PyErr_Occurred()) throw py::error_already_set();
+      py::dict st = found != nullptr ? py::reinterpret_borrow<py::dict>(found) : py::dict();
+      if (found == nullptr) state[p] = st;
+      if (st.size() == 0) {
+        st[step_key] = 0;
+        st[exp_avg_key] = torch::zeros_like(param, torch::MemoryFormat::Preserve);
+        st[exp_avg_sq_key] = torch::zeros_like(param, torch::MemoryFormat::Preserve);
+      }
+      params.push_back(param);
+      grads.push_back(grad.cast<torch::Tensor>());
+      exp_avgs.push_back(st[exp_avg_key].cast<torch::Tensor>());
+      exp_avg_sqs.push_back(st[exp_avg_sq_key].cast<torch::Tensor>());
+      steps.push_back(py::int_(st[step_key]).cast<int64_t>() + 1);
+      states.push_back(std::move(st));
+      lrs.push_back(lr);
+      beta1s.push_back(beta1);
+      beta2s.push_back(beta2);
+      epss.push_back(eps);
+    }
+  }
+  DenseAdamStep(params, grads, exp_avgs, exp_avg_sqs, steps, lrs, beta1s, beta2s, epss);
+  for (size_t i = 0; i < states.size(); ++i) states[i][step_key] = steps[i];
+}
+
 // Sums a tensor over the ranks in place (dense gradients, when torch.distributed is not used).
 void AllReduce(torch::Tensor& t) {
   Context& ctx = Require();
   if (!t.is_contiguous() || !t.device().is_cpu()) {
     throw std::invalid_argument("hecate.all_reduce_: a contiguous CPU tensor");
   }
+  // The communicator sums float32 or float64; any other element type would be summed as those.
+  if (t.scalar_type() != torch::kFloat && t.scalar_type() != torch::kDouble) {
+    throw std::invalid_argument(absl::StrCat(
+        "hecate.all_reduce_: a float32 or float64 tensor, got ", c10::toString(t.scalar_type())));
+  }
   if (ctx.comm->world_size() == 1) return;
   Check(ctx.comm->AllReduceSum(t.data_ptr(), t.numel(), static_cast<int>(t.element_size())));
+}
+
+// The sum over the ranks of one number, in float64 on the control connection: how hecate-worker
+// sums its loss for the log.
+double GlobalSum(double value) {
+  Context& ctx = Require();
+  if (ctx.comm->world_size() > 1)
+    Check(ctx.comm->AllReduceSum(&value, 1, 8, worker::CommKind::kControl));
+  return value;
 }
 
 // This rank's part of a checkpoint: the plan in force (serialized hecate.v1.Plan), the iteration
@@ -680,9 +750,15 @@ PYBIND11_MODULE(_C, m) {
   m.def("reduce_gradients", &hp::ReduceGradients);
   m.def("step", &hp::Step);
   m.def("all_reduce_", &hp::AllReduce);
-  m.def("adam_step_", &hp::DenseAdamStep, py::arg("params"), py::arg("grads"), py::arg("exp_avgs"),
-        py::arg("exp_avg_sqs"), py::arg("steps"), py::arg("lrs"), py::arg("beta1s"),
-        py::arg("beta2s"), py::arg("epss"));
+  m.def("global_sum", [](const torch::Tensor& t) {
+    if (t.numel() != 1) {
+      throw std::invalid_argument(absl::StrCat(
+          "hecate.global_sum: a number or a one-element tensor, got shape ", c10::str(t.sizes())));
+    }
+    return hp::GlobalSum(t.item<double>());
+  });
+  m.def("global_sum", &hp::GlobalSum);
+  m.def("adam_step_groups_", &hp::AdamStepGroups, py::arg("param_groups"), py::arg("state"));
   m.def("plan_info", &hp::PlanInfo);
   m.def("phase_times", &hp::PhaseTimes);
   m.def("bytes_sent", &hp::BytesSent);

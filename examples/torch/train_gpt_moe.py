@@ -75,9 +75,9 @@ class Block(torch.nn.Module):
 
     def forward(self, h, mask):
         b, s, d = h.shape
-        q, k, v = self.qkv(self.ln1(h)).chunk(3, dim=-1)
-        split = lambda t: t.view(b, s, self.heads, d // self.heads).transpose(1, 2)  # noqa: E731
-        q, k, v = split(q), split(k), split(v)
+        # q, k and v, each [b, heads, s, d / heads]: views of qkv's output
+        q, k, v = self.qkv(self.ln1(h)).view(b, s, 3, self.heads, d // self.heads).permute(
+            2, 0, 3, 1, 4)
         att = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(d // self.heads) + mask, dim=-1)
         h = h + self.proj((att @ v).transpose(1, 2).reshape(b, s, d))
         return h + self.moe(self.ln2(h))
@@ -112,14 +112,30 @@ def _mix(x):
     return x ^ (x >> 31)
 
 
-def batch(text, a, iteration, rank, world):
-    """This rank's sequences of an iteration, chosen as hecate-worker chooses them (the same
-    seed gives the same batches, so both train the same model on the same data)."""
-    span = len(text) - a.seq_len - 1
-    first = (iteration * world + rank) * a.batch
-    starts = torch.tensor([_mix(a.seed * 7919 + first + b) % span for b in range(a.batch)])
-    rows = text[starts[:, None] + torch.arange(a.seq_len + 1)].long()
-    return rows[:, :-1], rows[:, 1:]
+class Batches:
+    """This rank's sequences, iteration by iteration, chosen as hecate-worker chooses them (the
+    same seed gives the same batches, so both train the same model on the same data). Like a
+    sampler, it draws the positions ahead, a thousand iterations at a time."""
+
+    AHEAD = 1000
+
+    def __init__(self, text, a, rank, world):
+        self.text, self.a, self.rank, self.world = text, a, rank, world
+        self.offsets = torch.arange(a.seq_len + 1)
+        self.first, self.starts = 0, torch.zeros(0, a.batch, 1, dtype=torch.long)
+
+    def get(self, iteration):
+        """(input, target) for `iteration`, each [batch, seq_len]."""
+        a, k = self.a, iteration - self.first
+        if not 0 <= k < len(self.starts):
+            span = len(self.text) - a.seq_len - 1
+            self.first, k = iteration, 0
+            self.starts = torch.tensor([
+                [_mix(a.seed * 7919 + (it * self.world + self.rank) * a.batch + b) % span
+                 for b in range(a.batch)]
+                for it in range(iteration, iteration + self.AHEAD)]).unsqueeze(-1)
+        rows = self.text[self.starts[k] + self.offsets].long()
+        return rows[:, :-1], rows[:, 1:]
 
 
 def main():
@@ -157,6 +173,7 @@ def main():
         p.grad = grads[offset:offset + p.numel()].view_as(p)
         offset += p.numel()
     global_tokens = world * a.batch * a.seq_len
+    batches = Batches(text, a, rank, world)
     if rank == 0:
         print(f"train_gpt_moe: {world} ranks, {a.layers} MoE layers x {a.experts} experts "
               f"(top-{a.top_k}), {global_tokens} tokens an iteration, "
@@ -165,14 +182,14 @@ def main():
     losses, steps, plans, phases = [], [], [], []
     for it in range(a.iterations):
         t0 = time.perf_counter()
-        x, y = batch(text, a, it, rank, world)
+        x, y = batches.get(it)
         logits = model(x)
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 256), y.reshape(-1),
                                                  reduction="sum") / global_tokens
         grads.zero_()
         loss.backward()
         hecate.all_reduce_(grads)  # dense gradients: summed over the ranks
-        total = hecate.all_reduce_(loss.detach().reshape(1).clone()).item()
+        total = hecate.global_sum(loss)  # the global batch's loss, for the log
         opt.step()
         hecate.step(lr=a.lr)
         steps.append(time.perf_counter() - t0)

@@ -115,6 +115,22 @@ class MoETest(unittest.TestCase):
         with self.assertRaisesRegex(RuntimeError, "before the first forward"):
             ht.MoE(8, 16, 4, 2)
 
+    def test_sums_over_the_ranks_take_what_they_can_sum(self):
+        hecate.init()  # one rank: the sum is the value
+        self.assertEqual(hecate.global_sum(2.5), 2.5)
+        loss = (torch.ones(3, dtype=torch.float64, requires_grad=True) * 0.25).sum()
+        self.assertEqual(hecate.global_sum(loss), 0.75)
+        self.assertEqual(hecate.global_sum(torch.tensor([7])), 7.0)
+        with self.assertRaisesRegex(ValueError, r"one-element tensor, got shape \[2\]"):
+            hecate.global_sum(torch.zeros(2))
+        t = torch.arange(4, dtype=torch.int64)
+        with self.assertRaisesRegex(ValueError, "float32 or float64 tensor, got Long"):
+            hecate.all_reduce_(t)
+        self.assertTrue(torch.equal(t, torch.arange(4)))
+        f = torch.arange(4, dtype=torch.float32)
+        self.assertIs(hecate.all_reduce_(f), f)
+        self.assertTrue(torch.equal(f, torch.arange(4, dtype=torch.float32)))
+
     def test_phase_times_report_the_last_step(self):
         torch.manual_seed(0)
         hecate.init()
@@ -235,6 +251,21 @@ class AdamTest(unittest.TestCase):
             a.step()
         for p, p0 in zip(ours.parameters(), before):
             self.assertTrue(torch.equal(p, p0))
+
+    def test_parameters_without_a_gradient_keep_still_and_get_no_state(self):
+        ours, theirs = self._model(torch.float32), self._model(torch.float32)
+        for m in (ours, theirs):
+            m[1].weight.requires_grad_(False)  # no gradient: skipped, as torch.optim.Adam skips it
+        a = ht.Adam(ours.parameters(), lr=1e-2)
+        b = torch.optim.Adam(theirs.parameters(), lr=1e-2)
+        frozen = ours[1].weight.detach().clone()
+        self._train(ours, a, 3)
+        self._train(theirs, b, 3)
+        self.assertTrue(torch.equal(ours[1].weight, frozen))
+        self.assertNotIn(ours[1].weight, a.state)
+        self.assertEqual(len(a.state), len(b.state))
+        for p, q in zip(ours.parameters(), theirs.parameters()):
+            self.assertLess((p - q).abs().max().item(), 1e-6)
 
     def test_state_dicts_load_into_either(self):
         ours, theirs = self._model(torch.float64), self._model(torch.float64)

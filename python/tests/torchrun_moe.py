@@ -78,6 +78,14 @@ def main():
         hecate.all_reduce_(same)
         if same.item() != world * key:
             sys.exit(f"rank {rank}: ranks ran different plans at iteration {it}")
+        # A number's sum over the ranks: 1 + 2 + ... + world, plus each rank's part of a loss.
+        part = ((h.detach() - t_all[mine]) ** 2).sum() / (world * TOKENS)
+        total = hecate.global_sum(part)
+        want = ((r.detach() - t_all) ** 2).sum().item() / (world * TOKENS)
+        if abs(total - want) > 1e-9 * max(1.0, abs(want)):
+            sys.exit(f"rank {rank}: global_sum of the loss {total}, the loss is {want}")
+        if hecate.global_sum(rank + 1) != world * (world + 1) / 2:
+            sys.exit(f"rank {rank}: global_sum({rank + 1}) is not {world * (world + 1) / 2}")
         # Updates: experts by Adam (the layer's and ours), gates by plain SGD on both sides.
         hecate.step(lr=LR, betas=(B1, B2), eps=EPS)
         with torch.no_grad():

@@ -9,6 +9,7 @@
                          (optional: step() does it)
     hecate.step()        after backward: experts' gradients summed, Adam, the next plan
     hecate.all_reduce_   sums a tensor over the ranks (dense gradients without torch.distributed)
+    hecate.global_sum    sums a number over the ranks (the loss to print)
     hecate.plan_info()   the plan in force
     hecate.phase_times() the MoE layers' phases in the last step
     hecate.bytes_sent()  this rank's bytes sent since init(), by collective
@@ -97,9 +98,16 @@ def step(lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
 
 
 def all_reduce_(tensor):
-    """Sums a contiguous CPU tensor over the ranks, in place."""
+    """Sums a contiguous float32 or float64 CPU tensor over the ranks, in place."""
     _C.all_reduce_(tensor)
     return tensor
+
+
+def global_sum(value):
+    """The sum over the ranks of a number or a one-element tensor (each rank's part of the loss,
+    say), as a float; in float64, apart from the gradients' all-reduce, as hecate-worker sums its
+    loss. Takes no part in autograd."""
+    return _C.global_sum(value)
 
 
 def plan_info():

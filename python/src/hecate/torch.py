@@ -62,40 +62,12 @@ class Adam(torch.optim.Optimizer):
         theirs = torch.optim.Adam([torch.zeros(1, requires_grad=True)]).defaults
         super().__init__(params, dict(theirs, lr=lr, betas=tuple(betas), eps=eps))
 
-    @torch.no_grad()
     def step(self, closure=None):
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
-            if group.get("weight_decay") or group.get("amsgrad") or group.get("maximize"):
-                raise ValueError("hecate.torch.Adam: weight_decay, amsgrad and maximize are not "
-                                 "supported (a torch.optim.Adam state dict that uses them?)")
-        # Every group's parameters in one call, checked before any moves.
-        params, grads, exp_avgs, exp_avg_sqs, steps, states = [], [], [], [], [], []
-        lrs, beta1s, beta2s, epss = [], [], [], []
-        for group in self.param_groups:
-            beta1, beta2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                params.append(p)
-                grads.append(p.grad)
-                exp_avgs.append(state["exp_avg"])
-                exp_avg_sqs.append(state["exp_avg_sq"])
-                steps.append(int(state["step"]) + 1)
-                states.append(state)
-                lrs.append(group["lr"])
-                beta1s.append(beta1)
-                beta2s.append(beta2)
-                epss.append(group["eps"])
-        _C.adam_step_(params, grads, exp_avgs, exp_avg_sqs, steps, lrs, beta1s, beta2s, epss)
-        for state, s in zip(states, steps):
-            state["step"] = s
+        # Every group's parameters in one call (the extension reads param_groups and state and
+        # runs without autograd), checked before any moves.
+        _C.adam_step_groups_(self.param_groups, self.state)
         return loss
