@@ -267,6 +267,32 @@ class AdamTest(unittest.TestCase):
         for p, q in zip(ours.parameters(), theirs.parameters()):
             self.assertLess((p - q).abs().max().item(), 1e-6)
 
+    def test_step_shows_in_the_profiler_under_torchs_name(self):
+        model = self._model(torch.float32)
+        opt = ht.Adam(model.parameters(), lr=1e-2)
+        self._train(model, opt, 1)
+        with torch.autograd.profiler.profile() as prof:
+            self._train(model, opt, 1)
+        names = {e.name for e in prof.function_events}
+        self.assertIn("Optimizer.step#Adam.step", names)
+
+    @unittest.skipIf(int(torch.__version__.split(".")[0]) >= 2,
+                     "from torch 2 torch.optim's own step wrapper (with its hooks) stays")
+    def test_no_profiler_range_is_opened_while_no_profiler_runs(self):
+        model = self._model(torch.float32)
+        opt = ht.Adam(model.parameters(), lr=1e-2)
+        opened = []
+        real = torch.autograd.profiler.record_function
+        torch.autograd.profiler.record_function = lambda *a: opened.append(a) or real(*a)
+        try:
+            self._train(model, opt, 2)  # (zero_grad() opens torch.optim's own range)
+            self.assertNotIn(("Optimizer.step#Adam.step",), opened)
+            with torch.autograd.profiler.profile():
+                self._train(model, opt, 1)
+            self.assertIn(("Optimizer.step#Adam.step",), opened)
+        finally:
+            torch.autograd.profiler.record_function = real
+
     def test_state_dicts_load_into_either(self):
         ours, theirs = self._model(torch.float64), self._model(torch.float64)
         a = ht.Adam(ours.parameters(), lr=1e-2)
