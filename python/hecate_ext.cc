@@ -534,8 +534,7 @@ void DenseAdamStep(const std::vector<torch::Tensor>& params,
 }
 
 // hecate.torch.Adam's step: its param_groups and state (torch.optim.Optimizer's) are read here, so
-// a step is one call from Python with no Python loop over the parameters (between C++ phases that
-// loop runs with cold caches, which makes it a large part of a small model's dense step).
+// a step is one call from Python however many parameters there are.
 // Parameters without a gradient are skipped; a parameter's state starts as torch.optim.Adam's
 // (step 0, zero moments). The group options torch.optim.Adam has and this step lacks are refused.
 void AdamStepGroups(const pybind11::list& groups, const pybind11::dict& state) {
@@ -566,6 +565,10 @@ void AdamStepGroups(const pybind11::list& groups, const pybind11::dict& state) {
       const torch::Tensor param = p.cast<torch::Tensor>();
       PyObject* found = PyDict_GetItemWithError(state.ptr(), p.ptr());
       if (found == nullptr && PyErr_Occurred()) throw py::error_already_set();
+      if (found != nullptr && !PyDict_Check(found)) {
+        throw std::invalid_argument(absl::StrCat("hecate.torch.Adam: parameter ", params.size(),
+                                                 ": its state is not a dict"));
+      }
       py::dict st = found != nullptr ? py::reinterpret_borrow<py::dict>(found) : py::dict();
       if (found == nullptr) state[p] = st;
       if (st.size() == 0) {

@@ -327,6 +327,12 @@ class AdamTest(unittest.TestCase):
         for p, p0 in zip(model.parameters(), before):
             self.assertTrue(torch.equal(p, p0))  # checked before any parameter moved
         opt.state[last]["exp_avg"] = torch.zeros_like(last)
+        opt.state[last] = [1, 2]  # not a state at all
+        with self.assertRaisesRegex(ValueError, "parameter 4: its state is not a dict"):
+            opt.step()
+        for p, p0 in zip(model.parameters(), before):
+            self.assertTrue(torch.equal(p, p0))
+        opt.state[last] = {}  # a fresh state, as torch.optim.Adam starts one
         opt.param_groups[0]["weight_decay"] = 0.1  # e.g. from a torch.optim.Adam state dict
         with self.assertRaisesRegex(ValueError, "weight_decay"):
             opt.step()

@@ -105,8 +105,8 @@ def all_reduce_(tensor):
 
 def global_sum(value):
     """The sum over the ranks of a number or a one-element tensor (each rank's part of the loss,
-    say), as a float; in float64, apart from the gradients' all-reduce, as hecate-worker sums its
-    loss. Takes no part in autograd."""
+    say), as a float: summed in float64, in a collective of its own, as hecate-worker sums its
+    loss. Takes no part in autograd; every rank calls it at the same point."""
     return _C.global_sum(value)
 
 
