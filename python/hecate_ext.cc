@@ -490,59 +490,20 @@ void Step(double lr, double beta1, double beta2, double eps) {
   ctx.reduced = false;
 }
 
-// The worker's Adam (worker/fssdp/adam.h) on each dense parameter, with its state, step count and
-// its group's hyperparameters, one entry per parameter. Everything is checked before any
-// parameter moves.
-void DenseAdamStep(const std::vector<torch::Tensor>& params,
-                   const std::vector<torch::Tensor>& grads,
-                   const std::vector<torch::Tensor>& exp_avgs,
-                   const std::vector<torch::Tensor>& exp_avg_sqs, const std::vector<int64_t>& steps,
-                   const std::vector<double>& lrs, const std::vector<double>& beta1s,
-                   const std::vector<double>& beta2s, const std::vector<double>& epss) {
-  const size_t n = params.size();
-  for (size_t size : {grads.size(), exp_avgs.size(), exp_avg_sqs.size(), steps.size(), lrs.size(),
-                      beta1s.size(), beta2s.size(), epss.size()}) {
-    if (size != n) {
-      throw std::invalid_argument(
-          "hecate.torch.Adam: one gradient, state, step and set of hyperparameters per parameter");
-    }
-  }
-  for (size_t i = 0; i < n; ++i) {
-    const torch::Tensor& p = params[i];
-    if (!p.is_floating_point() || p.is_sparse()) {
-      throw std::invalid_argument(absl::StrCat("hecate.torch.Adam: parameter ", i,
-                                               " is not a dense floating-point tensor"));
-    }
-    for (const torch::Tensor* t : {&grads[i], &exp_avgs[i], &exp_avg_sqs[i]}) {
-      if (t->is_sparse() || t->sizes() != p.sizes() || t->scalar_type() != p.scalar_type() ||
-          t->device() != p.device()) {
-        throw std::invalid_argument(absl::StrCat(
-            "hecate.torch.Adam: parameter ", i,
-            ": its gradient and state must be dense and of its shape, dtype and device"));
-      }
-    }
-    if (steps[i] < 1) {
-      throw std::invalid_argument(absl::StrCat("hecate.torch.Adam: parameter ", i, ": step ",
-                                               steps[i], " (counts from 1)"));
-    }
-  }
-  torch::NoGradGuard no_grad;
-  for (size_t i = 0; i < n; ++i) {
-    const worker::AdamConfig config{lrs[i], beta1s[i], beta2s[i], epss[i]};
-    worker::AdamStep(params[i], grads[i], exp_avgs[i], exp_avg_sqs[i], config, steps[i]);
-  }
-}
-
 // hecate.torch.Adam's step: its param_groups and state (torch.optim.Optimizer's) are read here, so
-// a step is one call from Python however many parameters there are.
-// Parameters without a gradient are skipped; a parameter's state starts as torch.optim.Adam's
-// (step 0, zero moments). The group options torch.optim.Adam has and this step lacks are refused.
+// a step is one call from Python however many parameters there are. Each parameter with a
+// gradient takes the worker's Adam (worker/fssdp/adam.h) with its group's hyperparameters; its
+// state starts as torch.optim.Adam's (step 0, zero moments). The group options torch.optim.Adam
+// has and this step lacks are refused. Everything is checked before any parameter moves.
 void AdamStepGroups(const pybind11::list& groups, const pybind11::dict& state) {
   namespace py = pybind11;
-  std::vector<torch::Tensor> params, grads, exp_avgs, exp_avg_sqs;
-  std::vector<int64_t> steps;
-  std::vector<double> lrs, beta1s, beta2s, epss;
-  std::vector<py::dict> states;
+  struct Entry {
+    torch::Tensor param, grad, exp_avg, exp_avg_sq;
+    worker::AdamConfig config;
+    int64_t step;
+    py::dict state;
+  };
+  std::vector<Entry> entries;
   const py::str step_key("step"), exp_avg_key("exp_avg"), exp_avg_sq_key("exp_avg_sq");
   for (const py::handle group_handle : groups) {
     const py::dict group = py::reinterpret_borrow<py::dict>(group_handle);
@@ -553,21 +514,21 @@ void AdamStepGroups(const pybind11::list& groups, const pybind11::dict& state) {
             "torch.optim.Adam state dict that uses them?)");
       }
     }
-    const double lr = group["lr"].cast<double>();
     const py::sequence betas = group["betas"].cast<py::sequence>();
     if (betas.size() != 2)
       throw std::invalid_argument("hecate.torch.Adam: betas must be two numbers");
-    const double beta1 = betas[0].cast<double>(), beta2 = betas[1].cast<double>();
-    const double eps = group["eps"].cast<double>();
+    const worker::AdamConfig config{group["lr"].cast<double>(), betas[0].cast<double>(),
+                                    betas[1].cast<double>(), group["eps"].cast<double>()};
     for (const py::handle p : group["params"]) {
       const py::object grad = p.attr("grad");
       if (grad.is_none()) continue;
+      const size_t i = entries.size();
       const torch::Tensor param = p.cast<torch::Tensor>();
       PyObject* found = PyDict_GetItemWithError(state.ptr(), p.ptr());
       if (found == nullptr && PyErr_Occurred()) throw py::error_already_set();
       if (found != nullptr && !PyDict_Check(found)) {
-        throw std::invalid_argument(absl::StrCat("hecate.torch.Adam: parameter ", params.size(),
-                                                 ": its state is not a dict"));
+        throw std::invalid_argument(
+            absl::StrCat("hecate.torch.Adam: parameter ", i, ": its state is not a dict"));
       }
       py::dict st = found != nullptr ? py::reinterpret_borrow<py::dict>(found) : py::dict();
       if (found == nullptr) state[p] = st;
@@ -576,20 +537,37 @@ void AdamStepGroups(const pybind11::list& groups, const pybind11::dict& state) {
         st[exp_avg_key] = torch::zeros_like(param, torch::MemoryFormat::Preserve);
         st[exp_avg_sq_key] = torch::zeros_like(param, torch::MemoryFormat::Preserve);
       }
-      params.push_back(param);
-      grads.push_back(grad.cast<torch::Tensor>());
-      exp_avgs.push_back(st[exp_avg_key].cast<torch::Tensor>());
-      exp_avg_sqs.push_back(st[exp_avg_sq_key].cast<torch::Tensor>());
-      steps.push_back(py::int_(st[step_key]).cast<int64_t>() + 1);
-      states.push_back(std::move(st));
-      lrs.push_back(lr);
-      beta1s.push_back(beta1);
-      beta2s.push_back(beta2);
-      epss.push_back(eps);
+      Entry e{param,
+              grad.cast<torch::Tensor>(),
+              st[exp_avg_key].cast<torch::Tensor>(),
+              st[exp_avg_sq_key].cast<torch::Tensor>(),
+              config,
+              py::int_(st[step_key]).cast<int64_t>() + 1,
+              st};
+      if (!param.is_floating_point() || param.is_sparse()) {
+        throw std::invalid_argument(absl::StrCat("hecate.torch.Adam: parameter ", i,
+                                                 " is not a dense floating-point tensor"));
+      }
+      for (const torch::Tensor* t : {&e.grad, &e.exp_avg, &e.exp_avg_sq}) {
+        if (t->is_sparse() || t->sizes() != param.sizes() ||
+            t->scalar_type() != param.scalar_type() || t->device() != param.device()) {
+          throw std::invalid_argument(absl::StrCat(
+              "hecate.torch.Adam: parameter ", i,
+              ": its gradient and state must be dense and of its shape, dtype and device"));
+        }
+      }
+      if (e.step < 1) {
+        throw std::invalid_argument(absl::StrCat("hecate.torch.Adam: parameter ", i, ": step ",
+                                                 e.step, " (counts from 1)"));
+      }
+      entries.push_back(std::move(e));
     }
   }
-  DenseAdamStep(params, grads, exp_avgs, exp_avg_sqs, steps, lrs, beta1s, beta2s, epss);
-  for (size_t i = 0; i < states.size(); ++i) states[i][step_key] = steps[i];
+  torch::NoGradGuard no_grad;
+  for (Entry& e : entries) {
+    worker::AdamStep(e.param, e.grad, e.exp_avg, e.exp_avg_sq, e.config, e.step);
+    e.state[step_key] = e.step;
+  }
 }
 
 // Sums a tensor over the ranks in place (dense gradients, when torch.distributed is not used).
